@@ -1,0 +1,385 @@
+"""Settings: defaults < config.toml < .env < environment < CLI flags, resolved once at the edge.
+
+Every setting has a TOML key (``[section] name``) and an environment name: ``CRYPTOLAKE_`` +
+section + name in upper case (``CRYPTOLAKE_BINANCE_TIMEOUT_S``), plus the original design's names
+where it had one (``COLLECTION_START_DATE``, ``TOP_N_CRYPTOS``, ``COLLECTION_SCHEDULE``,
+``BINANCE_API_KEY``, ``BINANCE_API_SECRET``). :func:`load_settings` takes the file, the ``.env``
+file and the environment as arguments, so nothing below the CLI reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from cryptolake.errors import ConfigError
+from cryptolake.schema import INTERVALS
+
+DEFAULT_CONFIG_FILE = "config.toml"
+
+#: Base assets left out of the top-N universe: stablecoins, fiat and leveraged tokens (globs).
+DEFAULT_EXCLUDED_BASES: tuple[str, ...] = (
+    "USDT", "USDC", "BUSD", "TUSD", "FDUSD", "USDP", "PAX", "DAI", "UST", "USTC", "USDD",
+    "PYUSD", "USD1", "USDE", "RLUSD", "XUSD", "BFUSD", "AEUR", "EURI", "EUR", "GBP", "AUD",
+    "BRL", "TRY", "*DOWN", "*BULL", "*BEAR",
+    "BTCUP", "ETHUP", "BNBUP", "ADAUP", "XRPUP", "DOTUP", "LINKUP", "TRXUP", "XTZUP", "EOSUP",
+    "LTCUP", "UNIUP", "SXPUP", "FILUP", "YFIUP", "BCHUP", "AAVEUP", "SUSHIUP", "XLMUP", "1INCHUP",
+)  # fmt: skip
+
+
+class _Invalid(ValueError):
+    """A value that does not have the accepted form; the message is the accepted form."""
+
+
+# -- parsers: text (or a TOML value) -> typed value; raise _Invalid(accepted form) ----------
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("a string")
+    return value
+
+
+def _int_between(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        try:
+            number = int(value) if not isinstance(value, (bool, float)) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not low <= number <= high:
+            raise _Invalid(f"a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _float_between(low: float, high: float, *, low_open: bool = False) -> Callable[[Any], float]:
+    form = f"a number {'>' if low_open else '>='} {low:g} and <= {high:g}"
+
+    def parse(value: Any) -> float:
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or number > high or number < low or (low_open and number == low):
+            raise _Invalid(form)
+        return number
+
+    return parse
+
+
+def _date(value: Any) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise _Invalid("a date YYYY-MM-DD") from None
+
+
+def _interval(value: Any) -> str:
+    if value not in INTERVALS:
+        raise _Invalid(f"one of {' '.join(INTERVALS)} (case-sensitive)")
+    return str(value)
+
+
+def _asset(value: Any) -> str:
+    text = _text(value).strip().upper()
+    if not re.fullmatch(r"[A-Z0-9]{2,12}", text):
+        raise _Invalid("an asset code such as USDT")
+    return text
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                raise _Invalid("a comma-separated list or a TOML array of strings") from None
+        else:
+            value = [item for item in (part.strip() for part in text.split(",")) if item]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise _Invalid("a comma-separated list or a TOML array of strings")
+    return tuple(item.strip() for item in value)
+
+
+def _symbols(value: Any) -> tuple[str, ...]:
+    return tuple(item.upper() for item in _list(value))
+
+
+def _base_url(value: Any) -> str:
+    text = _text(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise _Invalid("an http(s) URL such as https://data-api.binance.vision")
+    if parts.hostname.endswith("binance.us"):
+        raise _Invalid(
+            "a binance.com host: api.binance.us is a different exchange and its candles must not "
+            "share the binance namespace"
+        )
+    return text
+
+
+def _cron(value: Any) -> str:
+    text = _text(value).strip()
+    try:
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger.from_crontab(text, timezone="UTC")
+    except ImportError:  # pragma: no cover - apscheduler is a core dependency
+        if len(text.split()) != 5:
+            raise _Invalid("a 5-field cron expression such as '0 */6 * * *'") from None
+    except ValueError:
+        raise _Invalid("a 5-field cron expression such as '0 */6 * * *' (minute hour day month weekday)") from None
+    return text
+
+
+def _dsn(value: Any) -> str:
+    text = _text(value).strip()
+    if text and not (text.startswith(("postgresql://", "postgres://")) or "=" in text):
+        raise _Invalid("a PostgreSQL URL (postgresql://user@host:5432/db) or key=value DSN")
+    return text
+
+
+# -- the settings --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting: where it lives, how it parses, its default and documentation."""
+
+    section: str
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    legacy_env: str | None = None
+    secret: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return f"CRYPTOLAKE_{self.section}_{self.name}".upper()
+
+
+SPECS: tuple[SettingSpec, ...] = (
+    SettingSpec("lake", "root", _text, "data/lake", "Directory of the Parquet lake."),
+    SettingSpec("binance", "base_url", _base_url, "https://data-api.binance.vision",
+                "Binance REST host: the market-data host, https://api.binance.com or a mirror."),
+    SettingSpec("binance", "api_key", _text, "", "Optional API key (public data needs none).",
+                legacy_env="BINANCE_API_KEY", secret=True),
+    SettingSpec("binance", "api_secret", _text, "", "Optional API secret (unused by market data).",
+                legacy_env="BINANCE_API_SECRET", secret=True),
+    SettingSpec("binance", "timeout_s", _float_between(0, 600, low_open=True), 10.0,
+                "Timeout of one request, seconds."),
+    SettingSpec("binance", "max_retries", _int_between(0, 20), 3,
+                "Retries of a request after timeouts, connection errors, 5xx and 429."),
+    SettingSpec("binance", "retry_delay_s", _float_between(0, 300), 1.0,
+                "First retry delay, seconds; doubles per retry, with jitter."),
+    SettingSpec("binance", "concurrency", _int_between(1, 64), 8, "Requests in flight at once."),
+    SettingSpec("binance", "weight_share", _float_between(0, 1, low_open=True), 0.9,
+                "Share of Binance's request-weight limit (6000/minute) this process may use."),
+    SettingSpec("collection", "quote_asset", _asset, "USDT", "Quote asset of the collected pairs."),
+    SettingSpec("collection", "interval", _interval, "1h", "Candle interval (1s ... 1M)."),
+    SettingSpec("collection", "start_date", _date, date(2024, 1, 1),
+                "Collect history from this UTC date (or the listing, if later).",
+                legacy_env="COLLECTION_START_DATE"),
+    SettingSpec("collection", "top_n", _int_between(1, 1000), 50,
+                "Size of the universe: top N pairs by 24 h quote volume.", legacy_env="TOP_N_CRYPTOS"),
+    SettingSpec("collection", "symbols", _symbols, (),
+                "Explicit symbols or base assets (BTC, ETHUSDT); empty = the top N."),
+    SettingSpec("collection", "excluded_bases", _list, DEFAULT_EXCLUDED_BASES,
+                "Base assets (glob patterns) left out of the top N: stablecoins, leveraged tokens."),
+    SettingSpec("collection", "batch_size_hours", _int_between(1, 100_000), 720,
+                "Hours of candles fetched and written per batch (bounds memory)."),
+    SettingSpec("scheduler", "schedule", _cron, "0 */6 * * *",
+                "Cron expression (UTC) of scheduled collection runs.", legacy_env="COLLECTION_SCHEDULE"),
+    SettingSpec("postgres", "dsn", _dsn, "", "PostgreSQL DSN for `cryptolake load postgres`.",
+                secret=True),
+)  # fmt: skip
+
+SPECS_BY_KEY = {spec.key: spec for spec in SPECS}
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    root: Path
+
+
+@dataclass(frozen=True)
+class BinanceSettings:
+    base_url: str
+    api_key: str = field(repr=False)
+    api_secret: str = field(repr=False)
+    timeout_s: float
+    max_retries: int
+    retry_delay_s: float
+    concurrency: int
+    weight_share: float
+
+
+@dataclass(frozen=True)
+class CollectionSettings:
+    quote_asset: str
+    interval: str
+    start_date: date
+    top_n: int
+    symbols: tuple[str, ...]
+    excluded_bases: tuple[str, ...]
+    batch_size_hours: int
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    schedule: str
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    dsn: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration, and where each value came from."""
+
+    lake: LakeSettings
+    binance: BinanceSettings
+    collection: CollectionSettings
+    scheduler: SchedulerSettings
+    postgres: PostgresSettings
+    sources: Mapping[str, str] = field(repr=False, compare=False)
+
+    def describe(self) -> list[tuple[str, str, str, str]]:
+        """``(key, shown value, source, env name)`` per setting, secrets redacted."""
+        rows = []
+        for spec in SPECS:
+            value = getattr(getattr(self, spec.section), spec.name)
+            rows.append((spec.key, display_value(spec, value), self.sources[spec.key], spec.env))
+        return rows
+
+
+_SECTIONS = {
+    "lake": LakeSettings,
+    "binance": BinanceSettings,
+    "collection": CollectionSettings,
+    "scheduler": SchedulerSettings,
+    "postgres": PostgresSettings,
+}
+
+
+def display_value(spec: SettingSpec, value: Any) -> str:
+    """How a value is shown to people: secrets redacted, lists comma-joined."""
+    if spec.key == "postgres.dsn":
+        return redact_dsn(str(value))
+    if spec.secret:
+        return "***" if value else ""
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+def redact_dsn(dsn: str) -> str:
+    """A DSN with its password replaced by ``***``."""
+    if not dsn:
+        return ""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        if parts.password is not None:
+            host = parts.hostname or ""
+            netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+            dsn = urlunsplit(parts._replace(netloc=netloc))
+        return re.sub(r"(password=)[^&]*", r"\1***", dsn)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    dotenv_file: str | Path | None = ".env",
+    overrides: Mapping[str, tuple[Any, str]] | None = None,
+) -> Settings:
+    """Resolve the effective settings.
+
+    Args:
+        config_file: a TOML file; None means ``config.toml`` if it exists. A named file that
+            does not exist is an error.
+        environ: the environment (pass ``os.environ`` at the edge, a dict in tests).
+        dotenv_file: a ``.env`` file read below the environment; None to skip.
+        overrides: ``{key: (value, source)}`` from CLI flags, e.g.
+            ``{"lake.root": ("data/x", "--lake")}``.
+
+    Raises:
+        ConfigError: one line naming the key, where the value came from and the accepted form.
+    """
+    values: dict[str, Any] = {spec.key: spec.default for spec in SPECS}
+    sources = {spec.key: "default" for spec in SPECS}
+    for key, (raw, source) in _file_values(config_file).items():
+        values[key], sources[key] = _parse(SPECS_BY_KEY[key], raw, source), source
+    for layer, label in ((_dotenv(dotenv_file), ".env"), (dict(environ or {}), "environment")):
+        for spec in SPECS:
+            for name in (spec.legacy_env, spec.env):  # the CRYPTOLAKE_ name wins over the legacy one
+                if name and name in layer:
+                    source = f"{label} {name}"
+                    values[spec.key], sources[spec.key] = _parse(spec, layer[name], source), source
+    for key, (raw, source) in (overrides or {}).items():
+        if raw is None:
+            continue
+        if key not in SPECS_BY_KEY:
+            raise ConfigError(f"unknown setting {key!r} from {source}")
+        values[key], sources[key] = _parse(SPECS_BY_KEY[key], raw, source), source
+    values["lake.root"] = Path(values["lake.root"])
+    sections = {
+        section: cls(**{spec.name: values[spec.key] for spec in SPECS if spec.section == section})
+        for section, cls in _SECTIONS.items()
+    }
+    return Settings(**sections, sources=sources)
+
+
+def _parse(spec: SettingSpec, raw: Any, source: str) -> Any:
+    try:
+        return spec.parse(raw)
+    except _Invalid as exc:
+        shown = "***" if spec.secret else repr(raw)
+        raise ConfigError(f"{spec.key} = {shown} (from {source}) is invalid: expected {exc}") from None
+
+
+def _file_values(config_file: str | Path | None) -> dict[str, tuple[Any, str]]:
+    path = Path(config_file) if config_file is not None else Path(DEFAULT_CONFIG_FILE)
+    if not path.is_file():
+        if config_file is not None:
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        return {}
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    found: dict[str, tuple[Any, str]] = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section!r} must be a [section]; sections: {', '.join(_SECTIONS)}")
+        for name, raw in table.items():
+            key = f"{section}.{name}"
+            if key not in SPECS_BY_KEY:
+                raise ConfigError(f"{path}: unknown setting {key!r}; see `cryptolake config` for the list")
+            found[key] = (raw, str(path))
+    return found
+
+
+def _dotenv(dotenv_file: str | Path | None) -> dict[str, str]:
+    if dotenv_file is None or not Path(dotenv_file).is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}

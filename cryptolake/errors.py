@@ -1,0 +1,136 @@
+"""Every exception cryptolake raises, under one root.
+
+::
+
+    CryptolakeError                      catch this to catch everything below
+    ├── ConfigError                      a setting is invalid: names the key, its source, the form
+    ├── MissingDependency (ImportError)  an optional extra is not installed
+    ├── SourceError                      the exchange did not give us what we asked for
+    │   ├── ExchangeUnavailable  [T]     timeouts, connection errors, 5xx, 403, -1001/-1007/-1008
+    │   ├── RateLimited          [T]     429: too much weight; .retry_after_s
+    │   ├── IPBanned                     418: the IP is banned until .banned_until; never retried
+    │   ├── RestrictedLocation           451: Binance refuses this location
+    │   ├── RequestRejected              other 4xx; .status, .code, .msg
+    │   │   └── InvalidSymbol            -1121; .symbol
+    │   └── BadPayload           [T]     a response that is not what Binance documents
+    ├── LakeError                        the Parquet lake
+    └── LoaderError                      a destination database
+
+``[T]`` marks :class:`Transient` errors: retrying the same request later may succeed. Retry
+policies retry those and nothing else.
+"""
+
+from __future__ import annotations
+
+
+class CryptolakeError(Exception):
+    """Root of every error cryptolake raises."""
+
+
+class Transient(Exception):
+    """Mixin: the same request may succeed if retried later."""
+
+
+class ConfigError(CryptolakeError):
+    """A setting is invalid. The message names the key, where it came from and the form."""
+
+
+class MissingDependency(CryptolakeError, ImportError):
+    """An optional dependency is missing; ``extra`` is what to install."""
+
+    def __init__(self, feature: str, extra: str) -> None:
+        self.extra = extra
+        super().__init__(f"{feature} needs an optional dependency: pip install 'cryptolake[{extra}]'")
+
+
+class SourceError(CryptolakeError):
+    """The exchange did not give us what we asked for."""
+
+
+class ExchangeUnavailable(SourceError, Transient):
+    """Timeout, connection failure, 5xx or a transient Binance error code."""
+
+
+class RateLimited(SourceError, Transient):
+    """HTTP 429: request weight exceeded. No request may be sent for ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: float, used_weight: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.used_weight = used_weight
+
+
+class IPBanned(SourceError):
+    """HTTP 418: the IP is banned. Nothing is sent until ``banned_until`` (epoch seconds)."""
+
+    def __init__(self, message: str, *, banned_until: float, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.banned_until = banned_until
+        self.retry_after_s = retry_after_s
+
+
+class RestrictedLocation(SourceError):
+    """HTTP 451: Binance does not serve this location from this host."""
+
+
+class RequestRejected(SourceError):
+    """A 4xx response for a request that will not succeed if repeated."""
+
+    def __init__(self, message: str, *, status: int, code: int | None = None, msg: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.msg = msg
+
+
+class InvalidSymbol(RequestRejected):
+    """Binance does not know the symbol (code -1121)."""
+
+    def __init__(self, symbol: str, *, status: int = 400, msg: str = "Invalid symbol.") -> None:
+        super().__init__(
+            f"Binance does not know symbol {symbol!r} (code -1121: {msg})",
+            status=status,
+            code=-1121,
+            msg=msg,
+        )
+        self.symbol = symbol
+
+
+class BadPayload(SourceError, Transient):
+    """A response that is not shaped as Binance documents (e.g. malformed JSON)."""
+
+
+class LakeError(CryptolakeError):
+    """A problem with the Parquet lake."""
+
+
+class LoaderError(CryptolakeError):
+    """A problem loading the lake into a destination database."""
+
+
+class SchemaMismatch(LakeError):
+    """A frame or a partition on disk does not match the candle schema (``KLINE_SCHEMA``).
+
+    ``path`` is the offending file (None for an in-memory frame); ``diff`` lists each difference.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, diff: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
+        self.diff = diff
+
+
+class LakeLocked(LakeError):
+    """Another process holds the lake's writer lock; ``root`` is the lake."""
+
+    def __init__(self, message: str, *, root: str) -> None:
+        super().__init__(message)
+        self.root = root
+
+
+class InvalidSymbolName(LakeError):
+    """A symbol that is not safe to use as a lake path segment; ``symbol`` is what was given."""
+
+    def __init__(self, message: str, *, symbol: object) -> None:
+        super().__init__(message)
+        self.symbol = symbol

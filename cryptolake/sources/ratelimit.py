@@ -1,0 +1,232 @@
+"""Binance's request-weight budget and IP bans, shared by every request of a process.
+
+Binance limits request *weight* per IP in fixed windows (6000 per minute on spot, aligned to the
+clock). :class:`WeightLimiter` reserves weight before a request is sent, so that all threads of a
+process together stay under a share of the limit; each response's ``X-MBX-USED-WEIGHT-<n><u>``
+header corrects the estimate (other processes on the same IP count too). After a 429 nothing is
+sent until its ``Retry-After`` has passed. :class:`BanBook` remembers 418 bans in memory and, when
+given a file, on disk, so that a restarted process or another process waits the ban out too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+_WEIGHT_HEADER = re.compile(r"^x-mbx-used-weight-(\d+)([smhd])$", re.IGNORECASE)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+DEFAULT_WEIGHT_LIMIT = 6000
+DEFAULT_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Weight reserved for one request in one window."""
+
+    window: int
+    weight: int
+
+
+class WeightLimiter:
+    """A fixed-window weight budget shared by all threads that use it.
+
+    Args:
+        limit: the exchange's weight limit per window.
+        window_s: window length in seconds (windows are aligned to the Unix epoch, as Binance's).
+        share: fraction of ``limit`` this process allows itself (0 < share <= 1).
+    """
+
+    def __init__(
+        self,
+        limit: int = DEFAULT_WEIGHT_LIMIT,
+        window_s: float = DEFAULT_WINDOW_S,
+        share: float = 0.9,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
+        self._cond = threading.Condition()
+        self._clock = clock
+        self.limit = limit
+        self.window_s = window_s
+        self.share = share
+        self.calibrated = False
+        self._window: int | None = None
+        self._used = 0
+        self._inflight = 0
+        self._pause_until = 0.0
+
+    @property
+    def budget(self) -> int:
+        """Weight this process allows itself per window."""
+        return max(1, math.floor(self.limit * self.share))
+
+    def configure(self, limit: int, window_s: float) -> None:
+        """Adopt the limit and window the exchange advertises (``exchangeInfo.rateLimits``)."""
+        with self._cond:
+            self.limit, self.window_s, self.calibrated = limit, window_s, True
+            self._window = None
+            self._cond.notify_all()
+
+    def acquire(self, weight: int) -> Reservation:
+        """Block until ``weight`` fits in the current window's budget, then reserve it."""
+        with self._cond:
+            while True:
+                now = self._clock()
+                if now < self._pause_until:
+                    self._cond.wait(self._pause_until - now)
+                    continue
+                window = self._window_of(now)
+                if window != self._window:
+                    self._roll(window)
+                fits = self._used + weight <= self.budget
+                if fits or (self._used == 0 and self._inflight == 0):
+                    self._used += weight
+                    self._inflight += weight
+                    return Reservation(window, weight)
+                margin = min(0.25, self.window_s * 0.02)
+                self._cond.wait((window + 1) * self.window_s + margin - now)
+
+    def release(self, reservation: Reservation, headers: Mapping[str, str] | None = None) -> None:
+        """Return a reservation once its response (or failure) is in; learn from its headers."""
+        with self._cond:
+            self._inflight -= reservation.weight
+            used = _used_weight(headers or {}, self.window_s)
+            if used is not None and reservation.window == self._window == self._window_of(
+                self._clock()
+            ):
+                self._used = max(self._used, used)
+            self._cond.notify_all()
+
+    def pause(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (a 429's ``Retry-After``)."""
+        with self._cond:
+            self._pause_until = max(self._pause_until, self._clock() + seconds)
+            self._cond.notify_all()
+
+    def paused_for(self) -> float:
+        """Seconds left of the current pause (0 when not paused)."""
+        with self._cond:
+            return max(0.0, self._pause_until - self._clock())
+
+    def _window_of(self, now: float) -> int:
+        return math.floor(now / self.window_s)
+
+    def _roll(self, window: int) -> None:
+        # Requests still in flight from the last window may be counted by the server in this one.
+        self._window = window
+        self._used = self._inflight
+
+
+def _used_weight(headers: Mapping[str, str], window_s: float) -> int | None:
+    for name, value in headers.items():
+        match = _WEIGHT_HEADER.match(name)
+        if match and int(match.group(1)) * _UNIT_S[match.group(2).lower()] == window_s:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def parse_rate_limits(rate_limits: list[dict[str, object]]) -> tuple[int, float] | None:
+    """``(limit, window_s)`` of the REQUEST_WEIGHT entry of ``exchangeInfo.rateLimits``."""
+    units = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400}
+    for entry in rate_limits:
+        if entry.get("rateLimitType") == "REQUEST_WEIGHT" and entry.get("interval") in units:
+            number = int(entry.get("intervalNum", 1))  # type: ignore[call-overload]
+            limit = int(entry["limit"])  # type: ignore[call-overload]
+            return limit, float(units[str(entry["interval"])] * number)
+    return None
+
+
+class BanBook:
+    """When each host may be called again after a 418 ban, in memory and optionally on disk.
+
+    Bans live in one process-wide table, so every client of the process honours them. The
+    file (JSON ``{host: banned_until_epoch_s}``) is re-read whenever it changes, so every process
+    that shares it honours a ban any of them received.
+    """
+
+    _until: dict[str, float] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, path: Path | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._file_stamp: tuple[int, int] | None = None
+
+    def banned_until(self, host: str) -> float:
+        """Epoch seconds until which ``host`` must not be called; 0 when not banned."""
+        with self._lock:
+            self._reload()
+            until = self._until.get(host, 0.0)
+            return until if until > self._clock() else 0.0
+
+    def record(self, host: str, retry_after_s: float) -> float:
+        """Record a ban of ``retry_after_s`` seconds; returns when it ends."""
+        with self._lock:
+            self._reload()
+            until = max(self._until.get(host, 0.0), self._clock() + retry_after_s)
+            self._until[host] = until
+            self._save()
+            return until
+
+    def _reload(self) -> None:
+        if self.path is None:
+            return
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._file_stamp:
+            return
+        try:
+            on_disk = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        self._file_stamp = stamp
+        for host, until in on_disk.items():
+            if isinstance(until, (int, float)):
+                self._until[host] = max(self._until.get(host, 0.0), float(until))
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        now = self._clock()
+        live = {host: until for host, until in self._until.items() if until > now}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".bans.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(live, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+_REGISTRY_LOCK = threading.Lock()
+_LIMITERS: dict[str, WeightLimiter] = {}
+
+
+def shared_limiter(host: str, share: float) -> WeightLimiter:
+    """The process-wide limiter for ``host`` (one weight budget per IP and host per process)."""
+    with _REGISTRY_LOCK:
+        limiter = _LIMITERS.get(host)
+        if limiter is None:
+            limiter = _LIMITERS[host] = WeightLimiter(share=share)
+        return limiter
+
