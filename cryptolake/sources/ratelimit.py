@@ -230,3 +230,11 @@ def shared_limiter(host: str, share: float) -> WeightLimiter:
             limiter = _LIMITERS[host] = WeightLimiter(share=share)
         return limiter
 
+
+
+def forget_shared_state() -> None:
+    """Forget every process-wide limiter and in-memory ban (tests; a notebook after a restart)."""
+    with _REGISTRY_LOCK:
+        _LIMITERS.clear()
+    with BanBook._lock:
+        BanBook._until.clear()

@@ -1,0 +1,48 @@
+"""Shared fixtures: a fake exchange on loopback, a client pointed at it, hypothesis profiles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+from cryptolake.fake_exchange import FakeExchange
+from cryptolake.sources.binance import BinanceClient
+from cryptolake.sources.ratelimit import forget_shared_state
+from cryptolake.timeutils import to_ms
+
+settings.register_profile("dev", max_examples=60, deadline=None, print_blob=True)
+settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+#: The fake exchange's clock in tests: frozen, half an hour into 2026.
+FAKE_NOW_MS = to_ms("2026-01-01T00:30:00Z")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_process_state() -> Iterator[None]:
+    forget_shared_state()
+    yield
+    forget_shared_state()
+
+
+@pytest.fixture
+def fake_exchange() -> Iterator[FakeExchange]:
+    with FakeExchange(now=FAKE_NOW_MS) as exchange:
+        yield exchange
+
+
+@pytest.fixture
+def ban_file(tmp_path: Path) -> Path:
+    return tmp_path / "_meta" / "binance-bans.json"
+
+
+@pytest.fixture
+def client(fake_exchange: FakeExchange, ban_file: Path) -> Iterator[BinanceClient]:
+    with BinanceClient(
+        base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=5, ban_file=ban_file
+    ) as binance:
+        yield binance
