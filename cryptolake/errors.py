@@ -14,6 +14,9 @@
     │   │   └── InvalidSymbol            -1121; .symbol
     │   └── BadPayload           [T]     a response that is not what Binance documents
     ├── LakeError                        the Parquet lake
+    │   ├── SchemaMismatch               a frame or partition differs from KLINE_SCHEMA; .path, .diff
+    │   ├── LakeLocked                   another process holds the writer lock; .root
+    │   └── InvalidSymbolName            a symbol unsafe as a path segment; .symbol
     └── LoaderError                      a destination database
 
 ``[T]`` marks :class:`Transient` errors: retrying the same request later may succeed. Retry

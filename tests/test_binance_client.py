@@ -158,8 +158,8 @@ def test_top_by_market_cap(client: BinanceClient) -> None:
 def test_connectivity_and_server_time(client: BinanceClient, fake_exchange: FakeExchange) -> None:
     assert client.test_connectivity() is True
     assert client.get_server_time_ms() == FAKE_NOW_MS
-    down = BinanceClient(base_url="http://127.0.0.1:9", max_retries=0, timeout_s=1)
-    assert down.test_connectivity() is False
+    with BinanceClient(base_url="http://127.0.0.1:9", max_retries=0, timeout_s=1) as down:
+        assert down.test_connectivity() is False
 
 
 # -- limits, bans, retries, errors ------------------------------------------------------------
@@ -179,9 +179,14 @@ def test_429_then_nothing_sent_until_retry_after(client: BinanceClient, fake_exc
     assert fake_exchange.stats().banned == 0
 
 
-def test_418_stops_everything_and_is_recorded_for_other_processes(
-    client: BinanceClient, fake_exchange: FakeExchange, ban_file: Path
-) -> None:
+def test_418_stops_everything_and_is_recorded_for_other_processes(ban_file: Path) -> None:
+    shift = [0.0]  # both sides' real-time clocks jump together once the ban has been checked
+
+    def clock() -> float:
+        return time.time() + shift[0]
+
+    fake_exchange = FakeExchange(now=FAKE_NOW_MS, clock=clock).start()
+    client = BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, ban_file=ban_file, clock=clock)
     client.test_connectivity()
     fake_exchange.inject(Fault.ban(retry_after_s=30))
     with pytest.raises(IPBanned) as info:
@@ -203,9 +208,12 @@ def test_418_stops_everything_and_is_recorded_for_other_processes(
     child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert child.returncode == 3, child.stderr
     assert fake_exchange.stats().requests == sent
-    # Once the ban has passed (a clock 31 s ahead), requests flow again.
-    later = BinanceClient(base_url=fake_exchange.base_url, ban_file=ban_file, clock=lambda: time.time() + 31)
-    assert later.test_connectivity() is True
+    # Once the ban has passed, a new client sends again (and is served).
+    shift[0] = 31.0
+    with BinanceClient(base_url=fake_exchange.base_url, ban_file=ban_file, clock=clock) as later:
+        assert later.test_connectivity() is True
+    client.close()
+    fake_exchange.stop()
 
 
 def test_ban_from_weight_abuse_is_real(fake_exchange: FakeExchange) -> None:
@@ -224,10 +232,10 @@ def test_ban_from_weight_abuse_is_real(fake_exchange: FakeExchange) -> None:
     ids=["500", "503", "drop", "malformed", "slow", "busy"],
 )
 def test_transient_faults_are_retried(fake_exchange: FakeExchange, ban_file: Path, fault: Fault) -> None:
-    client = BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=1.0, ban_file=ban_file)
-    client.test_connectivity()
-    fake_exchange.inject(Fault(**{**vars(fault), "path": "/api/v3/klines", "times": 2}))
-    frame = client.get_klines("BTCUSDT", "1h", "2024-01-01", "2024-01-02")
+    with BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=1.0, ban_file=ban_file) as client:
+        client.test_connectivity()
+        fake_exchange.inject(Fault(**{**vars(fault), "path": "/api/v3/klines", "times": 2}))
+        frame = client.get_klines("BTCUSDT", "1h", "2024-01-01", "2024-01-02")
     assert frame.height == 24
     assert fake_exchange.stats().by_path["/api/v3/klines"] == 3
 
@@ -294,6 +302,8 @@ def test_hundreds_of_requests_under_a_low_weight_limit_never_hit_429(
     assert stats.requests >= 250
     assert stats.rate_limited == 0 and stats.banned == 0
     assert stats.max_window_weight <= 160
+    for c in clients:
+        c.close()
 
 
 def test_every_transport_error_becomes_a_source_error() -> None:
@@ -306,9 +316,10 @@ def test_every_transport_error_becomes_a_source_error() -> None:
         def handler(request: httpx.Request, error: type = error) -> httpx.Response:
             raise error("boom", request=request) if error is not httpx.TransportError else error("boom")
 
-        client = BinanceClient(base_url="http://fake.invalid", max_retries=0, transport=httpx.MockTransport(handler))
-        with pytest.raises(SourceError):
-            client.get_server_time_ms()
+        transport = httpx.MockTransport(handler)
+        with BinanceClient(base_url="http://fake.invalid", max_retries=0, transport=transport) as client:
+            with pytest.raises(SourceError):
+                client.get_server_time_ms()
 
 
 def test_works_inside_a_running_event_loop(client: BinanceClient) -> None:

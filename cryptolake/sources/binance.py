@@ -326,24 +326,26 @@ class BinanceClient:
             start_ms, end_ms = max(start_ms, first), min(end_ms, last + 1)
         pages = _plan_pages(grid, start_ms, end_ms)
         if len(pages) == 1:
-            rows = self._fetch_page(symbol, grid.name, *pages[0])
+            rows = self._fetch_page(symbol, grid, *pages[0])
         else:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pages))) as pool:
-                chunks = list(pool.map(lambda p: self._fetch_page(symbol, grid.name, *p), pages))
+                chunks = list(pool.map(lambda p: self._fetch_page(symbol, grid, *p), pages))
             rows = [row for chunk in chunks for row in chunk]
         return _to_frame(rows)
 
-    def _fetch_page(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[list[Any]]:
+    def _fetch_page(self, symbol: str, grid: Interval, start_ms: int, end_ms: int) -> list[list[Any]]:
         """Candles with open time in [start_ms, end_ms); follows on if a page comes back full."""
         rows: list[list[Any]] = []
         cursor = start_ms
         while cursor < end_ms:
             params = {"startTime": cursor, "endTime": end_ms - 1, "limit": PAGE_LIMIT}
-            page = self._klines_page(symbol, interval, params)
+            page = self._klines_page(symbol, grid.name, params)
             rows.extend(page)
-            if len(page) < PAGE_LIMIT:
+            # A full page that stops short of the range end means more candles than the grid
+            # has slots (off-grid candles in old history): ask for the rest.
+            cursor = int(page[-1][0]) + 1 if len(page) == PAGE_LIMIT else end_ms
+            if cursor < end_ms and grid.ceil(_as_ms(cursor)) >= end_ms:
                 break
-            cursor = int(page[-1][0]) + 1  # off-grid candles can make a planned page overflow
         return rows
 
     def _klines_page(self, symbol: str, interval: str, params: dict[str, Any]) -> list[list[Any]]:
@@ -384,7 +386,7 @@ class BinanceClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RateLimited):
             return 0.0  # the limiter itself holds every request until Retry-After has passed
-        wait = tenacity.wait_exponential_jitter(initial=self.retry_delay, max=60, jitter=self.retry_delay)
+        wait = tenacity.wait_exponential_jitter(multiplier=self.retry_delay, max=60, jitter=self.retry_delay)
         return float(wait(state))
 
     def _send(self, path: str, params: dict[str, Any], weight: int, symbol: str | None) -> Any:
@@ -434,6 +436,11 @@ class BinanceClient:
         raise RequestRejected(
             f"Binance rejected {path} (HTTP {status}, code {code}: {msg})", status=status, code=code, msg=msg
         )
+
+
+def _as_ms(t: int) -> int:
+    """Milliseconds, whether Binance answered in ms or (with the µs time unit) in µs."""
+    return t // 1000 if t > 10**14 else t
 
 
 def _is_spot(entry: dict[str, Any]) -> bool:

@@ -1,0 +1,465 @@
+"""The Parquet lake on disk: crash-safe partition writes, reads, listings and footer stats.
+
+One file per (interval, symbol, month) partition, laid out as :mod:`cryptolake.lake.layout`
+describes. A partition is replaced atomically (temp file in the same folder, fsync,
+``os.replace``, fsync of the folder), so a reader sees the old file or the new one, never a
+torn one. One writer per lake: hold :meth:`Lake.writer_lock` while writing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
+
+from cryptolake.errors import LakeError, LakeLocked, SchemaMismatch
+from cryptolake.lake import layout
+from cryptolake.lake.merge import merge_klines, normalize_klines, split_by_month
+from cryptolake.schema import KLINE_COLUMNS, KLINE_SCHEMA, empty_klines
+
+#: The Arrow schema of every partition file (timestamps are ``timestamp[ms, tz=UTC]``).
+ARROW_SCHEMA: pa.Schema = empty_klines().to_arrow().schema
+SYMBOL_COLUMN = "symbol"
+_KEY = "open_time"
+_VALUE_COLUMNS = KLINE_COLUMNS[1:]
+_OLD = "__old"
+_PRESENT = "__present"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What :meth:`Lake.write_klines` did.
+
+    Attributes:
+        rows_added: Candles whose ``open_time`` was not stored before.
+        rows_changed: Stored candles whose values the write replaced.
+        files_written: Partitions rewritten.
+        files_unchanged: Partitions left alone because they already held the incoming rows.
+        months: Every month the incoming frame touched, sorted.
+    """
+
+    rows_added: int = 0
+    rows_changed: int = 0
+    files_written: int = 0
+    files_unchanged: int = 0
+    months: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartitionStats:
+    """One partition as its Parquet footer describes it (no data pages read).
+
+    ``first_open_ms``/``last_open_ms`` are None only for a file with no rows.
+    """
+
+    symbol: str
+    month: str
+    rows: int
+    first_open_ms: int | None
+    last_open_ms: int | None
+    path: Path
+    size_bytes: int
+
+
+class Lake:
+    """A Hive-partitioned Parquet lake of candles rooted at ``root``.
+
+    Creating a ``Lake`` touches nothing on disk; folders appear on the first write.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Lake({str(self.root)!r})"
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_partition(self, interval: str, symbol: str, month: str) -> pl.DataFrame:
+        """Read one partition.
+
+        Returns:
+            Its candles (``KLINE_SCHEMA``, sorted as stored), or an empty frame if absent.
+
+        Raises:
+            SchemaMismatch: The file's columns or types differ from the contract.
+            LakeError: The file is not readable Parquet.
+        """
+        path = layout.partition_path(self.root, interval, symbol, month)
+        if not path.is_file():
+            return empty_klines()
+        _check_schema(path, _read_arrow_schema(path))
+        return pl.read_parquet(path, hive_partitioning=False)
+
+    def symbols(self, interval: str) -> list[str]:
+        """Symbols with at least one stored partition for ``interval``, sorted."""
+        base = layout.interval_root(self.root, interval)
+        found = _keyed_dirs(base, "symbol", layout.is_valid_symbol)
+        return sorted(s for s in found if self.months(interval, s))
+
+    def months(self, interval: str, symbol: str) -> list[str]:
+        """Months (``YYYY-MM``) stored for one symbol, sorted."""
+        base = layout.symbol_dir(self.root, interval, symbol)
+        found = _keyed_dirs(base, "month", layout.is_valid_month)
+        return sorted(m for m in found if (base / f"month={m}" / layout.DATA_FILE).is_file())
+
+    def partition_stats(self, interval: str, symbol: str | None = None) -> list[PartitionStats]:
+        """Row counts and ``open_time`` range per partition, read from Parquet footers only.
+
+        Args:
+            interval: Kline interval, e.g. ``"1h"``.
+            symbol: One symbol, or None for every stored symbol.
+
+        Returns:
+            Stats sorted by (symbol, month).
+
+        Raises:
+            SchemaMismatch: A footer's schema differs from the contract.
+        """
+        symbols = [symbol] if symbol is not None else self.symbols(interval)
+        return [
+            _footer_stats(sym, month, layout.partition_path(self.root, interval, sym, month))
+            for sym in symbols
+            for month in self.months(interval, sym)
+        ]
+
+    def bounds(self, interval: str, symbol: str) -> tuple[int, int, int] | None:
+        """``(first_open_ms, last_open_ms, rows)`` over a symbol's partitions; None if none."""
+        stats = [s for s in self.partition_stats(interval, symbol) if s.rows]
+        if not stats:
+            return None
+        first = min(s.first_open_ms for s in stats if s.first_open_ms is not None)
+        last = max(s.last_open_ms for s in stats if s.last_open_ms is not None)
+        return first, last, sum(s.rows for s in stats)
+
+    def scan(
+        self,
+        interval: str,
+        symbols: Sequence[str] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> pl.LazyFrame:
+        """Lazily scan candles of ``interval``, with a ``symbol`` column first.
+
+        Only partitions whose month overlaps ``[start_ms, end_ms)`` are opened.
+
+        Args:
+            interval: Kline interval.
+            symbols: Symbols to include; None means every stored symbol.
+            start_ms: Inclusive lower bound on ``open_time`` (None: unbounded).
+            end_ms: Exclusive upper bound on ``open_time`` (None: unbounded).
+
+        Returns:
+            A LazyFrame with ``symbol`` plus ``KLINE_COLUMNS``.
+        """
+        wanted = self.symbols(interval) if symbols is None else list(symbols)
+        frames = [self._scan_symbol(interval, sym, start_ms, end_ms) for sym in dict.fromkeys(wanted)]
+        frames = [f for f in frames if f is not None]
+        if not frames:
+            return _empty_scan()
+        lazy = pl.concat(frames, how="vertical")
+        return lazy.filter(*_time_filters(start_ms, end_ms))
+
+    def _scan_symbol(
+        self, interval: str, symbol: str, start_ms: int | None, end_ms: int | None
+    ) -> pl.LazyFrame | None:
+        months = [m for m in self.months(interval, symbol) if _overlaps(m, start_ms, end_ms)]
+        if not months:
+            return None
+        paths = [layout.partition_path(self.root, interval, symbol, m) for m in months]
+        scan = pl.scan_parquet(paths, hive_partitioning=False)
+        return scan.select(pl.lit(symbol, dtype=pl.String).alias(SYMBOL_COLUMN), *KLINE_COLUMNS)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write_klines(self, interval: str, symbol: str, frame: pl.DataFrame) -> WriteResult:
+        """Merge candles into the lake, one month partition at a time.
+
+        Incoming rows replace stored rows with the same ``open_time``. A month whose stored
+        file already holds every incoming row with identical values is not rewritten.
+
+        Args:
+            interval: Kline interval of the candles.
+            symbol: Symbol of the candles.
+            frame: Candles with at least ``KLINE_COLUMNS``.
+
+        Returns:
+            Counts of added/changed rows and written/unchanged files.
+
+        Raises:
+            InvalidSymbolName: The symbol is not safe as a path segment.
+            SchemaMismatch: ``frame`` or a stored partition does not match the contract.
+            OSError: The write failed; the old partition file is intact.
+        """
+        layout.validate_symbol(symbol)
+        layout.interval_dir(interval)
+        parts = split_by_month(merge_klines(empty_klines(), frame))
+        outcomes = [self._write_month(interval, symbol, m, part) for m, part in parts.items()]
+        return WriteResult(
+            rows_added=sum(added for added, _, _ in outcomes),
+            rows_changed=sum(changed for _, changed, _ in outcomes),
+            files_written=sum(written for _, _, written in outcomes),
+            files_unchanged=sum(not written for _, _, written in outcomes),
+            months=tuple(parts),
+        )
+
+    def _write_month(
+        self, interval: str, symbol: str, month: str, incoming: pl.DataFrame
+    ) -> tuple[int, int, bool]:
+        existing = self.read_partition(interval, symbol, month)
+        added, changed = diff_counts(existing, incoming)
+        if not added and not changed:
+            return 0, 0, False
+        merged = merge_klines(existing, incoming)
+        write_parquet_atomic(layout.partition_path(self.root, interval, symbol, month), merged)
+        return added, changed, True
+
+    # -- locking -------------------------------------------------------------------------
+
+    @contextmanager
+    def writer_lock(
+        self,
+        wait: bool = True,
+        timeout_s: float | None = None,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Iterator[list[Path]]:
+        """Hold the lake's single-writer lock (``<root>/_meta/writer.lock``).
+
+        Once acquired, temp files left by killed writers are removed from the klines tree.
+
+        Args:
+            wait: Block until the lock is free; if False, fail at once when it is held.
+            timeout_s: Longest wait in seconds (None: forever). Only used when ``wait``.
+            on_wait: Called once, before blocking, when another process holds the lock.
+
+        Yields:
+            The stale temp files that were removed.
+
+        Raises:
+            LakeLocked: The lock is held and ``wait`` is False, or ``timeout_s`` passed.
+        """
+        lock_file = layout.lock_path(self.root)
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(lock_file)
+        self._acquire(lock, wait, timeout_s, on_wait)
+        try:
+            yield self.remove_stale_temp_files()
+        finally:
+            lock.release()
+
+    def _acquire(
+        self,
+        lock: FileLock,
+        wait: bool,
+        timeout_s: float | None,
+        on_wait: Callable[[], None] | None,
+    ) -> None:
+        try:
+            lock.acquire(blocking=False)
+            return
+        except Timeout:
+            if not wait:
+                raise self._locked("; try again when it has finished") from None
+        if on_wait is not None:
+            on_wait()
+        try:
+            lock.acquire(timeout=-1 if timeout_s is None else timeout_s)
+        except Timeout:
+            raise self._locked(f"; gave up after waiting {timeout_s:g} s") from None
+
+    def _locked(self, tail: str) -> LakeLocked:
+        return LakeLocked(
+            f"another cryptolake process is writing to {self.root}{tail} "
+            f"(lock file: {layout.lock_path(self.root)})",
+            root=str(self.root),
+        )
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete partition temp files (``.data.parquet.<pid>.<hex>.tmp``) under ``klines/``.
+
+        Only safe while holding :meth:`writer_lock`; returns the removed paths.
+        """
+        removed = []
+        for folder, _dirs, files in os.walk(layout.klines_dir(self.root)):
+            for name in files:
+                if layout.is_temp_name(name):
+                    path = Path(folder) / name
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return sorted(removed)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def diff_counts(existing: pl.DataFrame, incoming: pl.DataFrame) -> tuple[int, int]:
+    """``(added, changed)``: incoming rows with a new ``open_time``, and ones that differ.
+
+    Both frames are normalised candle frames; ``incoming`` has unique open times. Values are
+    compared with nulls equal to nulls and NaN equal to NaN.
+    """
+    if existing.is_empty():
+        return incoming.height, 0
+    stored = existing.with_columns(pl.lit(True).alias(_PRESENT))
+    joined = incoming.join(stored, on=_KEY, how="left", suffix=_OLD)
+    differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c + _OLD)) for c in _VALUE_COLUMNS)
+    counts = joined.select(
+        added=pl.col(_PRESENT).is_null().sum(),
+        changed=(pl.col(_PRESENT).is_not_null() & differs).sum(),
+    )
+    return int(counts.item(0, "added")), int(counts.item(0, "changed"))
+
+
+def write_parquet_atomic(path: Path, frame: pl.DataFrame) -> None:
+    """Replace ``path`` with ``frame`` as zstd Parquet, crash-safely.
+
+    Writes ``.data.parquet.<pid>.<hex>.tmp`` in the same folder, fsyncs it, ``os.replace``s it
+    onto ``path`` and fsyncs the folder. On any error the temp file is removed and ``path``
+    is untouched.
+    """
+    table = normalize_klines(frame).to_arrow().cast(ARROW_SCHEMA)
+    _make_dirs_durably(path.parent)
+    tmp = path.parent / layout.temp_name(os.getpid(), secrets.token_hex(6))
+    try:
+        with open(tmp, "xb") as fh:
+            pq.write_table(table, fh, compression="zstd", write_statistics=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _make_dirs_durably(folder: Path) -> None:
+    missing = []
+    probe = folder
+    while not probe.is_dir():
+        missing.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        _fsync_dir(created.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "nt":  # Windows cannot open a directory; NTFS journals the rename itself.
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _keyed_dirs(base: Path, key: str, is_valid: Callable[[str], bool]) -> list[str]:
+    """Values ``v`` of sub-folders named ``<key>=v`` that pass ``is_valid``."""
+    if not base.is_dir():
+        return []
+    prefix = f"{key}="
+    values = [
+        entry.name[len(prefix) :]
+        for entry in os.scandir(base)
+        if entry.name.startswith(prefix) and entry.is_dir()
+    ]
+    return [v for v in values if is_valid(v)]
+
+
+def _read_arrow_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
+
+
+def _check_schema(path: Path, schema: pa.Schema) -> None:
+    """Raise SchemaMismatch unless ``schema`` has the contract's columns, order and types."""
+    found = {f.name: f.type for f in schema}
+    expected = {f.name: f.type for f in ARROW_SCHEMA}
+    diff = [f"missing column {n} ({t})" for n, t in expected.items() if n not in found]
+    diff += [f"unexpected column {n} ({t})" for n, t in found.items() if n not in expected]
+    diff += [
+        f"column {n} is {found[n]}, expected {t}" for n, t in expected.items() if n in found and found[n] != t
+    ]
+    if not diff and list(found) != list(expected):
+        diff.append(f"columns are in order {', '.join(found)}; expected {', '.join(expected)}")
+    if diff:
+        raise SchemaMismatch(
+            f"partition {path} does not match the candle schema: {'; '.join(diff)}. "
+            "Move the file aside or rewrite it with cryptolake.",
+            path=str(path),
+            diff=tuple(diff),
+        )
+
+
+def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
+    try:
+        meta = pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise LakeError(f"cannot read Parquet footer of {path}: {exc}") from exc
+    _check_schema(path, meta.schema.to_arrow_schema())
+    first, last = _open_time_range(path, meta)
+    return PartitionStats(
+        symbol=symbol,
+        month=month,
+        rows=meta.num_rows,
+        first_open_ms=first,
+        last_open_ms=last,
+        path=path,
+        size_bytes=path.stat().st_size,
+    )
+
+
+def _open_time_range(path: Path, meta: pq.FileMetaData) -> tuple[int | None, int | None]:
+    """Min/max ``open_time`` from row-group statistics (one column read if a footer lacks them)."""
+    index = meta.schema.to_arrow_schema().get_field_index(_KEY)
+    lows, highs = [], []
+    for group in range(meta.num_row_groups):
+        chunk = meta.row_group(group)
+        if chunk.num_rows == 0:
+            continue
+        stats = chunk.column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return _open_time_range_from_data(path)
+        lows.append(stats.min_raw)
+        highs.append(stats.max_raw)
+    if not lows:
+        return None, None
+    return int(min(lows)), int(max(highs))
+
+
+def _open_time_range_from_data(path: Path) -> tuple[int | None, int | None]:
+    times = pl.read_parquet(path, columns=[_KEY], hive_partitioning=False)[_KEY].dt.epoch("ms")
+    return (None, None) if times.is_empty() else (int(times.min()), int(times.max()))
+
+
+def _overlaps(month: str, start_ms: int | None, end_ms: int | None) -> bool:
+    lo, hi = layout.month_bounds(month)
+    return (start_ms is None or hi > start_ms) and (end_ms is None or lo < end_ms)
+
+
+def _ms_literal(t_ms: int) -> pl.Expr:
+    return pl.lit(t_ms, dtype=pl.Int64).cast(KLINE_SCHEMA[_KEY])
+
+
+def _time_filters(start_ms: int | None, end_ms: int | None) -> list[pl.Expr]:
+    filters = [pl.lit(True)]
+    if start_ms is not None:
+        filters.append(pl.col(_KEY) >= _ms_literal(start_ms))
+    if end_ms is not None:
+        filters.append(pl.col(_KEY) < _ms_literal(end_ms))
+    return filters
+
+
+def _empty_scan() -> pl.LazyFrame:
+    schema = {SYMBOL_COLUMN: pl.String(), **KLINE_SCHEMA}
+    return pl.LazyFrame(schema=schema)
