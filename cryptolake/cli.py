@@ -19,9 +19,10 @@ import click
 
 from cryptolake._version import __version__
 from cryptolake.config import Settings, load_settings
-from cryptolake.errors import ConfigError, CryptolakeError
+from cryptolake.errors import ConfigError, CryptolakeError, InvalidSymbolName
 
 if TYPE_CHECKING:
+    from cryptolake.collector import CryptoCollector
     from cryptolake.sources.binance import BinanceClient
 
 F = Callable[..., Any]
@@ -194,6 +195,117 @@ def symbols_command(ctx: click.Context, lake: str | None, base_url: str | None, 
         ["rank", "symbol", "base", "price", "24h quote volume"],
         [[p.rank, p.symbol, p.base_asset, f"{p.current_price:g}", f"{p.quote_volume_24h:,.0f}"] for p in top_pairs],
     )
+
+
+def interval_option(func: F) -> F:
+    return click.option("--interval", default=None,
+                        help="Candle interval, 1s ... 1M (setting collection.interval).")(func)
+
+
+def make_collector(settings: Settings, client: BinanceClient, *, wait: bool = True,
+                   progress: Any = None) -> CryptoCollector:
+    """A CryptoCollector over the configured lake."""
+    from cryptolake.collector import CryptoCollector
+
+    return CryptoCollector(
+        client,
+        top_n_cryptos=settings.collection.top_n,
+        batch_size_hours=settings.collection.batch_size_hours,
+        lake=settings.lake.root,
+        interval=settings.collection.interval,
+        wait_for_lock=wait,
+        on_progress=progress,
+        on_lock_wait=lambda: click.echo(
+            f"waiting: another cryptolake process is writing to {settings.lake.root}", err=True),
+    )
+
+
+@cli.command("collect")
+@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT).")
+@click.option("--top", type=int, default=None, help="Collect the top N pairs by 24h quote volume.")
+@click.option("--since", default=None, help="Start date YYYY-MM-DD (setting collection.start_date).")
+@interval_option
+@lake_option
+@base_url_option
+@click.option("--backward-only", is_flag=True, help="Only fetch history before what is stored.")
+@click.option("--forward-only", is_flag=True, help="Only fetch candles after what is stored.")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another process is writing to the lake.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
+@json_option
+@click.pass_context
+def collect_command(ctx: click.Context, symbols: str | None, top: int | None, since: str | None,
+                    interval: str | None, lake: str | None, base_url: str | None, backward_only: bool,
+                    forward_only: bool, no_wait: bool, quiet: bool, as_json: bool) -> None:
+    """Collect every closed candle of the chosen symbols into the lake.
+
+    Backward from the earliest stored candle to --since (or the listing), then forward from the
+    latest stored candle to the last closed one. Without --symbols: the top N pairs.
+    Exit 0 when every symbol succeeded, 1 when some failed, 2 on bad usage.
+
+    Example:
+
+        cryptolake collect --symbols BTC,ETH --since 2024-01-01
+    """
+    from cryptolake.cli_progress import CollectProgress
+
+    if backward_only and forward_only:
+        raise click.UsageError("--backward-only and --forward-only exclude each other")
+    if symbols is not None and top is not None:
+        raise click.UsageError("give --symbols or --top, not both")
+    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
+                             top=top, symbols=symbols)
+    wanted = None if top is not None else (list(settings.collection.symbols) or None)
+    with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
+        collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
+        try:
+            pairs = collector.resolve_symbols(wanted)
+        except InvalidSymbolName as exc:
+            raise _Failure(str(exc), exit_code=2) from None
+        reports = []
+        if not forward_only:
+            reports.append(collector.collect_backward(settings.collection.start_date, pairs))
+        if not backward_only:
+            reports.append(collector.collect_forward(pairs))
+    failed = {s: e for r in reports for s, e in r.failed.items()}
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
+    else:
+        _print_collect_summary(settings, reports, pairs)
+    if failed:
+        sys.exit(1)
+
+
+def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[str]) -> None:
+    added = sum(r.total_rows_added for r in reports)
+    failed = {s: e for r in reports for s, e in r.failed.items()}
+    click.echo(f"collected {added} new {settings.collection.interval} candles for "
+               f"{len(pairs) - len(failed)}/{len(pairs)} symbols into {settings.lake.root}")
+    for symbol, error in failed.items():
+        click.echo(f"failed: {symbol}: {error}", err=True)
+
+
+@cli.command("status")
+@interval_option
+@lake_option
+@json_option
+@click.pass_context
+def status_command(ctx: click.Context, interval: str | None, lake: str | None, as_json: bool) -> None:
+    """Show what the lake holds per symbol, and each symbol's last run and error.
+
+    Example:
+
+        cryptolake status --json
+    """
+    settings = settings_from(ctx, lake=lake, interval=interval)
+    with make_client(settings) as client:
+        status = make_collector(settings, client).get_collection_status()
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    rows = [[s, e["rows"], e["first_open_time"], e["last_open_time"], e.get("last_run_at"),
+             e.get("last_error") or ""] for s, e in status["symbols"].items()]
+    print_table(f"{status['lake']} ({status['interval']}): {status['total_records_collected']} candles",
+                ["symbol", "rows", "first", "last", "last run", "last error"], rows)
 
 
 @cli.command("fake-exchange")

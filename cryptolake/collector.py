@@ -1,0 +1,374 @@
+"""CryptoCollector: fills the lake from the exchange, backward and forward, batch by batch.
+
+The collector is the only module that joins an exchange client and the lake. Each symbol's
+history is fetched in batches of ``batch_size_hours`` and every batch is written as it arrives,
+so memory stays bounded however long the history is. Backward collection walks from the earliest
+stored candle back towards the start date and forward collection from the latest stored candle
+up to the last closed one; both extend the stored range without leaving holes, so a run killed
+at any point is simply resumed by the next one. One symbol's failure never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptolake.errors import CryptolakeError, IPBanned
+from cryptolake.lake import Lake, meta_dir, validate_symbol
+from cryptolake.schema import HOUR_MS, Interval
+from cryptolake.sources.binance import BinanceClient
+from cryptolake.timeutils import from_ms, iso, to_ms
+
+log = logging.getLogger("cryptolake.collector")
+
+Direction = Literal["backward", "forward"]
+STATE_FILE = "collection_state.json"
+
+
+@dataclass
+class SymbolResult:
+    """What one collection did for one symbol."""
+
+    symbol: str
+    direction: Direction
+    rows_added: int = 0
+    rows_changed: int = 0
+    files_written: int = 0
+    batches: int = 0
+    expected_rows: int = 0
+    first_open_time: datetime | None = None
+    last_open_time: datetime | None = None
+    error: str | None = None
+    note: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class CollectionReport:
+    """The outcome of one collect_backward / collect_forward call, per symbol."""
+
+    direction: Direction
+    interval: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    results: dict[str, SymbolResult] = field(default_factory=dict)
+
+    @property
+    def total_rows_added(self) -> int:
+        return sum(r.rows_added for r in self.results.values())
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """``{symbol: error}`` for the symbols that failed."""
+        return {s: r.error for s, r in self.results.items() if r.error is not None}
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "direction": self.direction,
+            "interval": self.interval,
+            "started_at": _iso_dt(self.started_at),
+            "finished_at": _iso_dt(self.finished_at),
+            "total_rows_added": self.total_rows_added,
+            "failed": self.failed,
+            "symbols": {
+                s: {**asdict(r), "first_open_time": _iso_dt(r.first_open_time),
+                    "last_open_time": _iso_dt(r.last_open_time)}
+                for s, r in self.results.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Reported to ``on_progress`` as a collection advances.
+
+    ``kind`` is ``"planned"`` (``expected_rows`` known), ``"batch"`` (``rows`` fetched and
+    written), ``"done"`` or ``"failed"`` (with ``error``).
+    """
+
+    kind: Literal["planned", "batch", "done", "failed"]
+    symbol: str
+    direction: Direction
+    rows: int = 0
+    expected_rows: int = 0
+    error: str | None = None
+
+
+class CryptoCollector:
+    """Collects candles of a universe of symbols into the Parquet lake.
+
+    Args:
+        binance_client: where candles come from.
+        top_n_cryptos: size of the default universe (top N by 24 h quote volume).
+        batch_size_hours: hours of candles fetched and written per batch.
+        lake: the lake (a :class:`~cryptolake.lake.Lake` or its root directory).
+        interval: candle interval, ``1s`` ... ``1M``.
+        wait_for_lock: when another process is writing to the lake, wait (True) or fail at once.
+        on_progress: called with a :class:`ProgressEvent` from worker threads.
+        on_lock_wait: called once when the collector has to wait for another writer.
+        clock: epoch seconds now, used to stamp runs in the collection state.
+    """
+
+    def __init__(
+        self,
+        binance_client: BinanceClient,
+        top_n_cryptos: int = 50,
+        batch_size_hours: int = 720,
+        *,
+        lake: Lake | str | Path = "data/lake",
+        interval: str = "1h",
+        wait_for_lock: bool = True,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+        on_lock_wait: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if top_n_cryptos < 1 or batch_size_hours < 1:
+            raise ValueError("top_n_cryptos and batch_size_hours must be at least 1")
+        self.client = binance_client
+        self.top_n_cryptos = top_n_cryptos
+        self.batch_size_hours = batch_size_hours
+        self.lake = lake if isinstance(lake, Lake) else Lake(lake)
+        self.grid = Interval(interval)
+        self.interval = interval
+        self.wait_for_lock = wait_for_lock
+        self.on_progress = on_progress
+        self.on_lock_wait = on_lock_wait
+        self._clock = clock
+        self._stop = threading.Event()
+        self._state_lock = threading.Lock()
+
+    # -- universe --------------------------------------------------------------------------
+
+    def resolve_symbols(self, crypto_symbols: Iterable[str] | None = None) -> list[str]:
+        """Pairs to collect: base assets ("BTC") or pairs ("BTCUSDT"); None means the top N.
+
+        Raises:
+            InvalidSymbolName: a name that is not a safe, Binance-like symbol.
+        """
+        if crypto_symbols is None:
+            top = self.client.get_top_by_market_cap(self.top_n_cryptos)
+            return [t.symbol for t in top]
+        quote = self.client.quote_asset
+        pairs = []
+        for name in crypto_symbols:
+            text = name.strip()
+            upper = text.upper() if text.isascii() else text
+            pair = upper if upper.endswith(quote) and len(upper) > len(quote) else upper + quote
+            pairs.append(validate_symbol(pair) if text else validate_symbol(text))
+        return list(dict.fromkeys(pairs))
+
+    def stored_symbols(self) -> list[str]:
+        """Symbols with candles of this interval in the lake."""
+        return self.lake.symbols(self.interval)
+
+    # -- collection --------------------------------------------------------------------------
+
+    def collect_backward(
+        self, start_date: date | datetime | str | int, crypto_symbols: Sequence[str] | None = None
+    ) -> CollectionReport:
+        """Fetch history from ``start_date`` (or the listing, if later) up to the earliest
+        stored candle; for a symbol with nothing stored, up to the last closed candle."""
+        symbols = self.resolve_symbols(crypto_symbols)
+        return self._run("backward", symbols, to_ms(start_date))
+
+    def collect_forward(self, crypto_symbols: Sequence[str] | None = None) -> CollectionReport:
+        """Fetch from the latest stored candle up to the last closed one.
+
+        Without symbols: every symbol stored in the lake for this interval.
+        """
+        symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.stored_symbols()
+        return self._run("forward", symbols, None)
+
+    def request_stop(self) -> None:
+        """Finish the batch being written, then stop (safe from a signal handler)."""
+        self._stop.set()
+
+    def _run(self, direction: Direction, symbols: list[str], start_ms: int | None) -> CollectionReport:
+        report = CollectionReport(direction, self.interval, started_at=from_ms(int(self._clock() * 1000)))
+        self._stop.clear()
+        if not symbols:
+            report.finished_at = report.started_at
+            return report
+        with self.lake.writer_lock(wait=self.wait_for_lock, on_wait=self.on_lock_wait):
+            # The exchange's clock, not ours, decides which candles are closed.
+            end_ms = self.grid.floor(self.client.get_server_time_ms())
+            workers = max(1, min(len(symbols), self.client.concurrency))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collect") as pool:
+                results = pool.map(lambda s: self._collect_symbol(direction, s, start_ms, end_ms), symbols)
+                report.results = {r.symbol: r for r in results}
+            report.finished_at = from_ms(int(self._clock() * 1000))
+            self._save_state(report)
+        return report
+
+    def _collect_symbol(self, direction: Direction, symbol: str, start_ms: int | None, end_ms: int) -> SymbolResult:
+        result = SymbolResult(symbol, direction)
+        try:
+            batches = self._plan(direction, symbol, start_ms, end_ms, result)
+            result.expected_rows = sum(self.grid.count(lo, hi) for lo, hi in batches)
+            self._emit(ProgressEvent("planned", symbol, direction, expected_rows=result.expected_rows))
+            for lo, hi in batches:
+                if self._stop.is_set():
+                    result.error = "stopped before finishing"
+                    break
+                self._collect_batch(symbol, lo, hi, result)
+        except IPBanned as exc:
+            self._stop.set()  # a ban stops everything: no symbol may send another request
+            result.error = str(exc)
+        except CryptolakeError as exc:
+            result.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one symbol's bug must not stop the others
+            log.exception("unexpected failure collecting %s", symbol)
+            result.error = f"{type(exc).__name__}: {exc}"
+        if result.error:
+            log.warning("%s %s: %s", direction, symbol, result.error)
+            self._emit(ProgressEvent("failed", symbol, direction, error=result.error))
+        else:
+            self._emit(ProgressEvent("done", symbol, direction, expected_rows=result.expected_rows))
+        return result
+
+    def _plan(
+        self, direction: Direction, symbol: str, start_ms: int | None, end_ms: int, result: SymbolResult
+    ) -> list[tuple[int, int]]:
+        """Batches ``[lo, hi)`` in the order they are fetched; empty when nothing is missing."""
+        stored = self.lake.bounds(self.interval, symbol)
+        if direction == "backward":
+            assert start_ms is not None
+            hi = stored[0] if stored else end_ms
+            if self.grid.count(start_ms, hi) > self._batch_candles():
+                first = self.client.first_open_time(symbol, self.interval)
+                if first is None:
+                    result.note = "the exchange has no candles for this symbol"
+                    return []
+                start_ms = max(start_ms, first)
+            return list(reversed(self._batches(start_ms, hi)))
+        if stored is None:
+            result.note = "nothing stored yet: collect backward first"
+            return []
+        lo = stored[1] + 1
+        if self.grid.count(lo, end_ms) > self._batch_candles():
+            last = self.client.last_open_time(symbol, self.interval)
+            end_ms = min(end_ms, last + 1) if last is not None else lo
+        return self._batches(lo, end_ms)
+
+    def _batch_candles(self) -> int:
+        return max(1, self.batch_size_hours * HOUR_MS // self.grid.nominal_ms)
+
+    def _batches(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        batches, cursor, size = [], self.grid.ceil(lo), self._batch_candles()
+        while cursor < hi:
+            stop = min(hi, self.grid.add(cursor, size))
+            batches.append((cursor, stop))
+            cursor = stop
+        return batches
+
+    def _collect_batch(self, symbol: str, lo: int, hi: int, result: SymbolResult) -> None:
+        frame = self.client.get_klines(symbol, self.interval, lo, hi)
+        written = self.lake.write_klines(self.interval, symbol, frame)
+        result.batches += 1
+        result.rows_added += written.rows_added
+        result.rows_changed += written.rows_changed
+        result.files_written += written.files_written
+        if frame.height:
+            first, last = frame["open_time"][0], frame["open_time"][-1]
+            result.first_open_time = min(filter(None, (result.first_open_time, first)))
+            result.last_open_time = max(filter(None, (result.last_open_time, last)))
+        self._emit(ProgressEvent("batch", symbol, result.direction, rows=self.grid.count(lo, hi)))
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self.on_progress is not None:
+            self.on_progress(event)
+
+    # -- state and status ------------------------------------------------------------------
+
+    def get_collection_status(self) -> dict[str, Any]:
+        """Rows, first and last candle per symbol (from Parquet footers), plus each symbol's
+        last run and last error, and ``total_records_collected`` over the interval."""
+        stats = self.lake.partition_stats(self.interval)
+        state = self._load_state()
+        symbols: dict[str, dict[str, Any]] = {}
+        for part in stats:
+            entry = symbols.setdefault(part.symbol, {"rows": 0, "months": 0, "first": None, "last": None})
+            entry["rows"] += part.rows
+            entry["months"] += 1
+            if part.first_open_ms is not None:
+                entry["first"] = min(filter(None, (entry["first"], part.first_open_ms)))
+                entry["last"] = max(filter(None, (entry["last"], part.last_open_ms)))
+        for symbol in state:
+            symbols.setdefault(symbol, {"rows": 0, "months": 0, "first": None, "last": None})
+        return {
+            "lake": str(self.lake.root),
+            "interval": self.interval,
+            "total_records_collected": sum(e["rows"] for e in symbols.values()),
+            "symbols": {
+                symbol: {
+                    "rows": e["rows"],
+                    "months": e["months"],
+                    "first_open_time": iso(e["first"]) if e["first"] is not None else None,
+                    "last_open_time": iso(e["last"]) if e["last"] is not None else None,
+                    **state.get(symbol, {}),
+                }
+                for symbol, e in sorted(symbols.items())
+            },
+        }
+
+    def _state_path(self) -> Path:
+        return meta_dir(self.lake.root) / STATE_FILE
+
+    def _load_state(self) -> dict[str, dict[str, Any]]:
+        try:
+            document = json.loads(self._state_path().read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return dict(document.get(self.interval, {}))
+
+    def _save_state(self, report: CollectionReport) -> None:
+        with self._state_lock:
+            path = self._state_path()
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except (FileNotFoundError, ValueError):
+                document = {}
+            section = document.setdefault(self.interval, {})
+            for symbol, result in report.results.items():
+                section[symbol] = {
+                    "last_run_at": _iso_dt(report.finished_at),
+                    "last_direction": result.direction,
+                    "last_rows_added": result.rows_added,
+                    "last_error": result.error,
+                }
+            _write_json_atomic(path, document)
+
+
+def _iso_dt(value: datetime | None) -> str | None:
+    return iso(to_ms(value)) if value is not None else None
+
+
+def _write_json_atomic(path: Path, document: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
