@@ -12,20 +12,27 @@ from cryptolake.errors import (
     RestrictedLocation,
     SourceError,
 )
+from cryptolake.collector import CollectionReport, CryptoCollector, ProgressEvent, SymbolResult
+from cryptolake.lake import Lake
 from cryptolake.sources.binance import BinanceClient, PriceData, TopCrypto
 
 __all__ = [
     "BinanceClient",
+    "CollectionReport",
     "ConfigError",
+    "CryptoCollector",
     "CryptolakeError",
     "ExchangeUnavailable",
     "IPBanned",
     "InvalidSymbol",
+    "Lake",
     "PriceData",
+    "ProgressEvent",
     "RateLimited",
     "RequestRejected",
     "RestrictedLocation",
     "SourceError",
+    "SymbolResult",
     "TopCrypto",
     "__version__",
 ]

@@ -255,6 +255,7 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
                              top=top, symbols=symbols)
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
+    logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)  # the progress display reports failures
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
         try:

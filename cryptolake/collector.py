@@ -171,7 +171,7 @@ class CryptoCollector:
             text = name.strip()
             upper = text.upper() if text.isascii() else text
             pair = upper if upper.endswith(quote) and len(upper) > len(quote) else upper + quote
-            pairs.append(validate_symbol(pair) if text else validate_symbol(text))
+            pairs.append(validate_symbol(pair if text else text))
         return list(dict.fromkeys(pairs))
 
     def stored_symbols(self) -> list[str]:
@@ -347,6 +347,8 @@ class CryptoCollector:
                 document = {}
             section = document.setdefault(self.interval, {})
             for symbol, result in report.results.items():
+                if result.ok and not result.batches:
+                    continue  # nothing was attempted: keep the last real run's record
                 section[symbol] = {
                     "last_run_at": _iso_dt(report.finished_at),
                     "last_direction": result.direction,

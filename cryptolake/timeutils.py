@@ -51,5 +51,5 @@ def parse_datetime(text: str) -> datetime:
 
 def iso(t_ms: int) -> str:
     """ISO 8601 UTC text (``2024-01-01T00:00:00Z``) for milliseconds since the epoch."""
-    text = from_ms(t_ms).isoformat()
-    return text.replace("+00:00", "Z")
+    spec = "milliseconds" if t_ms % 1000 else "seconds"
+    return from_ms(t_ms).isoformat(timespec=spec).replace("+00:00", "Z")
