@@ -13,56 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Iterator
 
 import httpx
+from common import fake_exchange, fake_stats
 
 from cryptolake import BinanceClient
 from cryptolake.schema import HOUR_MS
 from cryptolake.timeutils import iso, to_ms
 
-NOW = "2026-01-01T00:30:00Z"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "SOLUSDT",
            "USDCUSDT", "FDUSDUSDT", "ETHBTC"]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def fake_exchange(latency_ms: float, weight_limit: int = 6000, window_s: int = 60) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cryptolake", "fake-exchange", "--port", str(port), "--latency-ms",
-         str(latency_ms), "--weight-limit", str(weight_limit), "--weight-window-s", str(window_s),
-         "--now", NOW, "--frozen"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                httpx.post(f"{url}/fake/reset")
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait()
-
-
-def fake_stats(url: str) -> dict:
-    return httpx.get(f"{url}/fake/stats").json()
 
 
 def run_cryptolake(url: str, symbols: list[str], start_ms: int, end_ms: int, concurrency: int) -> int:
@@ -134,7 +96,7 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=10)
     parser.add_argument("--years", type=int, default=2)
     parser.add_argument("--latency-ms", type=float, default=50)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--weight-limit", type=int, default=600)
     parser.add_argument("--window-s", type=int, default=60)
     parser.add_argument("--windows", type=int, default=4)

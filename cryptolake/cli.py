@@ -254,6 +254,10 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
         raise click.UsageError("give --symbols or --top, not both")
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
                              top=top, symbols=symbols)
+    if symbols is not None and not settings.collection.symbols:
+        # An explicit but empty --symbols must not silently become "the top N".
+        raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT "
+                       "(or --top N)", exit_code=2)
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)  # the progress display reports failures
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
@@ -317,8 +321,10 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
 @click.option("--weight-window-s", type=int, default=60, show_default=True, help="Weight window, seconds.")
 @click.option("--now", "now", default=None, help="The exchange's clock (ISO 8601 UTC); default: real time.")
 @click.option("--frozen", is_flag=True, help="Keep the exchange's clock still instead of ticking.")
+@click.option("--extra-symbols", type=click.IntRange(0, 10_000), default=0, show_default=True,
+              help="Add N synthetic USDT pairs (S0001USDT ...), listed 2017-09-01, for load tests.")
 def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit: int,
-                          weight_window_s: int, now: str | None, frozen: bool) -> None:
+                          weight_window_s: int, now: str | None, frozen: bool, extra_symbols: int) -> None:
     """Serve a Binance-compatible fake exchange (deterministic candles) for offline use.
 
     Point cryptolake at it with --base-url http://127.0.0.1:PORT.
@@ -327,15 +333,20 @@ def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit:
 
         cryptolake fake-exchange --port 8080 --latency-ms 50
     """
-    from cryptolake.fake_exchange import serve
+    from cryptolake.fake_exchange import FakeSymbol, default_symbols, serve
     from cryptolake.timeutils import parse_datetime, to_ms
 
     try:
         start = to_ms(parse_datetime(now)) if now else to_ms(_utcnow())
     except ValueError:
         raise click.BadParameter(f"{now!r} is not an ISO 8601 time", param_hint="--now") from None
+    listed = to_ms("2017-09-01")
+    symbols = default_symbols() + [
+        FakeSymbol(f"S{i:04d}USDT", f"S{i:04d}", "USDT", listed_ms=listed, base_price=10.0 + i, volume_scale=0.001)
+        for i in range(1, extra_symbols + 1)
+    ]
     serve(host=host, port=port, now=start, follow_wall_clock=not frozen, latency_s=latency_ms / 1000,
-          weight_limit=weight_limit, weight_window_s=weight_window_s)
+          weight_limit=weight_limit, weight_window_s=weight_window_s, symbols=symbols)
 
 
 def _utcnow() -> Any:

@@ -186,7 +186,7 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Retries of a request after timeouts, connection errors, 5xx and 429."),
     SettingSpec("binance", "retry_delay_s", _float_between(0, 300), 1.0,
                 "First retry delay, seconds; doubles per retry, with jitter."),
-    SettingSpec("binance", "concurrency", _int_between(1, 64), 8, "Requests in flight at once."),
+    SettingSpec("binance", "concurrency", _int_between(1, 64), 16, "Requests in flight at once."),
     SettingSpec("binance", "weight_share", _float_between(0, 1, low_open=True), 0.9,
                 "Share of Binance's request-weight limit (6000/minute) this process may use."),
     SettingSpec("collection", "quote_asset", _asset, "USDT", "Quote asset of the collected pairs."),

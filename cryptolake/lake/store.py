@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ _KEY = "open_time"
 _VALUE_COLUMNS = KLINE_COLUMNS[1:]
 _OLD = "__old"
 _PRESENT = "__present"
+_IO_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,13 @@ class Lake:
         path = layout.partition_path(self.root, interval, symbol, month)
         if not path.is_file():
             return empty_klines()
-        _check_schema(path, _read_arrow_schema(path))
-        return pl.read_parquet(path, hive_partitioning=False)
+        try:
+            parquet = pq.ParquetFile(path)
+            _check_schema(path, parquet.schema_arrow)
+            table = parquet.read(use_threads=False)
+        except (pa.ArrowException, OSError) as exc:
+            raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
+        return pl.from_arrow(table)  # type: ignore[return-value]
 
     def symbols(self, interval: str) -> list[str]:
         """Symbols with at least one stored partition for ``interval``, sorted."""
@@ -201,26 +209,27 @@ class Lake:
         """
         layout.validate_symbol(symbol)
         layout.interval_dir(interval)
-        parts = split_by_month(merge_klines(empty_klines(), frame))
-        outcomes = [self._write_month(interval, symbol, m, part) for m, part in parts.items()]
+        incoming = merge_klines(empty_klines(), frame)
+        if incoming.is_empty():
+            return WriteResult(rows_added=0, rows_changed=0, files_written=0, files_unchanged=0, months=())
+        # One vectorised pass over every month the batch touches: read them, diff, merge, then
+        # rewrite only the months that gained or changed rows.
+        months = incoming.select(pl.col(_KEY).dt.strftime("%Y-%m").unique(maintain_order=True)).to_series().to_list()
+        # Reads, writes and fsyncs of different months overlap on a few threads (I/O waits).
+        with ThreadPoolExecutor(max_workers=min(_IO_THREADS, len(months))) as pool:
+            existing = pl.concat(list(pool.map(partial(self.read_partition, interval, symbol), months)))
+            counts = _diff_counts_by_month(existing, incoming)
+            merged = split_by_month(merge_klines(existing, incoming))
+            changed_months = [m for m in months if any(counts.get(m, (0, 0)))]
+            paths = [layout.partition_path(self.root, interval, symbol, m) for m in changed_months]
+            list(pool.map(write_parquet_atomic, paths, [merged[m] for m in changed_months]))
         return WriteResult(
-            rows_added=sum(added for added, _, _ in outcomes),
-            rows_changed=sum(changed for _, changed, _ in outcomes),
-            files_written=sum(written for _, _, written in outcomes),
-            files_unchanged=sum(not written for _, _, written in outcomes),
-            months=tuple(parts),
+            rows_added=sum(a for a, _ in counts.values()),
+            rows_changed=sum(c for _, c in counts.values()),
+            files_written=len(changed_months),
+            files_unchanged=len(months) - len(changed_months),
+            months=tuple(months),
         )
-
-    def _write_month(
-        self, interval: str, symbol: str, month: str, incoming: pl.DataFrame
-    ) -> tuple[int, int, bool]:
-        existing = self.read_partition(interval, symbol, month)
-        added, changed = diff_counts(existing, incoming)
-        if not added and not changed:
-            return 0, 0, False
-        merged = merge_klines(existing, incoming)
-        write_parquet_atomic(layout.partition_path(self.root, interval, symbol, month), merged)
-        return added, changed, True
 
     # -- locking -------------------------------------------------------------------------
 
@@ -298,6 +307,25 @@ class Lake:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _diff_counts_by_month(existing: pl.DataFrame, incoming: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """``{month: (added, changed)}`` for the months of ``incoming`` (see :func:`diff_counts`)."""
+    if existing.is_empty():
+        flags = incoming.select(_KEY, added=pl.lit(True), changed=pl.lit(False))
+    else:
+        stored = existing.with_columns(pl.lit(True).alias(_PRESENT))
+        joined = incoming.join(stored, on=_KEY, how="left", suffix=_OLD)
+        differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c + _OLD)) for c in _VALUE_COLUMNS)
+        flags = joined.select(
+            _KEY, added=pl.col(_PRESENT).is_null(), changed=pl.col(_PRESENT).is_not_null() & differs
+        )
+    per_month = (
+        flags.group_by(month=pl.col(_KEY).dt.strftime("%Y-%m"))
+        .agg(pl.col("added").sum(), pl.col("changed").sum())
+        .iter_rows()
+    )
+    return {month: (int(added), int(changed)) for month, added, changed in per_month}
 
 
 def diff_counts(existing: pl.DataFrame, incoming: pl.DataFrame) -> tuple[int, int]:

@@ -125,7 +125,7 @@ class BinanceClient:
         *,
         base_url: str = DEFAULT_BASE_URL,
         timeout_s: float = 10.0,
-        concurrency: int = 8,
+        concurrency: int = 16,
         weight_share: float = 0.9,
         quote_asset: str = "USDT",
         excluded_bases: Iterable[str] = DEFAULT_EXCLUDED_BASES,
@@ -294,10 +294,25 @@ class BinanceClient:
         """
         grid = _interval(interval)
         start_ms = to_ms(start)
-        server_now = self.get_server_time_ms()
-        end_ms = min(to_ms(end), server_now) if end is not None else server_now
+        end_ms = to_ms(end) if end is not None else None
+        long_range = end_ms is None or grid.count(start_ms, end_ms) > PAGE_LIMIT
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            # The exchange's clock decides which candles are closed; for ranges longer than a
+            # page, the symbol's first and last candles bound it, so no page is spent before
+            # the listing or after a delisting. The three requests go out together.
+            server_now = pool.submit(self.get_server_time_ms)
+            first = pool.submit(self.first_open_time, symbol, grid.name) if long_range else None
+            last = pool.submit(self.last_open_time, symbol, grid.name) if long_range else None
+            now_ms = server_now.result()
+            end_ms = now_ms if end_ms is None else min(end_ms, now_ms)
+            if first is not None and last is not None:
+                first_ms, last_ms = first.result(), last.result()
+                if first_ms is None or last_ms is None:
+                    end_ms = start_ms
+                else:
+                    start_ms, end_ms = max(start_ms, first_ms), min(end_ms, last_ms + 1)
         frame = self._fetch_range(symbol, grid, start_ms, end_ms)
-        frame = frame.filter(pl.col("close_time") < from_ms(server_now))
+        frame = frame.filter(pl.col("close_time") < from_ms(now_ms))
         return frame.to_arrow() if as_arrow else frame  # type: ignore[return-value]
 
     def first_open_time(self, symbol: str, interval: str) -> int | None:
@@ -316,14 +331,6 @@ class BinanceClient:
     def _fetch_range(self, symbol: str, grid: Interval, start_ms: int, end_ms: int) -> pl.DataFrame:
         if start_ms >= end_ms:
             return _to_frame([])
-        if grid.count(start_ms, end_ms) > PAGE_LIMIT:
-            # Bound the range by the symbol's real history so no page is spent before listing
-            # or after delisting.
-            first = self.first_open_time(symbol, grid.name)
-            last = self.last_open_time(symbol, grid.name)
-            if first is None or last is None:
-                return _to_frame([])
-            start_ms, end_ms = max(start_ms, first), min(end_ms, last + 1)
         pages = _plan_pages(grid, start_ms, end_ms)
         if len(pages) == 1:
             rows = self._fetch_page(symbol, grid, *pages[0])
