@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptolake.errors import CryptolakeError, IPBanned
-from cryptolake.lake import Lake, meta_dir, validate_symbol
+from cryptolake.lake import Lake, meta_dir, split_by_month, validate_symbol
 from cryptolake.schema import HOUR_MS, Interval
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.timeutils import from_ms, iso, to_ms
@@ -280,11 +280,16 @@ class CryptoCollector:
 
     def _collect_batch(self, symbol: str, lo: int, hi: int, result: SymbolResult) -> None:
         frame = self.client.get_klines(symbol, self.interval, lo, hi)
-        written = self.lake.write_klines(self.interval, symbol, frame)
+        # Write the month next to the stored range first (the newest one when walking backward):
+        # a run stopped between two partition writes then leaves no hole that bounds-based
+        # resumption would never fill.
+        months = split_by_month(frame)
+        for month in sorted(months, reverse=result.direction == "backward"):
+            written = self.lake.write_klines(self.interval, symbol, months[month])
+            result.rows_added += written.rows_added
+            result.rows_changed += written.rows_changed
+            result.files_written += written.files_written
         result.batches += 1
-        result.rows_added += written.rows_added
-        result.rows_changed += written.rows_changed
-        result.files_written += written.files_written
         if frame.height:
             first, last = frame["open_time"][0], frame["open_time"][-1]
             result.first_open_time = min(filter(None, (result.first_open_time, first)))

@@ -214,7 +214,7 @@ class Lake:
             return WriteResult(rows_added=0, rows_changed=0, files_written=0, files_unchanged=0, months=())
         # One vectorised pass over every month the batch touches: read them, diff, merge, then
         # rewrite only the months that gained or changed rows.
-        months = incoming.select(pl.col(_KEY).dt.strftime("%Y-%m").unique(maintain_order=True)).to_series().to_list()
+        months = [f"{k // 100:04d}-{k % 100:02d}" for k in _month_keys(incoming).unique(maintain_order=True)]
         # Reads, writes and fsyncs of different months overlap on a few threads (I/O waits).
         with ThreadPoolExecutor(max_workers=min(_IO_THREADS, len(months))) as pool:
             existing = pl.concat(list(pool.map(partial(self.read_partition, interval, symbol), months)))
@@ -321,11 +321,20 @@ def _diff_counts_by_month(existing: pl.DataFrame, incoming: pl.DataFrame) -> dic
             _KEY, added=pl.col(_PRESENT).is_null(), changed=pl.col(_PRESENT).is_not_null() & differs
         )
     per_month = (
-        flags.group_by(month=pl.col(_KEY).dt.strftime("%Y-%m"))
+        flags.group_by(month=_month_key_expr())
         .agg(pl.col("added").sum(), pl.col("changed").sum())
         .iter_rows()
     )
-    return {month: (int(added), int(changed)) for month, added, changed in per_month}
+    return {f"{k // 100:04d}-{k % 100:02d}": (int(a), int(c)) for k, a, c in per_month}
+
+
+def _month_key_expr() -> pl.Expr:
+    """``YYYYMM`` as an integer (cheaper than formatting text for every row)."""
+    return pl.col(_KEY).dt.year().cast(pl.Int32) * 100 + pl.col(_KEY).dt.month().cast(pl.Int32)
+
+
+def _month_keys(frame: pl.DataFrame) -> pl.Series:
+    return frame.select(_month_key_expr()).to_series()
 
 
 def diff_counts(existing: pl.DataFrame, incoming: pl.DataFrame) -> tuple[int, int]:
