@@ -249,9 +249,9 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
     from cryptolake.cli_progress import CollectProgress
 
     if backward_only and forward_only:
-        raise click.UsageError("--backward-only and --forward-only exclude each other")
+        raise _Failure("--backward-only and --forward-only exclude each other", exit_code=2)
     if symbols is not None and top is not None:
-        raise click.UsageError("give --symbols or --top, not both")
+        raise _Failure("give --symbols or --top, not both", exit_code=2)
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
                              top=top, symbols=symbols)
     if symbols is not None and not settings.collection.symbols:
