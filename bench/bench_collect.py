@@ -44,7 +44,7 @@ def collect(url: str, lake: Path, symbols: int, since: str) -> dict:
     peak_kb = int(done.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
     rows = duckdb.sql(
         f"SELECT count(*) FROM read_parquet('{lake}/klines/**/*.parquet', hive_partitioning = true)"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     return {"wall_s": round(wall, 1), "rows": rows, "rows_per_s": round(rows / wall), "peak_rss_mb": round(peak_kb / 1024)}
 
 
