@@ -67,6 +67,9 @@ class CollectProgress:
             elapsed = max(1e-6, time.monotonic() - self._started)
             rate = f"{sum(self._rows.values()) / elapsed:,.0f} rows/s"
             self._progress.update(self._overall, rate=rate)
+        elif event.kind == "done" and key in self._tasks:
+            # Exchange outages leave fewer candles than grid slots: a finished symbol is complete.
+            self._progress.update(self._tasks[key], completed=event.expected_rows)
         elif event.kind == "failed":
             self._progress.console.print(f"[red]failed[/red] {key}: {event.error}")
 

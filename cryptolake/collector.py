@@ -294,7 +294,7 @@ class CryptoCollector:
             first, last = frame["open_time"][0], frame["open_time"][-1]
             result.first_open_time = min(filter(None, (result.first_open_time, first)))
             result.last_open_time = max(filter(None, (result.last_open_time, last)))
-        self._emit(ProgressEvent("batch", symbol, result.direction, rows=self.grid.count(lo, hi)))
+        self._emit(ProgressEvent("batch", symbol, result.direction, rows=frame.height))
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.on_progress is not None:
