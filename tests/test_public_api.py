@@ -9,7 +9,7 @@ import cryptolake
 
 def test_all_is_sorted_and_complete() -> None:
     names = [n for n in cryptolake.__all__ if n != "__version__"]
-    assert names == sorted(names, key=str.lower) or names == sorted(names)
+    assert names == sorted(names)
     for name in cryptolake.__all__:
         assert hasattr(cryptolake, name)
 
