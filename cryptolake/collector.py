@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import CryptolakeError, IPBanned
 from cryptolake.lake import Lake, meta_dir, split_by_month, validate_symbol
 from cryptolake.schema import HOUR_MS, Interval
@@ -368,14 +367,4 @@ def _iso_dt(value: datetime | None) -> str | None:
 
 
 def _write_json_atomic(path: Path, document: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, json.dumps(document, indent=1, sort_keys=True).encode("utf-8"))
