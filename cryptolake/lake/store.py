@@ -310,7 +310,11 @@ class Lake:
 
 
 def _diff_counts_by_month(existing: pl.DataFrame, incoming: pl.DataFrame) -> dict[str, tuple[int, int]]:
-    """``{month: (added, changed)}`` for the months of ``incoming`` (see :func:`diff_counts`)."""
+    """``{month: (added, changed)}``: incoming rows with a new ``open_time``, and ones that differ.
+
+    Both frames are normalised candle frames; ``incoming`` has unique open times. Values are
+    compared with nulls equal to nulls and NaN equal to NaN.
+    """
     if existing.is_empty():
         flags = incoming.select(_KEY, added=pl.lit(True), changed=pl.lit(False))
     else:
@@ -335,24 +339,6 @@ def _month_key_expr() -> pl.Expr:
 
 def _month_keys(frame: pl.DataFrame) -> pl.Series:
     return frame.select(_month_key_expr()).to_series()
-
-
-def diff_counts(existing: pl.DataFrame, incoming: pl.DataFrame) -> tuple[int, int]:
-    """``(added, changed)``: incoming rows with a new ``open_time``, and ones that differ.
-
-    Both frames are normalised candle frames; ``incoming`` has unique open times. Values are
-    compared with nulls equal to nulls and NaN equal to NaN.
-    """
-    if existing.is_empty():
-        return incoming.height, 0
-    stored = existing.with_columns(pl.lit(True).alias(_PRESENT))
-    joined = incoming.join(stored, on=_KEY, how="left", suffix=_OLD)
-    differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c + _OLD)) for c in _VALUE_COLUMNS)
-    counts = joined.select(
-        added=pl.col(_PRESENT).is_null().sum(),
-        changed=(pl.col(_PRESENT).is_not_null() & differs).sum(),
-    )
-    return int(counts.item(0, "added")), int(counts.item(0, "changed"))
 
 
 def write_parquet_atomic(path: Path, frame: pl.DataFrame) -> None:
@@ -409,13 +395,6 @@ def _keyed_dirs(base: Path, key: str, is_valid: Callable[[str], bool]) -> list[s
         if entry.name.startswith(prefix) and entry.is_dir()
     ]
     return [v for v in values if is_valid(v)]
-
-
-def _read_arrow_schema(path: Path) -> pa.Schema:
-    try:
-        return pq.read_schema(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
 
 
 def _check_schema(path: Path, schema: pa.Schema) -> None:
