@@ -6,7 +6,9 @@ For 1h and 1m candles: the lake already holds the first third of every month par
 rows (the rest of those months) are merged in with `Lake.write_klines` (read, dedupe, crash-safe
 write with fsync and atomic rename). The baseline writes the same 1M rows with a bare
 `pyarrow.parquet.write_table` (same compression) to the same number of files, in the same run.
-Then the same batch is written again: a no-op, which must rewrite 0 files.
+Then the same batch is written again: a no-op, which must rewrite 0 files. Each interval runs
+twice: incoming rows disjoint from the stored ones (appends), and incoming rows that also repeat
+the last two stored days (the merge joins and dedupes).
 """
 
 from __future__ import annotations
@@ -41,8 +43,12 @@ def candles(start_ms: int, step_ms: int, count: int, seed: int) -> pl.DataFrame:
                               for c in ("open_time", "close_time")).select(empty_klines().columns)
 
 
-def dataset(step_ms: int) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
-    """Per symbol: (existing first third of each month, incoming rest), ROWS incoming in total."""
+def dataset(step_ms: int, overlap_days: int = 0) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """Per symbol: (existing first third of each month, incoming rest), ROWS incoming in total.
+
+    With ``overlap_days`` the incoming rows also repeat the last days already stored, so the
+    merge has to join and dedupe instead of appending.
+    """
     per_month = 31 * 24 * HOUR_MS // step_ms
     months_per_symbol = 12
     symbols = max(1, round(ROWS / (per_month * months_per_symbol * 2 / 3)))
@@ -52,7 +58,7 @@ def dataset(step_ms: int) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFra
         full = candles(start, step_ms, 366 * 24 * HOUR_MS // step_ms, seed=i)
         day = full["open_time"].dt.day()
         existing[f"S{i:04d}USDT"] = full.filter(day <= 10)
-        incoming[f"S{i:04d}USDT"] = full.filter(day > 10)
+        incoming[f"S{i:04d}USDT"] = full.filter(day > 10 - overlap_days)
     total = sum(f.height for f in incoming.values())
     scale = ROWS / total
     if scale < 1:  # trim to exactly ROWS incoming rows
@@ -66,8 +72,8 @@ def dataset(step_ms: int) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFra
     return existing, incoming
 
 
-def run(interval: str, step_ms: int) -> dict:
-    existing, incoming = dataset(step_ms)
+def run(interval: str, step_ms: int, overlap_days: int = 0) -> dict:
+    existing, incoming = dataset(step_ms, overlap_days)
     with tempfile.TemporaryDirectory() as tmp:
         lake = Lake(Path(tmp) / "lake")
         for symbol, frame in existing.items():
@@ -89,7 +95,7 @@ def run(interval: str, step_ms: int) -> dict:
         again = [lake.write_klines(interval, s, f) for s, f in incoming.items()]
         noop_s = time.perf_counter() - began
     return {
-        "interval": interval, "incoming_rows": sum(f.height for f in incoming.values()),
+        "interval": interval, "overlap_days": overlap_days, "incoming_rows": sum(f.height for f in incoming.values()),
         "existing_rows": sum(f.height for f in existing.values()), "files": files,
         "merge_s": round(merge_s, 2), "bare_write_s": round(bare_s, 2), "ratio": round(merge_s / bare_s, 2),
         "rows_added": sum(r.rows_added for r in results),
@@ -99,7 +105,8 @@ def run(interval: str, step_ms: int) -> dict:
 
 def main() -> None:
     for interval, step in (("1h", HOUR_MS), ("1m", MINUTE_MS)):
-        print(json.dumps(run(interval, step)), flush=True)
+        for overlap_days in (0, 2):
+            print(json.dumps(run(interval, step, overlap_days)), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from cryptolake.lake.layout import (
     partition_path,
     validate_symbol,
 )
-from cryptolake.lake.merge import merge_klines, normalize_klines, split_by_month
+from cryptolake.lake.merge import dedupe_klines, merge_klines, normalize_klines, split_by_month
 from cryptolake.lake.store import ARROW_SCHEMA, Lake, PartitionStats, WriteResult
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Lake",
     "PartitionStats",
     "WriteResult",
+    "dedupe_klines",
     "interval_dir",
     "klines_glob",
     "merge_klines",

@@ -85,8 +85,20 @@ def merge_klines(existing: pl.DataFrame, incoming: pl.DataFrame) -> pl.DataFrame
     Returns:
         The normalised union, sorted by ``open_time``.
     """
-    both = pl.concat([normalize_klines(existing), normalize_klines(incoming)], how="vertical")
-    return both.unique(subset=_KEY, keep="last", maintain_order=True).sort(_KEY)
+    return dedupe_klines(pl.concat([normalize_klines(existing), normalize_klines(incoming)], how="vertical"))
+
+
+def dedupe_klines(df: pl.DataFrame) -> pl.DataFrame:
+    """Normalise candles and keep one row per ``open_time`` (the last), sorted by it.
+
+    Args:
+        df: Candle frame, possibly with repeated open times.
+
+    Returns:
+        The normalised frame with unique open times, sorted.
+    """
+    frame = normalize_klines(df)
+    return frame.unique(subset=_KEY, keep="last", maintain_order=True).sort(_KEY)
 
 
 def split_by_month(df: pl.DataFrame) -> dict[str, pl.DataFrame]:

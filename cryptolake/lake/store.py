@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import os
 import secrets
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from cryptolake.errors import LakeError, LakeLocked, SchemaMismatch
 from cryptolake.lake import layout
-from cryptolake.lake.merge import merge_klines, normalize_klines, split_by_month
+from cryptolake.lake.merge import dedupe_klines, normalize_klines, split_by_month
 from cryptolake.schema import KLINE_COLUMNS, KLINE_SCHEMA, empty_klines
 
 #: The Arrow schema of every partition file (timestamps are ``timestamp[ms, tz=UTC]``).
@@ -96,16 +97,8 @@ class Lake:
             SchemaMismatch: The file's columns or types differ from the contract.
             LakeError: The file is not readable Parquet.
         """
-        path = layout.partition_path(self.root, interval, symbol, month)
-        if not path.is_file():
-            return empty_klines()
-        try:
-            parquet = pq.ParquetFile(path)
-            _check_schema(path, parquet.schema_arrow)
-            table = parquet.read(use_threads=False)
-        except (pa.ArrowException, OSError) as exc:
-            raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
-        return pl.from_arrow(table)  # type: ignore[return-value]
+        table = _read_table(layout.partition_path(self.root, interval, symbol, month))
+        return empty_klines() if table is None else pl.from_arrow(table)  # type: ignore[return-value]
 
     def symbols(self, interval: str) -> list[str]:
         """Symbols with at least one stored partition for ``interval``, sorted."""
@@ -209,27 +202,42 @@ class Lake:
         """
         layout.validate_symbol(symbol)
         layout.interval_dir(interval)
-        incoming = merge_klines(empty_klines(), frame)
-        if incoming.is_empty():
-            return WriteResult(rows_added=0, rows_changed=0, files_written=0, files_unchanged=0, months=())
-        # One vectorised pass over every month the batch touches: read them, diff, merge, then
-        # rewrite only the months that gained or changed rows.
-        months = [f"{k // 100:04d}-{k % 100:02d}" for k in _month_keys(incoming).unique(maintain_order=True)]
-        # Reads, writes and fsyncs of different months overlap on a few threads (I/O waits).
-        with ThreadPoolExecutor(max_workers=min(_IO_THREADS, len(months))) as pool:
-            existing = pl.concat(list(pool.map(partial(self.read_partition, interval, symbol), months)))
-            counts = _diff_counts_by_month(existing, incoming)
-            merged = split_by_month(merge_klines(existing, incoming))
-            changed_months = [m for m in months if any(counts.get(m, (0, 0)))]
-            paths = [layout.partition_path(self.root, interval, symbol, m) for m in changed_months]
-            list(pool.map(write_parquet_atomic, paths, [merged[m] for m in changed_months]))
+        by_month = split_by_month(dedupe_klines(frame))
+        if not by_month:
+            return WriteResult()
+        # Each month is read, merged and rewritten on its own worker: polars and pyarrow release
+        # the GIL, so months overlap on the CPUs and during fsync waits.
+        merge_month = partial(self._merge_month, interval, symbol)
+        counts = list(_io_pool().map(merge_month, by_month.keys(), by_month.values()))
         return WriteResult(
-            rows_added=sum(a for a, _ in counts.values()),
-            rows_changed=sum(c for _, c in counts.values()),
-            files_written=len(changed_months),
-            files_unchanged=len(months) - len(changed_months),
-            months=tuple(months),
+            rows_added=sum(added for added, _, _ in counts),
+            rows_changed=sum(changed for _, changed, _ in counts),
+            files_written=sum(written for _, _, written in counts),
+            files_unchanged=sum(not written for _, _, written in counts),
+            months=tuple(by_month),
         )
+
+    def _merge_month(self, interval: str, symbol: str, month: str, incoming: pl.DataFrame) -> tuple[int, int, bool]:
+        """Merge one month's sorted, unique candles into its partition: ``(added, changed, written)``."""
+        path = layout.partition_path(self.root, interval, symbol, month)
+        stored = _read_table(path)
+        fresh = incoming.to_arrow()
+        added, changed = fresh.num_rows, 0
+        if stored is None or stored.num_rows == 0:
+            merged = fresh
+        elif _last_open(fresh) < _first_open(stored) or _last_open(stored) < _first_open(fresh):
+            # Disjoint ranges, the usual case (forward appends, backward prepends): no join, and
+            # the Arrow columns go straight back to the writer.
+            before = _last_open(fresh) < _first_open(stored)
+            merged = pa.concat_tables([fresh, stored] if before else [stored, fresh])
+        else:
+            existing = pl.from_arrow(stored)
+            added, changed = _diff_counts(existing, incoming)  # type: ignore[arg-type]
+            if not (added or changed):
+                return 0, 0, False
+            merged = pl.concat([existing, incoming]).unique(subset=_KEY, keep="last").sort(_KEY)  # type: ignore[list-item]
+        write_parquet_atomic(path, merged)
+        return added, changed, True
 
     # -- locking -------------------------------------------------------------------------
 
@@ -309,46 +317,57 @@ class Lake:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _diff_counts_by_month(existing: pl.DataFrame, incoming: pl.DataFrame) -> dict[str, tuple[int, int]]:
-    """``{month: (added, changed)}``: incoming rows with a new ``open_time``, and ones that differ.
+def _diff_counts(existing: pl.DataFrame, incoming: pl.DataFrame) -> tuple[int, int]:
+    """``(added, changed)``: incoming rows with a new ``open_time``, and ones whose values differ.
 
-    Both frames are normalised candle frames; ``incoming`` has unique open times. Values are
-    compared with nulls equal to nulls and NaN equal to NaN.
+    Both frames are normalised candle frames with unique open times. Values are compared with
+    nulls equal to nulls and NaN equal to NaN.
     """
-    if existing.is_empty():
-        flags = incoming.select(_KEY, added=pl.lit(True), changed=pl.lit(False))
-    else:
-        stored = existing.with_columns(pl.lit(True).alias(_PRESENT))
-        joined = incoming.join(stored, on=_KEY, how="left", suffix=_OLD)
-        differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c + _OLD)) for c in _VALUE_COLUMNS)
-        flags = joined.select(
-            _KEY, added=pl.col(_PRESENT).is_null(), changed=pl.col(_PRESENT).is_not_null() & differs
-        )
-    per_month = (
-        flags.group_by(month=_month_key_expr())
-        .agg(pl.col("added").sum(), pl.col("changed").sum())
-        .iter_rows()
-    )
-    return {f"{k // 100:04d}-{k % 100:02d}": (int(a), int(c)) for k, a, c in per_month}
+    stored = existing.with_columns(pl.lit(True).alias(_PRESENT))
+    joined = incoming.join(stored, on=_KEY, how="left", suffix=_OLD)
+    differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c + _OLD)) for c in _VALUE_COLUMNS)
+    added, changed = joined.select(
+        added=pl.col(_PRESENT).is_null().sum(), changed=(pl.col(_PRESENT).is_not_null() & differs).sum()
+    ).row(0)
+    return int(added), int(changed)
 
 
-def _month_key_expr() -> pl.Expr:
-    """``YYYYMM`` as an integer (cheaper than formatting text for every row)."""
-    return pl.col(_KEY).dt.year().cast(pl.Int32) * 100 + pl.col(_KEY).dt.month().cast(pl.Int32)
+def _read_table(path: Path) -> pa.Table | None:
+    """One partition file as Arrow, checked against the contract; None if there is no file."""
+    try:
+        parquet = pq.ParquetFile(path)
+        _check_schema(path, parquet.schema_arrow)
+        return parquet.read(use_threads=False)
+    except FileNotFoundError:
+        return None
+    except (pa.ArrowException, OSError) as exc:
+        raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
 
 
-def _month_keys(frame: pl.DataFrame) -> pl.Series:
-    return frame.select(_month_key_expr()).to_series()
+def _first_open(table: pa.Table) -> int:
+    return pc.min(table.column(_KEY)).value  # type: ignore[no-any-return]
 
 
-def write_parquet_atomic(path: Path, frame: pl.DataFrame) -> None:
+def _last_open(table: pa.Table) -> int:
+    return pc.max(table.column(_KEY)).value  # type: ignore[no-any-return]
+
+
+@cache
+def _io_pool() -> ThreadPoolExecutor:
+    """The process-wide pool that partition reads, merges and writes run on."""
+    return ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="cryptolake-lake")
+
+
+def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table) -> None:
     """Replace ``path`` with ``frame`` as zstd Parquet, crash-safely.
 
     Writes ``.data.parquet.<pid>.<hex>.tmp`` in the same folder, fsyncs it, ``os.replace``s it
     onto ``path`` and fsyncs the folder. On any error the temp file is removed and ``path``
     is untouched.
     """
-    table = normalize_klines(frame).to_arrow().cast(ARROW_SCHEMA)
+    table = frame if isinstance(frame, pa.Table) else normalize_klines(frame).to_arrow()
+    if not table.schema.equals(ARROW_SCHEMA):  # e.g. string/large_string views from polars
+        table = table.cast(ARROW_SCHEMA)
     _make_dirs_durably(path.parent)
     tmp = path.parent / layout.temp_name(os.getpid(), secrets.token_hex(6))
     try:
@@ -364,6 +383,8 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame) -> None:
 
 
 def _make_dirs_durably(folder: Path) -> None:
+    if folder.is_dir():
+        return
     missing = []
     probe = folder
     while not probe.is_dir():
@@ -399,6 +420,8 @@ def _keyed_dirs(base: Path, key: str, is_valid: Callable[[str], bool]) -> list[s
 
 def _check_schema(path: Path, schema: pa.Schema) -> None:
     """Raise SchemaMismatch unless ``schema`` has the contract's columns, order and types."""
+    if schema.equals(ARROW_SCHEMA):
+        return
     found = {f.name: f.type for f in schema}
     expected = {f.name: f.type for f in ARROW_SCHEMA}
     diff = [f"missing column {n} ({t})" for n, t in expected.items() if n not in found]
