@@ -108,9 +108,7 @@ class Interval:
         if self.is_monthly:
             year, month = _year_month(t_ms)
             return _month_start_ms(year, month)
-        step = _FIXED_MS[self.name]
-        origin = _WEEK_ORIGIN_MS if self.name == "1w" else 0
-        return t_ms - (t_ms - origin) % step
+        return t_ms - (t_ms - self.origin_ms) % _FIXED_MS[self.name]
 
     def ceil(self, t_ms: int) -> int:
         """First grid open time at or after ``t_ms``."""
@@ -147,6 +145,28 @@ class Interval:
         y0, m0 = _year_month(first)
         y1, m1 = _year_month(self.floor(end_ms - 1))
         return (y1 * 12 + m1) - (y0 * 12 + m0) + 1
+
+    def index(self, t_ms: int) -> int:
+        """Position on the grid of the candle containing ``t_ms``: consecutive candles differ by 1."""
+        if self.is_monthly:
+            year, month = _year_month(t_ms)
+            return year * 12 + month - 1
+        return (t_ms - self.origin_ms) // _FIXED_MS[self.name]
+
+    def at(self, index: int) -> int:
+        """Open time of the candle at grid position ``index`` (the inverse of :meth:`index`)."""
+        if self.is_monthly:
+            return _month_start_ms(index // 12, index % 12 + 1)
+        return self.origin_ms + index * _FIXED_MS[self.name]
+
+    def is_on_grid(self, t_ms: int) -> bool:
+        """True when a candle may open at ``t_ms``."""
+        return self.floor(t_ms) == t_ms
+
+    @property
+    def origin_ms(self) -> int:
+        """A grid open time the fixed grid is counted from (Monday 1970-01-05 for ``1w``)."""
+        return _WEEK_ORIGIN_MS if self.name == "1w" else 0
 
     def open_times(self, start_ms: int, end_ms: int) -> Iterator[int]:
         """Grid open times in ``[start_ms, end_ms)``."""

@@ -274,11 +274,11 @@ def test_a_partition_write_failing_mid_batch_leaves_no_hole_the_next_run_cannot_
     real_write = store.write_parquet_atomic
     writes: list[str] = []
 
-    def disk_full_at_fifth_write(path: Path, frame: pl.DataFrame) -> None:
+    def disk_full_at_fifth_write(path: Path, frame: pl.DataFrame, **kwargs: object) -> None:
         writes.append(path.parent.name)
         if len(writes) == 5:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(path, frame)
+        real_write(path, frame, **kwargs)
 
     monkeypatch.setattr(store, "write_parquet_atomic", disk_full_at_fifth_write)
     # 240 h batches walked backward from 2026-01-01: [12-25, 01-01), [12-15, 12-25),

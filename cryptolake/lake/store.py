@@ -26,7 +26,7 @@ from filelock import FileLock, Timeout
 from cryptolake.errors import LakeError, LakeLocked, SchemaMismatch
 from cryptolake.lake import layout
 from cryptolake.lake.merge import dedupe_klines, normalize_klines, split_by_month
-from cryptolake.schema import KLINE_COLUMNS, KLINE_SCHEMA, empty_klines
+from cryptolake.schema import KLINE_COLUMNS, KLINE_SCHEMA, Interval, empty_klines
 
 #: The Arrow schema of every partition file (timestamps are ``timestamp[ms, tz=UTC]``).
 ARROW_SCHEMA: pa.Schema = empty_klines().to_arrow().schema
@@ -36,6 +36,9 @@ _VALUE_COLUMNS = KLINE_COLUMNS[1:]
 _OLD = "__old"
 _PRESENT = "__present"
 _IO_THREADS = 4
+#: Footer key-value metadata cryptolake writes into every partition file.
+META_INTERVAL = "cryptolake.interval"
+META_OFF_GRID_ROWS = "cryptolake.off_grid_rows"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,19 @@ class PartitionStats:
     last_open_ms: int | None
     path: Path
     size_bytes: int
+    #: Rows whose open time is off the interval's grid, as recorded by cryptolake's writer in the
+    #: footer; None for a file written by another tool (then only a scan can tell).
+    off_grid_rows: int | None = None
+
+    def is_contiguous(self, grid: Interval) -> bool:
+        """Provably one candle per grid slot from first to last open time, from the footer alone.
+
+        Holds when the writer recorded no off-grid rows and the row count equals the number of
+        grid slots in ``[first, last]`` (cryptolake writes each ``open_time`` once).
+        """
+        if self.off_grid_rows != 0 or self.first_open_ms is None or self.last_open_ms is None:
+            return False
+        return self.rows == grid.index(self.last_open_ms) - grid.index(self.first_open_ms) + 1
 
 
 class Lake:
@@ -126,11 +142,9 @@ class Lake:
             SchemaMismatch: A footer's schema differs from the contract.
         """
         symbols = [symbol] if symbol is not None else self.symbols(interval)
-        return [
-            _footer_stats(sym, month, layout.partition_path(self.root, interval, sym, month))
-            for sym in symbols
-            for month in self.months(interval, sym)
-        ]
+        keys = [(sym, month) for sym in symbols for month in self.months(interval, sym)]
+        paths = [layout.partition_path(self.root, interval, sym, month) for sym, month in keys]
+        return [_footer_stats(sym, month, path) for (sym, month), path in zip(keys, paths, strict=True)]
 
     def bounds(self, interval: str, symbol: str) -> tuple[int, int, int] | None:
         """``(first_open_ms, last_open_ms, rows)`` over a symbol's partitions; None if none."""
@@ -236,7 +250,7 @@ class Lake:
             if not (added or changed):
                 return 0, 0, False
             merged = pl.concat([existing, incoming]).unique(subset=_KEY, keep="last").sort(_KEY)  # type: ignore[list-item]
-        write_parquet_atomic(path, merged)
+        write_parquet_atomic(path, merged, interval=interval)
         return added, changed, True
 
     # -- locking -------------------------------------------------------------------------
@@ -358,16 +372,21 @@ def _io_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="cryptolake-lake")
 
 
-def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table) -> None:
+def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: str | None = None) -> None:
     """Replace ``path`` with ``frame`` as zstd Parquet, crash-safely.
 
     Writes ``.data.parquet.<pid>.<hex>.tmp`` in the same folder, fsyncs it, ``os.replace``s it
     onto ``path`` and fsyncs the folder. On any error the temp file is removed and ``path``
-    is untouched.
+    is untouched. With ``interval``, the footer records it and the number of off-grid rows
+    (``cryptolake.interval``, ``cryptolake.off_grid_rows``), which gap detection trusts.
     """
     table = frame if isinstance(frame, pa.Table) else normalize_klines(frame).to_arrow()
     if not table.schema.equals(ARROW_SCHEMA):  # e.g. string/large_string views from polars
         table = table.cast(ARROW_SCHEMA)
+    if interval is not None:
+        table = table.replace_schema_metadata({
+            META_INTERVAL: interval, META_OFF_GRID_ROWS: str(_off_grid_rows(table, Interval(interval)))
+        })
     _make_dirs_durably(path.parent)
     tmp = path.parent / layout.temp_name(os.getpid(), secrets.token_hex(6))
     try:
@@ -440,13 +459,26 @@ def _check_schema(path: Path, schema: pa.Schema) -> None:
         )
 
 
+def _off_grid_rows(table: pa.Table, grid: Interval) -> int:
+    times = pl.from_arrow(table.column(_KEY))
+    assert isinstance(times, pl.Series)
+    if grid.is_monthly:
+        return int((times != times.dt.truncate("1mo")).sum())
+    step = grid.fixed_ms
+    assert step is not None
+    return int(((times.dt.epoch("ms") - grid.origin_ms) % step != 0).sum())
+
+
 def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
     try:
         meta = pq.read_metadata(path)
     except (pa.ArrowException, OSError) as exc:
         raise LakeError(f"cannot read Parquet footer of {path}: {exc}") from exc
-    _check_schema(path, meta.schema.to_arrow_schema())
+    arrow_schema = meta.schema.to_arrow_schema()
+    _check_schema(path, arrow_schema)
     first, last = _open_time_range(path, meta)
+    written = meta.metadata or {}
+    off_grid = written.get(META_OFF_GRID_ROWS.encode())
     return PartitionStats(
         symbol=symbol,
         month=month,
@@ -455,6 +487,7 @@ def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
         last_open_ms=last,
         path=path,
         size_bytes=path.stat().st_size,
+        off_grid_rows=int(off_grid) if off_grid is not None and off_grid.isdigit() else None,
     )
 
 

@@ -1,0 +1,522 @@
+"""DataGapDetector: where the lake is incomplete, and why, found with DuckDB SQL over the lake.
+
+Every candle interval has a grid (see :class:`~cryptolake.schema.Interval`); a symbol is
+expected to have one candle per grid slot from its start (the requested start date or its
+listing, whichever is later) up to the last closed candle. Gaps are runs of empty slots:
+
+- ``backward``: from the start up to the first stored candle;
+- ``internal``: between stored candles;
+- ``forward``: after the last stored candle, up to the last candle closed on the exchange.
+
+Each gap has a kind: ``missing`` (nobody knows why: fetch it), ``exchange_gap`` (the exchange
+returned nothing there although the symbol traded before and after: an outage), or ``failed``
+(the last fetch of that window failed). Rows that break the grid are reported too, as
+``off_grid`` (an open time between slots: it fills no slot) and ``duplicate`` (an open time
+stored more than once).
+
+Speed: one DuckDB query answers for every symbol. Partitions whose footer proves them
+contiguous (row count equal to the slots between their first and last open time, and no
+off-grid rows as recorded by cryptolake's writer) are represented by that range alone; only
+the other partitions are scanned.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+
+from cryptolake.errors import CryptolakeError, LakeError
+from cryptolake.lake import Lake, PartitionStats
+from cryptolake.lake.meta import LakeMeta, Window
+from cryptolake.schema import HOUR_MS, Interval
+from cryptolake.sources.binance import BinanceClient
+from cryptolake.timeutils import from_ms, iso, to_ms
+
+GapKind = Literal["missing", "exchange_gap", "failed", "off_grid", "duplicate"]
+Position = Literal["backward", "internal", "forward"]
+#: Kinds that are empty grid slots (the others are stored rows that break the grid).
+SLOT_KINDS: tuple[str, ...] = ("missing", "exchange_gap", "failed")
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A run of ``count`` grid slots (or, for ``off_grid``/``duplicate``, stored rows).
+
+    ``start_time`` and ``end_time`` are the first and the last missing open time (UTC).
+    """
+
+    symbol: str
+    interval: str
+    kind: GapKind
+    position: Position
+    start_ms: int
+    end_ms: int
+    count: int
+    recheck_due: bool = False
+    error: str | None = None
+
+    @property
+    def start_time(self) -> datetime:
+        return from_ms(self.start_ms)
+
+    @property
+    def end_time(self) -> datetime:
+        return from_ms(self.end_ms)
+
+    @property
+    def hours_missing(self) -> float:
+        """Hours of candles missing (equals ``count`` for ``1h``)."""
+        grid = Interval(self.interval)
+        return (grid.next_open(grid.floor(self.end_ms)) - self.start_ms) / HOUR_MS
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "symbol": self.symbol, "interval": self.interval, "kind": self.kind,
+            "position": self.position, "start_time": iso(self.start_ms),
+            "end_time": iso(self.end_ms), "count": self.count,
+        }  # fmt: skip
+        if self.kind == "exchange_gap":
+            out["recheck_due"] = self.recheck_due
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class SymbolSpan:
+    """What the lake holds for one symbol, as the detector saw it (grid indices, inclusive)."""
+
+    symbol: str
+    expected_first: int | None
+    expected_last: int | None
+    stored_first: int | None
+    stored_last: int | None
+    present: int
+    present_by_month: dict[str, int]
+
+
+@dataclass(frozen=True)
+class GapScan:
+    """One detection pass: the gaps and the span of every symbol, judged at ``end_ms``."""
+
+    interval: str
+    end_ms: int
+    gaps: list[Gap]
+    spans: dict[str, SymbolSpan]
+    scanned_partitions: int
+    skipped_partitions: int
+
+
+class DataGapDetector:
+    """Finds gaps in the lake for one interval.
+
+    Args:
+        lake: The lake (or its root directory).
+        interval: Candle interval, e.g. ``"1h"``.
+        client: When given, forward gaps are judged against the exchange's server time and
+            listings unknown to the lake are asked for; otherwise the lake's records and
+            ``clock`` are used.
+        start_date: Default start of the expected range (None: the first stored candle).
+        exchange_gap_recheck_days: An ``exchange_gap`` checked longer ago than this is
+            ``recheck_due`` (fetched again by gap filling); 0 never re-checks.
+        clock: Epoch seconds now (used when there is no client).
+    """
+
+    def __init__(
+        self,
+        lake: Lake | str | Path,
+        interval: str = "1h",
+        *,
+        client: BinanceClient | None = None,
+        start_date: date | datetime | str | int | None = None,
+        exchange_gap_recheck_days: float = 30,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.lake = lake if isinstance(lake, Lake) else Lake(lake)
+        self.interval = interval
+        self.grid = Interval(interval)
+        self.client = client
+        self.start_ms = to_ms(start_date) if start_date is not None else None
+        self.exchange_gap_recheck_days = exchange_gap_recheck_days
+        self._clock = clock
+        self.meta = LakeMeta(self.lake.root)
+
+    # -- the original design's API ---------------------------------------------------------
+
+    def find_all_gaps(
+        self,
+        crypto_symbol: str,
+        start_date: date | datetime | str | int | None = None,
+        end_date: date | datetime | str | int | None = None,
+    ) -> list[Gap]:
+        """Every gap of one symbol (backward, internal, forward), oldest first."""
+        return self.scan([crypto_symbol], start_date, end_date).gaps
+
+    def find_backward_gaps(
+        self, crypto_symbol: str, start_date: date | datetime | str | int | None = None
+    ) -> list[Gap]:
+        """Slots from the start date (or listing) up to the earliest stored candle."""
+        return [g for g in self.find_all_gaps(crypto_symbol, start_date) if g.position == "backward"]
+
+    def find_forward_gaps(
+        self, crypto_symbol: str, end_date: date | datetime | str | int | None = None
+    ) -> list[Gap]:
+        """Slots after the latest stored candle up to the last closed one (or ``end_date``)."""
+        return [g for g in self.find_all_gaps(crypto_symbol, None, end_date) if g.position == "forward"]
+
+    def find_internal_gaps(
+        self,
+        crypto_symbol: str,
+        start_date: date | datetime | str | int | None = None,
+        end_date: date | datetime | str | int | None = None,
+    ) -> list[Gap]:
+        """Missing slots and off-grid or duplicate rows inside the stored range."""
+        return [g for g in self.find_all_gaps(crypto_symbol, start_date, end_date) if g.position == "internal"]
+
+    def get_collection_summary(
+        self,
+        crypto_symbol: str,
+        start_date: date | datetime | str | int | None = None,
+        end_date: date | datetime | str | int | None = None,
+    ) -> dict[str, Any]:
+        """Completeness of one symbol: expected and present candles, first and last candle,
+        and gap counts by kind (``{kind: {"gaps": n, "candles": m}}``)."""
+        result = self.scan([crypto_symbol], start_date, end_date)
+        return summarize(result, crypto_symbol)
+
+    # -- all symbols at once ---------------------------------------------------------------
+
+    def find_gaps(
+        self,
+        symbols: Iterable[str] | None = None,
+        start_date: date | datetime | str | int | None = None,
+        end_date: date | datetime | str | int | None = None,
+    ) -> list[Gap]:
+        """Gaps of many symbols (None: every stored symbol) from one query, sorted."""
+        return self.scan(symbols, start_date, end_date).gaps
+
+    def scan(
+        self,
+        symbols: Iterable[str] | None = None,
+        start_date: date | datetime | str | int | None = None,
+        end_date: date | datetime | str | int | None = None,
+    ) -> GapScan:
+        """Detect gaps and measure each symbol's span, judged at ``end_date`` (exclusive; by
+        default the open time of the candle now open on the exchange)."""
+        wanted = list(dict.fromkeys(symbols)) if symbols is not None else self.lake.symbols(self.interval)
+        start_ms = to_ms(start_date) if start_date is not None else self.start_ms
+        end_ms = self.grid.floor(to_ms(end_date)) if end_date is not None else self._end_ms()
+        stats = [s for sym in wanted for s in self.lake.partition_stats(self.interval, sym)]
+        stats = [s for s in stats if s.rows]
+        query = _GapQuery(self.grid, stats)
+        rows = query.run()
+        listings = self._listings(wanted, start_ms, rows.bounds) if start_ms is not None else {}
+        windows = self.meta.windows(self.interval, wanted)
+        now_ms = int(self._clock() * 1000)
+        gaps: list[Gap] = []
+        spans: dict[str, SymbolSpan] = {}
+        for symbol in wanted:
+            bounds = rows.bounds.get(symbol)
+            first = self._expected_first(start_ms, listings.get(symbol), bounds)
+            last = self.grid.index(end_ms) - 1
+            holes = _position_holes(first, last, bounds, rows.holes.get(symbol, []))
+            for lo, hi, position in holes:
+                gaps.extend(self._classify(symbol, lo, hi, position, windows, now_ms))
+            for kind, t_ms, count in rows.anomalies.get(symbol, []):
+                gaps.append(Gap(symbol, self.interval, kind, "internal", t_ms, t_ms, count))  # type: ignore[arg-type]
+            spans[symbol] = SymbolSpan(
+                symbol, first, last if first is not None else None,
+                bounds[0] if bounds else None, bounds[1] if bounds else None,
+                rows.present.get(symbol, 0), rows.present_by_month.get(symbol, {}),
+            )  # fmt: skip
+        gaps.sort(key=lambda g: (g.symbol, g.start_ms, g.kind))
+        return GapScan(self.interval, end_ms, gaps, spans, query.scanned, query.skipped)
+
+    def coverage(
+        self,
+        symbols: Iterable[str] | None = None,
+        start_date: date | datetime | str | int | None = None,
+        end_date: date | datetime | str | int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Completeness per symbol and month: expected and present candles and the percentage."""
+        return coverage_rows(self.scan(symbols, start_date, end_date))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _end_ms(self) -> int:
+        """Exclusive end of the expected range: the open time of the candle open right now."""
+        if self.client is not None:
+            try:
+                return self.grid.floor(self.client.get_server_time_ms())
+            except CryptolakeError:
+                pass  # offline: fall back to our clock
+        return self.grid.floor(int(self._clock() * 1000))
+
+    def _listings(self, symbols: Sequence[str], start_ms: int, bounds: dict[str, tuple[int, int]]) -> dict[str, int]:
+        """First candle per symbol: recorded in the lake, else asked of the exchange when the
+        stored data starts after ``start_ms`` (and the client is there)."""
+        known = self.meta.listings(self.interval)
+        start_idx = self.grid.index(self.grid.ceil(start_ms))
+        for symbol in symbols:
+            if symbol in known or self.client is None:
+                continue
+            stored = bounds.get(symbol)
+            if stored is not None and stored[0] <= start_idx:
+                continue
+            try:
+                first = self.client.first_open_time(symbol, self.interval)
+            except CryptolakeError:
+                continue
+            if first is not None:
+                known[symbol] = first
+        return known
+
+    def _expected_first(
+        self, start_ms: int | None, listing_ms: int | None, bounds: tuple[int, int] | None
+    ) -> int | None:
+        if start_ms is None:
+            return bounds[0] if bounds else None
+        first = self.grid.index(self.grid.ceil(start_ms))
+        if listing_ms is not None:
+            first = max(first, self.grid.index(self.grid.ceil(listing_ms)))
+        return first
+
+    def _classify(
+        self, symbol: str, lo: int, hi: int, position: Position, windows: list[Window], now_ms: int
+    ) -> list[Gap]:
+        known = [
+            (self.grid.index(w.start_ms), self.grid.index(w.end_ms), w)
+            for w in windows
+            if w.symbol == symbol
+        ]
+        recheck_ms = self.exchange_gap_recheck_days * DAY_MS
+        out = []
+        for a, b, window in split_by_windows(lo, hi, [(wa, wb, w) for wa, wb, w in known]):
+            kind: GapKind = "missing" if window is None else window.kind
+            due = bool(window and kind == "exchange_gap" and recheck_ms and now_ms - window.checked_ms >= recheck_ms)
+            error = window.error if window is not None and kind == "failed" else None
+            out.append(Gap(symbol, self.interval, kind, position, self.grid.at(a), self.grid.at(b), b - a + 1, due, error))
+        return out
+
+
+# -- pure logic (property-tested) -----------------------------------------------------------
+
+
+def missing_runs(present: Iterable[int], first: int, last: int) -> list[tuple[int, int]]:
+    """Runs ``(lo, hi)`` (inclusive) of slots in ``[first, last]`` not in ``present``."""
+    runs, cursor = [], first
+    for idx in sorted(set(present)):
+        if idx < cursor:
+            continue
+        if idx > last:
+            break
+        if idx > cursor:
+            runs.append((cursor, idx - 1))
+        cursor = idx + 1
+    if cursor <= last:
+        runs.append((cursor, last))
+    return runs
+
+
+def split_by_windows(lo: int, hi: int, windows: Sequence[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
+    """Split ``[lo, hi]`` into pieces labelled by the window covering them (None: no window).
+
+    Where windows overlap, the one listed last wins.
+    """
+    cuts = {lo, hi + 1}
+    for a, b, _ in windows:
+        if a <= hi and b >= lo:
+            cuts.update((max(a, lo), min(b, hi) + 1))
+    edges = sorted(cuts)
+    pieces: list[tuple[int, int, Any]] = []
+    for a, b in zip(edges, edges[1:], strict=False):
+        label = None
+        for wa, wb, value in windows:
+            if wa <= a and b - 1 <= wb:
+                label = value
+        if pieces and pieces[-1][2] is label and pieces[-1][1] == a - 1:
+            pieces[-1] = (pieces[-1][0], b - 1, label)
+        else:
+            pieces.append((a, b - 1, label))
+    return pieces
+
+
+def _position_holes(
+    first: int | None, last: int, bounds: tuple[int, int] | None, holes: list[tuple[int, int]]
+) -> list[tuple[int, int, Position]]:
+    if first is None or first > last:
+        return []
+    if bounds is None:
+        return [(first, last, "backward")]
+    stored_first, stored_last = bounds
+    out: list[tuple[int, int, Position]] = []
+    if first < stored_first:
+        out.append((first, min(stored_first - 1, last), "backward"))
+    for lo, hi in holes:
+        lo, hi = max(lo, first), min(hi, last)
+        if lo <= hi:
+            out.append((lo, hi, "internal"))
+    if stored_last < last:
+        out.append((max(stored_last + 1, first), last, "forward"))
+    return out
+
+
+def summarize(result: GapScan, symbol: str) -> dict[str, Any]:
+    """The collection summary of one symbol from a scan."""
+    span = result.spans.get(symbol)
+    grid = Interval(result.interval)
+    expected = 0
+    if span is not None and span.expected_first is not None and span.expected_last is not None:
+        expected = max(0, span.expected_last - span.expected_first + 1)
+    gaps = [g for g in result.gaps if g.symbol == symbol]
+    by_kind: dict[str, dict[str, int]] = {}
+    for gap in gaps:
+        entry = by_kind.setdefault(gap.kind, {"gaps": 0, "candles": 0})
+        entry["gaps"] += 1
+        entry["candles"] += gap.count
+    present = span.present if span is not None else 0
+    in_range = expected - sum(g.count for g in gaps if g.kind in SLOT_KINDS)
+    return {
+        "symbol": symbol,
+        "interval": result.interval,
+        "first_candle": iso(grid.at(span.stored_first)) if span and span.stored_first is not None else None,
+        "last_candle": iso(grid.at(span.stored_last)) if span and span.stored_last is not None else None,
+        "expected_candles": expected,
+        "present_candles": present,
+        "completeness_percent": round(100.0 * in_range / expected, 4) if expected else 100.0,
+        "gaps_by_kind": by_kind,
+        "failed_windows": [g.to_dict() for g in gaps if g.kind == "failed"],
+        "judged_at": iso(result.end_ms),
+    }
+
+
+def coverage_rows(result: GapScan) -> list[dict[str, Any]]:
+    """Per symbol and month: expected slots, present candles, completeness (%)."""
+    grid = Interval(result.interval)
+    out = []
+    for symbol, span in sorted(result.spans.items()):
+        if span.expected_first is None or span.expected_last is None or span.expected_first > span.expected_last:
+            continue
+        lo_ms, hi_ms = grid.at(span.expected_first), grid.at(span.expected_last + 1)
+        month_ms = _month_floor(lo_ms)
+        while month_ms < hi_ms:
+            next_ms = _next_month(month_ms)
+            expected = grid.count(max(month_ms, lo_ms), min(next_ms, hi_ms))
+            month = iso(month_ms)[:7]
+            present = span.present_by_month.get(month, 0)
+            if expected:
+                out.append({
+                    "symbol": symbol, "interval": result.interval, "month": month, "expected": expected,
+                    "present": present, "completeness_percent": round(100.0 * min(present, expected) / expected, 2),
+                })  # fmt: skip
+            month_ms = next_ms
+    return out
+
+
+def _month_floor(t_ms: int) -> int:
+    return Interval("1M").floor(t_ms)
+
+
+def _next_month(t_ms: int) -> int:
+    return Interval("1M").next_open(t_ms)
+
+
+# -- the query ------------------------------------------------------------------------------
+
+
+@dataclass
+class _QueryRows:
+    bounds: dict[str, tuple[int, int]]
+    holes: dict[str, list[tuple[int, int]]]
+    anomalies: dict[str, list[tuple[str, int, int]]]
+    present: dict[str, int]
+    present_by_month: dict[str, dict[str, int]]
+
+
+class _GapQuery:
+    """One DuckDB query over footer ranges (contiguous partitions) and scanned partitions."""
+
+    def __init__(self, grid: Interval, stats: list[PartitionStats]) -> None:
+        self.grid = grid
+        self.contiguous = [s for s in stats if s.is_contiguous(grid)]
+        self.to_scan = [s for s in stats if not s.is_contiguous(grid)]
+        self.scanned = len(self.to_scan)
+        self.skipped = len(self.contiguous)
+
+    def run(self) -> _QueryRows:
+        rows = _QueryRows({}, {}, {}, {}, {})
+        if not self.contiguous and not self.to_scan:
+            return rows
+        footers = pa.table({
+            "symbol": pa.array([s.symbol for s in self.contiguous], pa.string()),
+            "month": pa.array([s.month for s in self.contiguous], pa.string()),
+            "lo": pa.array([self.grid.index(s.first_open_ms) for s in self.contiguous], pa.int64()),  # type: ignore[arg-type]
+            "hi": pa.array([self.grid.index(s.last_open_ms) for s in self.contiguous], pa.int64()),  # type: ignore[arg-type]
+        })  # fmt: skip
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.register("footers", footers)
+            result = con.execute(self._sql(), [[str(s.path) for s in self.to_scan]] if self.to_scan else [])
+            records = result.fetchall()
+        except duckdb.Error as exc:
+            raise LakeError(f"gap detection failed: {exc}") from exc
+        finally:
+            con.close()
+        for symbol, kind, month, lo, hi, count in records:
+            if kind == "hole":
+                rows.holes.setdefault(symbol, []).append((lo, hi))
+            elif kind == "bounds":
+                rows.bounds[symbol] = (lo, hi)
+            elif kind == "present":
+                rows.present_by_month.setdefault(symbol, {})[month] = count
+                rows.present[symbol] = rows.present.get(symbol, 0) + count
+            else:
+                rows.anomalies.setdefault(symbol, []).append((kind, lo, count))
+        for symbol in rows.holes:
+            rows.holes[symbol].sort()
+        return rows
+
+    def _sql(self) -> str:
+        time_ms = "epoch_ms(open_time)"
+        if self.grid.is_monthly:
+            index = "(year(open_time) * 12 + month(open_time) - 1)"
+            on_grid = "(open_time = date_trunc('month', open_time))"
+        else:
+            index = f"(({time_ms} - {self.grid.origin_ms}) // {self.grid.fixed_ms})"
+            on_grid = f"(({time_ms} - {self.grid.origin_ms}) % {self.grid.fixed_ms} = 0)"
+        if self.to_scan:
+            scanned = f"""
+            SELECT symbol, month, {time_ms} AS t, {index} AS idx, {on_grid} AS on_grid
+            FROM read_parquet($1, hive_partitioning = true, hive_types_autocast = false)"""
+        else:
+            scanned = "SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS month, 0::BIGINT AS t, 0::BIGINT AS idx, false AS on_grid WHERE false"
+        return f"""
+        WITH scanned AS ({scanned}),
+        slots AS (SELECT DISTINCT symbol, month, idx FROM scanned WHERE on_grid),
+        runs AS (
+            SELECT symbol, lo, hi FROM footers
+            UNION ALL SELECT symbol, idx, idx FROM slots
+        ),
+        ordered AS (
+            SELECT symbol, lo, hi, max(hi) OVER (
+                PARTITION BY symbol ORDER BY lo, hi ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+            ) AS prev_hi
+            FROM runs
+        )
+        SELECT symbol, 'hole', NULL, prev_hi + 1, lo - 1, lo - prev_hi - 1 FROM ordered WHERE lo > prev_hi + 1
+        UNION ALL SELECT symbol, 'bounds', NULL, min(lo), max(hi), NULL FROM runs GROUP BY symbol
+        UNION ALL SELECT symbol, 'present', month, NULL, NULL, hi - lo + 1 FROM footers
+        UNION ALL SELECT symbol, 'present', month, NULL, NULL, count(*) FROM slots GROUP BY symbol, month
+        UNION ALL SELECT symbol, 'off_grid', NULL, t, t, count(*) FROM scanned WHERE NOT on_grid GROUP BY symbol, t
+        UNION ALL SELECT symbol, 'duplicate', NULL, t, t, count(*) - 1 FROM scanned WHERE on_grid
+            GROUP BY symbol, t HAVING count(*) > 1
+        """

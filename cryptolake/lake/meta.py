@@ -1,0 +1,182 @@
+"""What the lake knows besides candles: fetch windows and listings, as Parquet under ``_meta/``.
+
+- ``_meta/windows.parquet``: windows of candle slots that are missing for a known reason.
+  ``exchange_gap``: the exchange returned no candles there although the symbol traded before and
+  after (an outage), so refetching is pointless until the re-check policy says otherwise.
+  ``failed``: a fetch of the window failed; it is retried on the next run and listed until then.
+- ``_meta/listings.parquet``: each symbol's first candle on the exchange, per interval, so gap
+  detection never expects candles from before a listing, even offline.
+
+Both are small, rewritten whole and atomically; plain DuckDB reads them like the candles.
+Times are the first and the last open time of the window (both inclusive), in UTC.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from cryptolake.atomic import write_bytes_atomic
+from cryptolake.errors import LakeError
+from cryptolake.lake import layout
+from cryptolake.timeutils import to_ms
+
+WindowKind = Literal["exchange_gap", "failed"]
+WINDOWS_FILE = "windows.parquet"
+LISTINGS_FILE = "listings.parquet"
+_TIME = pl.Datetime("ms", "UTC")
+WINDOW_SCHEMA = pl.Schema({
+    "interval": pl.String(), "symbol": pl.String(), "kind": pl.String(),
+    "start_time": _TIME, "end_time": _TIME, "recorded_at": _TIME, "checked_at": _TIME,
+    "attempts": pl.Int64(), "error": pl.String(),
+})  # fmt: skip
+LISTING_SCHEMA = pl.Schema({
+    "interval": pl.String(), "symbol": pl.String(), "first_open_time": _TIME, "checked_at": _TIME,
+})  # fmt: skip
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """Candle slots ``[start_ms, end_ms]`` (open times, inclusive) missing for a known reason."""
+
+    interval: str
+    symbol: str
+    kind: WindowKind
+    start_ms: int
+    end_ms: int
+    recorded_ms: int
+    checked_ms: int
+    attempts: int = 1
+    error: str | None = None
+
+    def overlaps(self, start_ms: int, end_ms: int) -> bool:
+        return self.start_ms <= end_ms and start_ms <= self.end_ms
+
+
+class LakeMeta:
+    """Reads and rewrites the lake's window and listing records (thread-safe in one process).
+
+    Callers that write hold the lake's writer lock, so one process writes at a time.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._lock = threading.Lock()
+
+    @property
+    def windows_path(self) -> Path:
+        return layout.meta_dir(self.root) / WINDOWS_FILE
+
+    @property
+    def listings_path(self) -> Path:
+        return layout.meta_dir(self.root) / LISTINGS_FILE
+
+    # -- windows -------------------------------------------------------------------------
+
+    def windows(
+        self, interval: str, symbols: Iterable[str] | None = None, kind: WindowKind | None = None
+    ) -> list[Window]:
+        """Recorded windows of ``interval`` (optionally of some symbols or one kind), sorted."""
+        frame = self._read(self.windows_path, WINDOW_SCHEMA).filter(pl.col("interval") == interval)
+        if symbols is not None:
+            frame = frame.filter(pl.col("symbol").is_in(list(symbols)))
+        if kind is not None:
+            frame = frame.filter(pl.col("kind") == kind)
+        return sorted(_window(row) for row in frame.iter_rows(named=True))
+
+    def record_window(self, window: Window) -> None:
+        """Add a window; one of the same kind over the same slots is replaced (attempts add up)."""
+        with self._lock:
+            frame = self._read(self.windows_path, WINDOW_SCHEMA)
+            same = (
+                (pl.col("interval") == window.interval) & (pl.col("symbol") == window.symbol)
+                & (pl.col("kind") == window.kind) & (pl.col("start_time") == _ms(window.start_ms))
+                & (pl.col("end_time") == _ms(window.end_ms))
+            )  # fmt: skip
+            previous = frame.filter(same)
+            attempts = window.attempts
+            recorded = window.recorded_ms
+            if previous.height:
+                attempts += int(previous["attempts"].max() or 0)  # type: ignore[arg-type]
+                recorded = min(recorded, int(previous["recorded_at"].dt.epoch("ms").min()))  # type: ignore[arg-type]
+            row = pl.DataFrame([{
+                "interval": window.interval, "symbol": window.symbol, "kind": window.kind,
+                "start_time": window.start_ms, "end_time": window.end_ms, "recorded_at": recorded,
+                "checked_at": window.checked_ms, "attempts": attempts, "error": window.error,
+            }]).with_columns(pl.col(c).cast(pl.Int64).cast(_TIME) for c in (
+                "start_time", "end_time", "recorded_at", "checked_at"))  # fmt: skip
+            self._write(self.windows_path, pl.concat([frame.filter(~same), row.cast(WINDOW_SCHEMA)]))
+
+    def forget_windows(self, interval: str, symbol: str, kind: WindowKind, start_ms: int, end_ms: int) -> int:
+        """Drop ``kind`` windows of a symbol that overlap ``[start_ms, end_ms]``; returns how many."""
+        with self._lock:
+            frame = self._read(self.windows_path, WINDOW_SCHEMA)
+            hit = (
+                (pl.col("interval") == interval) & (pl.col("symbol") == symbol) & (pl.col("kind") == kind)
+                & (pl.col("start_time") <= _ms(end_ms)) & (pl.col("end_time") >= _ms(start_ms))
+            )  # fmt: skip
+            dropped = frame.filter(hit).height
+            if dropped:
+                self._write(self.windows_path, frame.filter(~hit))
+            return dropped
+
+    # -- listings ------------------------------------------------------------------------
+
+    def listings(self, interval: str) -> dict[str, int]:
+        """``{symbol: first open time (ms)}`` recorded for ``interval``."""
+        frame = self._read(self.listings_path, LISTING_SCHEMA).filter(pl.col("interval") == interval)
+        return dict(zip(frame["symbol"].to_list(), frame["first_open_time"].dt.epoch("ms").to_list(), strict=True))
+
+    def record_listing(self, interval: str, symbol: str, first_open_ms: int, checked_ms: int) -> None:
+        """Remember a symbol's first candle for ``interval`` (replacing an older record)."""
+        with self._lock:
+            frame = self._read(self.listings_path, LISTING_SCHEMA)
+            same = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+            row = pl.DataFrame(
+                {"interval": [interval], "symbol": [symbol], "first_open_time": [first_open_ms],
+                 "checked_at": [checked_ms]}
+            ).with_columns(pl.col("first_open_time", "checked_at").cast(_TIME))
+            self._write(self.listings_path, pl.concat([frame.filter(~same), row.cast(LISTING_SCHEMA)]))
+
+    # -- files ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _read(path: Path, schema: pl.Schema) -> pl.DataFrame:
+        try:
+            frame = pl.read_parquet(path)
+        except FileNotFoundError:
+            return pl.DataFrame(schema=schema)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise LakeError(f"cannot read lake metadata {path}: {exc}") from exc
+        if frame.schema != schema:
+            raise LakeError(f"lake metadata {path} has columns {dict(frame.schema)}; expected {dict(schema)}")
+        return frame
+
+    @staticmethod
+    def _write(path: Path, frame: pl.DataFrame) -> None:
+        buffer = io.BytesIO()
+        frame.sort(frame.columns[:4]).write_parquet(buffer, compression="zstd")
+        write_bytes_atomic(path, buffer.getvalue())
+
+
+def _ms(t_ms: int) -> pl.Expr:
+    return pl.lit(t_ms, dtype=pl.Int64).cast(_TIME)
+
+
+def _window(row: dict) -> Window:
+    return Window(
+        interval=row["interval"], symbol=row["symbol"], kind=row["kind"],
+        start_ms=_to_ms(row["start_time"]), end_ms=_to_ms(row["end_time"]),
+        recorded_ms=_to_ms(row["recorded_at"]), checked_ms=_to_ms(row["checked_at"]),
+        attempts=row["attempts"], error=row["error"],
+    )  # fmt: skip
+
+
+def _to_ms(value: object) -> int:
+    return to_ms(value)  # type: ignore[arg-type]
