@@ -10,19 +10,25 @@ from cryptolake.errors import (
     RateLimited,
     RequestRejected,
     RestrictedLocation,
+    SchedulerError,
     SourceError,
 )
 from cryptolake.collector import CollectionReport, CryptoCollector, ProgressEvent, SymbolResult
+from cryptolake.gaps import DataGapDetector, Gap
 from cryptolake.lake import Lake
+from cryptolake.scheduler import CollectorScheduler
 from cryptolake.sources.binance import BinanceClient, PriceData, TopCrypto
 
 __all__ = [
     "BinanceClient",
     "CollectionReport",
+    "CollectorScheduler",
     "ConfigError",
     "CryptoCollector",
     "CryptolakeError",
+    "DataGapDetector",
     "ExchangeUnavailable",
+    "Gap",
     "IPBanned",
     "InvalidSymbol",
     "Lake",
@@ -31,6 +37,7 @@ __all__ = [
     "RateLimited",
     "RequestRejected",
     "RestrictedLocation",
+    "SchedulerError",
     "SourceError",
     "SymbolResult",
     "TopCrypto",

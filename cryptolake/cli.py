@@ -217,6 +217,7 @@ def make_collector(settings: Settings, client: BinanceClient, *, wait: bool = Tr
         on_progress=progress,
         on_lock_wait=lambda: click.echo(
             f"waiting: another cryptolake process is writing to {settings.lake.root}", err=True),
+        exchange_gap_recheck_days=settings.collection.exchange_gap_recheck_days,
     )
 
 
@@ -295,15 +296,20 @@ def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[s
 @json_option
 @click.pass_context
 def status_command(ctx: click.Context, interval: str | None, lake: str | None, as_json: bool) -> None:
-    """Show what the lake holds per symbol, and each symbol's last run and error.
+    """Show what the lake holds per symbol, each symbol's last run and error, and the scheduler.
+
+    With --json, the scheduler's `status`, `last_run` and `next_run_time` are at the top level.
 
     Example:
 
         cryptolake status --json
     """
+    from cryptolake.cli_scheduler import scheduler_line, scheduler_summary
+
     settings = settings_from(ctx, lake=lake, interval=interval)
     with make_client(settings) as client:
         status = make_collector(settings, client).get_collection_status()
+    status.update(scheduler_summary(settings.lake.root))
     if as_json:
         click.echo(json.dumps(status, indent=2))
         return
@@ -311,6 +317,252 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
              e.get("last_error") or ""] for s, e in status["symbols"].items()]
     print_table(f"{status['lake']} ({status['interval']}): {status['total_records_collected']} candles",
                 ["symbol", "rows", "first", "last", "last run", "last error"], rows)
+    click.echo(scheduler_line(status["scheduler"]))
+
+
+# -- gaps, coverage and SQL ------------------------------------------------------------------
+
+
+def _detector(settings: Settings, client: BinanceClient | None) -> Any:
+    from cryptolake.gaps import DataGapDetector
+
+    return DataGapDetector(
+        settings.lake.root, settings.collection.interval, client=client,
+        exchange_gap_recheck_days=settings.collection.exchange_gap_recheck_days,
+    )  # fmt: skip
+
+
+def _scan(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None, lake: str | None,
+          base_url: str | None, offline: bool) -> tuple[Settings, Any]:
+    """Detect gaps as the gaps/coverage commands do, and store the report for the DuckDB views."""
+    from contextlib import nullcontext
+
+    from cryptolake.gaps import save_report
+    from cryptolake.query import write_database
+
+    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols)
+    with nullcontext(None) if offline else make_client(settings) as client:
+        detector = _detector(settings, client)
+        wanted = None
+        if symbols is not None:
+            if not settings.collection.symbols:
+                raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT",
+                               exit_code=2)
+            wanted = _pairs(settings, settings.collection.symbols)
+        scan = detector.scan(wanted, settings.collection.start_date)
+    save_report(detector.lake, scan)
+    write_database(detector.lake)
+    return settings, scan
+
+
+def _pairs(settings: Settings, names: Any) -> list[str]:
+    from cryptolake.lake import validate_symbol
+
+    quote = settings.collection.quote_asset
+    pairs = []
+    for name in names:
+        upper = name.upper() if name.isascii() else name
+        try:
+            pairs.append(validate_symbol(upper if upper.endswith(quote) and len(upper) > len(quote) else upper + quote))
+        except InvalidSymbolName as exc:
+            raise _Failure(str(exc), exit_code=2) from None
+    return pairs
+
+
+def offline_option(func: F) -> F:
+    return click.option("--offline", is_flag=True,
+                        help="Do not ask the exchange (judge forward gaps by this machine's clock).")(func)
+
+
+@cli.command("gaps")
+@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (default: all stored).")
+@click.option("--since", default=None, help="Expected start YYYY-MM-DD (setting collection.start_date).")
+@interval_option
+@lake_option
+@base_url_option
+@offline_option
+@json_option
+@click.pass_context
+def gaps_command(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None,
+                 lake: str | None, base_url: str | None, offline: bool, as_json: bool) -> None:
+    """List the gaps in the lake: missing candles, exchange outages, failed fetches, and
+    off-grid or duplicate rows.
+
+    Expected candles run from --since (or the listing, if later) to the last candle closed on
+    the exchange. --json prints objects with symbol, interval, kind, position, start_time and
+    end_time (the first and last missing open time, UTC) and count.
+
+    Example:
+
+        cryptolake gaps --symbols BTC,ETH --json
+    """
+    _, scan = _scan(ctx, symbols, since, interval, lake, base_url, offline)
+    if as_json:
+        click.echo(json.dumps([g.to_dict() for g in scan.gaps], indent=2))
+        return
+    rows = [[g.symbol, g.kind, g.position, iso_text(g.start_ms), iso_text(g.end_ms), g.count] for g in scan.gaps]
+    print_table(f"{len(scan.gaps)} gaps ({scan.interval}, judged at {iso_text(scan.end_ms)})",
+                ["symbol", "kind", "position", "first missing", "last missing", "count"], rows)
+
+
+@cli.command("fill-gaps")
+@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (default: all stored).")
+@click.option("--since", default=None, help="Also fill from this date (or the listing) up to the first stored candle.")
+@interval_option
+@lake_option
+@base_url_option
+@click.option("--no-wait", is_flag=True, help="Fail at once if another process is writing to the lake.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
+@json_option
+@click.pass_context
+def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None,
+                      lake: str | None, base_url: str | None, no_wait: bool, quiet: bool, as_json: bool) -> None:
+    """Fetch exactly the missing windows: missing and failed ones, and exchange outages due
+    for a re-check; then report the candles filled and what remains, by kind.
+
+    Exit 0 when every fetch succeeded, 1 when some failed (they are recorded and retried).
+
+    Example:
+
+        cryptolake fill-gaps --symbols BTC
+    """
+    from cryptolake.cli_progress import CollectProgress
+    from cryptolake.query import write_database
+
+    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, symbols=symbols)
+    wanted = _pairs(settings, settings.collection.symbols) if symbols is not None else None
+    if symbols is not None and not wanted:
+        raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT", exit_code=2)
+    logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)
+    with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
+        collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
+        report = collector.detect_and_fill_gaps(wanted, since)
+    write_database(settings.lake.root)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        remaining = ", ".join(f"{k} {v}" for k, v in sorted((report.remaining or {}).items())) or "none"
+        click.echo(f"filled {report.total_rows_added} {settings.collection.interval} candles for "
+                   f"{len(report.results)} symbols; remaining: {remaining}")
+        for symbol, error in report.failed.items():
+            click.echo(f"failed: {symbol}: {error}", err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+@cli.command("coverage")
+@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (default: all stored).")
+@click.option("--since", default=None, help="Expected start YYYY-MM-DD (setting collection.start_date).")
+@interval_option
+@lake_option
+@base_url_option
+@offline_option
+@click.option("--png", "png", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw the coverage as a heatmap PNG (needs matplotlib).")
+@json_option
+@click.pass_context
+def coverage_command(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None,
+                     lake: str | None, base_url: str | None, offline: bool, png: Path | None,
+                     as_json: bool) -> None:
+    """Show completeness (%) per symbol and month, and optionally draw it as a heatmap.
+
+    Example:
+
+        cryptolake coverage --png coverage.png
+    """
+    from cryptolake.gaps import coverage_rows
+
+    _, scan = _scan(ctx, symbols, since, interval, lake, base_url, offline)
+    rows = coverage_rows(scan)
+    if png is not None:
+        from cryptolake.coverage_plot import draw_coverage
+
+        draw_coverage(rows, png, title=f"cryptolake coverage ({scan.interval})")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    months = sorted({r["month"] for r in rows})
+    cells: dict[str, dict[str, float]] = {}
+    for row in rows:
+        cells.setdefault(row["symbol"], {})[row["month"]] = row["completeness_percent"]
+    table = [[symbol, *(_percent(by_month.get(m)) for m in months)] for symbol, by_month in cells.items()]
+    print_table(f"completeness % ({scan.interval})", ["symbol", *months], table)
+    if png is not None:
+        click.echo(f"wrote {png}")
+
+
+def _percent(value: float | None) -> str:
+    if value is None:
+        return ""
+    return "100" if value >= 100 else f"{value:.1f}"
+
+
+@cli.command("sql")
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
+              show_default=True, help="Output format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of stdout (required for parquet).")
+@lake_option
+@click.pass_context
+def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, lake: str | None) -> None:
+    """Run one SQL query over the lake's DuckDB views: klines, gaps, coverage, exchange_windows.
+
+    Times are UTC. Only queries run: the lake is never changed.
+
+    Example:
+
+        cryptolake sql "SELECT symbol, count(*) FROM klines GROUP BY symbol"
+    """
+    from cryptolake.query import QueryError, run_sql, write_database
+
+    settings = settings_from(ctx, lake=lake)
+    if fmt == "parquet" and output is None:
+        raise _Failure("--format parquet needs --output FILE", exit_code=2)
+    try:
+        frame = run_sql(settings.lake.root, query)
+    except QueryError as exc:
+        raise _Failure(f"SQL error: {exc}", exit_code=2) from None
+    write_database(settings.lake.root)
+    if fmt == "parquet":
+        frame.write_parquet(output, compression="zstd")  # type: ignore[arg-type]
+        return
+    if fmt == "table" and output is None:
+        print_table("", frame.columns, [[_cell(v) for v in row] for row in frame.iter_rows()])
+        return
+    text = _render(frame, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def _render(frame: Any, fmt: str) -> str:
+    import polars as pl
+
+    printable = frame.with_columns(
+        pl.col(c).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        for c, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone is not None
+    )  # fmt: skip
+    if fmt == "json":
+        return json.dumps(printable.to_dicts(), indent=2, default=str) + "\n"
+    if fmt == "csv":
+        return printable.write_csv()
+    return str(printable) + "\n"
+
+
+def _cell(value: Any) -> Any:
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value
+
+
+def iso_text(t_ms: int) -> str:
+    from cryptolake.timeutils import iso
+
+    return iso(t_ms)
 
 
 @cli.command("fake-exchange")
@@ -355,6 +607,81 @@ def _utcnow() -> Any:
     return datetime.now(timezone.utc)
 
 
+# -- load: the lake into PostgreSQL -------------------------------------------------------------
+
+
+@cli.group("load")
+def load_group() -> None:
+    """Load the lake into a database, incrementally (PostgreSQL).
+
+    Example:
+
+        cryptolake load postgres --dsn postgresql://me@localhost/market
+    """
+
+
+@load_group.command("postgres")
+@click.option("--dsn", default=None, help="PostgreSQL DSN (setting postgres.dsn, env CRYPTOLAKE_POSTGRES_DSN).")
+@click.option("--schema", default=None, help="Schema of the table (setting postgres.schema, default cryptolake).")
+@click.option("--table", default=None, help="Table to sync into (setting postgres.table, default klines).")
+@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT); default: all.")
+@interval_option
+@lake_option
+@click.option("--timescale/--no-timescale", default=None,
+              help="Make the table a TimescaleDB hypertable (setting postgres.timescale).")
+@click.option("--full", is_flag=True, help="Send every partition, even those unchanged since the last sync.")
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Connections that load partitions in parallel.")
+@json_option
+@click.pass_context
+def load_postgres_command(ctx: click.Context, dsn: str | None, schema: str | None, table: str | None,
+                          symbols: str | None, interval: str | None, lake: str | None, timescale: bool | None,
+                          full: bool, workers: int, as_json: bool) -> None:
+    """Sync the lake into a PostgreSQL table; only partitions changed since the last sync move.
+
+    Creates the schema and table when missing. Each partition (symbol, month) is one
+    transaction; partitions gone from the lake are deleted from the table. Needs the postgres
+    extra: pip install 'cryptolake[postgres]'. Exit 0 when every partition synced, 1 otherwise.
+
+    Example:
+
+        CRYPTOLAKE_POSTGRES_DSN=postgresql://me@localhost/market cryptolake load postgres --symbols BTC,ETH
+    """
+    from cryptolake.loader import PostgresLoader
+
+    flags = {"postgres.dsn": dsn, "postgres.schema": schema, "postgres.table": table,
+             "postgres.timescale": timescale, "lake.root": lake, "collection.interval": interval,
+             "collection.symbols": symbols}  # fmt: skip
+    overrides = {key: (value, f"--{key.split('.')[1].replace('_', '-')}") for key, value in flags.items()}
+    settings = load_settings(ctx.obj.get("config_file"), os.environ, overrides=overrides)
+    pg = settings.postgres
+    if not pg.dsn:
+        raise _Failure("no PostgreSQL DSN: pass --dsn or set CRYPTOLAKE_POSTGRES_DSN", exit_code=2)
+    wanted = None
+    if symbols is not None:
+        if not settings.collection.symbols:
+            raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT",
+                           exit_code=2)
+        wanted = _pairs(settings, settings.collection.symbols)
+    with PostgresLoader(settings.lake.root, pg.dsn, schema=pg.schema, table=pg.table, timescale=pg.timescale,
+                        workers=workers) as loader:
+        report = loader.sync(settings.collection.interval, wanted, full=full)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(f"synced {settings.lake.root} ({report.interval}) into {report.table}: "
+                   f"{report.partitions_sent} partitions sent ({report.rows_sent:,} rows), "
+                   f"{report.partitions_skipped} unchanged, {report.partitions_removed} removed "
+                   f"({report.rows_deleted:,} rows deleted) in {report.seconds:.2f} s")
+        for failure in report.failures:
+            click.echo(f"failed: {failure.symbol} {failure.month}: {failure.error}", err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="cryptolake")
+
+
+from cryptolake import cli_scheduler  # noqa: E402, F401  (registers `run` and `scheduler`)

@@ -23,14 +23,16 @@ from typing import Any, Literal
 
 from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import CryptolakeError, IPBanned
+from cryptolake.gaps import DataGapDetector, Gap, GapScan, missing_runs, save_report
 from cryptolake.lake import Lake, meta_dir, split_by_month, validate_symbol
+from cryptolake.lake.meta import LakeMeta, Window
 from cryptolake.schema import HOUR_MS, Interval
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 log = logging.getLogger("cryptolake.collector")
 
-Direction = Literal["backward", "forward"]
+Direction = Literal["backward", "forward", "gaps"]
 STATE_FILE = "collection_state.json"
 
 
@@ -64,6 +66,8 @@ class CollectionReport:
     started_at: datetime
     finished_at: datetime | None = None
     results: dict[str, SymbolResult] = field(default_factory=dict)
+    #: For gap filling: candles still missing afterwards, by gap kind.
+    remaining: dict[str, int] | None = None
 
     @property
     def total_rows_added(self) -> int:
@@ -86,6 +90,7 @@ class CollectionReport:
             "finished_at": _iso_dt(self.finished_at),
             "total_rows_added": self.total_rows_added,
             "failed": self.failed,
+            **({"remaining": self.remaining} if self.remaining is not None else {}),
             "symbols": {
                 s: {**asdict(r), "first_open_time": _iso_dt(r.first_open_time),
                     "last_open_time": _iso_dt(r.last_open_time)}
@@ -123,6 +128,8 @@ class CryptoCollector:
         on_progress: called with a :class:`ProgressEvent` from worker threads.
         on_lock_wait: called once when the collector has to wait for another writer.
         clock: epoch seconds now, used to stamp runs in the collection state.
+        exchange_gap_recheck_days: gap filling fetches a confirmed exchange gap again once its
+            last check is this many days old; 0 never re-checks.
     """
 
     def __init__(
@@ -137,6 +144,7 @@ class CryptoCollector:
         on_progress: Callable[[ProgressEvent], None] | None = None,
         on_lock_wait: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        exchange_gap_recheck_days: float = 30,
     ) -> None:
         if top_n_cryptos < 1 or batch_size_hours < 1:
             raise ValueError("top_n_cryptos and batch_size_hours must be at least 1")
@@ -150,8 +158,11 @@ class CryptoCollector:
         self.on_progress = on_progress
         self.on_lock_wait = on_lock_wait
         self._clock = clock
+        self.exchange_gap_recheck_days = exchange_gap_recheck_days
+        self.meta = LakeMeta(self.lake.root)
         self._stop = threading.Event()
         self._state_lock = threading.Lock()
+        self._gap_plan: dict[str, list[Gap]] = {}
 
     # -- universe --------------------------------------------------------------------------
 
@@ -195,6 +206,39 @@ class CryptoCollector:
         symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.stored_symbols()
         return self._run("forward", symbols, None)
 
+    def detect_and_fill_gaps(
+        self,
+        crypto_symbols: Sequence[str] | None = None,
+        start_date: date | datetime | str | int | None = None,
+    ) -> CollectionReport:
+        """Find the gaps of the stored symbols (or ``crypto_symbols``) and fetch exactly those
+        windows: missing and failed ones, and confirmed exchange gaps due for a re-check.
+
+        With ``start_date``, the slots from it (or the listing) up to the first stored candle
+        count as gaps too. ``report.remaining`` gives the candles still missing, by kind.
+        """
+        symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.stored_symbols()
+        start_ms = to_ms(start_date) if start_date is not None else None
+        report = self._run("gaps", symbols, start_ms)
+        after = self.detector().scan(symbols, start_ms)
+        save_report(self.lake, after)
+        report.remaining = self._remaining(after)
+        return report
+
+    def detector(self) -> DataGapDetector:
+        """A gap detector over this collector's lake, interval and exchange."""
+        return DataGapDetector(
+            self.lake, self.interval, client=self.client, clock=self._clock,
+            exchange_gap_recheck_days=self.exchange_gap_recheck_days,
+        )  # fmt: skip
+
+    @staticmethod
+    def _remaining(scan: GapScan) -> dict[str, int]:
+        remaining: dict[str, int] = {}
+        for gap in scan.gaps:
+            remaining[gap.kind] = remaining.get(gap.kind, 0) + gap.count
+        return remaining
+
     def request_stop(self) -> None:
         """Finish the batch being written, then stop (safe from a signal handler)."""
         self._stop.set()
@@ -208,6 +252,9 @@ class CryptoCollector:
         with self.lake.writer_lock(wait=self.wait_for_lock, on_wait=self.on_lock_wait):
             # The exchange's clock, not ours, decides which candles are closed.
             end_ms = self.grid.floor(self.client.get_server_time_ms())
+            if direction == "gaps":
+                scan = self.detector().scan(symbols, start_ms, end_ms)
+                self._gap_plan = {s: [g for g in scan.gaps if g.symbol == s and _fetchable(g)] for s in symbols}
             workers = max(1, min(len(symbols), self.client.concurrency))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collect") as pool:
                 results = pool.map(lambda s: self._collect_symbol(direction, s, start_ms, end_ms), symbols)
@@ -246,6 +293,9 @@ class CryptoCollector:
         self, direction: Direction, symbol: str, start_ms: int | None, end_ms: int, result: SymbolResult
     ) -> list[tuple[int, int]]:
         """Batches ``[lo, hi)`` in the order they are fetched; empty when nothing is missing."""
+        if direction == "gaps":
+            return [b for gap in self._gap_plan.get(symbol, []) for b in self._batches(
+                gap.start_ms, self.grid.next_open(gap.end_ms))]  # fmt: skip
         stored = self.lake.bounds(self.interval, symbol)
         if direction == "backward":
             assert start_ms is not None
@@ -255,6 +305,7 @@ class CryptoCollector:
                 if first is None:
                     result.note = "the exchange has no candles for this symbol"
                     return []
+                self.meta.record_listing(self.interval, symbol, first, self._now_ms())
                 start_ms = max(start_ms, first)
             return list(reversed(self._batches(start_ms, hi)))
         if stored is None:
@@ -278,7 +329,16 @@ class CryptoCollector:
         return batches
 
     def _collect_batch(self, symbol: str, lo: int, hi: int, result: SymbolResult) -> None:
-        frame = self.client.get_klines(symbol, self.interval, lo, hi)
+        last = self.grid.floor(hi - 1)
+        try:
+            frame = self.client.get_klines(symbol, self.interval, lo, hi)
+        except CryptolakeError as exc:
+            # Listed as `failed` until a later fetch of these slots succeeds.
+            now = self._now_ms()
+            self.meta.record_window(Window(self.interval, symbol, "failed", lo, last, now, now, error=str(exc)))
+            raise
+        self.meta.forget_windows(self.interval, symbol, "failed", lo, last)
+        rechecked = self.meta.forget_windows(self.interval, symbol, "exchange_gap", lo, last, within=True)
         # Write the month next to the stored range first (the newest one when walking backward):
         # a run stopped between two partition writes then leaves no hole that bounds-based
         # resumption would never fill.
@@ -289,11 +349,40 @@ class CryptoCollector:
             result.rows_changed += written.rows_changed
             result.files_written += written.files_written
         result.batches += 1
+        self._record_exchange_gaps(symbol, lo, last, frame, rechecked)
         if frame.height:
             first, last = frame["open_time"][0], frame["open_time"][-1]
             result.first_open_time = min(filter(None, (result.first_open_time, first)))
             result.last_open_time = max(filter(None, (result.last_open_time, last)))
         self._emit(ProgressEvent("batch", symbol, result.direction, rows=frame.height))
+
+    def _record_exchange_gaps(self, symbol: str, lo: int, last: int, frame: Any, rechecked: list[Window]) -> None:
+        """Record the slots of ``[lo, last]`` the exchange returned nothing for although the
+        symbol has candles before and after them (stored or just fetched): an outage.
+
+        ``rechecked`` are the outage windows this fetch covered; one found empty again keeps
+        its first record time and counts one more check (``attempts``).
+        """
+        fetched = [self.grid.index(t) for t in frame["open_time"].dt.epoch("ms").to_list()]
+        fetched = [i for i in fetched if self.grid.is_on_grid(self.grid.at(i))]
+        first_idx, last_idx = self.grid.index(lo), self.grid.index(last)
+        holes = missing_runs(fetched, first_idx, last_idx)
+        if not holes:
+            return
+        stored = self.lake.bounds(self.interval, symbol)
+        before = min([*fetched, *([self.grid.index(stored[0])] if stored else [])], default=None)
+        after = max([*fetched, *([self.grid.index(stored[1])] if stored else [])], default=None)
+        now = self._now_ms()
+        for a, b in holes:
+            if before is not None and after is not None and before < a and b < after:
+                start, end = self.grid.at(a), self.grid.at(b)
+                old = next((w for w in rechecked if (w.start_ms, w.end_ms) == (start, end)), None)
+                recorded, attempts = (old.recorded_ms, old.attempts + 1) if old else (now, 1)
+                window = Window(self.interval, symbol, "exchange_gap", start, end, recorded, now, attempts)
+                self.meta.record_window(window)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
 
     def _emit(self, event: ProgressEvent) -> None:
         if self.on_progress is not None:
@@ -360,6 +449,11 @@ class CryptoCollector:
                     "last_error": result.error,
                 }
             _write_json_atomic(path, document)
+
+
+def _fetchable(gap: Gap) -> bool:
+    """Gap filling fetches missing and failed slots, and exchange gaps due for a re-check."""
+    return gap.kind in ("missing", "failed") or (gap.kind == "exchange_gap" and gap.recheck_due)
 
 
 def _iso_dt(value: datetime | None) -> str | None:

@@ -130,9 +130,9 @@ def _base_url(value: Any) -> str:
 def _cron(value: Any) -> str:
     text = _text(value).strip()
     try:
-        from apscheduler.triggers.cron import CronTrigger
+        from cryptolake.cron import cron_trigger
 
-        CronTrigger.from_crontab(text, timezone="UTC")
+        cron_trigger(text)  # weekdays as cron numbers them (0 or 7 = Sunday)
     except ImportError:  # pragma: no cover - apscheduler is a core dependency
         if len(text.split()) != 5:
             raise _Invalid("a 5-field cron expression such as '0 */6 * * *'") from None
@@ -146,6 +146,24 @@ def _dsn(value: Any) -> str:
     if text and not (text.startswith(("postgresql://", "postgres://")) or "=" in text):
         raise _Invalid("a PostgreSQL URL (postgresql://user@host:5432/db) or key=value DSN")
     return text
+
+
+def _pg_name(value: Any) -> str:
+    text = _text(value).strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", text):
+        raise _Invalid("a PostgreSQL name: 1 to 63 letters, digits or '_', not starting with a digit")
+    return text
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise _Invalid("true or false")
 
 
 # -- the settings --------------------------------------------------------------------------
@@ -202,10 +220,16 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Base assets (glob patterns) left out of the top N: stablecoins, leveraged tokens."),
     SettingSpec("collection", "batch_size_hours", _int_between(1, 100_000), 720,
                 "Hours of candles fetched and written per batch (bounds memory)."),
+    SettingSpec("collection", "exchange_gap_recheck_days", _float_between(0, 100_000), 30.0,
+                "Fetch a confirmed exchange outage again after this many days (0 = never)."),
     SettingSpec("scheduler", "schedule", _cron, "0 */6 * * *",
                 "Cron expression (UTC) of scheduled collection runs.", legacy_env="COLLECTION_SCHEDULE"),
     SettingSpec("postgres", "dsn", _dsn, "", "PostgreSQL DSN for `cryptolake load postgres`.",
                 secret=True),
+    SettingSpec("postgres", "schema", _pg_name, "cryptolake", "Schema of the PostgreSQL candle table."),
+    SettingSpec("postgres", "table", _pg_name, "klines", "PostgreSQL table the lake is synced into."),
+    SettingSpec("postgres", "timescale", _bool, False,
+                "Make the table a TimescaleDB hypertable (the server must offer the extension)."),
 )  # fmt: skip
 
 SPECS_BY_KEY = {spec.key: spec for spec in SPECS}
@@ -237,6 +261,7 @@ class CollectionSettings:
     symbols: tuple[str, ...]
     excluded_bases: tuple[str, ...]
     batch_size_hours: int
+    exchange_gap_recheck_days: float
 
 
 @dataclass(frozen=True)
@@ -247,6 +272,9 @@ class SchedulerSettings:
 @dataclass(frozen=True)
 class PostgresSettings:
     dsn: str = field(repr=False)
+    schema: str = "cryptolake"
+    table: str = "klines"
+    timescale: bool = False
 
 
 @dataclass(frozen=True)
@@ -296,8 +324,8 @@ def redact_dsn(dsn: str) -> str:
     if "://" in dsn:
         parts = urlsplit(dsn)
         if parts.password is not None:
-            host = parts.hostname or ""
-            netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+            host_port = parts.netloc.rpartition("@")[2]  # as written: parts.port raises on a bad port
+            netloc = f"{parts.username or ''}:***@{host_port}"
             dsn = urlunsplit(parts._replace(netloc=netloc))
         return re.sub(r"(password=)[^&]*", r"\1***", dsn)
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)

@@ -17,7 +17,10 @@
     │   ├── SchemaMismatch               a frame or partition differs from KLINE_SCHEMA; .path, .diff
     │   ├── LakeLocked                   another process holds the writer lock; .root
     │   └── InvalidSymbolName            a symbol unsafe as a path segment; .symbol
+    ├── SchedulerError                   one scheduler per lake; none running to take a request
     └── LoaderError                      a destination database
+        ├── LoaderUnavailable    [T]     cannot connect, or the connection was lost
+        └── LoaderRejected               the database refused: incompatible table, SQL error
 
 ``[T]`` marks :class:`Transient` errors: retrying the same request later may succeed. Retry
 policies retry those and nothing else.
@@ -111,6 +114,14 @@ class LoaderError(CryptolakeError):
     """A problem loading the lake into a destination database."""
 
 
+class LoaderUnavailable(LoaderError, Transient):
+    """The database cannot be reached, refused the login, or the connection was lost."""
+
+
+class LoaderRejected(LoaderError):
+    """The database refused what the loader asked: an incompatible table, a failed statement."""
+
+
 class SchemaMismatch(LakeError):
     """A frame or a partition on disk does not match the candle schema (``KLINE_SCHEMA``).
 
@@ -137,3 +148,8 @@ class InvalidSymbolName(LakeError):
     def __init__(self, message: str, *, symbol: object) -> None:
         super().__init__(message)
         self.symbol = symbol
+
+
+class SchedulerError(CryptolakeError):
+    """The scheduler cannot do what was asked: another one already runs on the lake, or none
+    runs there to take a request from another process, or it did not answer in time."""

@@ -22,6 +22,7 @@ the other partitions are scanned.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,10 +31,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 
+from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import CryptolakeError, LakeError
-from cryptolake.lake import Lake, PartitionStats
+from cryptolake.lake import Lake, PartitionStats, meta_dir
 from cryptolake.lake.meta import LakeMeta, Window
 from cryptolake.schema import HOUR_MS, Interval
 from cryptolake.sources.binance import BinanceClient
@@ -419,6 +422,32 @@ def coverage_rows(result: GapScan) -> list[dict[str, Any]]:
                 })  # fmt: skip
             month_ms = next_ms
     return out
+
+
+def save_report(lake: Lake, result: GapScan) -> None:
+    """Store a scan as ``<lake>/_meta/gaps.parquet`` and ``coverage.parquet`` (the DuckDB views
+    ``gaps`` and ``coverage``), replacing the rows of the scanned interval and symbols."""
+    judged = {"judged_at": result.end_ms}
+    gaps = [{**g.to_dict(), "start_time": g.start_ms, "end_time": g.end_ms, **judged} for g in result.gaps]
+    coverage = [{**row, **judged} for row in coverage_rows(result)]
+    times = ("start_time", "end_time", "judged_at")
+    gap_schema = {"symbol": pl.String, "interval": pl.String, "kind": pl.String, "position": pl.String,
+                  "start_time": pl.Int64, "end_time": pl.Int64, "count": pl.Int64, "judged_at": pl.Int64}
+    cov_schema = {"symbol": pl.String, "interval": pl.String, "month": pl.String, "expected": pl.Int64,
+                  "present": pl.Int64, "completeness_percent": pl.Float64, "judged_at": pl.Int64}
+    for name, rows, schema, stamp in (("gaps.parquet", gaps, gap_schema, times), ("coverage.parquet", coverage, cov_schema, ("judged_at",))):
+        frame = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema, orient="row")
+        frame = frame.with_columns(pl.col(c).cast(pl.Datetime("ms", "UTC")) for c in stamp)
+        path = meta_dir(lake.root) / name
+        try:
+            old = pl.read_parquet(path)
+            keep = ~((pl.col("interval") == result.interval) & pl.col("symbol").is_in(list(result.spans)))
+            frame = pl.concat([old.filter(keep), frame]) if old.schema == frame.schema else frame
+        except (FileNotFoundError, pl.exceptions.PolarsError, OSError):
+            pass
+        buffer = io.BytesIO()
+        frame.sort("interval", "symbol").write_parquet(buffer, compression="zstd")
+        write_bytes_atomic(path, buffer.getvalue())
 
 
 def _month_floor(t_ms: int) -> int:

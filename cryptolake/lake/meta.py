@@ -113,18 +113,22 @@ class LakeMeta:
                 "start_time", "end_time", "recorded_at", "checked_at"))  # fmt: skip
             self._write(self.windows_path, pl.concat([frame.filter(~same), row.cast(WINDOW_SCHEMA)]))
 
-    def forget_windows(self, interval: str, symbol: str, kind: WindowKind, start_ms: int, end_ms: int) -> int:
-        """Drop ``kind`` windows of a symbol that overlap ``[start_ms, end_ms]``; returns how many."""
+    def forget_windows(
+        self, interval: str, symbol: str, kind: WindowKind, start_ms: int, end_ms: int, *, within: bool = False
+    ) -> list[Window]:
+        """Drop ``kind`` windows of a symbol that overlap ``[start_ms, end_ms]`` (with ``within``:
+        that lie inside it); returns them."""
         with self._lock:
             frame = self._read(self.windows_path, WINDOW_SCHEMA)
+            lo, hi = (pl.col("start_time"), pl.col("end_time")) if within else (pl.col("end_time"), pl.col("start_time"))
             hit = (
                 (pl.col("interval") == interval) & (pl.col("symbol") == symbol) & (pl.col("kind") == kind)
-                & (pl.col("start_time") <= _ms(end_ms)) & (pl.col("end_time") >= _ms(start_ms))
+                & (lo >= _ms(start_ms)) & (hi <= _ms(end_ms))
             )  # fmt: skip
-            dropped = frame.filter(hit).height
-            if dropped:
+            dropped = frame.filter(hit)
+            if dropped.height:
                 self._write(self.windows_path, frame.filter(~hit))
-            return dropped
+            return [_window(row) for row in dropped.iter_rows(named=True)]
 
     # -- listings ------------------------------------------------------------------------
 

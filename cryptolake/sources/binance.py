@@ -175,6 +175,11 @@ class BinanceClient:
         """Close the connection pool."""
         self._http.close()
 
+    def banned_until(self) -> float:
+        """Epoch seconds until which a recorded 418 ban forbids calling this host (in this
+        process or, through the ban file, any other); 0 when there is none."""
+        return self._bans.banned_until(self._host)
+
     # -- simple endpoints ------------------------------------------------------------------
 
     def test_connectivity(self) -> bool:

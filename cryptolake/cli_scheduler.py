@@ -1,0 +1,209 @@
+"""``cryptolake run`` and ``cryptolake scheduler trigger|pause|resume``: the scheduler's commands.
+
+A thin layer over :mod:`cryptolake.scheduler`, registered on the main group by ``cryptolake.cli``.
+``run`` is the long-running process; the ``scheduler`` commands steer it from another terminal
+through the lake's metadata, and ``cryptolake status`` shows it (:func:`scheduler_summary`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cryptolake.cli import (
+    _Failure,
+    base_url_option,
+    cli,
+    interval_option,
+    json_option,
+    lake_option,
+    make_client,
+    make_collector,
+    settings_from,
+)
+from cryptolake.errors import InvalidSymbolName
+from cryptolake.scheduler import COLLECTION_TYPES, CollectorScheduler, SchedulerControl
+
+log = logging.getLogger("cryptolake.scheduler")
+
+
+@cli.command("run")
+@click.option("--schedule", default=None,
+              help="Cron expression, UTC (setting scheduler.schedule, env COLLECTION_SCHEDULE).")
+@click.option("--since", default=None, help="Collect history back to this date (setting collection.start_date).")
+@click.option("--top", type=int, default=None, help="Collect the top N pairs by 24h quote volume.")
+@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT).")
+@interval_option
+@lake_option
+@base_url_option
+@click.option("--run-now", is_flag=True, help="Start with a full run now rather than at the first fire time.")
+@click.pass_context
+def run_command(ctx: click.Context, schedule: str | None, since: str | None, top: int | None,
+                symbols: str | None, interval: str | None, lake: str | None, base_url: str | None,
+                run_now: bool) -> None:
+    """Collect on a cron schedule until stopped: a long-running foreground process.
+
+    Each run goes forward (new candles), fills gaps, then goes backward if --since lies before
+    what is stored. Every run and its result is logged on stderr. SIGTERM or Ctrl-C lets the
+    partition write in progress finish, then exits 0. One scheduler per lake; watch it with
+    `cryptolake status` and steer it with `cryptolake scheduler trigger|pause|resume`.
+
+    Example:
+
+        cryptolake run --schedule "0 */6 * * *" --top 20 --since 2024-01-01
+    """
+    if symbols is not None and top is not None:
+        raise _Failure("give --symbols or --top, not both", exit_code=2)
+    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
+                             top=top, symbols=symbols, schedule=schedule)
+    if symbols is not None and not settings.collection.symbols:
+        raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT "
+                       "(or --top N)", exit_code=2)
+    wanted = None if top is not None else (list(settings.collection.symbols) or None)
+    stop_requested = threading.Event()
+    with make_client(settings) as client:
+        collector = make_collector(settings, client)
+        try:
+            pairs = collector.resolve_symbols(wanted) if wanted is not None else None
+        except InvalidSymbolName as exc:
+            raise _Failure(str(exc), exit_code=2) from None
+        scheduler = CollectorScheduler(client, collector, settings.scheduler.schedule,
+                                       settings.collection.start_date, crypto_symbols=pairs)
+        scheduler.start()
+        previous = _on_stop_signals(lambda: stop_requested.set())
+        try:
+            if run_now:
+                scheduler.trigger_manual_collection("full", wait=False)
+            while not stop_requested.wait(0.5):
+                pass
+            log.info("stopping: the partition write in progress finishes first (Ctrl-C again to abort)")
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        finally:
+            scheduler.stop()
+            _restore_signals(previous)
+
+
+def _on_stop_signals(handler: Any) -> dict[int, Any]:
+    """Route SIGTERM and SIGINT to ``handler``; returns the handlers to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # signals reach only the main thread: an embedding caller handles them
+    return {signum: signal.signal(signum, lambda *_: handler()) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+@cli.group("scheduler")
+def scheduler_group() -> None:
+    """Steer the scheduler running on a lake (`cryptolake run`) from another terminal.
+
+    Example:
+
+        cryptolake scheduler trigger --type forward --wait
+    """
+
+
+@scheduler_group.command("trigger")
+@click.option("--type", "collection_type", type=click.Choice(COLLECTION_TYPES), default="full",
+              show_default=True, help="forward, backward, gaps, or full (all three).")
+@click.option("--symbols", default=None, help="Comma-separated base assets or pairs; default: the scheduler's.")
+@click.option("--wait", is_flag=True, help="Wait for the run to finish; exit 1 if it failed.")
+@lake_option
+@json_option
+@click.pass_context
+def trigger_command(ctx: click.Context, collection_type: str, symbols: str | None, wait: bool,
+                    lake: str | None, as_json: bool) -> None:
+    """Run a collection now in the running scheduler; skipped (exit 1) if a run is in progress.
+
+    Example:
+
+        cryptolake scheduler trigger --type gaps --wait
+    """
+    settings = settings_from(ctx, lake=lake, symbols=symbols)
+    wanted = list(settings.collection.symbols) if symbols is not None else None
+    control = SchedulerControl(settings.lake.root)
+    ack = control.request("trigger", collection_type=collection_type, crypto_symbols=wanted)
+    skipped = str(ack.get("outcome", "")).startswith(("skipped", "rejected"))
+    run = control.wait_for_run(int(ack["run_id"])) if wait and not skipped else None
+    if as_json:
+        click.echo(json.dumps({"request": ack, "run": run}, indent=2))
+    else:
+        click.echo(f"scheduler on {settings.lake.root}: {ack.get('outcome')}", err=skipped)
+        if run is not None:
+            click.echo(_describe_run(run))
+    if skipped or (run is not None and run.get("result") != "succeeded"):
+        raise SystemExit(1)
+
+
+@scheduler_group.command("pause")
+@lake_option
+@click.pass_context
+def pause_command(ctx: click.Context, lake: str | None) -> None:
+    """Pause scheduled runs (a run in progress goes on; manual triggers still run).
+
+    Example:
+
+        cryptolake scheduler pause --lake data/lake
+    """
+    _request(ctx, lake, "pause")
+
+
+@scheduler_group.command("resume")
+@lake_option
+@click.pass_context
+def resume_command(ctx: click.Context, lake: str | None) -> None:
+    """Resume scheduled runs from the next fire time (missed ones are not caught up).
+
+    Example:
+
+        cryptolake scheduler resume --lake data/lake
+    """
+    _request(ctx, lake, "resume")
+
+
+def _request(ctx: click.Context, lake: str | None, action: str) -> None:
+    settings = settings_from(ctx, lake=lake)
+    ack = SchedulerControl(settings.lake.root).request(action)
+    click.echo(f"scheduler on {settings.lake.root}: {ack.get('outcome')}")
+
+
+# -- shown by `cryptolake status` ----------------------------------------------------------
+
+
+def scheduler_summary(lake_root: Path) -> dict[str, Any]:
+    """``status``, ``next_run_time`` and ``last_run`` of the lake's scheduler, and the whole
+    document under ``scheduler``."""
+    state = SchedulerControl(lake_root).state()
+    return {"status": state["status"], "next_run_time": state.get("next_run_time"),
+            "last_run": state.get("last_run"), "scheduler": state}
+
+
+def scheduler_line(state: dict[str, Any]) -> str:
+    """One line about the scheduler for the status table."""
+    if state["status"] == "stopped" and not state.get("last_run"):
+        return "scheduler: not running (start one with `cryptolake run`)"
+    parts = [f"scheduler: {state['status']}"]
+    if state.get("active"):
+        parts.append(f"pid {state.get('pid')}, schedule '{state.get('schedule')}' UTC, "
+                     f"next run {state.get('next_run_time') or 'none (paused)'}")
+    if state.get("current_run"):
+        current = state["current_run"]
+        parts.append(f"run #{current['id']} ({current['type']}) running since {current['start']}")
+    if state.get("last_run"):
+        parts.append("last " + _describe_run(state["last_run"]))
+    if state.get("note"):
+        parts.append(state["note"])
+    return "; ".join(parts)
+
+
+def _describe_run(run: dict[str, Any]) -> str:
+    text = f"run #{run['id']} ({run['type']}) {run['result']} at {run['end']}: {run['rows_added']} new candles"
+    return text + (f"; error: {run['error']}" if run.get("error") else "")
