@@ -689,7 +689,7 @@ def test_sigterm_mid_run_finishes_the_write_and_exits_0(fake_exchange: FakeExcha
             process.kill()
             process.wait()
     assert process.returncode == 0, log
-    assert took < 5, log
+    assert took < 10, log  # the batch in flight, then exit: about a second
     assert "stopping: the partition write in progress finishes first" in log
     assert check_files(cli_lake) > 0
     state = SchedulerControl(cli_lake).state()
