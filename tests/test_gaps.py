@@ -299,3 +299,16 @@ def test_sql_formats_and_bad_sql(fake_exchange: FakeExchange, client: BinanceCli
     assert not (Path.cwd() / "x.csv").exists()
     assert set(KLINE_COLUMNS) <= set(json.loads(runner.invoke(
         cli, ["sql", "SELECT * FROM klines LIMIT 1", "--lake", str(lake), "--format", "json"]).output)[0])
+
+
+def test_the_writer_records_off_grid_rows_in_the_footer_so_such_partitions_are_scanned(tmp_path: Path) -> None:
+    grid = Interval("1h")
+    times = [to_ms("2024-01-01") + i * 3_600_000 for i in range(5)]
+    times[2] += 60_000  # 02:01: off the hourly grid; 02:00 is missing
+    Lake(tmp_path).write_klines("1h", "BTCUSDT", synthetic(grid, times))
+    (stats,) = Lake(tmp_path).partition_stats("1h", "BTCUSDT")
+    assert stats.off_grid_rows == 1 and stats.rows == 5 and not stats.is_contiguous(grid)
+    scan = DataGapDetector(tmp_path, "1h").scan(end_date=times[-1] + 3_600_000)
+    assert scan.scanned_partitions == 1
+    assert [(g.kind, iso(g.start_ms)) for g in scan.gaps] == [
+        ("missing", "2024-01-01T02:00:00Z"), ("off_grid", "2024-01-01T02:01:00Z")]
