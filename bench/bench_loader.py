@@ -30,6 +30,8 @@ from pathlib import Path
 
 import polars as pl
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lake import candles  # noqa: E402
@@ -55,8 +57,8 @@ def build_lake(root: Path, symbols: int, years: int) -> int:
     return symbols * count
 
 
-def read_lake(lake: Lake) -> list[tuple[str, pl.DataFrame]]:
-    return [(s.symbol, pl.read_parquet(s.path)) for s in lake.partition_stats("1h")]
+def read_lake(lake: Lake) -> list[tuple[str, pa.Table]]:
+    return [(s.symbol, pq.read_table(s.path)) for s in lake.partition_stats("1h")]
 
 
 def fresh_table(admin: psycopg.Connection) -> None:
@@ -66,7 +68,7 @@ def fresh_table(admin: psycopg.Connection) -> None:
     admin.execute("CHECKPOINT")
 
 
-def bare_copy(dsn: str, frames: list[tuple[str, pl.DataFrame]]) -> None:
+def bare_copy(dsn: str, frames: list[tuple[str, pa.Table]]) -> None:
     columns = ", ".join(TABLE_COLUMNS)
     with psycopg.connect(dsn) as conn, conn.cursor() as cur, \
             cur.copy(f"COPY {SCHEMA}.klines ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -76,10 +78,10 @@ def bare_copy(dsn: str, frames: list[tuple[str, pl.DataFrame]]) -> None:
         copy.write(TRAILER)
 
 
-def executemany(dsn: str, frames: list[tuple[str, pl.DataFrame]], sample: int) -> int:
+def executemany(dsn: str, frames: list[tuple[str, pa.Table]], sample: int) -> int:
     rows: list[tuple] = []
     for symbol, frame in frames:
-        rows += [("binance", "1h", symbol, *row) for row in frame.iter_rows()]
+        rows += [("binance", "1h", symbol, *row) for row in pl.from_arrow(frame).iter_rows()]
         if len(rows) >= sample:
             break
     rows = rows[:sample]
@@ -126,7 +128,7 @@ def main() -> None:
             first = timed("first_sync_s", out, loader.sync, "1h")
             assert first.rows_sent == rows and first.ok, first
             symbol, frame = frames[len(frames) // 2]
-            lake.write_klines("1h", symbol, frame.with_columns(pl.col("close") * 1.001))
+            lake.write_klines("1h", symbol, pl.from_arrow(frame).with_columns(pl.col("close") * 1.001))
             one = timed("resync_one_changed_s", out, loader.sync, "1h")
             assert one.partitions_sent == 1, one
             noop = timed("noop_resync_s", out, loader.sync, "1h")

@@ -7,6 +7,7 @@ from cryptolake.errors import (
     ExchangeUnavailable,
     InvalidSymbol,
     IPBanned,
+    LoaderError,
     RateLimited,
     RequestRejected,
     RestrictedLocation,
@@ -16,6 +17,7 @@ from cryptolake.errors import (
 from cryptolake.collector import CollectionReport, CryptoCollector, ProgressEvent, SymbolResult
 from cryptolake.gaps import DataGapDetector, Gap
 from cryptolake.lake import Lake
+from cryptolake.loader import PostgresLoader, SyncReport
 from cryptolake.scheduler import CollectorScheduler
 from cryptolake.sources.binance import BinanceClient, PriceData, TopCrypto
 
@@ -32,6 +34,8 @@ __all__ = [
     "IPBanned",
     "InvalidSymbol",
     "Lake",
+    "LoaderError",
+    "PostgresLoader",
     "PriceData",
     "ProgressEvent",
     "RateLimited",
@@ -40,6 +44,7 @@ __all__ = [
     "SchedulerError",
     "SourceError",
     "SymbolResult",
+    "SyncReport",
     "TopCrypto",
     "__version__",
 ]

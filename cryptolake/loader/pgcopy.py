@@ -1,4 +1,4 @@
-"""PostgreSQL's binary COPY format for candle frames, built with numpy in one pass per partition.
+"""PostgreSQL's binary COPY format for candle tables, built with numpy in one pass per partition.
 
 Binary COPY measured faster than text (CSV) for this data (see ``bench/README.md``), and it carries
 doubles bit for bit, with no decimal round trip. Every candle field is 8 bytes wide, so a row
@@ -9,9 +9,10 @@ are cut out with a byte mask. The format: https://www.postgresql.org/docs/curren
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
-import polars as pl
+import pyarrow as pa
 
 #: The 11-byte signature, a flags word and an empty header extension.
 HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
@@ -23,57 +24,61 @@ _PG_EPOCH_MS = 946_684_800_000
 _NULL_LENGTH = -1
 
 
-def encode_rows(frame: pl.DataFrame, constants: Sequence[str] = ()) -> bytes:
-    """The rows of ``frame`` as binary COPY tuples (no header, no trailer).
+def encode_rows(table: pa.Table, constants: Sequence[str] = ()) -> bytes:
+    """The rows of ``table`` as binary COPY tuples (no header, no trailer).
 
     Args:
-        frame: Columns of Datetime("ms"), Int64 or Float64 type; nulls allowed.
+        table: Columns of timestamp[ms], int64 or float64 type; nulls allowed.
         constants: Non-empty text values put in front of every row, e.g.
             ``("binance", "1h", "BTCUSDT")``.
 
     Returns:
-        Bytes for ``COPY ... FROM STDIN (FORMAT BINARY)``: the constants, then the frame's columns.
+        Bytes for ``COPY ... FROM STDIN (FORMAT BINARY)``: the constants, then the table's columns.
     """
-    texts = [value.encode() for value in constants]
+    texts = tuple(value.encode() for value in constants)
     if not all(texts):
         raise ValueError("constant text values must not be empty")
-    fields: list[tuple[str, str]] = [("count", ">i2")]
-    for i, text in enumerate(texts):
-        fields += [(f"l{i}", ">i4"), (f"v{i}", f"S{len(text)}")]
     first = len(texts)
-    for j, dtype in enumerate(frame.dtypes, start=first):
-        fields += [(f"l{j}", ">i4"), (f"v{j}", _wire_dtype(dtype))]
-    packed = np.empty(frame.height, dtype=np.dtype(fields))
-    packed["count"] = first + frame.width
+    packed = np.empty(table.num_rows, dtype=_row_layout(tuple(len(t) for t in texts), tuple(table.schema.types)))
+    packed["count"] = first + table.num_columns
     for i, text in enumerate(texts):
         packed[f"l{i}"] = len(text)
         packed[f"v{i}"] = text
     nulls: list[tuple[int, np.ndarray]] = []
-    for j, series in enumerate(frame.iter_columns(), start=first):
+    for j, column in enumerate(table.columns, start=first):
         packed[f"l{j}"] = 8
-        if series.null_count():
-            mask = series.is_null().to_numpy()
+        if column.null_count:
+            mask = column.is_null().to_numpy()
             packed[f"l{j}"][mask] = _NULL_LENGTH
             nulls.append((j, mask))
-        packed[f"v{j}"] = _values(series)
+            column = column.fill_null(pa.scalar(0, column.type))  # these values are cut out below
+        packed[f"v{j}"] = _values(column)
     return _drop_null_values(packed, nulls) if nulls else packed.tobytes()
 
 
-def _wire_dtype(dtype: pl.DataType) -> str:
-    if dtype == pl.Float64:
+@lru_cache(maxsize=64)
+def _row_layout(text_lengths: tuple[int, ...], types: tuple[pa.DataType, ...]) -> np.dtype:
+    """The numpy record of one row: field count, then (length, value) per field, big-endian."""
+    fields: list[tuple[str, str]] = [("count", ">i2")]
+    for i, length in enumerate(text_lengths):
+        fields += [(f"l{i}", ">i4"), (f"v{i}", f"S{length}")]
+    for j, kind in enumerate(types, start=len(text_lengths)):
+        fields += [(f"l{j}", ">i4"), (f"v{j}", _wire_dtype(kind))]
+    return np.dtype(fields)
+
+
+def _wire_dtype(kind: pa.DataType) -> str:
+    if pa.types.is_float64(kind):
         return ">f8"
-    if dtype == pl.Int64 or (isinstance(dtype, pl.Datetime) and dtype.time_unit == "ms"):
+    if pa.types.is_int64(kind) or (pa.types.is_timestamp(kind) and kind.unit == "ms"):
         return ">i8"
-    raise TypeError(f"no binary COPY encoding for {dtype}")
+    raise TypeError(f"no binary COPY encoding for {kind}")
 
 
-def _values(series: pl.Series) -> np.ndarray:
-    """int64/float64 values, timestamps as PostgreSQL microseconds. What stands at a null does not
-    matter (it is cut out), but it must convert without a cast: nulls become NaN or NaT here."""
-    if series.dtype == pl.Int64 and series.null_count():
-        series = series.fill_null(0)  # to_numpy would turn the column into floats
-    values = series.to_numpy()
-    if values.dtype.kind == "M":
+def _values(column: pa.ChunkedArray) -> np.ndarray:
+    """int64/float64 values (timestamps as PostgreSQL microseconds) of a column without nulls."""
+    values = column.to_numpy()
+    if pa.types.is_timestamp(column.type):
         return (values.view(np.int64) - _PG_EPOCH_MS) * 1000
     return values
 

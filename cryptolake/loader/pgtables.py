@@ -191,8 +191,9 @@ class Statements:
             "copy_table": q.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, _names(q, TABLE_COLUMNS)),
             "copy_stage": q.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(stage),
             "upsert": upsert,
-            "remove": q.SQL("BEGIN; DELETE FROM {} WHERE {}; DELETE FROM {} WHERE {}").format(
-                target, in_month, state, state_key),
+            # Rare, and synchronous: a removal is durable when the sync returns.
+            "remove": q.SQL("BEGIN; SET LOCAL synchronous_commit = on; DELETE FROM {} WHERE {}; "
+                            "DELETE FROM {} WHERE {}").format(target, in_month, state, state_key),
             "flush": q.SQL("BEGIN; SET LOCAL synchronous_commit = on; "
                            "UPDATE {} SET synced_at = synced_at WHERE {}").format(state, state_key),
         }

@@ -24,7 +24,9 @@ back. Commits are asynchronous (``synchronous_commit = off``): a crash of the se
 last few partitions, but always together with their records, so the next sync sends them again.
 Before :meth:`PostgresLoader.sync` returns, one synchronous commit flushes all of them.
 
-Partitions load over ``workers`` connections at once; an advisory lock keeps two syncs into
+The calling thread reads, decodes and encodes partitions (binary COPY, see
+:mod:`cryptolake.loader.pgcopy`) a little ahead of ``workers`` sender threads, one per connection,
+so that the loader's CPU work overlaps PostgreSQL's. A session advisory lock keeps two syncs into
 the same table from interleaving. psycopg is imported lazily (``pip install 'cryptolake[postgres]'``),
 and its errors are translated here, once, into :class:`~cryptolake.errors.LoaderError` classes.
 """
@@ -36,8 +38,8 @@ import queue
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -46,14 +48,13 @@ from typing import TYPE_CHECKING, Any
 
 from cryptolake.config import redact_dsn
 from cryptolake.errors import LakeError, LoaderError, LoaderRejected, LoaderUnavailable, MissingDependency
-from cryptolake.lake import Lake, layout
+from cryptolake.lake import ARROW_SCHEMA, Lake, layout
 from cryptolake.loader import pgtables
 from cryptolake.loader.pgtables import STATE_TABLE, Statements
-from cryptolake.schema import KLINE_SCHEMA
 
 if TYPE_CHECKING:
-    import polars as pl
     import psycopg
+    import pyarrow as pa
 
 _LOCK_NAMESPACE = "cryptolake.loader:"
 _APPLICATION_NAME = "cryptolake"
@@ -119,10 +120,22 @@ class _Partition:
 
 @dataclass
 class _Outcome:
+    partitions_sent: int = 0
     rows_sent: int = 0
     rows_deleted: int = 0
     failures: list[PartitionFailure] = field(default_factory=list)
     last_key: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A partition ready to send: its COPY payload, month range and record values."""
+
+    partition: _Partition
+    rows: int
+    payload: bytes
+    in_month: tuple[Any, ...]
+    record: tuple[Any, ...]
 
 
 class _ConnectionLost(Exception):
@@ -181,6 +194,7 @@ class PostgresLoader:
         self._dsn = dsn
         self._connect_timeout_s = connect_timeout_s
         self._pg = _import_psycopg()
+        self._staged: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         self._conn = self._connect()
 
     def __repr__(self) -> str:
@@ -251,7 +265,7 @@ class PostgresLoader:
             table=self.target,
             interval=interval,
             partitions_examined=len(partitions),
-            partitions_sent=len(todo) - len(outcome.failures),
+            partitions_sent=outcome.partitions_sent,
             partitions_skipped=len(partitions) - len(todo),
             partitions_removed=len(gone),
             rows_sent=outcome.rows_sent,
@@ -280,101 +294,120 @@ class PostgresLoader:
 
     def _send_all(self, conn: psycopg.Connection[Any], sql: Statements, interval: str,
                   todo: list[_Partition]) -> _Outcome:
-        """Send partitions over up to ``workers`` connections; stop at the first lost connection."""
+        """Send partitions over up to ``workers`` connections; stop at the first lost connection.
+
+        This thread reads, decodes and encodes partitions ahead (CPU); one thread per connection
+        sends them (waiting on PostgreSQL), so the two overlap.
+        """
         outcome = _Outcome()
         if not todo:
             return outcome
-        pool: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
-        pool.put(conn)
-        extra = [self._connect() for _ in range(min(self.workers, len(todo)) - 1)]
-        for other in extra:
-            pool.put(other)
+        connections = [conn] + [self._connect() for _ in range(min(self.workers, len(todo)) - 1)]
+        jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2 * len(connections))
         stop = threading.Event()
         lock = threading.Lock()
+        errors: list[BaseException] = []
 
-        def run(partition: _Partition) -> None:
-            if stop.is_set():
-                return
-            worker = pool.get()
-            try:
-                sent, deleted = self._send(worker, sql, interval, partition)
-            except _ConnectionLost:
-                stop.set()
-                raise
-            except (LakeError, LoaderRejected) as exc:
-                with lock:
-                    outcome.failures.append(PartitionFailure(partition.symbol, partition.month, str(exc)))
-                return
-            finally:
-                pool.put(worker)
+        def fail(partition: _Partition, exc: Exception) -> None:
             with lock:
-                outcome.rows_sent += sent
-                outcome.rows_deleted += deleted
-                outcome.last_key = (partition.symbol, partition.month)
+                outcome.failures.append(PartitionFailure(partition.symbol, partition.month, str(exc)))
 
-        try:
-            with ThreadPoolExecutor(max_workers=len(extra) + 1, thread_name_prefix="cryptolake-pg") as executor:
-                futures = [executor.submit(run, p) for p in todo]
+        def send(worker: psycopg.Connection[Any]) -> None:
+            while (job := jobs.get()) is not None:
+                if stop.is_set():
+                    continue  # drain, so that the producer never blocks
                 try:
-                    wait(futures, return_when=FIRST_EXCEPTION)
-                finally:
+                    deleted = self._load(worker, sql, job)
+                except LoaderRejected as exc:
+                    fail(job.partition, exc)
+                except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+                    errors.append(exc)
                     stop.set()
-            for future in futures:
-                if future.done() and not future.cancelled() and future.exception() is not None:
-                    raise future.exception()  # type: ignore[misc]
-        except _ConnectionLost as lost:
-            done = len(todo) - sum(1 for f in futures if not f.done() or f.cancelled())
+                else:
+                    with lock:
+                        outcome.partitions_sent += 1
+                        outcome.rows_sent += job.rows
+                        outcome.rows_deleted += deleted
+                        outcome.last_key = (job.partition.symbol, job.partition.month)
+
+        senders = [threading.Thread(target=send, args=(c,), name=f"cryptolake-pg-{i}", daemon=True)
+                   for i, c in enumerate(connections)]
+        for thread in senders:
+            thread.start()
+        try:
+            for partition in todo:
+                if stop.is_set():
+                    break
+                try:
+                    jobs.put(self._job(interval, partition))
+                except LakeError as exc:
+                    fail(partition, exc)
+        finally:
+            stop.set() if errors else None
+            for _ in senders:
+                jobs.put(None)
+            for thread in senders:
+                thread.join()
+            for other in connections[1:]:
+                other.close()
+        lost = next((e for e in errors if isinstance(e, _ConnectionLost)), None)
+        if lost is not None:
             raise LoaderUnavailable(
                 f"lost the connection to PostgreSQL at {redact_dsn(self._dsn)} while syncing "
                 f"{lost.partition.symbol} {lost.partition.month} ({_one_line(lost.cause, self._dsn)}); "
-                f"that partition was rolled back, {done} of {len(todo)} were handled; run the sync "
-                "again to finish"
+                f"that partition was rolled back, {outcome.partitions_sent} of {len(todo)} were synced; "
+                "run the sync again to finish"
             ) from lost.cause
-        finally:
-            for other in extra:
-                other.close()
+        if errors:
+            raise errors[0]
         outcome.failures.sort(key=lambda f: (f.symbol, f.month))
         return outcome
 
-    def _send(self, conn: psycopg.Connection[Any], sql: Statements, interval: str,
-              partition: _Partition) -> tuple[int, int]:
-        """One partition in one transaction; returns (rows sent, rows deleted)."""
+    def _job(self, interval: str, partition: _Partition) -> _Job:
+        """Read, check and encode one partition (no database work)."""
         from cryptolake.loader.pgcopy import HEADER, TRAILER, encode_rows
 
-        data, frame = _read_partition(partition.path)
-        first, last = _open_time_range(frame)
+        data, table = _read_partition(partition.path)
+        first, last = _open_time_range(table)
         low, high = layout.month_bounds(partition.month)
         if first is not None and last is not None and (first < low or last >= high):
             raise LakeError(f"partition {partition.path} holds candles outside {partition.month}")
         keys = (layout.EXCHANGE, interval, partition.symbol)
-        in_month = (*keys, _utc(low), _utc(high))
-        record = (self.table, *keys, partition.month, frame.height, _utc_or_none(first), _utc_or_none(last),
+        record = (self.table, *keys, partition.month, table.num_rows, _utc_or_none(first), _utc_or_none(last),
                   len(data), hashlib.sha256(data).digest())
+        # A changed partition goes to the staging table (lake columns only); a new one straight
+        # into the table, with the key columns in front.
+        rows = encode_rows(table) if partition.synced else encode_rows(table, keys)
+        return _Job(partition, table.num_rows, HEADER + rows + TRAILER, (*keys, _utc(low), _utc(high)), record)
+
+    def _load(self, conn: psycopg.Connection[Any], sql: Statements, job: _Job) -> int:
+        """One partition in one transaction; returns the rows deleted."""
+        keys = job.in_month[:3]
         try:
             with conn.cursor() as cur:
-                if partition.synced:  # changed: staging, then the upsert
+                if job.partition.synced:  # changed: staging, then the upsert
                     self._ensure_stage(conn)
                     cur.execute("BEGIN")
                     with cur.copy(sql.copy_stage) as pipe:
-                        pipe.write(HEADER + encode_rows(frame) + TRAILER)
-                    cur.execute(sql.upsert, (*in_month, *keys, *record))
+                        pipe.write(job.payload)
+                    cur.execute(sql.upsert, (*job.in_month, *keys, *job.record))
                     deleted = cur.rowcount  # the first result: the DELETE's
                 else:  # never synced: clear the month, COPY straight into the table
-                    cur.execute(sql.replace, (*in_month, *record))
+                    cur.execute(sql.replace, (*job.in_month, *job.record))
                     cur.nextset()
                     deleted = cur.rowcount
                     with cur.copy(sql.copy_table) as pipe:
-                        pipe.write(HEADER + encode_rows(frame, keys) + TRAILER)
+                        pipe.write(job.payload)
                 # COMMIT goes alone: a loader that dies before sending it leaves nothing behind.
                 cur.execute("COMMIT")
         except self._pg.Error as exc:
             if conn.broken or conn.closed:
-                raise _ConnectionLost(partition, exc) from exc
+                raise _ConnectionLost(job.partition, exc) from exc
             conn.rollback()
             raise LoaderRejected(
-                f"PostgreSQL refused partition {partition.symbol} {partition.month}: {_one_line(exc, self._dsn)}"
-            ) from exc
-        return frame.height, deleted
+                f"PostgreSQL refused partition {job.partition.symbol} {job.partition.month}: "
+                f"{_one_line(exc, self._dsn)}") from exc
+        return deleted
 
     def _remove(self, conn: psycopg.Connection[Any], sql: Statements, interval: str, symbol: str,
                 month: str) -> int:
@@ -383,6 +416,7 @@ class PostgresLoader:
         low, high = layout.month_bounds(month)
         with conn.cursor() as cur:
             cur.execute(sql.remove, (*keys, _utc(low), _utc(high), self.table, *keys, month))
+            cur.nextset()
             cur.nextset()
             deleted = max(cur.rowcount, 0)
             cur.execute("COMMIT")
@@ -401,11 +435,17 @@ class PostgresLoader:
         with conn.transaction():
             table_exists = pgtables.check_shape(conn, self.schema, self.table, pgtables.COLUMN_TYPES,
                                                 pgtables.PRIMARY_KEY)
-            pgtables.check_shape(conn, self.schema, STATE_TABLE, pgtables.STATE_TYPES, pgtables.STATE_KEY)
-            conn.execute(q.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(q.Identifier(self.schema)))
-            conn.execute(pgtables.create_candle_table(q, self.schema, self.table))
-            conn.execute(pgtables.create_state_table(q, self.schema))
-            if not table_exists:  # records of a table that was dropped describe nothing
+            state_exists = pgtables.check_shape(conn, self.schema, STATE_TABLE, pgtables.STATE_TYPES,
+                                                pgtables.STATE_KEY)
+            # Only what is missing is created: a role without CREATE rights can sync into
+            # tables that someone else created.
+            if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone():
+                conn.execute(q.SQL("CREATE SCHEMA {}").format(q.Identifier(self.schema)))
+            if not state_exists:
+                conn.execute(pgtables.create_state_table(q, self.schema))
+            if not table_exists:
+                conn.execute(pgtables.create_candle_table(q, self.schema, self.table))
+                # Records of an earlier table of that name (dropped since) describe nothing.
                 conn.execute(q.SQL("DELETE FROM {} WHERE target_table = %s").format(
                     q.Identifier(self.schema, STATE_TABLE)), (self.table,))
             if self.timescale:
@@ -452,13 +492,13 @@ class PostgresLoader:
         try:
             # Client-side binding: several statements go in one round trip, with their values.
             conn = pg.connect(self._dsn, autocommit=True, cursor_factory=pg.ClientCursor, **options)
+            # Each partition commits atomically with its record; see the module docstring for
+            # why asynchronous commits are safe here and how the end of a sync makes them durable.
+            conn.execute("SET synchronous_commit = off")
         except pg.Error as exc:
             raise LoaderUnavailable(
                 f"cannot connect to PostgreSQL at {redact_dsn(self._dsn)}: {_one_line(exc, self._dsn)}"
             ) from None
-        # Each partition commits atomically with its record; see the module docstring for why
-        # asynchronous commits are safe here and how the end of a sync makes them durable.
-        conn.execute("SET synchronous_commit = off")
         return conn
 
     def _ensure_connection(self) -> psycopg.Connection[Any]:
@@ -468,7 +508,10 @@ class PostgresLoader:
         return self._conn
 
     def _ensure_stage(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(pgtables.create_stage_table(self._pg.sql))
+        """Create the session's temporary staging table once per connection."""
+        if conn not in self._staged:
+            conn.execute(pgtables.create_stage_table(self._pg.sql))
+            self._staged.add(conn)
 
     @contextmanager
     def _sync_lock(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
@@ -541,25 +584,26 @@ def _utc_or_none(ms: int | None) -> datetime | None:
     return None if ms is None else _utc(ms)
 
 
-def _read_partition(path: Path) -> tuple[bytes, pl.DataFrame]:
+def _read_partition(path: Path) -> tuple[bytes, pa.Table]:
     """A partition's bytes and its candles, decoded from those very bytes (what is recorded is
     what was sent, even if the file is replaced meanwhile)."""
-    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
         data = path.read_bytes()
-        frame = pl.read_parquet(data)
-    except (OSError, pl.exceptions.PolarsError) as exc:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        if not parquet.schema_arrow.equals(ARROW_SCHEMA):
+            raise LakeError(f"partition {path} does not match the candle schema: {parquet.schema_arrow}")
+        return data, parquet.read(use_threads=False)  # the workers are the parallelism
+    except (OSError, pa.ArrowException) as exc:
         raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
-    if frame.schema != pl.Schema(KLINE_SCHEMA):
-        raise LakeError(f"partition {path} does not match the candle schema: {dict(frame.schema)}")
-    return data, frame
 
 
-def _open_time_range(frame: pl.DataFrame) -> tuple[int | None, int | None]:
-    if frame.is_empty():
+def _open_time_range(table: pa.Table) -> tuple[int | None, int | None]:
+    if table.num_rows == 0:
         return None, None
-    millis = frame.get_column("open_time").to_numpy().view("int64")
+    millis = table.column("open_time").to_numpy().view("int64")
     return int(millis.min()), int(millis.max())
 
 
