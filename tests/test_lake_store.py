@@ -14,10 +14,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from cryptolake.errors import InvalidSymbolName, LakeError, LakeLocked, SchemaMismatch
-from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob, partition_path, store
+from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob, merge_klines, partition_path, store
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS, KLINE_SCHEMA
 from cryptolake.timeutils import to_ms
 
@@ -453,3 +455,43 @@ def test_lock_removes_stale_temp_files_only(filled: Lake) -> None:
         assert removed == sorted(stale)
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in keep)
+
+
+# -- the on-disk merge against the pure one ----------------------------------------------------
+
+_writes = st.lists(
+    st.tuples(st.lists(st.integers(0, 80), max_size=40), st.sampled_from([1.0, 2.0, float("nan")])),
+    min_size=1, max_size=4,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=_writes)
+def test_successive_writes_equal_the_pure_merge_and_count_exactly(
+    tmp_path_factory: pytest.TempPathFactory, writes: list[tuple[list[int], float]]
+) -> None:
+    """Random batches over two month boundaries (disjoint, overlapping, repeated, with NaN):
+    the stored lake equals folding ``merge_klines``, and added/changed/written are exact."""
+    lake = Lake(tmp_path_factory.mktemp("lake"))
+    expected = candles([])
+    for hours, value in writes:
+        batch = candles(hours, start_ms=to_ms("2024-01-31T00:00:00Z"), value=value)
+        before = {t: row for t, row in zip(expected["open_time"].to_list(), expected.rows(), strict=True)}
+        incoming = merge_klines(candles([]), batch)  # last duplicate wins, as in the lake
+        added = sum(1 for t in incoming["open_time"].to_list() if t not in before)
+        changed = sum(
+            1 for t, row in zip(incoming["open_time"].to_list(), incoming.rows(), strict=True)
+            if t in before and not _same_row(before[t], row)
+        )
+        result = lake.write_klines("1h", "BTCUSDT", batch)
+        expected = merge_klines(expected, batch)
+        assert (result.rows_added, result.rows_changed) == (added, changed)
+        if not (added or changed):
+            assert result.files_written == 0
+        stored = lake.scan("1h", ["BTCUSDT"]).collect().drop("symbol")
+        assert_frame_equal(stored, expected)
+
+
+def _same_row(a: tuple, b: tuple) -> bool:
+    return all(x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
+               for x, y in zip(a, b, strict=True))

@@ -33,8 +33,6 @@ ARROW_SCHEMA: pa.Schema = empty_klines().to_arrow().schema
 SYMBOL_COLUMN = "symbol"
 _KEY = "open_time"
 _VALUE_COLUMNS = KLINE_COLUMNS[1:]
-_OLD = "__old"
-_PRESENT = "__present"
 _IO_THREADS = 4
 #: Footer key-value metadata cryptolake writes into every partition file.
 META_INTERVAL = "cryptolake.interval"
@@ -245,11 +243,10 @@ class Lake:
             before = _last_open(fresh) < _first_open(stored)
             merged = pa.concat_tables([fresh, stored] if before else [stored, fresh])
         else:
-            existing = pl.from_arrow(stored)
-            added, changed = _diff_counts(existing, incoming)  # type: ignore[arg-type]
-            if not (added or changed):
+            outcome = _merge_overlapping(stored, fresh)
+            if outcome is None:
                 return 0, 0, False
-            merged = pl.concat([existing, incoming]).unique(subset=_KEY, keep="last").sort(_KEY)  # type: ignore[list-item]
+            merged, added, changed = outcome
         write_parquet_atomic(path, merged, interval=interval)
         return added, changed, True
 
@@ -331,19 +328,34 @@ class Lake:
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _diff_counts(existing: pl.DataFrame, incoming: pl.DataFrame) -> tuple[int, int]:
-    """``(added, changed)``: incoming rows with a new ``open_time``, and ones whose values differ.
+def _merge_overlapping(stored: pa.Table, fresh: pa.Table) -> tuple[pa.Table, int, int] | None:
+    """Merge two candle tables (sorted, unique open times) whose ranges overlap:
+    ``(merged, added, changed)``, or None when ``stored`` already holds every fresh row as is.
 
-    Both frames are normalised candle frames with unique open times. Values are compared with
-    nulls equal to nulls and NaN equal to NaN.
+    Stored rows with an incoming ``open_time`` are replaced; the rest are kept. The replaced
+    rows and their replacements line up (same sorted keys), so values compare row by row.
     """
-    stored = existing.with_columns(pl.lit(True).alias(_PRESENT))
-    joined = incoming.join(stored, on=_KEY, how="left", suffix=_OLD)
-    differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c + _OLD)) for c in _VALUE_COLUMNS)
-    added, changed = joined.select(
-        added=pl.col(_PRESENT).is_null().sum(), changed=(pl.col(_PRESENT).is_not_null() & differs).sum()
-    ).row(0)
-    return int(added), int(changed)
+    stored_keys = stored.column(_KEY).cast(pa.int64())
+    fresh_keys = fresh.column(_KEY).cast(pa.int64())
+    replaced = pc.is_in(stored_keys, value_set=fresh_keys)
+    replacing = pc.is_in(fresh_keys, value_set=stored_keys)
+    overlap = pc.sum(replacing).as_py() or 0
+    added = fresh.num_rows - overlap
+    changed = _changed_rows(stored.filter(replaced), fresh.filter(replacing)) if overlap else 0
+    if not (added or changed):
+        return None
+    merged = pa.concat_tables([stored.filter(pc.invert(replaced)), fresh]).sort_by(_KEY)
+    return merged, added, changed
+
+
+def _changed_rows(old: pa.Table, new: pa.Table) -> int:
+    """Rows whose values differ between two aligned tables (nulls equal nulls, NaN equals NaN)."""
+    if old.equals(new):  # the common case, e.g. a re-fetch of final candles
+        return 0
+    before, after = pl.from_arrow(old), pl.from_arrow(new)
+    assert isinstance(before, pl.DataFrame) and isinstance(after, pl.DataFrame)
+    differs = pl.any_horizontal(before.get_column(c).ne_missing(after.get_column(c)) for c in _VALUE_COLUMNS)
+    return int(pl.select(differs.sum()).item())
 
 
 def _read_table(path: Path) -> pa.Table | None:
