@@ -477,6 +477,9 @@ class _GapQuery:
         self.grid = grid
         self.contiguous = [s for s in stats if s.is_contiguous(grid)]
         self.to_scan = [s for s in stats if not s.is_contiguous(grid)]
+        # Files cryptolake wrote hold each open time once; only the others can have duplicates.
+        self.trusted = [s for s in self.to_scan if s.off_grid_rows is not None]
+        self.foreign = [s for s in self.to_scan if s.off_grid_rows is None]
         self.scanned = len(self.to_scan)
         self.skipped = len(self.contiguous)
 
@@ -494,7 +497,8 @@ class _GapQuery:
         try:
             con.execute("SET TimeZone = 'UTC'")
             con.register("footers", footers)
-            result = con.execute(self._sql(), [[str(s.path) for s in self.to_scan]] if self.to_scan else [])
+            params = [[str(s.path) for s in part] for part in (self.trusted, self.foreign) if part]
+            result = con.execute(self._sql(), params)
             records = result.fetchall()
         except duckdb.Error as exc:
             raise LakeError(f"gap detection failed: {exc}") from exc
@@ -522,15 +526,25 @@ class _GapQuery:
         else:
             index = f"(({time_ms} - {self.grid.origin_ms}) // {self.grid.fixed_ms})"
             on_grid = f"(({time_ms} - {self.grid.origin_ms}) % {self.grid.fixed_ms} = 0)"
-        if self.to_scan:
-            scanned = f"""
-            SELECT symbol, month, {time_ms} AS t, {index} AS idx, {on_grid} AS on_grid
-            FROM read_parquet($1, hive_partitioning = true, hive_types_autocast = false)"""
-        else:
-            scanned = "SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS month, 0::BIGINT AS t, 0::BIGINT AS idx, false AS on_grid WHERE false"
+        empty = "SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS month, 0::BIGINT AS t, 0::BIGINT AS idx, false AS on_grid WHERE false"
+        sources, n = [], 0
+        for files in (self.trusted, self.foreign):
+            if files:
+                n += 1
+                sources.append(f"""
+                SELECT symbol, month, {time_ms} AS t, {index} AS idx, {on_grid} AS on_grid
+                FROM read_parquet(${n}, hive_partitioning = true, hive_types_autocast = false)""")
+            else:
+                sources.append(empty)
+        trusted, foreign = sources
         return f"""
-        WITH scanned AS ({scanned}),
-        slots AS (SELECT DISTINCT symbol, month, idx FROM scanned WHERE on_grid),
+        WITH trusted AS ({trusted}),
+        foreign_rows AS ({foreign}),
+        scanned AS (SELECT * FROM trusted UNION ALL SELECT * FROM foreign_rows),
+        slots AS (
+            SELECT symbol, month, idx FROM trusted WHERE on_grid
+            UNION ALL SELECT DISTINCT symbol, month, idx FROM foreign_rows WHERE on_grid
+        ),
         runs AS (
             SELECT symbol, lo, hi FROM footers
             UNION ALL SELECT symbol, idx, idx FROM slots
@@ -546,6 +560,6 @@ class _GapQuery:
         UNION ALL SELECT symbol, 'present', month, NULL, NULL, hi - lo + 1 FROM footers
         UNION ALL SELECT symbol, 'present', month, NULL, NULL, count(*) FROM slots GROUP BY symbol, month
         UNION ALL SELECT symbol, 'off_grid', NULL, t, t, count(*) FROM scanned WHERE NOT on_grid GROUP BY symbol, t
-        UNION ALL SELECT symbol, 'duplicate', NULL, t, t, count(*) - 1 FROM scanned WHERE on_grid
+        UNION ALL SELECT symbol, 'duplicate', NULL, t, t, count(*) - 1 FROM foreign_rows WHERE on_grid
             GROUP BY symbol, t HAVING count(*) > 1
         """
