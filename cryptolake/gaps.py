@@ -230,6 +230,8 @@ class DataGapDetector:
             bounds = rows.bounds.get(symbol)
             first = self._expected_first(start_ms, listings.get(symbol), bounds)
             last = self.grid.index(end_ms) - 1
+            if bounds is not None and last - bounds[1] > max(1, DAY_MS // self.grid.nominal_ms):
+                last = min(last, self._exchange_last(symbol, last))
             holes = _position_holes(first, last, bounds, rows.holes.get(symbol, []))
             for lo, hi, position in holes:
                 gaps.extend(self._classify(symbol, lo, hi, position, windows, now_ms))
@@ -262,6 +264,17 @@ class DataGapDetector:
             except CryptolakeError:
                 pass  # offline: fall back to our clock
         return self.grid.floor(int(self._clock() * 1000))
+
+    def _exchange_last(self, symbol: str, last: int) -> int:
+        """The grid index of the symbol's latest candle on the exchange, when the lake's data
+        stops more than a day ago: a delisted or halted symbol expects nothing after it."""
+        if self.client is None:
+            return last
+        try:
+            latest = self.client.last_open_time(symbol, self.interval)
+        except CryptolakeError:
+            return last
+        return last if latest is None else self.grid.index(latest)
 
     def _listings(self, symbols: Sequence[str], start_ms: int, bounds: dict[str, tuple[int, int]]) -> dict[str, int]:
         """First candle per symbol: recorded in the lake, else asked of the exchange when the

@@ -312,3 +312,17 @@ def test_the_writer_records_off_grid_rows_in_the_footer_so_such_partitions_are_s
     assert scan.scanned_partitions == 1
     assert [(g.kind, iso(g.start_ms)) for g in scan.gaps] == [
         ("missing", "2024-01-01T02:00:00Z"), ("off_grid", "2024-01-01T02:01:00Z")]
+
+
+def test_a_delisted_symbol_expects_nothing_after_its_last_candle(
+    fake_exchange: FakeExchange, client: BinanceClient, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    collector = CryptoCollector(client, lake=lake)
+    assert collector.collect_backward("2022-05-01", ["LUNA"]).ok
+    online = DataGapDetector(lake, "1h", client=client, start_date="2022-05-01")
+    assert [g for g in online.find_all_gaps("LUNAUSDT") if g.kind == "missing"] == []
+    assert collector.detect_and_fill_gaps(["LUNA"]).remaining.get("missing", 0) == 0
+    # Offline, nobody can tell a delisting from a download we did not make.
+    offline = DataGapDetector(lake, "1h", start_date="2022-05-01", clock=lambda: fake_exchange.now_ms() / 1000)
+    assert [g.position for g in offline.find_all_gaps("LUNAUSDT")] == ["forward"]
