@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,31 @@ from cryptolake.cli import (
     make_collector,
     settings_from,
 )
-from cryptolake.errors import InvalidSymbolName
+from cryptolake.config import Settings
+from cryptolake.errors import InvalidSymbolName, LoaderError
 from cryptolake.scheduler import COLLECTION_TYPES, CollectorScheduler, SchedulerControl
 
 log = logging.getLogger("cryptolake.scheduler")
+
+
+def postgres_sync_hook(settings: Settings) -> Callable[[Any], str] | None:
+    """With a PostgreSQL DSN configured, a hook that syncs the lake after each run."""
+    pg = settings.postgres
+    if not pg.dsn:
+        return None
+
+    def sync_after_run(run: Any) -> str:
+        from cryptolake.loader import sync_postgres
+
+        report = sync_postgres(settings.lake.root, pg.dsn, settings.collection.interval,
+                               schema=pg.schema, table=pg.table, timescale=pg.timescale)
+        if not report.ok:
+            raise LoaderError(f"PostgreSQL sync: {len(report.failures)} partition(s) failed: "
+                              f"{report.failures[0].error}")
+        return (f"postgres: {report.partitions_sent} partition(s), {report.rows_sent} rows sent to "
+                f"{report.table} in {report.seconds:.1f} s")
+
+    return sync_after_run
 
 
 @cli.command("run")
@@ -74,7 +96,8 @@ def run_command(ctx: click.Context, schedule: str | None, since: str | None, top
         except InvalidSymbolName as exc:
             raise _Failure(str(exc), exit_code=2) from None
         scheduler = CollectorScheduler(client, collector, settings.scheduler.schedule,
-                                       settings.collection.start_date, crypto_symbols=pairs)
+                                       settings.collection.start_date, crypto_symbols=pairs,
+                                       after_run=postgres_sync_hook(settings))
         scheduler.start()
         previous = _on_stop_signals(lambda: stop_requested.set())
         try:

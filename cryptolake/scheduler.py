@@ -160,6 +160,8 @@ class CollectorScheduler:
             the wait short. Tests pass a fake clock's sleep.
         poll_interval_s: longest idle wait of the background thread, which is also how often it
             looks for requests from other processes.
+        after_run: called after each run that was not stopped (e.g. a PostgreSQL sync); what it
+            returns is added to the run's notes, and an exception fails the run.
 
     Raises:
         ConfigError: the cron expression is invalid.
@@ -184,6 +186,7 @@ class CollectorScheduler:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
         poll_interval_s: float = 0.5,
+        after_run: Callable[[SchedulerRun], str | None] | None = None,
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError("poll_interval_s must be > 0")
@@ -194,6 +197,7 @@ class CollectorScheduler:
         self.start_date = start_date
         self.crypto_symbols = tuple(crypto_symbols) if crypto_symbols is not None else None
         self.poll_interval_s = poll_interval_s
+        self.after_run = after_run
         self.lake_root = Path(crypto_collector.lake.root)
         self._clock = clock
         self._sleep = sleep
@@ -404,6 +408,16 @@ class CollectorScheduler:
         except Exception as exc:  # noqa: BLE001 - a bug in one run must not kill the schedule
             log.exception("run #%d crashed", run.id)
             errors, interrupted = [f"{type(exc).__name__}: {exc}"], False
+        if self.after_run is not None and not interrupted:
+            try:
+                note = self.after_run(run)
+            except Exception as exc:  # noqa: BLE001 - reported as the run's error
+                if not isinstance(exc, CryptolakeError):
+                    log.exception("run #%d: after-run step failed", run.id)
+                errors.append(f"after run: {_describe_exception(exc)}")
+            else:
+                if note:
+                    run.notes.append(note)
         with self._lock:
             run.finished_at = self._now()
             if interrupted:

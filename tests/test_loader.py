@@ -468,3 +468,36 @@ def test_a_partition_the_database_refuses_is_rolled_back_and_the_others_sync(
         again = pg.sync("1h")  # the same connection, still usable
     assert (again.partitions_sent, again.ok) == (1, True)
     assert_table_matches_lake(server, schema, lake)
+
+
+def test_the_scheduler_syncs_postgres_after_each_run_when_a_dsn_is_configured(
+    server: psycopg.Connection[Any], schema: str, tmp_path: Path, fake_exchange: Any, client: Any
+) -> None:
+    from cryptolake import CollectorScheduler, CryptoCollector
+    from cryptolake.cli_scheduler import postgres_sync_hook
+    from cryptolake.config import load_settings
+
+    root = tmp_path / "lake"
+    environ = {"CRYPTOLAKE_LAKE_ROOT": str(root), "CRYPTOLAKE_POSTGRES_DSN": PG_DSN,
+               "CRYPTOLAKE_POSTGRES_SCHEMA": schema}
+    settings = load_settings(None, environ, dotenv_file=None)
+    assert postgres_sync_hook(load_settings(None, {"CRYPTOLAKE_LAKE_ROOT": str(root)}, dotenv_file=None)) is None
+    collector = CryptoCollector(client, lake=root)
+    scheduler = CollectorScheduler(client, collector, start_date="2025-12-30", crypto_symbols=["BTC"],
+                                   after_run=postgres_sync_hook(settings))
+    run = scheduler.trigger_manual_collection("backward")
+    assert run.ok, run.error
+    assert any(note.startswith("postgres: 1 partition(s), 48 rows sent") for note in run.notes), run.notes
+    assert_frame_equal(table_rows(server, schema), lake_rows(Lake(root)), check_dtypes=False)
+
+    fake_exchange.advance(2 * HOUR_MS)
+    run = scheduler.trigger_manual_collection("forward")
+    assert run.ok and any(note.startswith("postgres: 1 partition(s), 2 rows sent") for note in run.notes), run.notes
+    assert table_rows(server, schema).height == 50
+
+    server.execute(f"DROP SCHEMA {schema} CASCADE")
+    server.execute(f"CREATE SCHEMA {schema}")
+    server.execute(f"CREATE TABLE {schema}.klines (open_time bigint)")  # incompatible: the sync fails
+    fake_exchange.advance(HOUR_MS)
+    run = scheduler.trigger_manual_collection("forward")
+    assert run.result == "failed" and run.error.startswith("after run:"), run.error
