@@ -11,8 +11,8 @@ fresh schema, after a CHECKPOINT, in the same run:
   the server's bulk-load speed alone: the best this machine allows.
 - ``bare COPY incl. reading the lake``: the same, with reading and decoding the Parquet files
   timed too (what any loader must also do).
-- ``first sync``: ``PostgresLoader.sync`` into the empty table: reading, fingerprinting, one
-  transaction per partition, state records.
+- ``first sync``: ``PostgresLoader.sync`` into the empty table: reading, fingerprinting, state
+  records, never-synced partitions loaded in batches (one transaction and one COPY per batch).
 - ``executemany``: psycopg's ``executemany`` of plain ``INSERT``s of a fixed sample of rows
   (``--sample``, default 100,000; the rate is extrapolated to all rows).
 - Then, on the synced table: a re-sync of one changed partition, and a no-op re-sync.

@@ -344,6 +344,118 @@ def test_a_lost_connection_is_one_clear_error_and_the_next_sync_completes(
     assert_table_matches_lake(server, schema, lake)
 
 
+@pytest.mark.parametrize("fault", ["kill", "terminate"])
+def test_a_first_sync_cut_off_mid_batch_rolls_back_the_whole_batch_and_the_next_sync_completes(
+        server: psycopg.Connection[Any], schema: str, lake: Lake, tmp_path: Path, fault: str) -> None:
+    with loader(lake, schema) as pg:
+        pg.sync("1h", ["AAAUSDT"])
+    before = table_rows(server, schema)
+    # An uncommitted row with the key of CCCUSDT 2024-02's first candle: the batch of the four
+    # never-synced partitions (BBB, then CCC) waits on it in the middle of its COPY.
+    holder = psycopg.connect(PG_DSN)
+    holder.execute(f"INSERT INTO {schema}.klines (exchange, interval, symbol, open_time) "
+                   "VALUES ('binance', '1h', 'CCCUSDT', '2024-02-01 00:00+00')")
+    outcome: list[BaseException] = []
+    try:
+        if fault == "kill":
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOLAKE_")}
+            process = subprocess.Popen(
+                [sys.executable, "-m", "cryptolake", "load", "postgres", "--dsn", PG_DSN, "--schema", schema,
+                 "--lake", str(lake.root), "--workers", "1"], cwd=tmp_path, env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                pid = blocked_backend(server, schema)
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+            finally:
+                process.kill()
+        else:
+            with loader(lake, schema, workers=1) as pg:
+                def run() -> None:
+                    try:
+                        pg.sync("1h")
+                    except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                        outcome.append(exc)
+
+                thread = threading.Thread(target=run)
+                thread.start()
+                pid = blocked_backend(server, schema)
+                server.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                thread.join(timeout=20)
+    finally:
+        holder.rollback()
+        holder.close()
+    wait_gone(server, pid)
+    if fault == "terminate":
+        assert len(outcome) == 1 and isinstance(outcome[0], LoaderUnavailable), outcome
+        message = str(outcome[0])
+        assert "4 new partitions in one transaction, BBBUSDT 2024-01 to CCCUSDT 2024-02" in message
+        assert "they were rolled back, 0 of 4 were synced" in message and "\n" not in message
+    # BBBUSDT's rows and CCCUSDT 2024-01's were copied before the wait: all rolled back, records too.
+    assert_frame_equal(table_rows(server, schema), before)
+    assert server.execute(f"SELECT DISTINCT symbol FROM {schema}.{STATE_TABLE}").fetchall() == [("AAAUSDT",)]
+    with loader(lake, schema) as pg:
+        report = pg.sync("1h")
+    assert (report.partitions_sent, report.partitions_skipped, report.ok) == (4, 2, True)
+    assert_table_matches_lake(server, schema, lake)
+
+
+def test_new_partitions_load_in_batches_each_record_with_its_rows(
+        server: psycopg.Connection[Any], schema: str, lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptolake.loader import postgres
+
+    # GAPUSDT has 2024-01 and 2024-03 but not 2024-02: the batch must not clear February.
+    lake.write_klines("1h", "GAPUSDT", pl.concat([candles("GAPUSDT", m) for m in ("2024-01", "2024-03")]))
+    with loader(lake, schema) as pg:
+        pg.sync("1h", ["AAAUSDT"])
+    stray = f"INSERT INTO {schema}.klines (exchange, interval, symbol, open_time, close) VALUES ('binance', '1h', %s, %s, -1)"
+    for symbol, when in (("BBBUSDT", "2024-01-01 00:00+00"), ("BBBUSDT", "2024-02-29 23:00+00"),
+                         ("CCCUSDT", "2024-01-15 10:30+00"), ("GAPUSDT", "2024-02-10 00:00+00")):
+        server.execute(stray, (symbol, when))  # rows without a record (the first two collide with the lake's)
+    monkeypatch.setattr(postgres, "BATCH_PARTITIONS", 4)
+    with loader(lake, schema, workers=1) as pg:
+        report = pg.sync("1h")
+    assert (report.partitions_sent, report.partitions_skipped, report.ok) == (6, 2, True)
+    assert report.rows_sent == lake_rows(lake).filter(pl.col("symbol") != "AAAUSDT").height
+    assert report.rows_deleted == 3  # the February row of GAPUSDT stays: the lake has no such partition
+    kept = table_rows(server, schema).filter(pl.col("close") == -1)
+    assert kept.select("symbol", "open_time").rows() == [("GAPUSDT", to_ms("2024-02-10"))]
+    assert_frame_equal(table_rows(server, schema).filter(pl.col("close") != -1), lake_rows(lake),
+                       check_dtypes=False, check_exact=True)
+    # Each record was written by the transaction that wrote its partition's rows; 6 new
+    # partitions in batches of 4 make 2 transactions. (The sync's final synchronous commit
+    # rewrites the last record, GAPUSDT 2024-03, so its version is newer.)
+    pairs = server.execute(
+        f"SELECT s.symbol, s.month, s.xmin::text, array_agg(DISTINCT k.xmin::text) FROM {schema}.{STATE_TABLE} s "
+        f"JOIN {schema}.klines k ON k.symbol = s.symbol AND to_char(k.open_time AT TIME ZONE 'UTC', 'YYYY-MM') = s.month "
+        "AND k.close <> -1 WHERE s.symbol <> 'AAAUSDT' GROUP BY 1, 2, 3 ORDER BY 1, 2").fetchall()
+    assert len(pairs) == 6 and all(len(rows) == 1 for *_, rows in pairs), pairs
+    assert all(rows == [record] for _, _, record, rows in pairs[:-1]), pairs
+    first, second = pairs[0][3][0], pairs[-1][3][0]
+    assert first != second and [rows[0] for *_, rows in pairs] == [first] * 4 + [second] * 2, pairs
+
+
+def test_a_refused_new_partition_fails_alone_and_its_batch_syncs(
+        server: psycopg.Connection[Any], schema: str, lake: Lake) -> None:
+    with loader(lake, schema) as pg:
+        pg.sync("1h", ["AAAUSDT"])
+        server.execute(f"ALTER TABLE {schema}.klines ADD CONSTRAINT sane CHECK (close < 1000)")
+        lake.write_klines("1h", "BBBUSDT", candles("BBBUSDT", "2024-01", scale=100.0))  # refused
+        report = pg.sync("1h")
+        assert (report.partitions_sent, [(f.symbol, f.month) for f in report.failures]) == (3, [("BBBUSDT", "2024-01")])
+        assert report.rows_sent == lake_rows(lake).filter(
+            (pl.col("symbol") != "AAAUSDT") & ~((pl.col("symbol") == "BBBUSDT") & (pl.col("open_time") < to_ms("2024-02-01")))).height
+        assert "PostgreSQL refused partition BBBUSDT 2024-01" in report.failures[0].error
+        assert "sane" in report.failures[0].error
+        assert server.execute(f"SELECT count(*) FROM {schema}.klines WHERE symbol = 'BBBUSDT' "
+                              "AND open_time < '2024-02-01 00:00+00'").fetchone() == (0,)
+        assert server.execute(f"SELECT count(*) FROM {schema}.{STATE_TABLE}").fetchone() == (5,)
+        server.execute(f"ALTER TABLE {schema}.klines DROP CONSTRAINT sane")
+        again = pg.sync("1h")
+    assert (again.partitions_sent, again.partitions_skipped, again.ok) == (1, 5, True)
+    assert_table_matches_lake(server, schema, lake)
+
+
 def test_server_down_and_wrong_database_are_one_line_without_the_password(lake: Lake) -> None:
     down = "postgresql://postgres:hunter2@127.0.0.1:1/test"
     wrong_db = make_conninfo(PG_DSN, dbname="cryptolake_no_such_db", password="hunter2")

@@ -139,6 +139,7 @@ class Statements:
         ``replace``: exchange, interval, symbol, low, high, then the record (see ``RECORD``).
         ``upsert``: exchange, interval, symbol, low, high, exchange, interval, symbol, then the record.
         ``remove``: exchange, interval, symbol, low, high, then the state key.
+        :meth:`new_batch`: exchange, interval, symbol, low, high per range, then each record.
     """
 
     #: A partition PostgreSQL has no record of: clear its month, write its record (then COPY).
@@ -154,6 +155,12 @@ class Statements:
     remove: str
     #: Touch one record with a synchronous commit (flushes every asynchronous commit before it).
     flush: str
+    #: Pieces of :meth:`new_batch`: one month range's ``DELETE``, and the record ``INSERT``'s
+    #: head, one row of ``VALUES`` and its ``ON CONFLICT`` tail.
+    delete_range: str
+    record_head: str
+    record_row: str
+    record_tail: str
 
     #: The record's values, in order.
     RECORD = (*STATE_KEY, "rows", "first_open_time", "last_open_time", "size_bytes", "sha256")
@@ -163,16 +170,11 @@ class Statements:
         target, state, stage = q.Identifier(schema, table), q.Identifier(schema, STATE_TABLE), q.Identifier(STAGE_TABLE)
         in_month = q.SQL("exchange = %s AND interval = %s AND symbol = %s AND open_time >= %s AND open_time < %s")
         values = KLINE_COLUMNS[1:]
-        record = q.SQL(
-            "INSERT INTO {state} ({columns}, synced_at) VALUES ({values}, now()) "
-            "ON CONFLICT ({key}) DO UPDATE SET {assign}"
-        ).format(
-            state=state,
-            columns=_names(q, cls.RECORD),
-            values=q.SQL(", ").join([q.Placeholder()] * len(cls.RECORD)),
-            key=_names(q, STATE_KEY),
-            assign=_assign(q, [c for c in cls.RECORD if c not in STATE_KEY] + ["synced_at"]),
-        )
+        record_head = q.SQL("INSERT INTO {} ({}, synced_at) VALUES ").format(state, _names(q, cls.RECORD))
+        record_row = q.SQL("({}, now())").format(q.SQL(", ").join([q.Placeholder()] * len(cls.RECORD)))
+        record_tail = q.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
+            _names(q, STATE_KEY), _assign(q, [c for c in cls.RECORD if c not in STATE_KEY] + ["synced_at"]))
+        record = q.Composed([record_head, record_row, record_tail])
         upsert = q.SQL(
             "DELETE FROM {target} AS t WHERE {in_month} AND NOT EXISTS "
             "(SELECT 1 FROM {stage} AS s WHERE s.open_time = t.open_time); "
@@ -196,8 +198,19 @@ class Statements:
                             "DELETE FROM {} WHERE {}").format(target, in_month, state, state_key),
             "flush": q.SQL("BEGIN; SET LOCAL synchronous_commit = on; "
                            "UPDATE {} SET synced_at = synced_at WHERE {}").format(state, state_key),
+            "delete_range": q.SQL("DELETE FROM {} WHERE {}").format(target, in_month),
+            "record_head": record_head,
+            "record_row": record_row,
+            "record_tail": record_tail,
         }
         return cls(**{name: part.as_string(conn) for name, part in parts.items()})
+
+    def new_batch(self, ranges: int, records: int) -> str:
+        """Open the transaction of a batch of never-synced partitions (the COPY follows): one
+        ``DELETE`` per month range, then one ``INSERT`` of all the batch's records."""
+        deletes = "; ".join([self.delete_range] * ranges)
+        rows = ", ".join([self.record_row] * records)
+        return f"BEGIN; {deletes}; {self.record_head}{rows}{self.record_tail}"
 
 
 def _names(q: Any, names: Sequence[str]) -> Any:

@@ -1,4 +1,4 @@
-"""Make a PostgreSQL table match the lake: incrementally, idempotently, one partition at a time.
+"""Make a PostgreSQL table match the lake: incrementally and idempotently.
 
 The lake stays the source of truth. :class:`PostgresLoader` keeps ``<schema>.<table>`` equal to
 the lake's partitions of one interval, and sends only the partitions that changed since the
@@ -10,19 +10,26 @@ SHA-256 of its bytes (plus rows and first/last open time, for people). A partiti
 its fingerprint differs from the recorded one. Content hashes, not modification times, so a lake
 that is copied or restored elsewhere syncs nothing it does not need to, and never misses a change.
 
-**Transactions.** Each partition is one transaction that writes its rows and its state row
-together, so the record never claims rows that are not there:
+**Transactions.** A partition's rows and its state row are always written by the same
+transaction, so the record never claims rows that are not there:
 
-- never synced: ``DELETE`` the month's range (rows without a record, normally none), then
-  ``COPY`` straight into the table;
-- changed: ``COPY`` into a temporary staging table, ``DELETE`` rows the lake no longer has, and
-  one ``INSERT ... ON CONFLICT DO UPDATE`` that rewrites only rows whose values differ;
+- never synced (PostgreSQL has no record of it): up to :data:`BATCH_PARTITIONS` such partitions
+  (or :data:`BATCH_ROWS` rows) share one transaction. One round trip deletes their month ranges
+  (rows without a record, normally none; contiguous months of a symbol in one ``DELETE``) and
+  inserts all their records, then one ``COPY`` sends all their rows straight into the table.
+  PostgreSQL pays per COPY command, so this is what makes a first sync fast. If the server
+  refuses the batch, it is rolled back and its partitions are sent one per transaction, so that
+  only the partition at fault fails;
+- changed: one transaction each: ``COPY`` into a temporary staging table, ``DELETE`` rows the
+  lake no longer has, and one ``INSERT ... ON CONFLICT DO UPDATE`` that rewrites only rows whose
+  values differ;
 - gone from the lake: ``DELETE`` its rows and its record.
 
-``COMMIT`` travels alone, so a loader killed at any instant leaves its partition in flight rolled
-back. Commits are asynchronous (``synchronous_commit = off``): a crash of the server can lose the
-last few partitions, but always together with their records, so the next sync sends them again.
-Before :meth:`PostgresLoader.sync` returns, one synchronous commit flushes all of them.
+``COMMIT`` travels alone, so a loader killed at any instant leaves the partition or batch in
+flight rolled back. Commits are asynchronous (``synchronous_commit = off``): a crash of the
+server can lose the last few transactions, but always rows together with their records, so the
+next sync sends them again. Before :meth:`PostgresLoader.sync` returns, one synchronous commit
+flushes all of them.
 
 The calling thread reads, decodes and encodes partitions (binary COPY, see
 :mod:`cryptolake.loader.pgcopy`) a little ahead of ``workers`` sender threads, one per connection,
@@ -58,6 +65,10 @@ if TYPE_CHECKING:
 
 _LOCK_NAMESPACE = "cryptolake.loader:"
 _APPLICATION_NAME = "cryptolake"
+#: A batch of never-synced partitions (one transaction, one COPY) closes when it holds this many
+#: partitions or this many rows, whichever comes first. Measured in ``bench/README.md``.
+BATCH_PARTITIONS = 64
+BATCH_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -129,20 +140,29 @@ class _Outcome:
 
 @dataclass(frozen=True)
 class _Job:
-    """A partition ready to send: its COPY payload, month range and record values."""
+    """A partition ready to send: its binary COPY tuples (no header or trailer), its month range
+    (exchange, interval, symbol, low, high) and its record values."""
 
     partition: _Partition
     rows: int
-    payload: bytes
+    tuples: bytes
     in_month: tuple[Any, ...]
     record: tuple[Any, ...]
 
 
 class _ConnectionLost(Exception):
-    def __init__(self, partition: _Partition, cause: BaseException) -> None:
+    def __init__(self, jobs: Sequence[_Job], cause: BaseException) -> None:
         super().__init__(str(cause))
-        self.partition = partition
+        self.partitions = [job.partition for job in jobs]
         self.cause = cause
+
+    def in_flight(self) -> tuple[str, str]:
+        """``while syncing ...`` and what was rolled back, for the message."""
+        first, last = self.partitions[0], self.partitions[-1]
+        if len(self.partitions) == 1:
+            return f"{first.symbol} {first.month}", "that partition was"
+        return (f"{len(self.partitions)} new partitions in one transaction, {first.symbol} {first.month} "
+                f"to {last.symbol} {last.month}", "they were")
 
 
 class PostgresLoader:
@@ -297,13 +317,14 @@ class PostgresLoader:
         """Send partitions over up to ``workers`` connections; stop at the first lost connection.
 
         This thread reads, decodes and encodes partitions ahead (CPU); one thread per connection
-        sends them (waiting on PostgreSQL), so the two overlap.
+        sends them (waiting on PostgreSQL), so the two overlap. What goes to a sender is a batch:
+        one changed partition, or up to :data:`BATCH_PARTITIONS` never-synced ones.
         """
         outcome = _Outcome()
         if not todo:
             return outcome
         connections = [conn] + [self._connect() for _ in range(min(self.workers, len(todo)) - 1)]
-        jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=2 * len(connections))
+        batches: queue.Queue[list[_Job] | None] = queue.Queue(maxsize=len(connections))
         stop = threading.Event()
         lock = threading.Lock()
         errors: list[BaseException] = []
@@ -312,50 +333,74 @@ class PostgresLoader:
             with lock:
                 outcome.failures.append(PartitionFailure(partition.symbol, partition.month, str(exc)))
 
+        def done(jobs: list[_Job], deleted: int) -> None:
+            with lock:
+                outcome.partitions_sent += len(jobs)
+                outcome.rows_sent += sum(job.rows for job in jobs)
+                outcome.rows_deleted += deleted
+                outcome.last_key = (jobs[-1].partition.symbol, jobs[-1].partition.month)
+
+        def load(worker: psycopg.Connection[Any], batch: list[_Job]) -> None:
+            if len(batch) > 1:
+                try:
+                    done(batch, self._load_new(worker, sql, batch))
+                    return
+                except LoaderRejected:
+                    pass  # rolled back; one at a time, so that only the refused partition fails
+            for job in batch:
+                try:
+                    done([job], self._load(worker, sql, job))
+                except LoaderRejected as exc:
+                    fail(job.partition, exc)
+
         def send(worker: psycopg.Connection[Any]) -> None:
-            while (job := jobs.get()) is not None:
+            while (batch := batches.get()) is not None:
                 if stop.is_set():
                     continue  # drain, so that the producer never blocks
                 try:
-                    deleted = self._load(worker, sql, job)
-                except LoaderRejected as exc:
-                    fail(job.partition, exc)
+                    load(worker, batch)
                 except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
                     errors.append(exc)
                     stop.set()
-                else:
-                    with lock:
-                        outcome.partitions_sent += 1
-                        outcome.rows_sent += job.rows
-                        outcome.rows_deleted += deleted
-                        outcome.last_key = (job.partition.symbol, job.partition.month)
 
         senders = [threading.Thread(target=send, args=(c,), name=f"cryptolake-pg-{i}", daemon=True)
                    for i, c in enumerate(connections)]
         for thread in senders:
             thread.start()
         try:
+            new: list[_Job] = []
             for partition in todo:
                 if stop.is_set():
                     break
                 try:
-                    jobs.put(self._job(interval, partition))
+                    job = self._job(interval, partition)
                 except LakeError as exc:
                     fail(partition, exc)
+                    continue
+                if partition.synced:
+                    batches.put([job])
+                    continue
+                new.append(job)
+                if len(new) >= BATCH_PARTITIONS or sum(j.rows for j in new) >= BATCH_ROWS:
+                    batches.put(new)
+                    new = []
+            if new and not stop.is_set():
+                batches.put(new)
         finally:
             stop.set() if errors else None
             for _ in senders:
-                jobs.put(None)
+                batches.put(None)
             for thread in senders:
                 thread.join()
             for other in connections[1:]:
                 other.close()
         lost = next((e for e in errors if isinstance(e, _ConnectionLost)), None)
         if lost is not None:
+            what, rolled_back = lost.in_flight()
             raise LoaderUnavailable(
                 f"lost the connection to PostgreSQL at {redact_dsn(self._dsn)} while syncing "
-                f"{lost.partition.symbol} {lost.partition.month} ({_one_line(lost.cause, self._dsn)}); "
-                f"that partition was rolled back, {outcome.partitions_sent} of {len(todo)} were synced; "
+                f"{what} ({_one_line(lost.cause, self._dsn)}); "
+                f"{rolled_back} rolled back, {outcome.partitions_sent} of {len(todo)} were synced; "
                 "run the sync again to finish"
             ) from lost.cause
         if errors:
@@ -365,7 +410,7 @@ class PostgresLoader:
 
     def _job(self, interval: str, partition: _Partition) -> _Job:
         """Read, check and encode one partition (no database work)."""
-        from cryptolake.loader.pgcopy import HEADER, TRAILER, encode_rows
+        from cryptolake.loader.pgcopy import encode_rows
 
         data, table = _read_partition(partition.path)
         first, last = _open_time_range(table)
@@ -378,36 +423,71 @@ class PostgresLoader:
         # A changed partition goes to the staging table (lake columns only); a new one straight
         # into the table, with the key columns in front.
         rows = encode_rows(table) if partition.synced else encode_rows(table, keys)
-        return _Job(partition, table.num_rows, HEADER + rows + TRAILER, (*keys, _utc(low), _utc(high)), record)
+        return _Job(partition, table.num_rows, rows, (*keys, _utc(low), _utc(high)), record)
 
     def _load(self, conn: psycopg.Connection[Any], sql: Statements, job: _Job) -> int:
         """One partition in one transaction; returns the rows deleted."""
+        from cryptolake.loader.pgcopy import HEADER, TRAILER
+
         keys = job.in_month[:3]
+        with self._partition_errors(conn, [job]), conn.cursor() as cur:
+            if job.partition.synced:  # changed: staging, then the upsert
+                self._ensure_stage(conn)
+                cur.execute("BEGIN")
+                with cur.copy(sql.copy_stage) as pipe:
+                    pipe.write(HEADER + job.tuples + TRAILER)
+                cur.execute(sql.upsert, (*job.in_month, *keys, *job.record))
+                deleted = cur.rowcount  # the first result: the DELETE's
+            else:  # never synced: clear the month, COPY straight into the table
+                cur.execute(sql.replace, (*job.in_month, *job.record))
+                cur.nextset()
+                deleted = cur.rowcount
+                with cur.copy(sql.copy_table) as pipe:
+                    pipe.write(HEADER + job.tuples + TRAILER)
+            # COMMIT goes alone: a loader that dies before sending it leaves nothing behind.
+            cur.execute("COMMIT")
+        return deleted
+
+    def _load_new(self, conn: psycopg.Connection[Any], sql: Statements, batch: list[_Job]) -> int:
+        """Never-synced partitions in one transaction; returns the rows deleted.
+
+        One round trip clears their month ranges (contiguous months of a symbol in one
+        ``DELETE``) and inserts all their records; one COPY sends all their rows; COMMIT goes
+        alone. Each record commits with its rows, or neither does.
+        """
+        from cryptolake.loader.pgcopy import HEADER, TRAILER
+
+        ranges = _month_ranges(batch)
+        params = [value for month_range in ranges for value in month_range]
+        params += [value for job in batch for value in job.record]
+        with self._partition_errors(conn, batch), conn.cursor() as cur:
+            cur.execute(sql.new_batch(len(ranges), len(batch)), params)
+            deleted = 0
+            for _ in ranges:
+                cur.nextset()
+                deleted += cur.rowcount
+            with cur.copy(sql.copy_table) as pipe:
+                pipe.write(HEADER)
+                for job in batch:
+                    pipe.write(job.tuples)
+                pipe.write(TRAILER)
+            cur.execute("COMMIT")
+        return deleted
+
+    @contextmanager
+    def _partition_errors(self, conn: psycopg.Connection[Any], jobs: list[_Job]) -> Iterator[None]:
+        """A lost connection becomes _ConnectionLost; any other error rolls back and becomes
+        LoaderRejected (naming the partition, or the batch)."""
         try:
-            with conn.cursor() as cur:
-                if job.partition.synced:  # changed: staging, then the upsert
-                    self._ensure_stage(conn)
-                    cur.execute("BEGIN")
-                    with cur.copy(sql.copy_stage) as pipe:
-                        pipe.write(job.payload)
-                    cur.execute(sql.upsert, (*job.in_month, *keys, *job.record))
-                    deleted = cur.rowcount  # the first result: the DELETE's
-                else:  # never synced: clear the month, COPY straight into the table
-                    cur.execute(sql.replace, (*job.in_month, *job.record))
-                    cur.nextset()
-                    deleted = cur.rowcount
-                    with cur.copy(sql.copy_table) as pipe:
-                        pipe.write(job.payload)
-                # COMMIT goes alone: a loader that dies before sending it leaves nothing behind.
-                cur.execute("COMMIT")
+            yield
         except self._pg.Error as exc:
             if conn.broken or conn.closed:
-                raise _ConnectionLost(job.partition, exc) from exc
+                raise _ConnectionLost(jobs, exc) from exc
             conn.rollback()
-            raise LoaderRejected(
-                f"PostgreSQL refused partition {job.partition.symbol} {job.partition.month}: "
-                f"{_one_line(exc, self._dsn)}") from exc
-        return deleted
+            first = jobs[0].partition
+            what = (f"partition {first.symbol} {first.month}" if len(jobs) == 1 else
+                    f"a batch of {len(jobs)} partitions from {first.symbol} {first.month}")
+            raise LoaderRejected(f"PostgreSQL refused {what}: {_one_line(exc, self._dsn)}") from exc
 
     def _remove(self, conn: psycopg.Connection[Any], sql: Statements, interval: str, symbol: str,
                 month: str) -> int:
@@ -578,6 +658,19 @@ def _changed(path: Path, record: tuple[int, bytes]) -> bool:
         return hashlib.sha256(path.read_bytes()).digest() != digest
     except FileNotFoundError:  # removed since the listing: the next sync sees it gone
         return False
+
+
+def _month_ranges(batch: Sequence[_Job]) -> list[tuple[Any, ...]]:
+    """The batch's month ranges (exchange, interval, symbol, low, high), contiguous months of a
+    symbol merged into one range. A month between two of the batch's is never covered."""
+    ranges: list[tuple[Any, ...]] = []
+    for job in batch:
+        previous = ranges[-1] if ranges else None
+        if previous is not None and previous[:3] == job.in_month[:3] and previous[4] == job.in_month[3]:
+            ranges[-1] = (*previous[:4], job.in_month[4])
+        else:
+            ranges.append(job.in_month)
+    return ranges
 
 
 def _utc_or_none(ms: int | None) -> datetime | None:
