@@ -20,6 +20,7 @@ import click
 from cryptolake._version import __version__
 from cryptolake.config import Settings, load_settings
 from cryptolake.errors import ConfigError, CryptolakeError, InvalidSymbolName
+from cryptolake.timeutils import iso
 
 if TYPE_CHECKING:
     from cryptolake.collector import CryptoCollector
@@ -356,17 +357,12 @@ def _scan(ctx: click.Context, symbols: str | None, since: str | None, interval: 
 
 
 def _pairs(settings: Settings, names: Any) -> list[str]:
-    from cryptolake.lake import validate_symbol
+    from cryptolake.collector import pair_symbols
 
-    quote = settings.collection.quote_asset
-    pairs = []
-    for name in names:
-        upper = name.upper() if name.isascii() else name
-        try:
-            pairs.append(validate_symbol(upper if upper.endswith(quote) and len(upper) > len(quote) else upper + quote))
-        except InvalidSymbolName as exc:
-            raise _Failure(str(exc), exit_code=2) from None
-    return pairs
+    try:
+        return pair_symbols(names, settings.collection.quote_asset)
+    except InvalidSymbolName as exc:
+        raise _Failure(str(exc), exit_code=2) from None
 
 
 def offline_option(func: F) -> F:
@@ -400,8 +396,8 @@ def gaps_command(ctx: click.Context, symbols: str | None, since: str | None, int
     if as_json:
         click.echo(json.dumps([g.to_dict() for g in scan.gaps], indent=2))
         return
-    rows = [[g.symbol, g.kind, g.position, iso_text(g.start_ms), iso_text(g.end_ms), g.count] for g in scan.gaps]
-    print_table(f"{len(scan.gaps)} gaps ({scan.interval}, judged at {iso_text(scan.end_ms)})",
+    rows = [[g.symbol, g.kind, g.position, iso(g.start_ms), iso(g.end_ms), g.count] for g in scan.gaps]
+    print_table(f"{len(scan.gaps)} gaps ({scan.interval}, judged at {iso(scan.end_ms)})",
                 ["symbol", "kind", "position", "first missing", "last missing", "count"], rows)
 
 
@@ -557,12 +553,6 @@ def _cell(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     return value
-
-
-def iso_text(t_ms: int) -> str:
-    from cryptolake.timeutils import iso
-
-    return iso(t_ms)
 
 
 @cli.command("fake-exchange")

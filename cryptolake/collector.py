@@ -175,14 +175,7 @@ class CryptoCollector:
         if crypto_symbols is None:
             top = self.client.get_top_by_market_cap(self.top_n_cryptos)
             return [t.symbol for t in top]
-        quote = self.client.quote_asset
-        pairs = []
-        for name in crypto_symbols:
-            text = name.strip()
-            upper = text.upper() if text.isascii() else text
-            pair = upper if upper.endswith(quote) and len(upper) > len(quote) else upper + quote
-            pairs.append(validate_symbol(pair if text else text))
-        return list(dict.fromkeys(pairs))
+        return pair_symbols(crypto_symbols, self.client.quote_asset)
 
     def stored_symbols(self) -> list[str]:
         """Symbols with candles of this interval in the lake."""
@@ -449,6 +442,21 @@ class CryptoCollector:
                     "last_error": result.error,
                 }
             _write_json_atomic(path, document)
+
+
+def pair_symbols(names: Iterable[str], quote_asset: str) -> list[str]:
+    """Pairs for base assets ("BTC") or pairs ("BTCUSDT"), validated, without repeats.
+
+    Raises:
+        InvalidSymbolName: a name that is not a safe, Binance-like symbol.
+    """
+    pairs = []
+    for name in names:
+        text = name.strip()
+        upper = text.upper() if text.isascii() else text
+        pair = upper if upper.endswith(quote_asset) and len(upper) > len(quote_asset) else upper + quote_asset
+        pairs.append(validate_symbol(pair if text else text))
+    return list(dict.fromkeys(pairs))
 
 
 def _fetchable(gap: Gap) -> bool:

@@ -237,10 +237,9 @@ class Lake:
         added, changed = fresh.num_rows, 0
         if stored is None or stored.num_rows == 0:
             merged = fresh
-        elif _last_open(fresh) < _first_open(stored) or _last_open(stored) < _first_open(fresh):
+        elif (before := _last_open(fresh) < _first_open(stored)) or _last_open(stored) < _first_open(fresh):
             # Disjoint ranges, the usual case (forward appends, backward prepends): no join, and
             # the Arrow columns go straight back to the writer.
-            before = _last_open(fresh) < _first_open(stored)
             merged = pa.concat_tables([fresh, stored] if before else [stored, fresh])
         else:
             outcome = _merge_overlapping(stored, fresh)
