@@ -370,13 +370,19 @@ def offline_option(func: F) -> F:
                         help="Do not ask the exchange (judge forward gaps by this machine's clock).")(func)
 
 
+def scan_options(func: F) -> F:
+    """The options of the commands that judge the lake's completeness (gaps, coverage)."""
+    for option in reversed((
+        click.option("--symbols", default=None, help="Comma-separated base assets or pairs (default: all stored)."),
+        click.option("--since", default=None, help="Expected start YYYY-MM-DD (setting collection.start_date)."),
+        interval_option, lake_option, base_url_option, offline_option,
+    )):  # fmt: skip
+        func = option(func)
+    return func
+
+
 @cli.command("gaps")
-@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (default: all stored).")
-@click.option("--since", default=None, help="Expected start YYYY-MM-DD (setting collection.start_date).")
-@interval_option
-@lake_option
-@base_url_option
-@offline_option
+@scan_options
 @json_option
 @click.pass_context
 def gaps_command(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None,
@@ -447,12 +453,7 @@ def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None
 
 
 @cli.command("coverage")
-@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (default: all stored).")
-@click.option("--since", default=None, help="Expected start YYYY-MM-DD (setting collection.start_date).")
-@interval_option
-@lake_option
-@base_url_option
-@offline_option
+@scan_options
 @click.option("--png", "png", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw the coverage as a heatmap PNG (needs matplotlib).")
 @json_option
