@@ -19,7 +19,9 @@ import click
 
 from cryptolake._version import __version__
 from cryptolake.config import Settings, load_settings
-from cryptolake.errors import ConfigError, CryptolakeError, InvalidSymbolName
+from cryptolake.cli_errors import UsageProblem, describe, one_line, redacted_traceback
+from cryptolake.errors import InvalidSymbolName
+from cryptolake.redact import RedactingFilter, register_secret
 from cryptolake.timeutils import iso
 
 if TYPE_CHECKING:
@@ -27,27 +29,24 @@ if TYPE_CHECKING:
     from cryptolake.sources.binance import BinanceClient
 
 F = Callable[..., Any]
+#: Rows `cryptolake sql` prints as a table unless --limit says otherwise.
+SQL_TABLE_ROWS = 1000
 
 
 class CryptolakeGroup(click.Group):
-    """Translates cryptolake errors into one-line messages and exit codes."""
+    """The CLI's error boundary: any exception becomes one redacted line and an exit code
+    (:mod:`cryptolake.cli_errors`); ``--debug`` adds the traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.Abort, click.ClickException):
+        except (click.exceptions.Exit, click.Abort, click.ClickException, SystemExit):
             raise
-        except ConfigError as exc:
+        except BaseException as exc:  # noqa: BLE001 - this is the boundary
+            message, code = describe(exc)
             if ctx.obj and ctx.obj.get("debug"):
-                raise
-            raise _Failure(f"configuration error: {exc}", exit_code=2) from None
-        except CryptolakeError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            raise _Failure(str(exc), exit_code=1) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+                click.echo(redacted_traceback(exc), err=True, nl=False)
+            raise _Failure(message, exit_code=code) from None
 
 
 class _Failure(click.ClickException):
@@ -56,7 +55,7 @@ class _Failure(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"error: {one_line(self.format_message())}", err=True)
 
 
 @click.group(cls=CryptolakeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,6 +78,8 @@ def cli(ctx: click.Context, config_file: str | None, debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
@@ -112,7 +113,18 @@ def settings_from(ctx: click.Context, **flags: Any) -> Settings:
         for name, value in flags.items()
         if value is not None
     }
-    return load_settings(ctx.obj.get("config_file"), os.environ, overrides=overrides)
+    return resolve_settings(ctx, overrides)
+
+
+def resolve_settings(ctx: click.Context, overrides: dict[str, tuple[Any, str]]) -> Settings:
+    """Load the settings once per command: register their secrets for redaction and print each
+    warning (an unknown ``CRYPTOLAKE_`` variable) on stderr."""
+    settings = load_settings(ctx.obj.get("config_file"), os.environ, overrides=overrides)
+    for secret in settings.secrets():
+        register_secret(secret)
+    for warning in settings.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return settings
 
 
 def make_client(settings: Settings, ban_file: Path | None = None) -> BinanceClient:
@@ -136,16 +148,42 @@ def make_client(settings: Settings, ban_file: Path | None = None) -> BinanceClie
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """A table on stdout (rich on a terminal, aligned plain text otherwise)."""
-    from rich.console import Console
-    from rich.table import Table
+    """A table on stdout: rich on a terminal, plain aligned text (nothing cut) otherwise."""
+    from cryptolake.cli_output import plain_table, rich_table
 
-    table = Table(title=title, show_edge=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    if sys.stdout.isatty():
+        click.echo(rich_table(title, columns, cells), nl=False)
+    else:
+        click.echo((f"{title}\n" if title else "") + plain_table(columns, cells), nl=False)
+
+
+def existing_lake(settings: Settings) -> Path:
+    """The lake root, which must already be a lake (a folder with ``klines/`` or ``_meta/``):
+    commands that only read or repair never create one from a mistyped path.
+
+    Raises:
+        UsageProblem: the path is a file, missing, or a folder that holds no lake.
+    """
+    from cryptolake.lake import is_lake
+
+    root = settings.lake.root
+    where = f"{root} (from {settings.sources['lake.root']})"
+    check_lake_path(settings)
+    if not is_lake(root):
+        missing = "does not exist" if not root.exists() else "holds no lake (no klines/ or _meta/ folder)"
+        raise UsageProblem(f"lake {where} {missing}; check --lake / lake.root, or collect into it first "
+                           f"with `cryptolake collect --lake {root}`")
+    return root
+
+
+def check_lake_path(settings: Settings) -> Path:
+    """The lake root, refused when it names a file (a lake is a folder)."""
+    root = settings.lake.root
+    if root.exists() and not root.is_dir():
+        raise UsageProblem(f"lake {root} (from {settings.sources['lake.root']}) is a file, not a folder; "
+                           "point --lake / lake.root at a folder")
+    return root
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -249,46 +287,57 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
         cryptolake collect --symbols BTC,ETH --since 2024-01-01
     """
     from cryptolake.cli_progress import CollectProgress
+    from cryptolake.cli_signals import StopSignals
 
     if backward_only and forward_only:
-        raise _Failure("--backward-only and --forward-only exclude each other", exit_code=2)
+        raise UsageProblem("--backward-only and --forward-only exclude each other")
     if symbols is not None and top is not None:
-        raise _Failure("give --symbols or --top, not both", exit_code=2)
+        raise UsageProblem("give --symbols or --top, not both")
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
                              top=top, symbols=symbols)
+    check_lake_path(settings)
+    start = checked_since(settings)
     if symbols is not None and not settings.collection.symbols:
         # An explicit but empty --symbols must not silently become "the top N".
-        raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT "
-                       "(or --top N)", exit_code=2)
+        raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)")
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)  # the progress display reports failures
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
-        try:
-            pairs = collector.resolve_symbols(wanted)
-        except InvalidSymbolName as exc:
-            raise _Failure(str(exc), exit_code=2) from None
+        pairs = collector.resolve_symbols(_pairs(settings, wanted) if wanted is not None else None)
         reports = []
-        if not forward_only:
-            reports.append(collector.collect_backward(settings.collection.start_date, pairs))
-        if not backward_only:
-            reports.append(collector.collect_forward(pairs))
+        with StopSignals(collector.request_stop, announce=progress.announce) as signals:
+            if not forward_only:
+                reports.append(collector.collect_backward(start, pairs))
+            if not backward_only and not signals.stopping:
+                reports.append(collector.collect_forward(pairs))
     failed = {s: e for r in reports for s, e in r.failed.items()}
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
     else:
-        _print_collect_summary(settings, reports, pairs)
+        _print_collect_summary(settings, reports, pairs, signals.signum)
+    if signals.exit_code is not None:
+        sys.exit(signals.exit_code)
     if failed:
         sys.exit(1)
 
 
-def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[str]) -> None:
+def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[str], signum: int | None) -> None:
     added = sum(r.total_rows_added for r in reports)
     failed = {s: e for r in reports for s, e in r.failed.items()}
     click.echo(f"collected {added} new {settings.collection.interval} candles for "
                f"{len(pairs) - len(failed)}/{len(pairs)} symbols into {settings.lake.root}")
+    if signum is not None:
+        click.echo(_stopped_line(signum), err=True)
     for symbol, error in failed.items():
         click.echo(f"failed: {symbol}: {error}", err=True)
+
+
+def _stopped_line(signum: int) -> str:
+    import signal
+
+    return (f"stopped by {signal.Signals(signum).name} before the end: the run is recorded and the next "
+            "one resumes where this one stopped")
 
 
 @cli.command("status")
@@ -308,6 +357,7 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
     from cryptolake.cli_scheduler import scheduler_line, scheduler_summary
 
     settings = settings_from(ctx, lake=lake, interval=interval)
+    existing_lake(settings)
     with make_client(settings) as client:
         status = make_collector(settings, client).get_collection_status()
     status.update(scheduler_summary(settings.lake.root))
@@ -335,25 +385,59 @@ def _detector(settings: Settings, client: BinanceClient | None) -> Any:
 
 def _scan(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None, lake: str | None,
           base_url: str | None, offline: bool) -> tuple[Settings, Any]:
-    """Detect gaps as the gaps/coverage commands do, and store the report for the DuckDB views."""
+    """Detect gaps as the gaps/coverage commands do, and store the report for the DuckDB views
+    (unless the lake is read-only: then the report is only printed)."""
     from contextlib import nullcontext
 
     from cryptolake.gaps import save_report
-    from cryptolake.query import write_database
+    from cryptolake.query import refresh_database
 
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols)
+    root = existing_lake(settings)
+    start = checked_since(settings) if since is not None else None
     with nullcontext(None) if offline else make_client(settings) as client:
         detector = _detector(settings, client)
-        wanted = None
-        if symbols is not None:
-            if not settings.collection.symbols:
-                raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT",
-                               exit_code=2)
-            wanted = _pairs(settings, settings.collection.symbols)
-        scan = detector.scan(wanted, settings.collection.start_date)
-    save_report(detector.lake, scan)
-    write_database(detector.lake)
+        wanted = known_pairs(settings, symbols, detector.known_symbols())
+        scan = detector.scan(wanted, start)
+    try:
+        save_report(detector.lake, scan)
+    except OSError as exc:
+        logging.getLogger("cryptolake.gaps").debug("report not saved (read-only lake?): %s", exc)
+    else:
+        refresh_database(root)
     return settings, scan
+
+
+def known_pairs(settings: Settings, symbols: str | None, known: list[str]) -> list[str] | None:
+    """The pairs ``--symbols`` names (None without it), each of which the lake must hold.
+
+    Raises:
+        UsageProblem: an empty or malformed list, or a symbol the lake has no record of.
+    """
+    if symbols is None:
+        return None
+    if not settings.collection.symbols:
+        raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT")
+    wanted = _pairs(settings, settings.collection.symbols)
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        held = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "") or "nothing"
+        raise UsageProblem(f"the lake {settings.lake.root} holds no {settings.collection.interval} candles of "
+                           f"{', '.join(unknown)} (it holds {held}); collect them first, or check --symbols "
+                           "and --interval")
+    return wanted
+
+
+def checked_since(settings: Settings) -> Any:
+    """The start date, refused when it lies in the future (nothing could be collected)."""
+    from datetime import date, datetime, timezone
+
+    start: date = settings.collection.start_date
+    today = datetime.now(timezone.utc).date()
+    if start > today:
+        raise UsageProblem(f"start date {start} (from {settings.sources['collection.start_date']}) is in the "
+                           f"future (today is {today} UTC): no candle before it can be collected")
+    return start
 
 
 def _pairs(settings: Settings, names: Any) -> list[str]:
@@ -362,7 +446,7 @@ def _pairs(settings: Settings, names: Any) -> list[str]:
     try:
         return pair_symbols(names, settings.collection.quote_asset)
     except InvalidSymbolName as exc:
-        raise _Failure(str(exc), exit_code=2) from None
+        raise UsageProblem(str(exc)) from None
 
 
 def offline_option(func: F) -> F:
@@ -429,25 +513,31 @@ def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None
         cryptolake fill-gaps --symbols BTC
     """
     from cryptolake.cli_progress import CollectProgress
-    from cryptolake.query import write_database
+    from cryptolake.cli_signals import StopSignals
+    from cryptolake.query import refresh_database
 
-    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, symbols=symbols)
-    wanted = _pairs(settings, settings.collection.symbols) if symbols is not None else None
-    if symbols is not None and not wanted:
-        raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT", exit_code=2)
+    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, symbols=symbols, since=since)
+    existing_lake(settings)
+    start = checked_since(settings) if since is not None else None
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
-        report = collector.detect_and_fill_gaps(wanted, since)
-    write_database(settings.lake.root)
+        wanted = known_pairs(settings, symbols, collector.known_symbols())
+        with StopSignals(collector.request_stop, announce=progress.announce) as signals:
+            report = collector.detect_and_fill_gaps(wanted, start)
+    refresh_database(settings.lake.root)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         remaining = ", ".join(f"{k} {v}" for k, v in sorted((report.remaining or {}).items())) or "none"
         click.echo(f"filled {report.total_rows_added} {settings.collection.interval} candles for "
                    f"{len(report.results)} symbols; remaining: {remaining}")
+        if signals.signum is not None:
+            click.echo(_stopped_line(signals.signum), err=True)
         for symbol, error in report.failed.items():
             click.echo(f"failed: {symbol}: {error}", err=True)
+    if signals.exit_code is not None:
+        sys.exit(signals.exit_code)
     if report.failed:
         sys.exit(1)
 
@@ -499,61 +589,49 @@ def _percent(value: float | None) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
               show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file instead of stdout (required for parquet).")
+              help="Write to this file instead of stdout (required for parquet); never inside the lake.")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help=f"At most this many rows (0: all). Default: {SQL_TABLE_ROWS} for a table, all otherwise.")
 @lake_option
 @click.pass_context
-def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, lake: str | None) -> None:
+def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, limit: int | None,
+                lake: str | None) -> None:
     """Run one SQL query over the lake's DuckDB views: klines, gaps, coverage, exchange_windows.
 
-    Times are UTC. Only queries run: the lake is never changed.
+    Times are UTC. The query runs in a DuckDB connection that cannot touch any file: the lake
+    (and everything else on disk) is never changed. JSON output is strict JSON (NaN and
+    infinities as null).
 
     Example:
 
         cryptolake sql "SELECT symbol, count(*) FROM klines GROUP BY symbol"
     """
-    from cryptolake.query import QueryError, run_sql, write_database
+    from cryptolake.cli_output import check_output_path, render_sql, write_output
+    from cryptolake.query import QueryError, refresh_database, run_sql
 
     settings = settings_from(ctx, lake=lake)
+    root = existing_lake(settings)
     if fmt == "parquet" and output is None:
-        raise _Failure("--format parquet needs --output FILE", exit_code=2)
+        raise UsageProblem("--format parquet needs --output FILE")
+    if output is not None:
+        check_output_path(output, root)
+    rows = limit if limit else (None if limit == 0 or fmt != "table" else SQL_TABLE_ROWS)
+    shape = {"table": "text", "csv": "csv", "json": "json", "parquet": "parquet"}[fmt]
     try:
-        frame = run_sql(settings.lake.root, query)
+        result = run_sql(root, query, output=shape, limit=rows)  # type: ignore[arg-type]
     except QueryError as exc:
-        raise _Failure(f"SQL error: {exc}", exit_code=2) from None
-    write_database(settings.lake.root)
-    if fmt == "parquet":
-        frame.write_parquet(output, compression="zstd")  # type: ignore[arg-type]
-        return
-    if fmt == "table" and output is None:
-        print_table("", frame.columns, [[_cell(v) for v in row] for row in frame.iter_rows()])
-        return
-    text = _render(frame, fmt)
+        raise UsageProblem(f"SQL error: {exc}") from None
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    refresh_database(root)
+    data = render_sql(result, fmt, to_terminal=output is None and sys.stdout.isatty())
     if output is None:
-        click.echo(text, nl=False)
+        click.echo(data, nl=False)  # type: ignore[arg-type]
     else:
-        output.write_text(text, encoding="utf-8")
-
-
-def _render(frame: Any, fmt: str) -> str:
-    import polars as pl
-
-    printable = frame.with_columns(
-        pl.col(c).dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
-        for c, t in frame.schema.items() if isinstance(t, pl.Datetime) and t.time_zone is not None
-    )  # fmt: skip
-    if fmt == "json":
-        return json.dumps(printable.to_dicts(), indent=2, default=str) + "\n"
-    if fmt == "csv":
-        return printable.write_csv()
-    return str(printable) + "\n"
-
-
-def _cell(value: Any) -> Any:
-    from datetime import datetime
-
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    return value
+        write_output(output, data)
+    if result.truncated:
+        click.echo(f"note: showing the first {rows:,} rows; more were left out (--limit N for more, "
+                   "--limit 0 for all, or --format csv|json)", err=True)
 
 
 @cli.command("fake-exchange")
@@ -644,15 +722,15 @@ def load_postgres_command(ctx: click.Context, dsn: str | None, schema: str | Non
              "postgres.timescale": timescale, "lake.root": lake, "collection.interval": interval,
              "collection.symbols": symbols}  # fmt: skip
     overrides = {key: (value, f"--{key.split('.')[1].replace('_', '-')}") for key, value in flags.items()}
-    settings = load_settings(ctx.obj.get("config_file"), os.environ, overrides=overrides)
+    settings = resolve_settings(ctx, overrides)
     pg = settings.postgres
     if not pg.dsn:
-        raise _Failure("no PostgreSQL DSN: pass --dsn or set CRYPTOLAKE_POSTGRES_DSN", exit_code=2)
+        raise UsageProblem("no PostgreSQL DSN: pass --dsn or set CRYPTOLAKE_POSTGRES_DSN")
+    existing_lake(settings)
     wanted = None
     if symbols is not None:
         if not settings.collection.symbols:
-            raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT",
-                           exit_code=2)
+            raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT")
         wanted = _pairs(settings, settings.collection.symbols)
     with PostgresLoader(settings.lake.root, pg.dsn, schema=pg.schema, table=pg.table, timescale=pg.timescale,
                         workers=workers) as loader:

@@ -46,6 +46,13 @@ class CollectProgress:
         if self._progress is not None:
             self._progress.stop()
 
+    def announce(self, text: str) -> None:
+        """A line for the user (a stop request, say), above the live display if there is one."""
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            click.echo(text, err=True)
+
     def update(self, event: ProgressEvent) -> None:
         with self._lock:
             if self._progress is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +17,12 @@ from typing import Any
 import click
 
 from cryptolake.cli import (
-    _Failure,
+    _pairs,
     base_url_option,
+    check_lake_path,
+    checked_since,
     cli,
+    existing_lake,
     interval_option,
     json_option,
     lake_option,
@@ -28,8 +30,10 @@ from cryptolake.cli import (
     make_collector,
     settings_from,
 )
+from cryptolake.cli_errors import UsageProblem
+from cryptolake.cli_signals import StopSignals
 from cryptolake.config import Settings
-from cryptolake.errors import InvalidSymbolName, LoaderError
+from cryptolake.errors import LoaderError
 from cryptolake.scheduler import COLLECTION_TYPES, CollectorScheduler, SchedulerControl
 
 log = logging.getLogger("cryptolake.scheduler")
@@ -73,7 +77,8 @@ def run_command(ctx: click.Context, schedule: str | None, since: str | None, top
 
     Each run goes forward (new candles), fills gaps, then goes backward if --since lies before
     what is stored. Every run and its result is logged on stderr. SIGTERM or Ctrl-C lets the
-    partition write in progress finish, then exits 0. One scheduler per lake; watch it with
+    partition write in progress finish, records the run, then exits 143 (SIGTERM) or 130
+    (Ctrl-C); a second signal aborts at once. One scheduler per lake; watch it with
     `cryptolake status` and steer it with `cryptolake scheduler trigger|pause|resume`.
 
     Example:
@@ -81,47 +86,33 @@ def run_command(ctx: click.Context, schedule: str | None, since: str | None, top
         cryptolake run --schedule "0 */6 * * *" --top 20 --since 2024-01-01
     """
     if symbols is not None and top is not None:
-        raise _Failure("give --symbols or --top, not both", exit_code=2)
+        raise UsageProblem("give --symbols or --top, not both")
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
                              top=top, symbols=symbols, schedule=schedule)
+    check_lake_path(settings)
+    start = checked_since(settings)
     if symbols is not None and not settings.collection.symbols:
-        raise _Failure(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT "
-                       "(or --top N)", exit_code=2)
+        raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)")
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
     stop_requested = threading.Event()
     with make_client(settings) as client:
         collector = make_collector(settings, client)
-        try:
-            pairs = collector.resolve_symbols(wanted) if wanted is not None else None
-        except InvalidSymbolName as exc:
-            raise _Failure(str(exc), exit_code=2) from None
-        scheduler = CollectorScheduler(client, collector, settings.scheduler.schedule,
-                                       settings.collection.start_date, crypto_symbols=pairs,
-                                       after_run=postgres_sync_hook(settings))
+        pairs = collector.resolve_symbols(_pairs(settings, wanted)) if wanted is not None else None
+        scheduler = CollectorScheduler(client, collector, settings.scheduler.schedule, start,
+                                       crypto_symbols=pairs, after_run=postgres_sync_hook(settings))
         scheduler.start()
-        previous = _on_stop_signals(lambda: stop_requested.set())
+        signals = StopSignals(stop_requested.set, announce=log.info)
         try:
-            if run_now:
-                scheduler.trigger_manual_collection("full", wait=False)
-            while not stop_requested.wait(0.5):
-                pass
-            log.info("stopping: the partition write in progress finishes first (Ctrl-C again to abort)")
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            with signals:
+                if run_now:
+                    scheduler.trigger_manual_collection("full", wait=False)
+                while not stop_requested.wait(0.5):
+                    pass
+                scheduler.stop()
         finally:
             scheduler.stop()
-            _restore_signals(previous)
-
-
-def _on_stop_signals(handler: Any) -> dict[int, Any]:
-    """Route SIGTERM and SIGINT to ``handler``; returns the handlers to restore."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}  # signals reach only the main thread: an embedding caller handles them
-    return {signum: signal.signal(signum, lambda *_: handler()) for signum in (signal.SIGTERM, signal.SIGINT)}
-
-
-def _restore_signals(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
+    if signals.exit_code is not None:
+        raise SystemExit(signals.exit_code)
 
 
 @cli.group("scheduler")
@@ -151,7 +142,10 @@ def trigger_command(ctx: click.Context, collection_type: str, symbols: str | Non
         cryptolake scheduler trigger --type gaps --wait
     """
     settings = settings_from(ctx, lake=lake, symbols=symbols)
-    wanted = list(settings.collection.symbols) if symbols is not None else None
+    existing_lake(settings)
+    if symbols is not None and not settings.collection.symbols:
+        raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT")
+    wanted = _pairs(settings, settings.collection.symbols) if symbols is not None else None
     control = SchedulerControl(settings.lake.root)
     ack = control.request("trigger", collection_type=collection_type, crypto_symbols=wanted)
     skipped = str(ack.get("outcome", "")).startswith(("skipped", "rejected"))
@@ -194,6 +188,7 @@ def resume_command(ctx: click.Context, lake: str | None) -> None:
 
 def _request(ctx: click.Context, lake: str | None, action: str) -> None:
     settings = settings_from(ctx, lake=lake)
+    existing_lake(settings)
     ack = SchedulerControl(settings.lake.root).request(action)
     click.echo(f"scheduler on {settings.lake.root}: {ack.get('outcome')}")
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptolake.atomic import write_bytes_atomic
-from cryptolake.errors import CryptolakeError, IPBanned
+from cryptolake.errors import CryptolakeError, InvalidSymbol, IPBanned, Transient
 from cryptolake.gaps import DataGapDetector, Gap, GapScan, missing_runs, save_report
 from cryptolake.lake import Lake, meta_dir, split_by_month, validate_symbol
 from cryptolake.lake.meta import LakeMeta, Window
@@ -51,6 +53,10 @@ class SymbolResult:
     last_open_time: datetime | None = None
     error: str | None = None
     note: str | None = None
+    #: The collection was asked to stop (Ctrl-C, SIGTERM) before this symbol was done.
+    stopped: bool = False
+    #: The exchange does not know the symbol (it is not recorded in the lake's state).
+    unknown_symbol: bool = False
 
     @property
     def ok(self) -> bool:
@@ -81,6 +87,11 @@ class CollectionReport:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+    @property
+    def stopped(self) -> bool:
+        """Some symbol was cut short by a stop request (the partition in progress was written)."""
+        return any(r.stopped for r in self.results.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +141,9 @@ class CryptoCollector:
         clock: epoch seconds now, used to stamp runs in the collection state.
         exchange_gap_recheck_days: gap filling fetches a confirmed exchange gap again once its
             last check is this many days old; 0 never re-checks.
+        window_attempts: how many times one batch window is fetched in a run before its symbol
+            fails; between attempts the window waits at the back of the queue, with backoff
+            (each attempt is itself one client call with the client's own retries).
     """
 
     def __init__(
@@ -145,9 +159,10 @@ class CryptoCollector:
         on_lock_wait: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
         exchange_gap_recheck_days: float = 30,
+        window_attempts: int = 5,
     ) -> None:
-        if top_n_cryptos < 1 or batch_size_hours < 1:
-            raise ValueError("top_n_cryptos and batch_size_hours must be at least 1")
+        if top_n_cryptos < 1 or batch_size_hours < 1 or window_attempts < 1:
+            raise ValueError("top_n_cryptos, batch_size_hours and window_attempts must be at least 1")
         self.client = binance_client
         self.top_n_cryptos = top_n_cryptos
         self.batch_size_hours = batch_size_hours
@@ -160,7 +175,9 @@ class CryptoCollector:
         self._clock = clock
         self.exchange_gap_recheck_days = exchange_gap_recheck_days
         self.meta = LakeMeta(self.lake.root)
+        self.window_attempts = window_attempts
         self._stop = threading.Event()
+        self._banned: str | None = None
         self._state_lock = threading.Lock()
         self._gap_plan: dict[str, list[Gap]] = {}
 
@@ -180,6 +197,10 @@ class CryptoCollector:
     def stored_symbols(self) -> list[str]:
         """Symbols with candles of this interval in the lake."""
         return self.lake.symbols(self.interval)
+
+    def known_symbols(self) -> list[str]:
+        """Symbols the lake holds for this interval: stored candles or a recorded start."""
+        return self.detector().known_symbols()
 
     # -- collection --------------------------------------------------------------------------
 
@@ -204,13 +225,15 @@ class CryptoCollector:
         crypto_symbols: Sequence[str] | None = None,
         start_date: date | datetime | str | int | None = None,
     ) -> CollectionReport:
-        """Find the gaps of the stored symbols (or ``crypto_symbols``) and fetch exactly those
-        windows: missing and failed ones, and confirmed exchange gaps due for a re-check.
+        """Find the gaps of the lake's symbols (or ``crypto_symbols``) and fetch exactly those
+        windows: missing and failed ones, and confirmed exchange gaps due for a re-check; the
+        same gaps :class:`DataGapDetector` reports, backward ones included.
 
-        With ``start_date``, the slots from it (or the listing) up to the first stored candle
-        count as gaps too. ``report.remaining`` gives the candles still missing, by kind.
+        Each symbol's expected range starts at the start its collection recorded, or at
+        ``start_date`` when given (which is then recorded), or at its first stored candle,
+        whichever is earliest. ``report.remaining`` gives the candles still missing, by kind.
         """
-        symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.stored_symbols()
+        symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.known_symbols()
         start_ms = to_ms(start_date) if start_date is not None else None
         report = self._run("gaps", symbols, start_ms)
         after = self.detector().scan(symbols, start_ms)
@@ -233,12 +256,14 @@ class CryptoCollector:
         return remaining
 
     def request_stop(self) -> None:
-        """Finish the batch being written, then stop (safe from a signal handler)."""
+        """Finish the partition being written, record the run, then stop (safe from a signal
+        handler). A collection that starts afterwards runs normally."""
         self._stop.set()
 
     def _run(self, direction: Direction, symbols: list[str], start_ms: int | None) -> CollectionReport:
         report = CollectionReport(direction, self.interval, started_at=from_ms(int(self._clock() * 1000)))
         self._stop.clear()
+        self._banned = None
         if not symbols:
             report.finished_at = report.started_at
             return report
@@ -262,14 +287,17 @@ class CryptoCollector:
             batches = self._plan(direction, symbol, start_ms, end_ms, result)
             result.expected_rows = sum(self.grid.count(lo, hi) for lo, hi in batches)
             self._emit(ProgressEvent("planned", symbol, direction, expected_rows=result.expected_rows))
-            for lo, hi in batches:
-                if self._stop.is_set():
-                    result.error = "stopped before finishing"
-                    break
-                self._collect_batch(symbol, lo, hi, result)
+            wanted_from = start_ms if direction != "forward" else None
+            if wanted_from is not None and (direction == "gaps" or self.lake.bounds(self.interval, symbol)
+                                            or (not batches and result.note is None)):
+                self._record_start(symbol, wanted_from)
+                wanted_from = None
+            self._collect_batches(symbol, batches, result, wanted_from)
         except IPBanned as exc:
-            self._stop.set()  # a ban stops everything: no symbol may send another request
+            self._banned = str(exc)  # a ban stops everything: no symbol may send another request
             result.error = str(exc)
+        except InvalidSymbol as exc:
+            result.error, result.unknown_symbol = str(exc), True
         except CryptolakeError as exc:
             result.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - one symbol's bug must not stop the others
@@ -278,9 +306,53 @@ class CryptoCollector:
         if result.error:
             log.warning("%s %s: %s", direction, symbol, result.error)
             self._emit(ProgressEvent("failed", symbol, direction, error=result.error))
-        else:
+        elif not result.stopped:
             self._emit(ProgressEvent("done", symbol, direction, expected_rows=result.expected_rows))
         return result
+
+    def _collect_batches(
+        self, symbol: str, batches: list[tuple[int, int]], result: SymbolResult, start_ms: int | None
+    ) -> None:
+        """Fetch and write the batches in order. A batch whose fetch fails for a transient reason
+        (its request retries spent) goes to the back of the queue and is tried again later in this
+        run, after a growing pause; only one that keeps failing (:attr:`window_attempts` times,
+        over a stretch of about ``30 x retry_delay`` seconds) or fails for a reason that will not
+        pass (an unknown symbol, a ban) fails the symbol. ``start_ms``: record it as the symbol's
+        start once a fetch has succeeded (the exchange knows the symbol)."""
+        pending: deque[tuple[int, int, int, float]] = deque((lo, hi, 0, 0.0) for lo, hi in batches)
+        while pending:
+            if self._stop.is_set():
+                result.stopped = True
+                return
+            if self._banned is not None:
+                raise IPBanned(self._banned, banned_until=self.client.banned_until(), retry_after_s=0)
+            lo, hi, failures, ready_at = pending.popleft()
+            wait = ready_at - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                continue  # stopped while waiting: the loop reports it
+            try:
+                self._collect_batch(symbol, lo, hi, result)
+            except CryptolakeError as exc:
+                if not isinstance(exc, Transient) or failures + 1 >= self.window_attempts:
+                    raise
+                delay = self._window_backoff_s(failures)
+                log.info("%s %s: window from %s failed (%s); trying it again in %.1f s",
+                         result.direction, symbol, iso(lo), exc, delay)
+                pending.append((lo, hi, failures + 1, time.monotonic() + delay))
+                continue
+            if start_ms is not None:
+                self._record_start(symbol, start_ms)
+                start_ms = None
+
+    def _window_backoff_s(self, failures: int) -> float:
+        """The pause before a failed window is tried again: 2, 4, 8, 16 ... x the client's first
+        retry delay (capped at a minute), with up to 25% jitter."""
+        base = max(0.0, float(getattr(self.client, "retry_delay", 1.0)))
+        delay = min(60.0, base * 2 ** (failures + 1))
+        return delay * (1 + 0.25 * random.random())
+
+    def _record_start(self, symbol: str, start_ms: int) -> None:
+        self.meta.record_start(self.interval, symbol, self.grid.ceil(start_ms), self._now_ms())
 
     def _plan(
         self, direction: Direction, symbol: str, start_ms: int | None, end_ms: int, result: SymbolResult
@@ -325,6 +397,8 @@ class CryptoCollector:
         last = self.grid.floor(hi - 1)
         try:
             frame = self.client.get_klines(symbol, self.interval, lo, hi)
+        except InvalidSymbol:
+            raise  # nothing to record: the exchange does not know the symbol
         except CryptolakeError as exc:
             # Listed as `failed` until a later fetch of these slots succeeds.
             now = self._now_ms()
@@ -433,13 +507,16 @@ class CryptoCollector:
                 document = {}
             section = document.setdefault(self.interval, {})
             for symbol, result in report.results.items():
-                if result.ok and not result.batches:
+                if result.ok and not result.batches and not result.stopped:
                     continue  # nothing was attempted: keep the last real run's record
+                if result.unknown_symbol and symbol not in section:
+                    continue  # the exchange does not know it: a typo must not stay in the lake
                 section[symbol] = {
                     "last_run_at": _iso_dt(report.finished_at),
                     "last_direction": result.direction,
                     "last_rows_added": result.rows_added,
                     "last_error": result.error,
+                    "last_outcome": "stopped" if result.stopped else ("failed" if result.error else "succeeded"),
                 }
             _write_json_atomic(path, document)
 

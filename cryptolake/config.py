@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from cryptolake.errors import ConfigError
+from cryptolake.redact import redact_dsn
 from cryptolake.schema import INTERVALS
 
 DEFAULT_CONFIG_FILE = "config.toml"
@@ -138,13 +139,37 @@ def _cron(value: Any) -> str:
             raise _Invalid("a 5-field cron expression such as '0 */6 * * *'") from None
     except ValueError:
         raise _Invalid("a 5-field cron expression such as '0 */6 * * *' (minute hour day month weekday)") from None
+    if not cron_can_fire(text):
+        raise _Invalid("a cron expression that fires at least once ('0 0 31 2 *' never does: February has no 31st)")
     return text
+
+
+def cron_can_fire(expression: str) -> bool:
+    """False for a valid cron expression with no fire time at all (the 31st of February).
+
+    Checked over eight years from 2024-01-01, which holds every day of month and weekday
+    combination (and a leap day)."""
+    from datetime import datetime, timezone
+
+    from cryptolake.cron import cron_trigger
+
+    trigger = cron_trigger(expression)
+    fire = trigger.get_next_fire_time(None, datetime(2024, 1, 1, tzinfo=timezone.utc))
+    return fire is not None and fire.year < 2032
 
 
 def _dsn(value: Any) -> str:
     text = _text(value).strip()
-    if text and not (text.startswith(("postgresql://", "postgres://")) or "=" in text):
-        raise _Invalid("a PostgreSQL URL (postgresql://user@host:5432/db) or key=value DSN")
+    form = "a PostgreSQL URL (postgresql://user@host:5432/db) or key=value DSN"
+    if not text:
+        return text
+    if text.startswith(("postgresql://", "postgres://")):
+        try:
+            urlsplit(text).port  # noqa: B018 - parses host and port, raises on '[bad' or 'host:x'
+        except ValueError:
+            raise _Invalid(f"{form}; this URL is malformed (check the brackets around the host and the port)") from None
+    elif "=" not in text:
+        raise _Invalid(form)
     return text
 
 
@@ -287,6 +312,13 @@ class Settings:
     scheduler: SchedulerSettings
     postgres: PostgresSettings
     sources: Mapping[str, str] = field(repr=False, compare=False)
+    #: Things worth telling the user that do not stop the command (an unknown variable).
+    warnings: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value set (API key and secret, the PostgreSQL DSN); never print these."""
+        values = [getattr(getattr(self, spec.section), spec.name) for spec in SPECS if spec.secret]
+        return tuple(str(v) for v in values if v)
 
     def describe(self) -> list[tuple[str, str, str, str]]:
         """``(key, shown value, source, env name)`` per setting, secrets redacted."""
@@ -315,20 +347,6 @@ def display_value(spec: SettingSpec, value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(value)
     return str(value)
-
-
-def redact_dsn(dsn: str) -> str:
-    """A DSN with its password replaced by ``***``."""
-    if not dsn:
-        return ""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        if parts.password is not None:
-            host_port = parts.netloc.rpartition("@")[2]  # as written: parts.port raises on a bad port
-            netloc = f"{parts.username or ''}:***@{host_port}"
-            dsn = urlunsplit(parts._replace(netloc=netloc))
-        return re.sub(r"(password=)[^&]*", r"\1***", dsn)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
 
 
 def load_settings(
@@ -372,7 +390,32 @@ def load_settings(
         section: cls(**{spec.name: values[spec.key] for spec in SPECS if spec.section == section})
         for section, cls in _SECTIONS.items()
     }
-    return Settings(**sections, sources=sources)
+    layers = {**_dotenv(dotenv_file), **dict(environ or {})}
+    return Settings(**sections, sources=sources, warnings=unknown_variables(layers))
+
+
+#: ``CRYPTOLAKE_`` variables that are not settings but are read by something else.
+OTHER_VARIABLES = frozenset({"CRYPTOLAKE_CONFIG", "CRYPTOLAKE_TEST_PG_DSN"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """A warning for each ``CRYPTOLAKE_*`` variable that names no setting, with the closest one.
+
+    Such a variable is a typo (``CRYPTOLAKE_BINANCE_TIMEOUTS``) that would otherwise be ignored
+    without a word, while the same typo in ``config.toml`` is refused.
+    """
+    import difflib
+
+    known = {spec.env for spec in SPECS} | OTHER_VARIABLES
+    out = []
+    for name in sorted(environ):
+        if not name.startswith("CRYPTOLAKE_") or name in known:
+            continue
+        tails = {k.removeprefix("CRYPTOLAKE_"): k for k in known}
+        close = difflib.get_close_matches(name.removeprefix("CRYPTOLAKE_"), sorted(tails), n=1, cutoff=0.6)
+        hint = f"; did you mean {tails[close[0]]}?" if close else "; `cryptolake config` lists the settings"
+        out.append(f"environment variable {name} is not a cryptolake setting and is ignored{hint}")
+    return tuple(out)
 
 
 def _parse(spec: SettingSpec, raw: Any, source: str) -> Any:

@@ -214,21 +214,21 @@ class DataGapDetector:
     ) -> GapScan:
         """Detect gaps and measure each symbol's span, judged at ``end_date`` (exclusive; by
         default the open time of the candle now open on the exchange)."""
-        wanted = list(dict.fromkeys(symbols)) if symbols is not None else self.lake.symbols(self.interval)
-        start_ms = to_ms(start_date) if start_date is not None else self.start_ms
+        wanted = list(dict.fromkeys(symbols)) if symbols is not None else self.known_symbols()
+        starts = self.starts(wanted, start_date)
         end_ms = self.grid.floor(to_ms(end_date)) if end_date is not None else self._end_ms()
         stats = [s for sym in wanted for s in self.lake.partition_stats(self.interval, sym)]
         stats = [s for s in stats if s.rows]
         query = _GapQuery(self.grid, stats)
         rows = query.run()
-        listings = self._listings(wanted, start_ms, rows.bounds) if start_ms is not None else {}
+        listings = self._listings(starts, rows.bounds)
         windows = self.meta.windows(self.interval, wanted)
         now_ms = int(self._clock() * 1000)
         gaps: list[Gap] = []
         spans: dict[str, SymbolSpan] = {}
         for symbol in wanted:
             bounds = rows.bounds.get(symbol)
-            first = self._expected_first(start_ms, listings.get(symbol), bounds)
+            first = self._expected_first(starts.get(symbol), listings.get(symbol), bounds)
             last = self.grid.index(end_ms) - 1
             if bounds is not None and last - bounds[1] > max(1, DAY_MS // self.grid.nominal_ms):
                 last = min(last, self._exchange_last(symbol, last))
@@ -254,6 +254,23 @@ class DataGapDetector:
         """Completeness per symbol and month: expected and present candles and the percentage."""
         return coverage_rows(self.scan(symbols, start_date, end_date))
 
+    def known_symbols(self) -> list[str]:
+        """Symbols the lake holds for this interval: with stored candles, or with a recorded
+        start (a collection that has not stored anything yet), sorted."""
+        return sorted(set(self.lake.symbols(self.interval)) | set(self.meta.starts(self.interval)))
+
+    def starts(
+        self, symbols: Iterable[str], start_date: date | datetime | str | int | None = None
+    ) -> dict[str, int]:
+        """Each symbol's start, the one definition every command shares: ``start_date`` when
+        given (else the detector's), otherwise the start its collection recorded; a symbol with
+        neither has none (its expected range begins at its first stored candle)."""
+        explicit = to_ms(start_date) if start_date is not None else self.start_ms
+        if explicit is not None:
+            return dict.fromkeys(symbols, explicit)
+        recorded = self.meta.starts(self.interval)
+        return {s: recorded[s] for s in symbols if s in recorded}
+
     # -- helpers ---------------------------------------------------------------------------
 
     def _end_ms(self) -> int:
@@ -276,16 +293,15 @@ class DataGapDetector:
             return last
         return last if latest is None else self.grid.index(latest)
 
-    def _listings(self, symbols: Sequence[str], start_ms: int, bounds: dict[str, tuple[int, int]]) -> dict[str, int]:
+    def _listings(self, starts: dict[str, int], bounds: dict[str, tuple[int, int]]) -> dict[str, int]:
         """First candle per symbol: recorded in the lake, else asked of the exchange when the
-        stored data starts after ``start_ms`` (and the client is there)."""
+        stored data starts after the symbol's start (and the client is there)."""
         known = self.meta.listings(self.interval)
-        start_idx = self.grid.index(self.grid.ceil(start_ms))
-        for symbol in symbols:
+        for symbol, start_ms in starts.items():
             if symbol in known or self.client is None:
                 continue
             stored = bounds.get(symbol)
-            if stored is not None and stored[0] <= start_idx:
+            if stored is not None and stored[0] <= self.grid.index(self.grid.ceil(start_ms)):
                 continue
             try:
                 first = self.client.first_open_time(symbol, self.interval)
@@ -298,12 +314,14 @@ class DataGapDetector:
     def _expected_first(
         self, start_ms: int | None, listing_ms: int | None, bounds: tuple[int, int] | None
     ) -> int | None:
+        """From the start or the first stored candle, whichever is earlier; never before the
+        listing (unless something is stored there)."""
         if start_ms is None:
             return bounds[0] if bounds else None
         first = self.grid.index(self.grid.ceil(start_ms))
         if listing_ms is not None:
             first = max(first, self.grid.index(self.grid.ceil(listing_ms)))
-        return first
+        return first if bounds is None else min(first, bounds[0])
 
     def _classify(
         self, symbol: str, lo: int, hi: int, position: Position, windows: list[Window], now_ms: int

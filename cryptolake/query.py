@@ -1,4 +1,4 @@
-"""SQL over the lake for analysts: DuckDB views ``klines``, ``gaps`` and ``coverage``.
+"""SQL over the lake for analysts: DuckDB views ``klines``, ``gaps``, ``coverage``, ``exchange_windows``.
 
 - ``klines``: every stored candle, with the partition keys ``exchange``, ``interval``,
   ``symbol`` and ``month`` as text columns (``interval`` is ``1mo`` for monthly candles).
@@ -7,22 +7,38 @@
   (``cryptolake gaps``, ``fill-gaps``, ``coverage``, and collection runs).
 - ``exchange_windows``: recorded exchange outages and failed fetch windows.
 
-:func:`connect` gives an in-memory DuckDB connection with those views; :func:`write_database`
-stores them in ``<lake>/cryptolake.duckdb`` (absolute paths inside), which the DuckDB CLI, Python
-or a notebook open from any working directory.
+:func:`connect` gives the connection ``cryptolake sql`` runs in. It cannot change anything on
+disk, and that is enforced by DuckDB itself, not by looking at the statement: the connection is
+in memory, ``enable_external_access`` is off (no file, no ``COPY ... TO``, no ``ATTACH``, no
+extension can be reached) and the configuration is locked so no statement can turn it back on.
+The candles reach it as a pyarrow dataset over the partition files, which pyarrow opens for
+reading only; filters on ``symbol``, ``interval`` and ``month`` prune whole partitions.
+
+:func:`write_database` stores the same views in ``<lake>/cryptolake.duckdb`` (absolute paths
+inside), in a storage format DuckDB 1.x readers open too, for the DuckDB CLI, Python and
+notebooks from any working directory.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
+import secrets
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from typing import Any, Literal
 
 import duckdb
-import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from cryptolake.errors import CryptolakeError
-from cryptolake.lake import Lake
-from cryptolake.lake.layout import klines_dir, meta_dir
+from cryptolake.lake import ARROW_SCHEMA, Lake
+from cryptolake.lake.layout import DATA_FILE, klines_dir, meta_dir
 from cryptolake.lake.meta import WINDOWS_FILE
 
 log = logging.getLogger("cryptolake.query")
@@ -30,85 +46,104 @@ log = logging.getLogger("cryptolake.query")
 DATABASE_FILE = "cryptolake.duckdb"
 GAPS_FILE = "gaps.parquet"
 COVERAGE_FILE = "coverage.parquet"
+#: The storage format of ``cryptolake.duckdb``: the oldest DuckDB 1.x reads it (1.0 and later).
+DATABASE_STORAGE_VERSION = "v1.0.0"
+PARTITION_KEYS = ("exchange", "interval", "symbol", "month")
 
-_EMPTY_KLINES = """SELECT NULL::VARCHAR AS exchange, NULL::VARCHAR AS interval, NULL::VARCHAR AS symbol,
-    NULL::VARCHAR AS month, NULL::TIMESTAMPTZ AS open_time, NULL::DOUBLE AS open, NULL::DOUBLE AS high,
-    NULL::DOUBLE AS low, NULL::DOUBLE AS close, NULL::DOUBLE AS volume, NULL::TIMESTAMPTZ AS close_time,
-    NULL::DOUBLE AS quote_volume, NULL::BIGINT AS trades, NULL::DOUBLE AS taker_buy_base_volume,
-    NULL::DOUBLE AS taker_buy_quote_volume WHERE false"""
-_EMPTY_GAPS = """SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS interval, NULL::VARCHAR AS kind,
-    NULL::VARCHAR AS position, NULL::TIMESTAMPTZ AS start_time, NULL::TIMESTAMPTZ AS end_time,
-    NULL::BIGINT AS count, NULL::TIMESTAMPTZ AS judged_at WHERE false"""
-_EMPTY_COVERAGE = """SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS interval, NULL::VARCHAR AS month,
-    NULL::BIGINT AS expected, NULL::BIGINT AS present, NULL::DOUBLE AS completeness_percent,
-    NULL::TIMESTAMPTZ AS judged_at WHERE false"""
-_EMPTY_WINDOWS = """SELECT NULL::VARCHAR AS interval, NULL::VARCHAR AS symbol, NULL::VARCHAR AS kind,
-    NULL::TIMESTAMPTZ AS start_time, NULL::TIMESTAMPTZ AS end_time, NULL::TIMESTAMPTZ AS recorded_at,
-    NULL::TIMESTAMPTZ AS checked_at, NULL::BIGINT AS attempts, NULL::VARCHAR AS error WHERE false"""
+_TIME = pa.timestamp("ms", tz="UTC")
+_META_VIEWS: dict[str, tuple[str, pa.Schema]] = {
+    "gaps": (GAPS_FILE, pa.schema([
+        ("symbol", pa.string()), ("interval", pa.string()), ("kind", pa.string()), ("position", pa.string()),
+        ("start_time", _TIME), ("end_time", _TIME), ("count", pa.int64()), ("judged_at", _TIME),
+    ])),
+    "coverage": (COVERAGE_FILE, pa.schema([
+        ("symbol", pa.string()), ("interval", pa.string()), ("month", pa.string()), ("expected", pa.int64()),
+        ("present", pa.int64()), ("completeness_percent", pa.float64()), ("judged_at", _TIME),
+    ])),
+    "exchange_windows": (WINDOWS_FILE, pa.schema([
+        ("interval", pa.string()), ("symbol", pa.string()), ("kind", pa.string()), ("start_time", _TIME),
+        ("end_time", _TIME), ("recorded_at", _TIME), ("checked_at", _TIME), ("attempts", pa.int64()),
+        ("error", pa.string()),
+    ])),
+}  # fmt: skip
+#: The ``klines`` view's columns: the partition keys, then the candle schema.
+KLINES_SCHEMA = pa.schema([*(pa.field(k, pa.string()) for k in PARTITION_KEYS), *ARROW_SCHEMA])
 
 
 class QueryError(CryptolakeError):
-    """A SQL statement over the lake failed (syntax, unknown column, ...)."""
+    """A SQL statement over the lake failed (syntax, unknown column, a refused write, ...)."""
 
 
-def view_definitions(lake: Lake | str | Path) -> dict[str, str]:
-    """``{view: SELECT ...}`` over the lake's files, with absolute paths."""
-    root = (lake.root if isinstance(lake, Lake) else Path(lake)).resolve()
-    klines = klines_dir(root)
-    meta = meta_dir(root)
-    has_klines = klines.is_dir() and any(klines.rglob("*.parquet"))
-    return {
-        "klines": (
-            f"SELECT * FROM read_parquet({_literal(klines.as_posix() + '/**/*.parquet')}, "
-            "hive_partitioning = true, hive_types_autocast = false)"
-            if has_klines else _EMPTY_KLINES
-        ),
-        "gaps": _file_or(meta / GAPS_FILE, _EMPTY_GAPS),
-        "coverage": _file_or(meta / COVERAGE_FILE, _EMPTY_COVERAGE),
-        "exchange_windows": _file_or(meta / WINDOWS_FILE, _EMPTY_WINDOWS),
-    }  # fmt: skip
+@dataclass
+class SqlResult:
+    """What one statement returned: ``table`` (at most ``limit`` rows when a limit was given),
+    whether more rows were left out, and warnings (an unreadable metadata file)."""
+
+    table: pa.Table
+    truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
+    #: Indexes of columns holding JSON text (nested values, in ``json`` output).
+    json_columns: set[int] = field(default_factory=set)
 
 
-def connect(lake: Lake | str | Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection (time zone UTC) with the lake's views."""
+def partition_files(lake: Lake | str | Path) -> list[Path]:
+    """Every partition file of the lake (any exchange, interval, symbol, month), sorted."""
+    base = klines_dir(lake.root if isinstance(lake, Lake) else lake)
+    return sorted(base.glob(f"exchange=*/interval=*/symbol=*/month=*/{DATA_FILE}"))
+
+
+def klines_dataset(lake: Lake | str | Path) -> ds.Dataset:
+    """The lake's candles as a pyarrow dataset (partition keys as text columns, read-only)."""
+    root = lake.root if isinstance(lake, Lake) else Path(lake)
+    files = [str(p) for p in partition_files(root)]
+    if not files:
+        return ds.dataset(KLINES_SCHEMA.empty_table())
+    partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITION_KEYS]), flavor="hive")
+    return ds.dataset(files, schema=KLINES_SCHEMA, format="parquet", partitioning=partitioning,
+                      partition_base_dir=str(klines_dir(root)))
+
+
+def connect(lake: Lake | str | Path, warnings: list[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection (time zone UTC) with the lake's views that can change
+    nothing on disk (see the module docstring).
+
+    An unreadable metadata file leaves its view empty and adds a line to ``warnings``.
+    """
+    root = lake.root if isinstance(lake, Lake) else Path(lake)
     con = duckdb.connect()
     try:
+        # In this order: the time zone needs ICU, which cannot load once external access is off.
         con.execute("SET TimeZone = 'UTC'")
-        for name, select in view_definitions(lake).items():
-            con.execute(f"CREATE VIEW {name} AS {select}")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        con.register("klines", klines_dataset(root))
+        for view, (name, schema) in _META_VIEWS.items():
+            con.register(view, _meta_table(meta_dir(root) / name, schema, view, warnings))
     except BaseException:
         con.close()
         raise
     return con
 
 
-def write_database(lake: Lake | str | Path) -> Path | None:
-    """(Re)create ``<lake>/cryptolake.duckdb`` with the views; None if another process holds it
-    open (it keeps its views; the next refresh updates them)."""
-    root = lake.root if isinstance(lake, Lake) else Path(lake)
-    path = root / DATABASE_FILE
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(path))
-    except duckdb.Error as exc:  # locked by an analyst's session
-        log.info("not refreshing %s: %s", path, exc)
-        return None
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        for name, select in view_definitions(root).items():
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {select}")
-    finally:
-        con.close()
-    return path
+def run_sql(
+    lake: Lake | str | Path, sql: str, *, output: OutputKind = "arrow", limit: int | None = None
+) -> SqlResult:
+    """Run one query over the lake's views in a connection that cannot write (:func:`connect`).
 
-
-def run_sql(lake: Lake | str | Path, sql: str) -> pl.DataFrame:
-    """Run one read-only statement over the lake's views.
+    Args:
+        lake: The lake or its root.
+        sql: Exactly one statement; a query (``SELECT``, ``WITH``, ``EXPLAIN``).
+        output: What the columns are shaped for. ``arrow``: as DuckDB returns them. ``text``:
+            every column as text (UTC times as ``2024-01-01T00:00:00Z``, nested values as JSON),
+            for tables; ``csv``: the same with UTC times always to the millisecond. ``json``: JSON-ready (:func:`to_json_rows`). ``parquet``: native,
+            except the types Parquet cannot hold (INTERVAL, BIT, ...), as text.
+        limit: Keep at most this many rows (``truncated`` tells whether there were more).
 
     Raises:
-        QueryError: The statement failed, or it would change something (only queries run).
+        QueryError: The statement failed, is not a query, or tried to reach a file.
     """
-    con = connect(lake)
+    warnings: list[str] = []
+    con = connect(lake, warnings)
     try:
         try:
             statements = con.extract_statements(sql)
@@ -119,24 +154,174 @@ def run_sql(lake: Lake | str | Path, sql: str) -> pl.DataFrame:
         if statements[0].type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
             raise QueryError(f"only queries run here (SELECT, WITH, EXPLAIN); got {statements[0].type.name}")
         try:
-            table = con.sql(sql).to_arrow_table()
+            relation = con.sql(sql)
+            names = list(relation.columns)
+            shaped, nested = _shape(relation, output)
+            if limit is not None:
+                shaped = shaped.limit(limit + 1)
+            table = shaped.to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(_one_line(exc)) from None
     finally:
         con.close()
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    truncated = limit is not None and table.num_rows > limit
+    if truncated:
+        table = table.slice(0, limit)
+    table = table.rename_columns(names)
+    result = SqlResult(table, truncated, warnings)
+    result.json_columns = nested
+    return result
 
 
-def _file_or(path: Path, empty: str) -> str:
-    return f"SELECT * FROM read_parquet({_literal(path.as_posix())})" if path.is_file() else empty
+#: What :func:`run_sql` shapes the columns for.
+OutputKind = Literal["arrow", "text", "csv", "json", "parquet"]
+_NUMBERS = frozenset({"boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint",
+                      "uinteger", "ubigint", "float", "double", "decimal", "hugeint", "uhugeint"})
+_NESTED = frozenset({"list", "struct", "map", "array", "union"})
+#: Types Parquet (through pyarrow) cannot store: written as their text.
+_NOT_PARQUET = frozenset({"interval", "bit", "bignum", "varint", "time with time zone", "union"})
+_UTC_MS = "'%Y-%m-%dT%H:%M:%S.%gZ'"
+
+
+def _shape(relation: duckdb.DuckDBPyRelation, output: OutputKind) -> tuple[duckdb.DuckDBPyRelation, set[int]]:
+    """The relation with each column cast for ``output``; and the indexes of JSON-text columns."""
+    if output == "arrow":
+        return relation, set()
+    exprs, nested = [], set()
+    for i, kind in enumerate(t.id for t in relation.types):
+        col = f"#{i + 1}"
+        if output == "parquet":
+            exprs.append(f"CAST({col} AS VARCHAR)" if kind in _NOT_PARQUET else col)
+        elif kind == "timestamp with time zone":
+            exprs.append(_utc_text(col) if output == "text" else f"strftime({col}, {_UTC_MS})")
+        elif kind in _NESTED:
+            exprs.append(f"CAST(to_json({col}) AS VARCHAR)")
+            nested.add(i)
+        elif output == "json" and kind in _NUMBERS | {"varchar"}:
+            exprs.append(col)
+        else:
+            exprs.append(f"CAST({col} AS VARCHAR)")
+    return relation.project(", ".join(exprs)), (nested if output == "json" else set())
+
+
+def _utc_text(col: str) -> str:
+    """A UTC time as ``...T00:00:00Z``, with milliseconds only when there are some."""
+    return (f"CASE WHEN epoch_ms({col}) % 1000 = 0 THEN strftime({col}, '%Y-%m-%dT%H:%M:%SZ') "
+            f"ELSE strftime({col}, {_UTC_MS}) END")
+
+
+def to_json_rows(result: SqlResult) -> list[dict[str, Any]]:
+    """The rows of a ``json``-shaped result as JSON-ready dicts: NaN and infinities become None
+    (JSON has neither), decimals become numbers, nested values are parsed from DuckDB's JSON.
+    A repeated column name gets a ``_2``, ``_3`` suffix so no value is lost."""
+    names: list[str] = []
+    for name in result.table.column_names:
+        unique, n = name, 1
+        while unique in names:
+            n += 1
+            unique = f"{name}_{n}"
+        names.append(unique)
+    columns = []
+    for i, column in enumerate(result.table.columns):
+        values = column.to_pylist()
+        if i in result.json_columns:
+            values = [None if v is None else json.loads(v, parse_constant=lambda _: None) for v in values]
+        else:
+            values = [_json_scalar(v) for v in values]
+        columns.append(values)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def write_database(lake: Lake | str | Path) -> Path:
+    """(Re)create ``<lake>/cryptolake.duckdb`` with the views over absolute paths.
+
+    The file is built beside the old one and renamed over it, so an analyst's open session keeps
+    the old views and the next one sees the new; it is written in DuckDB's 1.0 storage format,
+    which every DuckDB 1.x and 2.x reader opens.
+
+    Raises:
+        OSError: The lake folder is not writable (a read-only lake keeps its old file).
+    """
+    root = (lake.root if isinstance(lake, Lake) else Path(lake)).resolve()
+    path = root / DATABASE_FILE
+    tmp = root / f".{DATABASE_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        con = duckdb.connect()
+        try:
+            con.execute(f"ATTACH {_literal(str(tmp))} AS lake (STORAGE_VERSION '{DATABASE_STORAGE_VERSION}')")
+            for name, select in view_definitions(root).items():
+                con.execute(f"CREATE VIEW lake.{name} AS {select}")
+            con.execute("DETACH lake")
+        except duckdb.IOException as exc:
+            raise OSError(f"cannot write {path}: {_one_line(exc)}") from None
+        finally:
+            con.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.wal").unlink(missing_ok=True)
+    return path
+
+
+def refresh_database(lake: Lake | str | Path) -> Path | None:
+    """:func:`write_database`, or None when the lake is read-only (its old file stays)."""
+    try:
+        return write_database(lake)
+    except OSError as exc:
+        log.debug("not refreshing the views file: %s", exc)
+        return None
+
+
+def view_definitions(lake: Lake | str | Path) -> dict[str, str]:
+    """``{view: SELECT ...}`` over the lake's files with absolute paths, for plain DuckDB."""
+    root = (lake.root if isinstance(lake, Lake) else Path(lake)).resolve()
+    klines = klines_dir(root).as_posix() + "/*/*/*/*/" + DATA_FILE
+    views = {
+        "klines": f"SELECT * FROM read_parquet({_literal(klines)}, hive_partitioning = true, "
+        "hive_types_autocast = false, union_by_name = false)"
+        if partition_files(root)
+        else _empty_select(KLINES_SCHEMA),
+    }
+    for view, (name, schema) in _META_VIEWS.items():
+        path = meta_dir(root) / name
+        views[view] = f"SELECT * FROM read_parquet({_literal(path.as_posix())})" if path.is_file() else _empty_select(schema)
+    return views
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _meta_table(path: Path, schema: pa.Schema, view: str, warnings: list[str] | None) -> pa.Table:
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        return schema.empty_table()
+    except (pa.ArrowException, OSError) as exc:
+        if warnings is not None:
+            warnings.append(f"the {view} view is empty: {path} cannot be read ({_one_line(exc)}); "
+                            "move it aside, the next gap report or collection run writes it again")
+        return schema.empty_table()
+    return table
+
+
+def _empty_select(schema: pa.Schema) -> str:
+    types = {pa.string(): "VARCHAR", _TIME: "TIMESTAMPTZ", pa.int64(): "BIGINT", pa.float64(): "DOUBLE"}
+    columns = ", ".join(f"NULL::{types[f.type]} AS {f.name}" for f in schema)
+    return f"SELECT {columns} WHERE false"
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _one_line(exc: Exception) -> str:
+def _one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:3]) if lines else type(exc).__name__

@@ -18,6 +18,7 @@ from polars.testing import assert_frame_equal
 from cryptolake import CryptoCollector
 from cryptolake.collector import ProgressEvent
 from cryptolake.errors import InvalidSymbolName, IPBanned
+from cryptolake.lake.meta import LakeMeta
 from cryptolake.fake_exchange import FakeExchange, Fault
 from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob, store
 from cryptolake.lake.layout import month_bounds
@@ -249,9 +250,11 @@ def test_an_invalid_symbol_fails_alone(fake_exchange: FakeExchange, client: Bina
         assert report.results[symbol].rows_added == 48
         assert_frame_equal(lake_frame(lake, symbol), oracle(fake_exchange, symbol, "2025-12-30"))
     status = collector.get_collection_status()
-    assert status["symbols"]["NOPEUSDT"]["rows"] == 0
-    assert "NOPEUSDT" in status["symbols"]["NOPEUSDT"]["last_error"]
+    # A symbol the exchange does not know leaves nothing behind: no state, no window, no start.
+    assert "NOPEUSDT" not in status["symbols"]
     assert status["symbols"]["BTCUSDT"]["last_error"] is None
+    assert "NOPEUSDT" not in collector.known_symbols()
+    assert LakeMeta(lake).symbols("1h") == {"BTCUSDT", "ETHUSDT"}
     assert not (lake / "klines" / "exchange=binance" / "interval=1h" / "symbol=NOPEUSDT").exists()
 
 

@@ -460,9 +460,10 @@ def test_server_down_and_wrong_database_are_one_line_without_the_password(lake: 
     down = "postgresql://postgres:hunter2@127.0.0.1:1/test"
     wrong_db = make_conninfo(PG_DSN, dbname="cryptolake_no_such_db", password="hunter2")
     bad_port = "postgresql://postgres:hunter2@127.0.0.1:port/test"
-    for dsn, expected in ((down, "cannot connect"), (wrong_db, "cryptolake_no_such_db"), (bad_port, "port")):
+    for dsn, expected, code in ((down, "cannot connect", 1), (wrong_db, "cryptolake_no_such_db", 1),
+                                (bad_port, "port", 2)):  # a malformed DSN is bad input: exit 2
         result = invoke("load", "postgres", "--dsn", dsn, "--lake", lake.root)
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == code, result.output
         assert result.output.startswith("error: ") and expected in result.output
         assert len(result.output.strip().splitlines()) == 1
         assert "hunter2" not in result.output and "***" in result.output

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from cryptolake.lake.layout import (
     interval_dir,
+    is_lake,
     klines_glob,
     meta_dir,
     month_bounds,
@@ -26,6 +27,7 @@ __all__ = [
     "WriteResult",
     "dedupe_klines",
     "interval_dir",
+    "is_lake",
     "klines_glob",
     "merge_klines",
     "meta_dir",

@@ -191,3 +191,9 @@ def temp_name(pid: int, token: str) -> str:
 def is_temp_name(name: str) -> bool:
     """True if ``name`` is a partition temp file (see :func:`temp_name`)."""
     return _TEMP_RE.match(name) is not None
+
+
+def is_lake(root: str | Path) -> bool:
+    """True if ``root`` is a folder that holds a lake (``klines/`` or ``_meta/``)."""
+    base = Path(root)
+    return (base / KLINES_DIR).is_dir() or (base / META_DIR).is_dir()

@@ -6,8 +6,11 @@
   ``failed``: a fetch of the window failed; it is retried on the next run and listed until then.
 - ``_meta/listings.parquet``: each symbol's first candle on the exchange, per interval, so gap
   detection never expects candles from before a listing, even offline.
+- ``_meta/starts.parquet``: the earliest start date any collection asked for, per symbol and
+  interval. A symbol's expected range runs from it (or its first stored candle, if earlier), so
+  every command judges a lake by the history it was collected for, not by today's default.
 
-Both are small, rewritten whole and atomically; plain DuckDB reads them like the candles.
+All are small, rewritten whole and atomically; plain DuckDB reads them like the candles.
 Times are the first and the last open time of the window (both inclusive), in UTC.
 """
 
@@ -30,6 +33,7 @@ from cryptolake.timeutils import to_ms
 WindowKind = Literal["exchange_gap", "failed"]
 WINDOWS_FILE = "windows.parquet"
 LISTINGS_FILE = "listings.parquet"
+STARTS_FILE = "starts.parquet"
 _TIME = pl.Datetime("ms", "UTC")
 WINDOW_SCHEMA = pl.Schema({
     "interval": pl.String(), "symbol": pl.String(), "kind": pl.String(),
@@ -38,6 +42,9 @@ WINDOW_SCHEMA = pl.Schema({
 })  # fmt: skip
 LISTING_SCHEMA = pl.Schema({
     "interval": pl.String(), "symbol": pl.String(), "first_open_time": _TIME, "checked_at": _TIME,
+})  # fmt: skip
+START_SCHEMA = pl.Schema({
+    "interval": pl.String(), "symbol": pl.String(), "start_time": _TIME, "recorded_at": _TIME,
 })  # fmt: skip
 
 
@@ -76,6 +83,10 @@ class LakeMeta:
     @property
     def listings_path(self) -> Path:
         return layout.meta_dir(self.root) / LISTINGS_FILE
+
+    @property
+    def starts_path(self) -> Path:
+        return layout.meta_dir(self.root) / STARTS_FILE
 
     # -- windows -------------------------------------------------------------------------
 
@@ -148,6 +159,52 @@ class LakeMeta:
             ).with_columns(pl.col("first_open_time", "checked_at").cast(_TIME))
             self._write(self.listings_path, pl.concat([frame.filter(~same), row.cast(LISTING_SCHEMA)]))
 
+    # -- starts --------------------------------------------------------------------------
+
+    def starts(self, interval: str) -> dict[str, int]:
+        """``{symbol: start (ms)}``: the earliest start a collection asked for, per symbol."""
+        frame = self._read(self.starts_path, START_SCHEMA).filter(pl.col("interval") == interval)
+        return dict(zip(frame["symbol"].to_list(), frame["start_time"].dt.epoch("ms").to_list(), strict=True))
+
+    def record_start(self, interval: str, symbol: str, start_ms: int, recorded_ms: int) -> None:
+        """Remember that ``symbol``'s history is wanted from ``start_ms`` (an earlier record wins)."""
+        with self._lock:
+            frame = self._read(self.starts_path, START_SCHEMA)
+            same = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+            previous = frame.filter(same)["start_time"].dt.epoch("ms").to_list()
+            if previous and min(previous) <= start_ms:
+                return
+            row = pl.DataFrame(
+                {"interval": [interval], "symbol": [symbol], "start_time": [start_ms], "recorded_at": [recorded_ms]}
+            ).with_columns(pl.col("start_time", "recorded_at").cast(_TIME))
+            self._write(self.starts_path, pl.concat([frame.filter(~same), row.cast(START_SCHEMA)]))
+
+    # -- forgetting ------------------------------------------------------------------------
+
+    def symbols(self, interval: str) -> set[str]:
+        """Symbols the metadata knows for ``interval`` (a start, a listing or a window)."""
+        found: set[str] = set()
+        for path, schema in ((self.starts_path, START_SCHEMA), (self.listings_path, LISTING_SCHEMA),
+                             (self.windows_path, WINDOW_SCHEMA)):
+            frame = self._read(path, schema).filter(pl.col("interval") == interval)
+            found.update(frame["symbol"].to_list())
+        return found
+
+    def forget_symbol(self, interval: str, symbol: str) -> int:
+        """Drop every record of ``symbol`` for ``interval`` (start, listing, windows); returns
+        how many records went."""
+        dropped = 0
+        with self._lock:
+            for path, schema in ((self.starts_path, START_SCHEMA), (self.listings_path, LISTING_SCHEMA),
+                                 (self.windows_path, WINDOW_SCHEMA)):
+                frame = self._read(path, schema)
+                hit = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+                count = frame.filter(hit).height
+                if count:
+                    self._write(path, frame.filter(~hit))
+                    dropped += count
+        return dropped
+
     # -- files ---------------------------------------------------------------------------
 
     @staticmethod
@@ -157,9 +214,11 @@ class LakeMeta:
         except FileNotFoundError:
             return pl.DataFrame(schema=schema)
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise LakeError(f"cannot read lake metadata {path}: {exc}") from exc
+            raise LakeError(f"cannot read lake metadata {path} ({exc}); move it aside: cryptolake starts "
+                            "a new one and learns its records again") from exc
         if frame.schema != schema:
-            raise LakeError(f"lake metadata {path} has columns {dict(frame.schema)}; expected {dict(schema)}")
+            raise LakeError(f"lake metadata {path} has columns {dict(frame.schema)}; expected {dict(schema)}; "
+                            "move it aside: cryptolake starts a new one and learns its records again")
         return frame
 
     @staticmethod

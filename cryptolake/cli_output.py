@@ -1,0 +1,113 @@
+"""How the CLI writes results: tables (rich on a terminal, plain aligned text otherwise), CSV,
+JSON and Parquet from ``cryptolake sql``, and where an ``--output`` file may go."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptolake.atomic import write_bytes_atomic
+from cryptolake.cli_errors import UsageProblem
+from cryptolake.query import SqlResult, to_json_rows
+
+#: Rows above which a terminal table is drawn as plain text (rich takes seconds per thousand).
+RICH_MAX_ROWS = 2000
+
+
+def check_output_path(output: Path, lake_root: Path) -> None:
+    """Refuse an ``--output`` file inside the lake (symlinks followed), into a missing folder,
+    or onto a folder.
+
+    Raises:
+        UsageProblem: one line saying which and what to do.
+    """
+    target = output.expanduser().resolve()
+    lake = lake_root.expanduser().resolve()
+    if target == lake or target.is_relative_to(lake):
+        raise UsageProblem(f"--output {output} is inside the lake {lake_root}: the lake holds only what "
+                           "cryptolake writes; choose a file outside it")
+    if target.is_dir():
+        raise UsageProblem(f"--output {output} is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise UsageProblem(f"--output {output}: folder {output.parent} does not exist; create it first")
+
+
+def write_output(output: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``output`` whole or not at all (temp file, fsync, rename)."""
+    write_bytes_atomic(output, data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def render_sql(result: SqlResult, fmt: str, *, to_terminal: bool) -> str | bytes:
+    """A ``cryptolake sql`` result as ``table``, ``csv`` or ``json`` text, or ``parquet`` bytes."""
+    table = result.table
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        return buffer.getvalue()
+    if fmt == "json":
+        return json.dumps(to_json_rows(result), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    if fmt == "csv":
+        import csv
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(table.column_names)
+        for batch in table.to_batches(max_chunksize=50_000):
+            writer.writerows(zip(*(column.to_pylist() for column in batch.columns), strict=True))
+        return buffer.getvalue()
+    rows = [["" if v is None else str(v) for v in row] for row in zip(*table.to_pydict().values(), strict=True)]
+    if to_terminal and len(rows) <= RICH_MAX_ROWS:
+        return rich_table("", table.column_names, rows)
+    return plain_table(table.column_names, rows)
+
+
+def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns aligned with two spaces, a header and a rule; nothing cut, any width; fast."""
+    cells = [[str(c) for c in columns], *[[str(c) for c in row] for row in rows]]
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(columns))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(_pad(cell, w, numeric=n > 0 and _is_number(cell)) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A rich table as text for the terminal (cells wrap rather than being cut)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None, show_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console = Console(file=io.StringIO(), width=None if sys.stdout.isatty() else 200, force_terminal=sys.stdout.isatty())
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+
+
+def _width(text: str) -> int:
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int, *, numeric: bool) -> str:
+    fill = " " * (width - _width(text))
+    return fill + text if numeric else text + fill
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,81 @@
+"""Secrets never shown: what counts as a secret, and how it is hidden in text and logs.
+
+Two mechanisms, both applied to every error message and log line the CLI prints:
+
+- **Known values.** :func:`register_secret` records a value (an API key, a DSN and its
+  password) the moment settings are resolved; :func:`redact` replaces every occurrence of it
+  with ``***``, whatever text it turns up in (a driver's error message, a traceback, a URL).
+- **Shapes.** Passwords inside connection strings are hidden even when their value was never
+  registered: ``scheme://user:PASSWORD@host`` and ``password=PASSWORD`` (libpq's key=value and
+  URL-query forms). The parsing is by pattern, never ``urlsplit``, so a malformed DSN cannot
+  raise while it is being hidden.
+
+:class:`RedactingFilter` applies :func:`redact` to log records.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+MASK = "***"
+#: Values shorter than this are not registered: masking "a" everywhere would garble text.
+MIN_SECRET_LEN = 4
+
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@?#]*:)(?P<pw>[^\s@]*)(?=@)")
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s&'\"]+)", re.IGNORECASE)
+
+_lock = threading.Lock()
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Hide ``value`` (and, for a DSN, its password) in everything :func:`redact` sees."""
+    if not value:
+        return
+    found = {value, *(m.group("pw") for m in _URL_PASSWORD.finditer(value))}
+    found |= {m.group("pw").strip("'") for m in _KV_PASSWORD.finditer(value)}
+    with _lock:
+        _secrets.update(s for s in found if len(s) >= MIN_SECRET_LEN)
+
+
+def forget_secrets() -> None:
+    """Forget every registered value (tests)."""
+    with _lock:
+        _secrets.clear()
+
+
+def redact(text: str) -> str:
+    """``text`` with registered secrets and connection-string passwords replaced by ``***``."""
+    with _lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    return _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+
+
+def redact_dsn(dsn: str) -> str:
+    """A DSN with its password replaced by ``***`` (URL or key=value form; never raises)."""
+    if not dsn:
+        return ""
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, dsn)
+    return _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Hides secrets in log records: the message is rendered, redacted, and its args dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is logging's problem, not ours
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
