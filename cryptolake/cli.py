@@ -568,20 +568,11 @@ def coverage_command(ctx: click.Context, symbols: str | None, since: str | None,
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    months = sorted({r["month"] for r in rows})
-    cells: dict[str, dict[str, float]] = {}
-    for row in rows:
-        cells.setdefault(row["symbol"], {})[row["month"]] = row["completeness_percent"]
-    table = [[symbol, *(_percent(by_month.get(m)) for m in months)] for symbol, by_month in cells.items()]
-    print_table(f"completeness % ({scan.interval})", ["symbol", *months], table)
+    from cryptolake.coverage_text import coverage_text
+
+    click.echo(coverage_text(rows, title=f"completeness % ({scan.interval})").rstrip("\n"))
     if png is not None:
         click.echo(f"wrote {png}")
-
-
-def _percent(value: float | None) -> str:
-    if value is None:
-        return ""
-    return "100" if value >= 100 else f"{value:.1f}"
 
 
 @cli.command("sql")

@@ -3,8 +3,9 @@
 :class:`FakeExchange` serves ``/api/v3/{ping,time,exchangeInfo,ticker/24hr,klines,uiKlines}``
 over real HTTP/1.1 (keep-alive) on 127.0.0.1 with Binance's JSON shapes, error codes, request
 weights, ``X-MBX-USED-WEIGHT-*`` headers, 429 -> 418 escalation and 451 geo-blocking, plus
-injectable faults. It is used by tests, benchmarks and by users without network
-(``cryptolake fake-exchange``).
+injectable faults, a seeded random fault mode (:meth:`FakeExchange.set_chaos`) and 429 storms
+(:meth:`FakeExchange.rate_limit_storm`). It is used by tests, benchmarks and by users without
+network (``cryptolake fake-exchange``).
 
 Candles are a pure function of ``(symbol, interval, open_time)`` (and of the exchange's "now"
 for the still-open candle): the price is ``base_price * exp(smooth waves + small hashed noise)``
@@ -28,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import math
+import random
 import signal
 import socket
 import threading
@@ -44,12 +46,15 @@ from cryptolake.schema import DAY_MS, HOUR_MS, INTERVALS, MINUTE_MS, Interval
 from cryptolake.timeutils import to_ms
 
 __all__ = [
+    "CHAOS_KINDS",
+    "DEFAULT_CHAOS_KINDS",
     "DEFAULT_NOW_MS",
     "DEFAULT_OUTAGES",
     "FakeExchange",
     "FakeStats",
     "FakeSymbol",
     "Fault",
+    "RATE_LIMIT_STORM",
     "RequestRecord",
     "default_symbols",
     "serve",
@@ -74,6 +79,11 @@ MSG_RESTRICTED = (
     "received this message in error."
 )
 MSG_INVALID_PARAM = "Invalid data sent for a parameter."
+MSG_INTERNAL = "Internal error; unable to process your request. Please try again."
+MSG_SERVICE_UNAVAILABLE = "Service Unavailable."
+MSG_TIMEOUT = ("Timeout waiting for response from backend server. Send status unknown; execution "
+               "status unknown.")
+MSG_BUSY = "Server is currently overloaded with other requests. Please try again in a few minutes."
 _LONG_RANGE = "^[0-9]{1,20}$"
 _SYMBOLS_RANGE = '^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$'
 _STATUSES = ("TRADING", "END_OF_DAY", "HALT", "BREAK", "CANCEL_ONLY")
@@ -150,6 +160,20 @@ def default_symbols() -> list[FakeSymbol]:
 
 _FAULT_KINDS = ("status", "drop", "malformed", "slow", "rate_limit", "ban")
 
+#: Chaos kinds (see :meth:`FakeExchange.set_chaos`); ``slow`` is opt-in.
+CHAOS_KINDS: tuple[str, ...] = ("5xx", "timeout", "busy", "drop", "malformed", "slow")
+#: The kinds drawn from when none are given: every kind that makes the request fail.
+DEFAULT_CHAOS_KINDS: tuple[str, ...] = ("5xx", "timeout", "busy", "drop", "malformed")
+#: ``RequestRecord.chaos`` of a 429 sent by a :meth:`FakeExchange.rate_limit_storm`.
+RATE_LIMIT_STORM = "rate_limit_storm"
+# HTTP status -> Binance error body of the ``5xx`` chaos kind (no Retry-After, as on Binance).
+_CHAOS_5XX: dict[int, tuple[int, str]] = {
+    500: (-1001, MSG_INTERNAL),
+    502: (-1000, MSG_UNKNOWN),
+    503: (-1000, MSG_SERVICE_UNAVAILABLE),
+    504: (-1000, MSG_UNKNOWN),
+}
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -213,7 +237,8 @@ class Fault:
 
 @dataclass
 class RequestRecord:
-    """One API request as the fake saw it. ``status`` 0 means the connection was dropped."""
+    """One API request as the fake saw it. ``status`` 0 means the connection was dropped;
+    ``chaos`` names the chaos kind (or ``"rate_limit_storm"``) that answered it, if any."""
 
     t: float
     path: str
@@ -221,17 +246,24 @@ class RequestRecord:
     status: int
     weight: int
     used_weight: int
+    chaos: str | None = None
 
 
 @dataclass
 class FakeStats:
-    """Counters since start or the last :meth:`FakeExchange.reset` (control calls excluded)."""
+    """Counters since start or the last :meth:`FakeExchange.reset` (control calls excluded).
+
+    ``chaos_faults`` counts chaos faults by kind; ``storm_rate_limited`` counts the 429s of
+    rate-limit storms (they are in ``rate_limited`` too).
+    """
 
     requests: int = 0
     by_path: dict[str, int] = field(default_factory=dict)
     by_status: dict[int, int] = field(default_factory=dict)
     rate_limited: int = 0
     banned: int = 0
+    chaos_faults: dict[str, int] = field(default_factory=dict)
+    storm_rate_limited: int = 0
     max_window_weight: int = 0
     window_weights: list[tuple[float, int]] = field(default_factory=list)
     log: list[RequestRecord] = field(default_factory=list)
@@ -244,6 +276,8 @@ class FakeStats:
             "by_status": {str(k): v for k, v in self.by_status.items()},
             "rate_limited": self.rate_limited,
             "banned": self.banned,
+            "chaos_faults": dict(self.chaos_faults),
+            "storm_rate_limited": self.storm_rate_limited,
             "max_window_weight": self.max_window_weight,
             "window_weights": [[start, weight] for start, weight in self.window_weights],
         }
@@ -260,6 +294,8 @@ class FakeStats:
             by_status={int(k): v for k, v in data["by_status"].items()},
             rate_limited=data["rate_limited"],
             banned=data["banned"],
+            chaos_faults=dict(data.get("chaos_faults", {})),
+            storm_rate_limited=data.get("storm_rate_limited", 0),
             max_window_weight=data["max_window_weight"],
             window_weights=[(float(s), int(w)) for s, w in data["window_weights"]],
             log=[RequestRecord(**record) for record in data.get("log", [])],
@@ -779,6 +815,25 @@ class _Reply:
     drop: bool = False
 
 
+@dataclass
+class _Chaos:
+    """Random-fault settings of :meth:`FakeExchange.set_chaos` (with their own seeded RNG)."""
+
+    rate: float
+    kinds: tuple[str, ...]
+    paths: frozenset[str] | None
+    slow_s: float
+    rng: random.Random
+
+    def draw(self, path: str) -> str | None:
+        """The chaos kind for one request on ``path``, or None (answer normally)."""
+        if self.paths is not None and path not in self.paths:
+            return None
+        if self.rng.random() >= self.rate:
+            return None
+        return self.kinds[self.rng.randrange(len(self.kinds))]
+
+
 # --------------------------------------------------------------------------------------------
 # The exchange
 # --------------------------------------------------------------------------------------------
@@ -842,6 +897,9 @@ class FakeExchange:
     def _reset_state(self) -> None:
         """Forget faults, stats, bans and weight (caller holds the lock or is __init__)."""
         self._faults: list[list[Any]] = []  # [fault, remaining uses]
+        self._chaos: _Chaos | None = None
+        self._storm_until = 0.0
+        self._storm_retry_s = 1
         self._restricted = False
         self._window_id: int | None = None
         self._used = 0
@@ -853,6 +911,8 @@ class FakeExchange:
         self._by_status: dict[int, int] = {}
         self._rate_limited = 0
         self._banned = 0
+        self._chaos_faults: dict[str, int] = {}
+        self._storm_rate_limited = 0
         self._max_window_weight = 0
         self._window_weights: dict[int, int] = {}
         self._log: deque[RequestRecord] = deque(maxlen=self._max_log)
@@ -929,6 +989,54 @@ class FakeExchange:
         with self._lock:
             self._faults.extend([fault, fault.times] for fault in faults)
 
+    def set_chaos(
+        self,
+        rate: float,
+        *,
+        kinds: Iterable[str] = DEFAULT_CHAOS_KINDS,
+        seed: int = 0,
+        paths: Iterable[str] | None = ("/api/v3/klines",),
+        slow_s: float = 1.0,
+    ) -> None:
+        """Make each API request on ``paths`` (None: every API path) fail with probability
+        ``rate`` (0 turns chaos off), the kind drawn uniformly from ``kinds`` by a
+        ``random.Random(seed)``: the same seed and request sequence give the same outcomes.
+
+        Kinds: ``5xx`` (500/502/503/504 with a Binance error body), ``timeout`` (504, -1007),
+        ``busy`` (503, -1008), ``drop`` (close the connection unanswered), ``malformed`` (200
+        with the first half of the real body) and the opt-in ``slow`` (the normal answer after
+        ``slow_s`` seconds). Failed requests cost no weight and never arm the 429 -> 418 rule;
+        ``slow`` answers are normal ones and are charged. Injected faults, bans, storms and the
+        weight limit come first; a request they answer draws nothing.
+        """
+        rate = float(rate)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"chaos rate must be within [0, 1], got {rate}")
+        chosen = tuple(dict.fromkeys(kinds))
+        unknown = [kind for kind in chosen if kind not in CHAOS_KINDS]
+        if unknown or not chosen:
+            raise ValueError(f"chaos kinds must be a non-empty subset of {CHAOS_KINDS}, got "
+                             f"{list(chosen)}")
+        if slow_s < 0:
+            raise ValueError("slow_s must be >= 0")
+        if isinstance(paths, str):
+            paths = (paths,)
+        chaos = _Chaos(rate, chosen, None if paths is None else frozenset(paths), float(slow_s),
+                       random.Random(seed))
+        with self._lock:
+            self._chaos = chaos if rate > 0 else None
+
+    def rate_limit_storm(self, seconds: float, retry_after_s: int = 1) -> None:
+        """For the next ``seconds`` (of ``clock``), answer every API request with a real 429
+        and ``Retry-After: retry_after_s``: it arms the 418 rule like any 429, so a client that
+        sends again before Retry-After has passed gets banned. ``seconds <= 0`` ends a storm.
+        """
+        if retry_after_s < 1:
+            raise ValueError("retry_after_s must be >= 1")
+        with self._lock:
+            self._storm_until = self._clock() + float(seconds)
+            self._storm_retry_s = int(retry_after_s)
+
     def set_restricted(self, restricted: bool) -> None:
         """True: every API request gets Binance's HTTP 451 geo-block."""
         with self._lock:
@@ -947,7 +1055,7 @@ class FakeExchange:
                 self._window_s = int(window_s)
 
     def reset(self) -> None:
-        """Clear faults, stats, bans, weight counters and the restricted flag.
+        """Clear faults, chaos, storms, stats, bans, weight counters and the restricted flag.
 
         Symbols, now, outages, latency and the weight limit are kept.
         """
@@ -963,6 +1071,8 @@ class FakeExchange:
                 by_status=dict(self._by_status),
                 rate_limited=self._rate_limited,
                 banned=self._banned,
+                chaos_faults=dict(self._chaos_faults),
+                storm_rate_limited=self._storm_rate_limited,
                 max_window_weight=self._max_window_weight,
                 window_weights=[(float(wid * self._window_s), w)
                                 for wid, w in self._window_weights.items()],
@@ -1008,10 +1118,10 @@ class FakeExchange:
         return self._api(method, parts.path, params, micro)
 
     def _api(self, method: str, path: str, params: dict[str, str], micro: bool) -> _Reply:
-        """The API pipeline: 451, bans, faults, weight, then the endpoint itself."""
+        """The API pipeline: 451, bans, storms, faults, weight, chaos, then the endpoint."""
         weight = request_weight(path, params) if method == "GET" else 0
         with self._lock:
-            reply, fault, charged = self._admit(path, weight)
+            reply, fault, charged, chaos = self._admit(path, weight)
             now = self._now_locked()
             latency = self._latency_s
         if reply is None:
@@ -1020,7 +1130,7 @@ class FakeExchange:
                 reply = self._apply_fault(fault, reply)
         with self._lock:
             used = self._used
-            self._record(path, params, 0 if reply.drop else reply.status, charged, used)
+            self._record(path, params, 0 if reply.drop else reply.status, charged, used, chaos)
         reply.headers.append((self._weight_header(), str(used)))
         reply.headers.append(("Content-Type", JSON_CONTENT_TYPE))
         reply.delay_s += latency
@@ -1030,10 +1140,12 @@ class FakeExchange:
         num, unit = _window_label(self._window_s)
         return f"X-MBX-USED-WEIGHT-{num}{unit[0]}"
 
-    def _admit(self, path: str, weight: int) -> tuple[_Reply | None, Fault | None, int]:
+    def _admit(self, path: str,
+               weight: int) -> tuple[_Reply | None, Fault | None, int, str | None]:
         """Decide, under the lock, whether the request is refused before reaching the endpoint.
 
-        Returns (refusal or None, fault to apply to the normal answer or None, weight charged).
+        Returns (refusal or None, fault to apply to the normal answer or None, weight charged,
+        chaos kind or ``RATE_LIMIT_STORM`` or None).
         """
         t = self._clock()
         window_id = int(t // self._window_s)
@@ -1041,26 +1153,37 @@ class FakeExchange:
             self._window_id, self._used = window_id, 0
         self._touch_window()
         if self._restricted:
-            return _Reply(451, _error_body(0, MSG_RESTRICTED)), None, 0
+            return _Reply(451, _error_body(0, MSG_RESTRICTED)), None, 0, None
         if t < self._banned_until:
-            return self._ban_reply(t), None, 0
+            return self._ban_reply(t), None, 0, None
         if t < self._retry_until:
             length = min(self._ban_s * 2**self._ban_count, MAX_BAN_S)
             self._ban_count += 1
             self._banned_until = t + length
-            return self._ban_reply(t), None, 0
+            return self._ban_reply(t), None, 0, None
+        if t < self._storm_until:
+            return self._rate_limit_reply(t, self._storm_retry_s), None, 0, RATE_LIMIT_STORM
         fault = self._peek_fault(path)
         if fault is not None and fault.kind in ("drop", "rate_limit", "ban"):
             self._consume_fault(fault)
-            return self._fault_refusal(fault, t), None, 0
+            return self._fault_refusal(fault, t), None, 0, None
         if self._used + weight > self._weight_limit:
             retry = max(1, math.ceil((window_id + 1) * self._window_s - t))
-            return self._rate_limit_reply(t, retry), None, 0
-        self._used += weight
-        self._touch_window()
+            return self._rate_limit_reply(t, retry), None, 0, None
+        chaos = None
         if fault is not None:
             self._consume_fault(fault)
-        return None, fault, weight
+        elif self._chaos is not None:
+            chaos = self._chaos.draw(path)
+            if chaos == "malformed":  # the real body, cut; no weight, like every chaos failure
+                return None, Fault.malformed(), 0, chaos
+            if chaos == "slow":  # a normal (charged) answer, only late
+                fault = Fault.slow(self._chaos.slow_s)
+            elif chaos is not None:
+                return self._chaos_reply(chaos), None, 0, chaos
+        self._used += weight
+        self._touch_window()
+        return None, fault, weight, chaos
 
     def _touch_window(self) -> None:
         """Record the current window's weight (every window that saw traffic)."""
@@ -1093,6 +1216,21 @@ class FakeExchange:
         self._banned_until = max(self._banned_until, t + fault.retry_after_s)
         return self._ban_reply(t)
 
+    def _chaos_reply(self, kind: str) -> _Reply:
+        """The refusal of a failing chaos kind (``5xx``, ``timeout``, ``busy``, ``drop``).
+
+        Nothing here arms the 418 rule: these are Binance-side failures, not rate limits.
+        """
+        assert self._chaos is not None
+        if kind == "drop":
+            return _Reply(0, drop=True)
+        if kind == "timeout":  # Binance's backend timeout: 504 with -1007, status unknown
+            return _Reply(504, _error_body(-1007, MSG_TIMEOUT))
+        if kind == "busy":
+            return _Reply(503, _error_body(-1008, MSG_BUSY))
+        status = sorted(_CHAOS_5XX)[self._chaos.rng.randrange(len(_CHAOS_5XX))]
+        return _Reply(status, _error_body(*_CHAOS_5XX[status]))
+
     def _rate_limit_reply(self, t: float, retry_after_s: int) -> _Reply:
         """A 429 that arms the ban rule until ``Retry-After`` has passed."""
         self._retry_until = max(self._retry_until, t + retry_after_s)
@@ -1122,7 +1260,7 @@ class FakeExchange:
         return reply
 
     def _record(self, path: str, params: dict[str, str], status: int, weight: int,
-                used: int) -> None:
+                used: int, chaos: str | None = None) -> None:
         self._requests += 1
         self._by_path[path] = self._by_path.get(path, 0) + 1
         self._by_status[status] = self._by_status.get(status, 0) + 1
@@ -1130,7 +1268,12 @@ class FakeExchange:
             self._rate_limited += 1
         elif status == 418:
             self._banned += 1
-        self._log.append(RequestRecord(time.monotonic(), path, dict(params), status, weight, used))
+        if chaos == RATE_LIMIT_STORM:
+            self._storm_rate_limited += 1
+        elif chaos is not None:
+            self._chaos_faults[chaos] = self._chaos_faults.get(chaos, 0) + 1
+        self._log.append(RequestRecord(time.monotonic(), path, dict(params), status, weight, used,
+                                       chaos))
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -1285,6 +1428,10 @@ class FakeExchange:
             if not isinstance(items, list):
                 raise ValueError("expected a JSON list of faults")
             self.inject(*(Fault(**item) for item in items))
+        elif action == "chaos":
+            self.set_chaos(float(params["rate"]), **_chaos_options(params))
+        elif action == "storm":
+            self.rate_limit_storm(float(params["seconds"]), int(params.get("retry_after", "1")))
         elif action == "restricted":
             self.set_restricted(params.get("on", "1") in ("1", "true"))
         elif action == "latency":
@@ -1295,6 +1442,22 @@ class FakeExchange:
         else:
             return None
         return {"ok": True, "now": self.now_ms()}
+
+
+def _chaos_options(params: dict[str, str]) -> dict[str, Any]:
+    """``set_chaos`` keywords from ``/fake/chaos`` query parameters (``kinds`` and ``paths``
+    comma-separated; ``paths=*`` means every API path)."""
+    options: dict[str, Any] = {}
+    if params.get("kinds"):
+        options["kinds"] = [kind.strip() for kind in params["kinds"].split(",") if kind.strip()]
+    if "seed" in params:
+        options["seed"] = int(params["seed"])
+    if "paths" in params:
+        raw = params["paths"].strip()
+        options["paths"] = None if raw in ("", "*") else [p.strip() for p in raw.split(",")]
+    if "slow_s" in params:
+        options["slow_s"] = float(params["slow_s"])
+    return options
 
 
 _ENDPOINTS: dict[str, Callable[[FakeExchange, dict[str, str], bool, int], bytes]] = {
@@ -1383,18 +1546,31 @@ class _Handler(BaseHTTPRequestHandler):
 def serve(*, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
     """Run a :class:`FakeExchange` in the foreground until SIGINT/SIGTERM.
 
-    ``options`` go to :class:`FakeExchange`; ``follow_wall_clock`` defaults to True here so the
-    exchange's time advances like a real one. Prints one line with the base URL.
+    ``options`` go to :class:`FakeExchange`, except ``chaos_rate``, ``chaos_seed`` and
+    ``chaos_kinds``, which go to :meth:`FakeExchange.set_chaos` (rate 0 or None: no chaos);
+    ``follow_wall_clock`` defaults to True here so the exchange's time advances like a real
+    one. Prints one line with the base URL (and, with chaos, a second one describing it).
     """
+    chaos_rate = float(options.pop("chaos_rate", None) or 0.0)
+    chaos_seed = int(options.pop("chaos_seed", None) or 0)
+    chaos_kinds = options.pop("chaos_kinds", None) or DEFAULT_CHAOS_KINDS
+    if isinstance(chaos_kinds, str):
+        chaos_kinds = [kind.strip() for kind in chaos_kinds.split(",") if kind.strip()]
+    chaos_kinds = tuple(dict.fromkeys(chaos_kinds))
     options.setdefault("follow_wall_clock", True)
+    exchange = FakeExchange(host=host, port=port, **options)
+    exchange.set_chaos(chaos_rate, kinds=chaos_kinds, seed=chaos_seed)  # bad values raise here
     stopping = threading.Event()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: stopping.set())
     try:
-        with FakeExchange(host=host, port=port, **options) as exchange:
+        with exchange:
             print(f"Fake Binance exchange listening on {exchange.base_url}", flush=True)
+            if chaos_rate > 0:
+                print(f"Chaos: {chaos_rate * 100:g}% of /api/v3/klines requests fail "
+                      f"({', '.join(chaos_kinds)}; seed {chaos_seed})", flush=True)
             while not stopping.wait(0.2):
                 pass
     except KeyboardInterrupt:

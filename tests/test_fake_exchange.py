@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +20,9 @@ import httpx
 import pytest
 
 from cryptolake.fake_exchange import (
+    DEFAULT_CHAOS_KINDS,
     DEFAULT_NOW_MS,
+    RATE_LIMIT_STORM,
     FakeExchange,
     FakeStats,
     FakeSymbol,
@@ -736,6 +740,180 @@ def test_control_endpoints(fx: FakeExchange, client: httpx.Client) -> None:
     assert client.post("/fake/nothing").status_code == 404
 
 
+# -------------------------------------------------------------------------------------------
+# Chaos (random faults) and rate-limit storms
+# -------------------------------------------------------------------------------------------
+
+CHAOS_5XX = {
+    500: (-1001, "Internal error; unable to process your request. Please try again."),
+    502: (-1000, "An unknown error occurred while processing the request."),
+    503: (-1000, "Service Unavailable."),
+    504: (-1000, "An unknown error occurred while processing the request."),
+}
+TIMEOUT_MSG = ("Timeout waiting for response from backend server. Send status unknown; "
+               "execution status unknown.")
+BUSY_MSG = "Server is currently overloaded with other requests. Please try again in a few minutes."
+
+
+def chaos_params(count: int) -> list[dict[str, object]]:
+    """``count`` different small klines requests."""
+    names = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+    start = to_ms("2025-01-01")
+    return [{"symbol": names[i % 3], "interval": "1h", "startTime": start + 7 * i * HOUR_MS,
+             "limit": 3} for i in range(count)]
+
+
+def chaos_get(c: httpx.Client, params: dict[str, object]) -> tuple[str, httpx.Response | None]:
+    """Send one klines request and classify the answer by its shape: ``ok``, a chaos kind of
+    ``DEFAULT_CHAOS_KINDS`` (asserting its exact status and body), or a failed assertion."""
+    try:
+        response = c.get(KLINES, params=params)
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        return "drop", None
+    if response.status_code == 200:
+        try:
+            json.loads(response.content)
+        except ValueError:
+            return "malformed", response
+        return "ok", response
+    body = response.json()
+    assert set(body) == {"code", "msg"} and "retry-after" not in response.headers
+    pair = (response.status_code, body["code"])
+    if pair == (504, -1007):
+        assert body["msg"] == TIMEOUT_MSG
+        return "timeout", response
+    if pair == (503, -1008):
+        assert body["msg"] == BUSY_MSG
+        return "busy", response
+    assert CHAOS_5XX[response.status_code] == (body["code"], body["msg"]), response.text
+    return "5xx", response
+
+
+def chaos_outcomes(c: httpx.Client, count: int) -> list[tuple[str, int]]:
+    """(kind, HTTP status or 0) of ``count`` klines requests."""
+    outcomes = []
+    for params in chaos_params(count):
+        kind, response = chaos_get(c, params)
+        outcomes.append((kind, 0 if response is None else response.status_code))
+    return outcomes
+
+
+def test_chaos_share_kinds_shapes_and_weight(clock: FakeClock) -> None:
+    with FakeExchange(clock=FakeClock()) as plain, FakeExchange(clock=clock) as fx, \
+            httpx.Client(base_url=plain.base_url, timeout=5) as reference, \
+            httpx.Client(base_url=fx.base_url, timeout=5) as c:
+        fx.set_chaos(0.2, seed=7)
+        kinds: Counter[str] = Counter()
+        statuses_5xx = set()
+        used = 0
+        for params in chaos_params(300):
+            expected = reference.get(KLINES, params=params)
+            assert expected.status_code == 200
+            kind, response = chaos_get(c, params)
+            kinds[kind] += 1
+            if kind == "ok":
+                used += 2
+                assert response is not None and response.content == expected.content
+            elif kind == "malformed":
+                assert response is not None
+                assert response.content == expected.content[: len(expected.content) // 2]
+            elif kind == "5xx":
+                assert response is not None
+                statuses_5xx.add(response.status_code)
+            if response is not None:  # failures cost no weight
+                assert response.headers["x-mbx-used-weight-1m"] == str(used)
+        stats = fx.stats()
+    failures = 300 - kinds.pop("ok")
+    assert 0.12 <= failures / 300 <= 0.28
+    assert set(kinds) == set(DEFAULT_CHAOS_KINDS) and stats.chaos_faults == dict(kinds)
+    assert len(statuses_5xx) > 1
+    assert stats.max_window_weight == used == 2 * (300 - failures)
+    assert all((r.weight == 0) == (r.chaos is not None) for r in stats.log)
+    assert stats.banned == stats.rate_limited == stats.storm_rate_limited == 0
+    assert 418 not in stats.by_status and 429 not in stats.by_status
+    assert FakeStats.from_json(stats.to_json(include_log=True)) == stats
+
+
+def test_chaos_same_seed_same_outcomes(fx: FakeExchange, client: httpx.Client) -> None:
+    fx.set_chaos(0.3, kinds=["5xx", "drop"], seed=1)
+    first = chaos_outcomes(client, 80)
+    assert {kind for kind, _ in first} == {"ok", "5xx", "drop"}
+    fx.reset()  # also ends chaos
+    assert chaos_outcomes(client, 20) == [("ok", 200)] * 20
+    response = client.post("/fake/chaos", params={"rate": 0.3, "kinds": "5xx,drop", "seed": 1})
+    assert response.status_code == 200
+    assert chaos_outcomes(client, 80) == first
+    fx.set_chaos(0.3, kinds=["5xx", "drop"], seed=2)
+    assert chaos_outcomes(client, 80) != first
+    summary = client.get("/fake/stats").json()
+    assert set(summary["chaos_faults"]) == {"5xx", "drop"} and summary["storm_rate_limited"] == 0
+    assert summary["requests"] == 180  # since the reset
+
+
+def test_chaos_paths_rate_and_validation(fx: FakeExchange, client: httpx.Client) -> None:
+    params = {"symbol": "BTCUSDT", "interval": "1h", "limit": 2}
+    fx.set_chaos(1.0, kinds=["busy"])
+    assert_error(client.get(KLINES, params=params), 503, -1008, BUSY_MSG)
+    assert client.get("/api/v3/uiKlines", params=params).status_code == 200  # klines only
+    assert client.get("/api/v3/ping").status_code == 200
+    fx.set_chaos(1.0, kinds=["timeout"], paths=None)
+    assert_error(client.get("/api/v3/ping"), 504, -1007, TIMEOUT_MSG)
+    client.post("/fake/chaos", params={"rate": 1, "kinds": "busy", "paths": "/api/v3/time"})
+    assert client.get("/api/v3/ping").status_code == 200
+    assert client.get("/api/v3/time").status_code == 503
+    fx.set_chaos(0)
+    assert client.get("/api/v3/time").status_code == 200
+    assert fx.stats().chaos_faults == {"busy": 2, "timeout": 1}
+    for bad in ({"rate": 1.5}, {"rate": -0.1}, {"rate": 0.1, "kinds": ["nope"]},
+                {"rate": 0.1, "kinds": []}, {"rate": 0.1, "slow_s": -1}):
+        with pytest.raises(ValueError):
+            fx.set_chaos(**bad)  # type: ignore[arg-type]
+    assert client.post("/fake/chaos", params={"rate": 0.1, "kinds": "5xx,nope"}).status_code == 400
+    assert client.post("/fake/chaos").status_code == 400
+
+
+def test_chaos_slow_kind_answers_late_and_is_charged(fx: FakeExchange,
+                                                     client: httpx.Client) -> None:
+    fx.set_chaos(1.0, kinds=["slow"], slow_s=0.2)
+    params = {"symbol": "BTCUSDT", "interval": "1h", "limit": 2}
+    began = time.perf_counter()
+    response = client.get(KLINES, params=params)
+    assert time.perf_counter() - began >= 0.2
+    assert response.status_code == 200 and len(response.json()) == 2
+    assert response.headers["x-mbx-used-weight-1m"] == "2"
+    assert fx.stats().chaos_faults == {"slow": 1}
+
+
+def test_rate_limit_storm(clock: FakeClock) -> None:
+    with FakeExchange(clock=clock) as fx, httpx.Client(base_url=fx.base_url, timeout=5) as c:
+        assert c.get("/api/v3/ping").status_code == 200
+        fx.rate_limit_storm(5, retry_after_s=2)
+        for _ in range(3):  # a client that waits Retry-After gets 429s until the storm ends
+            response = c.get(KLINES, params={"symbol": "BTCUSDT", "interval": "1h"})
+            assert_error(response, 429, -1003)
+            assert response.headers["retry-after"] == "2"
+            assert response.headers["x-mbx-used-weight-1m"] == "1"
+            clock.t += 2
+        assert c.get("/api/v3/ping").status_code == 200  # 6 s later: over
+        stats = fx.stats()
+        assert stats.storm_rate_limited == stats.rate_limited == 3 and stats.banned == 0
+        assert [r.chaos for r in stats.log] == [None] + [RATE_LIMIT_STORM] * 3 + [None]
+        assert FakeStats.from_json(stats.to_json(include_log=True)) == stats
+
+        fx.rate_limit_storm(5)
+        fx.reset()  # ends the storm
+        assert c.get("/api/v3/ping").status_code == 200
+
+        assert c.post("/fake/storm", params={"seconds": 5, "retry_after": 3}).status_code == 200
+        assert c.get("/api/v3/ping").headers["retry-after"] == "3"
+        clock.t += 1
+        assert_error(c.get("/api/v3/ping"), 418, -1003)  # ignored Retry-After: a real 429
+        clock.t += 10
+        assert c.get("/api/v3/ping").status_code == 418  # the ban outlives the storm
+        assert fx.stats().banned == 2 and fx.stats().storm_rate_limited == 1
+
+
+
 def test_default_universe() -> None:
     symbols = {s.symbol: s for s in default_symbols()}
     assert set(symbols) == {
@@ -771,3 +949,36 @@ def test_serve_runs_until_sigterm() -> None:
         if process.stdout is not None:
             process.stdout.close()
     assert math.isfinite(first)
+
+
+@contextmanager
+def serving(code: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run ``code`` (which calls ``serve``) in a subprocess; yield its base URL and process."""
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url, line
+        yield url.group(0), process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_serve_with_chaos() -> None:
+    code = ("from cryptolake.fake_exchange import serve; "
+            "serve(port=0, chaos_rate=1.0, chaos_seed=3, chaos_kinds='5xx,busy')")
+    with serving(code) as (url, process), httpx.Client(base_url=url) as c:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith("Chaos: 100% of /api/v3/klines requests fail")
+        assert c.get("/api/v3/ping").status_code == 200
+        assert c.get(KLINES, params={"symbol": "BTCUSDT", "interval": "1h"}).status_code >= 500
+        assert sum(c.get("/fake/stats").json()["chaos_faults"].values()) == 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0

@@ -495,3 +495,58 @@ def test_successive_writes_equal_the_pure_merge_and_count_exactly(
 def _same_row(a: tuple, b: tuple) -> bool:
     return all(x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
                for x, y in zip(a, b, strict=True))
+
+
+# -- trusting footers only for files cryptolake committed ------------------------------------
+
+
+def rewrite_with_duplicates(path: Path) -> None:
+    """What another tool might do: rewrite the file with repeated rows, keeping cryptolake's
+    footer metadata (interval, off-grid count) as it found them."""
+    table = pq.read_table(path)
+    doubled = pa.concat_tables([table, table.slice(0, 2)]).replace_schema_metadata(table.schema.metadata)
+    pq.write_table(doubled, path)
+
+
+def test_a_committed_file_is_trusted_until_anything_else_rewrites_it(filled: Lake) -> None:
+    jan = partition_path(filled.root, "1h", "BTCUSDT", "2024-01")
+    assert store.is_committed(jan)
+    assert {s.month: s.off_grid_rows for s in filled.partition_stats("1h")} == {"2024-01": 0, "2024-02": 0}
+
+    rewrite_with_duplicates(jan)
+    assert pq.read_metadata(jan).metadata[b"cryptolake.off_grid_rows"] == b"0"  # the footer still claims it
+    assert not store.is_committed(jan)
+    stats = {s.month: s for s in filled.partition_stats("1h")}
+    assert stats["2024-01"].off_grid_rows is None and stats["2024-01"].rows == 4  # now read in full
+    assert stats["2024-02"].off_grid_rows == 0
+
+    # A lost or torn commit record only makes the file untrusted, never trusted.
+    feb = partition_path(filled.root, "1h", "BTCUSDT", "2024-02")
+    (feb.parent / ".cryptolake-commit.json").write_text("{not json")
+    assert not store.is_committed(feb)
+    (feb.parent / ".cryptolake-commit.json").unlink()
+    assert not store.is_committed(feb)
+
+
+def test_merging_into_a_foreign_file_with_duplicates_tidies_it(filled: Lake) -> None:
+    jan = partition_path(filled.root, "1h", "BTCUSDT", "2024-01")
+    rewrite_with_duplicates(jan)
+    result = filled.write_klines("1h", "BTCUSDT", candles([-1]))  # one hour before the stored ones
+    assert result.rows_added == 1 and result.files_written == 1
+    stored = filled.read_partition("1h", "BTCUSDT", "2024-01")
+    assert stored["open_time"].is_unique().all() and stored["open_time"].is_sorted()
+    assert_frame_equal(stored, candles(range(-1, 2)))
+    assert store.is_committed(jan)  # cryptolake's own file again
+
+
+def test_commit_records_stay_out_of_every_reader(filled: Lake) -> None:
+    assert len(list(filled.root.rglob(".cryptolake-commit.json"))) == 2
+    con = duckdb.connect()
+    try:
+        assert con.sql(f"SELECT count(*) FROM read_parquet('{klines_glob(filled.root)}')").fetchall() == [(5,)]
+    finally:
+        con.close()
+    import pyarrow.dataset as ds
+
+    assert ds.dataset(str(filled.root / "klines"), format="parquet", partitioning="hive").count_rows() == 5
+    assert pl.scan_parquet(klines_glob(filled.root), hive_partitioning=True).collect().height == 5

@@ -3,6 +3,7 @@
 The layout is a public contract::
 
     <root>/klines/exchange=binance/interval=<interval>/symbol=<SYMBOL>/month=<YYYY-MM>/data.parquet
+    <root>/klines/.../month=<YYYY-MM>/.cryptolake-commit.json   what cryptolake committed there
     <root>/_meta/                       lake metadata (the writer lock, ...)
 
 The calendar-month interval ``1M`` is stored as ``interval=1mo`` (as Binance's own archive does),
@@ -24,6 +25,8 @@ EXCHANGE = "binance"
 KLINES_DIR = "klines"
 META_DIR = "_meta"
 DATA_FILE = "data.parquet"
+#: Beside each data file cryptolake committed: its size and modification time at commit.
+COMMIT_FILE = ".cryptolake-commit.json"
 LOCK_FILE = "writer.lock"
 MAX_SYMBOL_LEN = 40
 
@@ -176,6 +179,13 @@ def klines_glob(root: str | Path) -> str:
 def meta_dir(root: str | Path) -> Path:
     """``<root>/_meta``: lake metadata such as the writer lock."""
     return Path(root) / META_DIR
+
+
+def commit_path(partition_file: str | Path) -> Path:
+    """The commit record beside a partition file (``.../month=<YYYY-MM>/.cryptolake-commit.json``).
+
+    Its leading dot keeps it out of ``*.parquet`` globs, Spark and pyarrow datasets."""
+    return Path(partition_file).parent / COMMIT_FILE
 
 
 def lock_path(root: str | Path) -> Path:

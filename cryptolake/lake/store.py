@@ -8,6 +8,7 @@ torn one. One writer per lake: hold :meth:`Lake.writer_lock` while writing.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -73,7 +74,8 @@ class PartitionStats:
     path: Path
     size_bytes: int
     #: Rows whose open time is off the interval's grid, as recorded by cryptolake's writer in the
-    #: footer; None for a file written by another tool (then only a scan can tell).
+    #: footer; None unless cryptolake committed this very file (another tool wrote it, or
+    #: rewrote it since: then only a scan can tell).
     off_grid_rows: int | None = None
 
     def is_contiguous(self, grid: Interval) -> bool:
@@ -230,9 +232,15 @@ class Lake:
         )
 
     def _merge_month(self, interval: str, symbol: str, month: str, incoming: pl.DataFrame) -> tuple[int, int, bool]:
-        """Merge one month's sorted, unique candles into its partition: ``(added, changed, written)``."""
+        """Merge one month's sorted, unique candles into its partition: ``(added, changed, written)``.
+
+        A stored file cryptolake did not commit (or that changed since) may hold duplicate or
+        unsorted open times: it is tidied first (sorted, the last row of each open time kept).
+        """
         path = layout.partition_path(self.root, interval, symbol, month)
         stored = _read_table(path)
+        if stored is not None and not is_committed(path):
+            stored = _tidy(stored)
         fresh = incoming.to_arrow()
         added, changed = fresh.num_rows, 0
         if stored is None or stored.num_rows == 0:
@@ -357,6 +365,45 @@ def _changed_rows(old: pa.Table, new: pa.Table) -> int:
     return int(pl.select(differs.sum()).item())
 
 
+def _tidy(table: pa.Table) -> pa.Table:
+    """Sorted by open time, one row per open time (the last one in file order)."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.unique(_KEY, keep="last", maintain_order=True).sort(_KEY).to_arrow().cast(ARROW_SCHEMA)
+
+
+def is_committed(path: Path, stat: os.stat_result | None = None) -> bool:
+    """True when ``path`` is exactly the file cryptolake committed: its commit record (written
+    beside it at commit) names the file's current size and modification time.
+
+    Only such a file's footer is trusted to prove its contents (one row per open time, the
+    recorded off-grid count); a file another tool wrote or rewrote is always read in full.
+    """
+    try:
+        record = json.loads(layout.commit_path(path).read_bytes())
+        stat = stat if stat is not None else path.stat()
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
+
+
+def _record_commit(path: Path, rows: int) -> None:
+    """Write the commit record of the file just committed at ``path`` (see :func:`is_committed`).
+
+    Not fsynced: a record lost in a crash only makes the file untrusted, which is safe.
+    """
+    stat = path.stat()
+    record = json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "rows": rows}).encode()
+    target = layout.commit_path(path)
+    tmp = target.parent / layout.temp_name(os.getpid(), secrets.token_hex(6))
+    try:
+        tmp.write_bytes(record)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _read_table(path: Path) -> pa.Table | None:
     """One partition file as Arrow, checked against the contract; None if there is no file."""
     try:
@@ -410,6 +457,8 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+    if interval is not None:
+        _record_commit(path, table.num_rows)
 
 
 def _make_dirs_durably(folder: Path) -> None:
@@ -490,6 +539,8 @@ def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
     first, last = _open_time_range(path, meta)
     written = meta.metadata or {}
     off_grid = written.get(META_OFF_GRID_ROWS.encode())
+    stat = path.stat()
+    trusted = off_grid is not None and off_grid.isdigit() and is_committed(path, stat)
     return PartitionStats(
         symbol=symbol,
         month=month,
@@ -497,8 +548,8 @@ def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
         first_open_ms=first,
         last_open_ms=last,
         path=path,
-        size_bytes=path.stat().st_size,
-        off_grid_rows=int(off_grid) if off_grid is not None and off_grid.isdigit() else None,
+        size_bytes=stat.st_size,
+        off_grid_rows=int(off_grid) if trusted else None,  # type: ignore[arg-type]
     )
 
 
