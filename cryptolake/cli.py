@@ -186,6 +186,20 @@ def check_lake_path(settings: Settings) -> Path:
     return root
 
 
+def creatable_lake(settings: Settings) -> Path:
+    """The lake root for a command that creates the lake (collect, run): made now if missing,
+    so a path that cannot hold a lake is refused before anything else happens."""
+    from cryptolake.cli_errors import describe_os_error
+
+    root = check_lake_path(settings)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageProblem(f"cannot create the lake {root} (from {settings.sources['lake.root']}): "
+                           f"{describe_os_error(exc)}") from None
+    return root
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -295,12 +309,14 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
         raise UsageProblem("give --symbols or --top, not both")
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
                              top=top, symbols=symbols)
-    check_lake_path(settings)
     start = checked_since(settings)
     if symbols is not None and not settings.collection.symbols:
         # An explicit but empty --symbols must not silently become "the top N".
         raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)")
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
+    if wanted is not None:
+        _pairs(settings, wanted)  # refuse a bad name before the lake is created
+    creatable_lake(settings)
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)  # the progress display reports failures
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
@@ -371,6 +387,89 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
     click.echo(scheduler_line(status["scheduler"]))
 
 
+@cli.command("forget")
+@click.argument("symbols", nargs=-1, required=True)
+@interval_option
+@lake_option
+@click.option("--data", is_flag=True, help="Also delete the symbols' partitions (their candles).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting partitions (--data).")
+@json_option
+@click.pass_context
+def forget_command(ctx: click.Context, symbols: tuple[str, ...], interval: str | None, lake: str | None,
+                   data: bool, yes: bool, as_json: bool) -> None:
+    """Forget symbols: their state in `status`, recorded start, listing, outage and failed
+    windows and gap-report rows, for one interval; with --data also their candles.
+
+    For a typo that a run recorded, or a symbol you no longer want. Without --data the candles
+    stay and the symbol is still stored; `collect` or `run` learn it again.
+
+    Example:
+
+        cryptolake forget NOPE --interval 1h
+    """
+    settings = settings_from(ctx, lake=lake, interval=interval)
+    existing_lake(settings)
+    pairs = _pairs(settings, symbols)
+    with make_client(settings) as client:
+        collector = make_collector(settings, client)
+        status = collector.get_collection_status()["symbols"]
+        known = set(collector.known_symbols()) | set(status)
+        unknown = [p for p in pairs if p not in known]
+        if unknown:
+            raise UsageProblem(f"the lake {settings.lake.root} has no record of {', '.join(unknown)} for "
+                               f"{settings.collection.interval}; nothing to forget (check the names and --interval)")
+        if data:
+            doomed = {p: status.get(p, {}).get("rows", 0) for p in pairs}
+            what = ", ".join(f"{p} ({n:,} candles)" for p, n in doomed.items())
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise UsageProblem(f"--data deletes every {settings.collection.interval} candle of {what}; "
+                                       "add --yes to confirm")
+                click.confirm(f"delete every {settings.collection.interval} candle of {what}?", abort=True)
+        report = collector.forget_symbols(pairs, data=data)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for pair, done in report.items():
+        deleted = f", {done['partitions']} partitions ({done['rows']:,} candles) deleted" if data else ""
+        click.echo(f"forgot {pair} ({settings.collection.interval}): state {'removed' if done['state'] else 'none'}, "
+                   f"{done['records']} metadata records, {done['report_rows']} report rows{deleted}")
+
+
+@cli.command("bans")
+@lake_option
+@base_url_option
+@click.option("--clear", is_flag=True, help="Forget the recorded bans (only once they are over).")
+@json_option
+@click.pass_context
+def bans_command(ctx: click.Context, lake: str | None, base_url: str | None, clear: bool, as_json: bool) -> None:
+    """Show the IP bans (HTTP 418) recorded in the lake, which every process on it honours;
+    --clear forgets them.
+
+    A ban is never believed for longer than Binance's maximum, 3 days after it was recorded.
+    Clear one only when you know it is over: a banned IP that keeps sending is banned longer.
+
+    Example:
+
+        cryptolake bans --clear
+    """
+    settings = settings_from(ctx, lake=lake, base_url=base_url)
+    existing_lake(settings)
+    with make_client(settings) as client:
+        book = client.bans
+        entries = book.clear() if clear else book.entries()
+    rows = [{"host": host, "banned_until": iso(int(until * 1000))} for host, until in sorted(entries.items())]
+    if as_json:
+        click.echo(json.dumps({"ban_file": str(book.path), "cleared": clear, "bans": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(f"no ban recorded in {book.path}")
+        return
+    for row in rows:
+        click.echo(f"{'cleared' if clear else 'banned'}: {row['host']} until {row['banned_until']}")
+    click.echo(f"(recorded in {book.path})")
+
+
 # -- gaps, coverage and SQL ------------------------------------------------------------------
 
 
@@ -383,8 +482,7 @@ def _detector(settings: Settings, client: BinanceClient | None) -> Any:
     )  # fmt: skip
 
 
-def _scan(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None, lake: str | None,
-          base_url: str | None, offline: bool) -> tuple[Settings, Any]:
+def _scan(settings: Settings, symbols: str | None, since: str | None, offline: bool) -> Any:
     """Detect gaps as the gaps/coverage commands do, and store the report for the DuckDB views
     (unless the lake is read-only: then the report is only printed)."""
     from contextlib import nullcontext
@@ -392,7 +490,6 @@ def _scan(ctx: click.Context, symbols: str | None, since: str | None, interval: 
     from cryptolake.gaps import save_report
     from cryptolake.query import refresh_database
 
-    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols)
     root = existing_lake(settings)
     start = checked_since(settings) if since is not None else None
     with nullcontext(None) if offline else make_client(settings) as client:
@@ -405,7 +502,7 @@ def _scan(ctx: click.Context, symbols: str | None, since: str | None, interval: 
         logging.getLogger("cryptolake.gaps").debug("report not saved (read-only lake?): %s", exc)
     else:
         refresh_database(root)
-    return settings, scan
+    return scan
 
 
 def known_pairs(settings: Settings, symbols: str | None, known: list[str]) -> list[str] | None:
@@ -482,7 +579,8 @@ def gaps_command(ctx: click.Context, symbols: str | None, since: str | None, int
 
         cryptolake gaps --symbols BTC,ETH --json
     """
-    _, scan = _scan(ctx, symbols, since, interval, lake, base_url, offline)
+    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols)
+    scan = _scan(settings, symbols, since, offline)
     if as_json:
         click.echo(json.dumps([g.to_dict() for g in scan.gaps], indent=2))
         return
@@ -545,7 +643,7 @@ def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None
 @cli.command("coverage")
 @scan_options
 @click.option("--png", "png", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also draw the coverage as a heatmap PNG (needs matplotlib).")
+              help="Also draw the coverage as a heatmap PNG (needs matplotlib); never inside the lake.")
 @json_option
 @click.pass_context
 def coverage_command(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None,
@@ -557,9 +655,13 @@ def coverage_command(ctx: click.Context, symbols: str | None, since: str | None,
 
         cryptolake coverage --png coverage.png
     """
+    from cryptolake.cli_output import check_output_path
     from cryptolake.gaps import coverage_rows
 
-    _, scan = _scan(ctx, symbols, since, interval, lake, base_url, offline)
+    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols)
+    if png is not None:
+        check_output_path(png, settings.lake.root, "--png")
+    scan = _scan(settings, symbols, since, offline)
     rows = coverage_rows(scan)
     if png is not None:
         from cryptolake.coverage_plot import draw_coverage
@@ -627,16 +729,24 @@ def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, l
 
 @cli.command("fake-exchange")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=8080, show_default=True, help="Port (0: any free port).")
-@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Added to every response.")
-@click.option("--weight-limit", type=int, default=6000, show_default=True, help="Request weight per window.")
-@click.option("--weight-window-s", type=int, default=60, show_default=True, help="Weight window, seconds.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port (0: any free port).")
+@click.option("--latency-ms", type=click.FloatRange(0, 60_000), default=0.0, show_default=True,
+              help="Added to every response.")
+@click.option("--weight-limit", type=click.IntRange(1), default=6000, show_default=True,
+              help="Request weight per window.")
+@click.option("--weight-window-s", type=click.IntRange(1), default=60, show_default=True,
+              help="Weight window, seconds.")
 @click.option("--now", "now", default=None, help="The exchange's clock (ISO 8601 UTC); default: real time.")
 @click.option("--frozen", is_flag=True, help="Keep the exchange's clock still instead of ticking.")
 @click.option("--extra-symbols", type=click.IntRange(0, 10_000), default=0, show_default=True,
               help="Add N synthetic USDT pairs (S0001USDT ...), listed 2017-09-01, for load tests.")
-def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit: int,
-                          weight_window_s: int, now: str | None, frozen: bool, extra_symbols: int) -> None:
+@click.option("--chaos", "chaos_rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of klines requests that fail at random (5xx, -1007/-1008, dropped, malformed).")
+@click.option("--chaos-seed", type=int, default=0, show_default=True, help="Seed of the random failures.")
+def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit: int, weight_window_s: int,
+                          now: str | None, frozen: bool, extra_symbols: int, chaos_rate: float,
+                          chaos_seed: int) -> None:
     """Serve a Binance-compatible fake exchange (deterministic candles) for offline use.
 
     Point cryptolake at it with --base-url http://127.0.0.1:PORT.
@@ -657,8 +767,13 @@ def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit:
         FakeSymbol(f"S{i:04d}USDT", f"S{i:04d}", "USDT", listed_ms=listed, base_price=10.0 + i, volume_scale=0.001)
         for i in range(1, extra_symbols + 1)
     ]
-    serve(host=host, port=port, now=start, follow_wall_clock=not frozen, latency_s=latency_ms / 1000,
-          weight_limit=weight_limit, weight_window_s=weight_window_s, symbols=symbols)
+    try:
+        serve(host=host, port=port, now=start, follow_wall_clock=not frozen, latency_s=latency_ms / 1000,
+              weight_limit=weight_limit, weight_window_s=weight_window_s, symbols=symbols,
+              chaos_rate=chaos_rate, chaos_seed=chaos_seed)
+    except OSError as exc:
+        raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another --port, "
+                           "or --port 0 for any free one; --host must be an address of this machine)") from None
 
 
 def _utcnow() -> Any:
@@ -712,7 +827,9 @@ def load_postgres_command(ctx: click.Context, dsn: str | None, schema: str | Non
     flags = {"postgres.dsn": dsn, "postgres.schema": schema, "postgres.table": table,
              "postgres.timescale": timescale, "lake.root": lake, "collection.interval": interval,
              "collection.symbols": symbols}  # fmt: skip
-    overrides = {key: (value, f"--{key.split('.')[1].replace('_', '-')}") for key, value in flags.items()}
+    flag_names = {"lake.root": "--lake", "collection.interval": "--interval", "collection.symbols": "--symbols"}
+    overrides = {key: (value, flag_names.get(key, f"--{key.split('.')[1].replace('_', '-')}"))
+                 for key, value in flags.items()}
     settings = resolve_settings(ctx, overrides)
     pg = settings.postgres
     if not pg.dsn:

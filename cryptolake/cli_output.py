@@ -18,7 +18,7 @@ from cryptolake.query import SqlResult, to_json_rows
 RICH_MAX_ROWS = 2000
 
 
-def check_output_path(output: Path, lake_root: Path) -> None:
+def check_output_path(output: Path, lake_root: Path, option: str = "--output") -> None:
     """Refuse an ``--output`` file inside the lake (symlinks followed), into a missing folder,
     or onto a folder.
 
@@ -28,12 +28,12 @@ def check_output_path(output: Path, lake_root: Path) -> None:
     target = output.expanduser().resolve()
     lake = lake_root.expanduser().resolve()
     if target == lake or target.is_relative_to(lake):
-        raise UsageProblem(f"--output {output} is inside the lake {lake_root}: the lake holds only what "
+        raise UsageProblem(f"{option} {output} is inside the lake {lake_root}: the lake holds only what "
                            "cryptolake writes; choose a file outside it")
     if target.is_dir():
-        raise UsageProblem(f"--output {output} is a folder; give a file name")
+        raise UsageProblem(f"{option} {output} is a folder; give a file name")
     if not target.parent.is_dir():
-        raise UsageProblem(f"--output {output}: folder {output.parent} does not exist; create it first")
+        raise UsageProblem(f"{option} {output}: folder {output.parent} does not exist; create it first")
 
 
 def write_output(output: Path, data: str | bytes) -> None:

@@ -19,8 +19,8 @@ import click
 from cryptolake.cli import (
     _pairs,
     base_url_option,
-    check_lake_path,
     checked_since,
+    creatable_lake,
     cli,
     existing_lake,
     interval_option,
@@ -89,11 +89,13 @@ def run_command(ctx: click.Context, schedule: str | None, since: str | None, top
         raise UsageProblem("give --symbols or --top, not both")
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
                              top=top, symbols=symbols, schedule=schedule)
-    check_lake_path(settings)
     start = checked_since(settings)
     if symbols is not None and not settings.collection.symbols:
         raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)")
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
+    if wanted is not None:
+        _pairs(settings, wanted)  # refuse a bad name before the lake is created
+    creatable_lake(settings)
     stop_requested = threading.Event()
     with make_client(settings) as client:
         collector = make_collector(settings, client)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import CryptolakeError, InvalidSymbol, IPBanned, Transient
-from cryptolake.gaps import DataGapDetector, Gap, GapScan, missing_runs, save_report
+from cryptolake.gaps import DataGapDetector, Gap, GapScan, forget_report, missing_runs, save_report
 from cryptolake.lake import Lake, meta_dir, split_by_month, validate_symbol
 from cryptolake.lake.meta import LakeMeta, Window
 from cryptolake.schema import HOUR_MS, Interval
@@ -454,6 +454,47 @@ class CryptoCollector:
     def _emit(self, event: ProgressEvent) -> None:
         if self.on_progress is not None:
             self.on_progress(event)
+
+    # -- forgetting ------------------------------------------------------------------------
+
+    def forget_symbols(self, crypto_symbols: Sequence[str], *, data: bool = False) -> dict[str, dict[str, int]]:
+        """Remove what the lake remembers of some symbols for this interval: their collection
+        state, recorded start, listing, outage and failed windows, and gap-report rows; with
+        ``data``, their partitions too. Under the writer lock.
+
+        Returns:
+            Per pair: ``state`` (1 if a state entry went), ``records``, ``report_rows``,
+            ``partitions`` and ``rows`` removed.
+
+        Raises:
+            InvalidSymbolName: a name that is not a safe, Binance-like symbol.
+        """
+        pairs = self.resolve_symbols(crypto_symbols)
+        out: dict[str, dict[str, int]] = {}
+        with self.lake.writer_lock(wait=self.wait_for_lock, on_wait=self.on_lock_wait):
+            for pair in pairs:
+                partitions, rows = self.lake.delete_symbol(self.interval, pair) if data else (0, 0)
+                out[pair] = {
+                    "state": int(self._forget_state(pair)),
+                    "records": self.meta.forget_symbol(self.interval, pair),
+                    "report_rows": forget_report(self.lake, self.interval, pair),
+                    "partitions": partitions,
+                    "rows": rows,
+                }
+        return out
+
+    def _forget_state(self, symbol: str) -> bool:
+        with self._state_lock:
+            path = self._state_path()
+            try:
+                document = json.loads(path.read_text(encoding="utf-8"))
+            except (FileNotFoundError, ValueError):
+                return False
+            if symbol not in document.get(self.interval, {}):
+                return False
+            del document[self.interval][symbol]
+            _write_json_atomic(path, document)
+            return True
 
     # -- state and status ------------------------------------------------------------------
 

@@ -481,6 +481,28 @@ def save_report(lake: Lake, result: GapScan) -> None:
         write_bytes_atomic(path, buffer.getvalue())
 
 
+def forget_report(lake: Lake, interval: str, symbol: str) -> int:
+    """Drop one symbol's rows from the stored gap report (``gaps`` and ``coverage``); returns how
+    many rows went."""
+    dropped = 0
+    for name in ("gaps.parquet", "coverage.parquet"):
+        path = meta_dir(lake.root) / name
+        try:
+            frame = pl.read_parquet(path)
+        except FileNotFoundError:
+            continue
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise LakeError(f"cannot read the gap report {path} ({exc}); move it aside") from exc
+        hit = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+        count = frame.filter(hit).height
+        if count:
+            buffer = io.BytesIO()
+            frame.filter(~hit).write_parquet(buffer, compression="zstd")
+            write_bytes_atomic(path, buffer.getvalue())
+            dropped += count
+    return dropped
+
+
 def _month_floor(t_ms: int) -> int:
     return Interval("1M").floor(t_ms)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,6 +36,7 @@ SYMBOL_COLUMN = "symbol"
 _KEY = "open_time"
 _VALUE_COLUMNS = KLINE_COLUMNS[1:]
 _IO_THREADS = 4
+TRASH_DIR = "trash"
 #: Footer key-value metadata cryptolake writes into every partition file.
 META_INTERVAL = "cryptolake.interval"
 META_OFF_GRID_ROWS = "cryptolake.off_grid_rows"
@@ -317,11 +319,34 @@ class Lake:
             root=str(self.root),
         )
 
+    def delete_symbol(self, interval: str, symbol: str) -> tuple[int, int]:
+        """Delete every partition of one symbol and interval: ``(partitions, rows)`` deleted.
+
+        The symbol's folder is first moved into ``_meta/trash/`` (one rename: readers see all of
+        it or none of it), then removed; a removal cut short is finished by the next writer.
+        Only while holding :meth:`writer_lock`.
+        """
+        stats = self.partition_stats(interval, symbol)
+        folder = layout.symbol_dir(self.root, interval, symbol)
+        if not folder.is_dir():
+            return 0, 0
+        trash = layout.meta_dir(self.root) / TRASH_DIR
+        trash.mkdir(parents=True, exist_ok=True)
+        target = trash / f"{secrets.token_hex(8)}"
+        os.replace(folder, target)
+        _fsync_dir(folder.parent)
+        shutil.rmtree(target, ignore_errors=True)
+        return len(stats), sum(s.rows for s in stats)
+
     def remove_stale_temp_files(self) -> list[Path]:
-        """Delete partition temp files (``.data.parquet.<pid>.<hex>.tmp``) under ``klines/``.
+        """Delete partition temp files (``.data.parquet.<pid>.<hex>.tmp``) under ``klines/``, and
+        whatever a deletion cut short left in ``_meta/trash/``.
 
         Only safe while holding :meth:`writer_lock`; returns the removed paths.
         """
+        trash = layout.meta_dir(self.root) / TRASH_DIR
+        if trash.is_dir():
+            shutil.rmtree(trash, ignore_errors=True)
         removed = []
         for folder, _dirs, files in os.walk(layout.klines_dir(self.root)):
             for name in files:

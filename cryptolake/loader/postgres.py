@@ -417,6 +417,10 @@ class PostgresLoader:
         low, high = layout.month_bounds(partition.month)
         if first is not None and last is not None and (first < low or last >= high):
             raise LakeError(f"partition {partition.path} holds candles outside {partition.month}")
+        if table.num_rows and _has_repeated_open_times(table):
+            raise LakeError(f"partition {partition.path} holds an open time more than once (written by another "
+                            "tool?): `cryptolake gaps` lists them; the next collection of that month rewrites it "
+                            "with one candle per open time")
         keys = (layout.EXCHANGE, interval, partition.symbol)
         record = (self.table, *keys, partition.month, table.num_rows, _utc_or_none(first), _utc_or_none(last),
                   len(data), hashlib.sha256(data).digest())
@@ -691,6 +695,12 @@ def _read_partition(path: Path) -> tuple[bytes, pa.Table]:
         return data, parquet.read(use_threads=False)  # the workers are the parallelism
     except (OSError, pa.ArrowException) as exc:
         raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
+
+
+def _has_repeated_open_times(table: pa.Table) -> bool:
+    import pyarrow.compute as pc
+
+    return bool(pc.count_distinct(table.column("open_time")).as_py() != table.num_rows)
 
 
 def _open_time_range(table: pa.Table) -> tuple[int | None, int | None]:

@@ -180,6 +180,11 @@ class BinanceClient:
         process or, through the ban file, any other); 0 when there is none."""
         return self._bans.banned_until(self._host)
 
+    @property
+    def bans(self) -> BanBook:
+        """The recorded 418 bans this client honours (``entries()``, ``clear()``)."""
+        return self._bans
+
     # -- simple endpoints ------------------------------------------------------------------
 
     def test_connectivity(self) -> bool:
@@ -404,7 +409,7 @@ class BinanceClient:
     def _send(self, path: str, params: dict[str, Any], weight: int, symbol: str | None) -> Any:
         banned_until = self._bans.banned_until(self._host)
         if banned_until:
-            raise _banned(self._host, banned_until, banned_until - self._clock())
+            raise _banned(self._host, banned_until, banned_until - self._clock(), self._bans.path)
         with self._slots:
             reservation = self._limiter.acquire(weight)
             headers: httpx.Headers | None = None
@@ -432,7 +437,7 @@ class BinanceClient:
         retry_after = _retry_after_s(response)
         if status == 418:
             until = self._bans.record(self._host, retry_after)
-            raise _banned(self._host, until, retry_after)
+            raise _banned(self._host, until, retry_after, self._bans.path)
         if status == 429 or code == -1003:
             self._limiter.pause(retry_after)
             log.warning("Binance rate limit hit (429); sending nothing for %.0f s", retry_after)
@@ -518,10 +523,12 @@ def _retry_after_s(response: httpx.Response) -> float:
         return 60.0 if response.status_code == 418 else 1.0
 
 
-def _banned(host: str, until: float, retry_after_s: float) -> IPBanned:
+def _banned(host: str, until: float, retry_after_s: float, ban_file: Path | None = None) -> IPBanned:
+    where = (f" (recorded in {ban_file}; `cryptolake bans` shows it, `cryptolake bans --clear` forgets it "
+             "once it is over)") if ban_file is not None else ""
     return IPBanned(
         f"Binance has banned this IP on {host} until {iso(int(until * 1000))} (HTTP 418); "
-        "nothing is sent until then",
+        f"nothing is sent until then{where}",
         banned_until=until,
         retry_after_s=max(0.0, retry_after_s),
     )

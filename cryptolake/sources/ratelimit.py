@@ -149,12 +149,19 @@ def parse_rate_limits(rate_limits: list[dict[str, object]]) -> tuple[int, float]
     return None
 
 
+#: The longest IP ban Binance gives (bans escalate "from 2 minutes to 3 days"): a recorded ban
+#: that claims to last longer is not believed, and is cut to this from when it was recorded.
+MAX_BAN_S = 3 * 86_400
+
+
 class BanBook:
     """When each host may be called again after a 418 ban, in memory and optionally on disk.
 
     Bans live in one process-wide table, so every client of the process honours them. The
     file (JSON ``{host: banned_until_epoch_s}``) is re-read whenever it changes, so every process
-    that shares it honours a ban any of them received.
+    that shares it honours a ban any of them received. No ban lasts more than :data:`MAX_BAN_S`
+    after it was recorded (for a ban read from the file: after the file was last written), so a
+    corrupt or hand-edited file cannot block a lake forever.
     """
 
     _until: dict[str, float] = {}
@@ -173,13 +180,35 @@ class BanBook:
             return until if until > self._clock() else 0.0
 
     def record(self, host: str, retry_after_s: float) -> float:
-        """Record a ban of ``retry_after_s`` seconds; returns when it ends."""
+        """Record a ban of ``retry_after_s`` seconds (at most :data:`MAX_BAN_S`); returns when it ends."""
         with self._lock:
             self._reload()
-            until = max(self._until.get(host, 0.0), self._clock() + retry_after_s)
+            now = self._clock()
+            until = max(min(self._until.get(host, 0.0), now + MAX_BAN_S), now + min(retry_after_s, MAX_BAN_S))
             self._until[host] = until
             self._save()
             return until
+
+    def entries(self) -> dict[str, float]:
+        """``{host: banned_until}`` for every ban still running (this process's and the file's)."""
+        with self._lock:
+            self._reload()
+            now = self._clock()
+            return {host: until for host, until in self._until.items() if until > now}
+
+    def clear(self, host: str | None = None) -> dict[str, float]:
+        """Forget the bans of ``host`` (None: every host), here and in the file; returns them.
+
+        Only for a ban known to be over (Binance answers 418 again if it is not, and the new ban
+        is recorded again)."""
+        with self._lock:
+            self._reload()
+            gone = {h: u for h, u in self._until.items() if host is None or h == host}
+            for name in gone:
+                del self._until[name]
+            if self.path is not None and (gone or self.path.exists()):
+                self._save()
+            return gone
 
     def _reload(self) -> None:
         if self.path is None:
@@ -196,9 +225,12 @@ class BanBook:
         except (OSError, ValueError):
             return
         self._file_stamp = stamp
+        if not isinstance(on_disk, dict):
+            return
+        believed = stat.st_mtime + MAX_BAN_S  # no ban outlasts 3 days from when it was written
         for host, until in on_disk.items():
-            if isinstance(until, (int, float)):
-                self._until[host] = max(self._until.get(host, 0.0), float(until))
+            if isinstance(until, (int, float)) and not isinstance(until, bool):
+                self._until[host] = max(self._until.get(host, 0.0), min(float(until), believed))
 
     def _save(self) -> None:
         if self.path is None:
