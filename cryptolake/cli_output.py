@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptolake.atomic import write_bytes_atomic
 from cryptolake.cli_errors import UsageProblem
-from cryptolake.query import SqlResult, to_json_rows
+from cryptolake.query import SqlResult, to_json_rows, unique_names
 
 #: Rows above which a terminal table is drawn as plain text (rich takes seconds per thousand).
 RICH_MAX_ROWS = 2000
@@ -48,7 +48,7 @@ def render_sql(result: SqlResult, fmt: str, *, to_terminal: bool) -> str | bytes
         import pyarrow.parquet as pq
 
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        pq.write_table(table.rename_columns(unique_names(table.column_names)), buffer, compression="zstd")
         return buffer.getvalue()
     if fmt == "json":
         return json.dumps(to_json_rows(result), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -61,7 +61,8 @@ def render_sql(result: SqlResult, fmt: str, *, to_terminal: bool) -> str | bytes
         for batch in table.to_batches(max_chunksize=50_000):
             writer.writerows(zip(*(column.to_pylist() for column in batch.columns), strict=True))
         return buffer.getvalue()
-    rows = [["" if v is None else str(v) for v in row] for row in zip(*table.to_pydict().values(), strict=True)]
+    columns = [column.to_pylist() for column in table.columns]  # not to_pydict: names may repeat
+    rows = [["" if v is None else str(v) for v in row] for row in zip(*columns, strict=True)]
     if to_terminal and len(rows) <= RICH_MAX_ROWS:
         return rich_table("", table.column_names, rows)
     return plain_table(table.column_names, rows)

@@ -68,6 +68,7 @@ _META_VIEWS: dict[str, tuple[str, pa.Schema]] = {
 }  # fmt: skip
 #: The ``klines`` view's columns: the partition keys, then the candle schema.
 KLINES_SCHEMA = pa.schema([*(pa.field(k, pa.string()) for k in PARTITION_KEYS), *ARROW_SCHEMA])
+_VIEW_SCHEMAS = {"klines": KLINES_SCHEMA, **{view: schema for view, (_, schema) in _META_VIEWS.items()}}
 
 
 class QueryError(CryptolakeError):
@@ -214,13 +215,7 @@ def to_json_rows(result: SqlResult) -> list[dict[str, Any]]:
     """The rows of a ``json``-shaped result as JSON-ready dicts: NaN and infinities become None
     (JSON has neither), decimals become numbers, nested values are parsed from DuckDB's JSON.
     A repeated column name gets a ``_2``, ``_3`` suffix so no value is lost."""
-    names: list[str] = []
-    for name in result.table.column_names:
-        unique, n = name, 1
-        while unique in names:
-            n += 1
-            unique = f"{name}_{n}"
-        names.append(unique)
+    names = unique_names(result.table.column_names)
     columns = []
     for i, column in enumerate(result.table.columns):
         values = column.to_pylist()
@@ -230,6 +225,19 @@ def to_json_rows(result: SqlResult) -> list[dict[str, Any]]:
             values = [_json_scalar(v) for v in values]
         columns.append(values)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Column names with a repeated one suffixed ``_2``, ``_3`` (JSON keys and Parquet columns
+    must be unique; ``SELECT 1 AS x, 2 AS x`` is valid SQL)."""
+    out: list[str] = []
+    for name in names:
+        unique, n = name, 1
+        while unique in out:
+            n += 1
+            unique = f"{name}_{n}"
+        out.append(unique)
+    return out
 
 
 def _json_scalar(value: Any) -> Any:
@@ -258,7 +266,11 @@ def write_database(lake: Lake | str | Path) -> Path:
         try:
             con.execute(f"ATTACH {_literal(str(tmp))} AS lake (STORAGE_VERSION '{DATABASE_STORAGE_VERSION}')")
             for name, select in view_definitions(root).items():
-                con.execute(f"CREATE VIEW lake.{name} AS {select}")
+                try:
+                    con.execute(f"CREATE VIEW lake.{name} AS {select}")
+                except duckdb.Error as exc:  # an unreadable file: the view is empty until it is fixed
+                    log.warning("the %s view in %s is empty: %s", name, path, _one_line(exc))
+                    con.execute(f"CREATE VIEW lake.{name} AS {_empty_select(_VIEW_SCHEMAS[name])}")
             con.execute("DETACH lake")
         except duckdb.IOException as exc:
             raise OSError(f"cannot write {path}: {_one_line(exc)}") from None
