@@ -47,6 +47,8 @@ class StopSignals:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.signum is not None:
+            return  # stopping: until the process ends, another signal still means "abort now"
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous = {}

@@ -210,17 +210,23 @@ def test_collect_stops_on_the_first_signal_records_the_run_and_exits_128_plus_n(
 
 @pytest.mark.slow
 def test_a_second_signal_aborts_at_once_and_leaves_every_file_whole(fake_exchange: FakeExchange, lake: Path) -> None:
-    fake_exchange.set_latency(0.2)
+    from cryptolake.fake_exchange import Fault
+
+    fake_exchange.set_latency(0.02)
     process = _start([sys.executable, "-m", "cryptolake", "collect", "--symbols", "BTC,ETH", "--since",
                       "2019-01-01", "--lake", str(lake), "--base-url", fake_exchange.base_url], lake.parent)
     deadline = time.monotonic() + 30
     while not list(lake.rglob("data.parquet")) and time.monotonic() < deadline:
         time.sleep(0.01)
+    fake_exchange.inject(Fault.slow(8.0, path="/api/v3/klines", times=1000))  # what is in flight hangs
+    time.sleep(0.5)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    time.sleep(0.3)
+    started = time.monotonic()
     process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=10)
+    _, err = process.communicate(timeout=30)
     assert process.returncode == 130 and "aborted by a second SIGINT" in err, err
+    assert time.monotonic() - started < 3, err  # at once, not after the slow answers
     check_files(lake)
 
 
