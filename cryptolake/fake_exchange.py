@@ -859,6 +859,12 @@ class FakeExchange:
     ``now`` is the exchange's clock for candles (frozen unless ``follow_wall_clock``);
     weight windows and bans follow real time from ``clock`` (``time.time``; tests may inject
     their own). ``max_log`` bounds the request log (and the number of weight windows kept).
+
+    ``ban_grace_requests``: Binance bans an IP that keeps sending after a 429 but does not say
+    how many requests that were already in flight it forgives. With the default 0 the first
+    request to arrive inside a 429's ``Retry-After`` is banned; with N, the first N such requests
+    get a 429 too (a concurrent client with N requests in flight when the 429 reaches it is not
+    banned for those; the next one is).
     """
 
     def __init__(
@@ -872,6 +878,7 @@ class FakeExchange:
         latency_s: float = 0.0,
         outages: list[tuple[int, int]] | None = None,
         ban_s: float = 120.0,
+        ban_grace_requests: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.time,
@@ -885,6 +892,7 @@ class FakeExchange:
         self._wall_anchor = clock()
         self._host, self._port = host, port
         self._ban_s = ban_s
+        self._ban_grace = max(0, int(ban_grace_requests))
         self._max_log = max_log
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -904,6 +912,7 @@ class FakeExchange:
         self._window_id: int | None = None
         self._used = 0
         self._retry_until = 0.0   # a request before this (after a 429) gets banned
+        self._grace_left = 0      # ... unless it is one of the requests in flight that are forgiven
         self._banned_until = 0.0
         self._ban_count = 0
         self._requests = 0
@@ -1156,6 +1165,13 @@ class FakeExchange:
             return _Reply(451, _error_body(0, MSG_RESTRICTED)), None, 0, None
         if t < self._banned_until:
             return self._ban_reply(t), None, 0, None
+        if t < self._retry_until and self._grace_left > 0:
+            self._grace_left -= 1  # was in flight when the 429 went out: another 429, no ban
+            num, unit = _window_label(self._window_s)
+            retry = max(1, math.ceil(self._retry_until - t))
+            return _Reply(429, _error_body(-1003, f"Too much request weight used; current limit is "
+                                                  f"{self._weight_limit} request weight per {num} {unit}."),
+                          [("Retry-After", str(retry))]), None, 0, None
         if t < self._retry_until:
             length = min(self._ban_s * 2**self._ban_count, MAX_BAN_S)
             self._ban_count += 1
@@ -1233,6 +1249,8 @@ class FakeExchange:
 
     def _rate_limit_reply(self, t: float, retry_after_s: int) -> _Reply:
         """A 429 that arms the ban rule until ``Retry-After`` has passed."""
+        if t >= self._retry_until:
+            self._grace_left = self._ban_grace
         self._retry_until = max(self._retry_until, t + retry_after_s)
         num, unit = _window_label(self._window_s)
         msg = (f"Too much request weight used; current limit is {self._weight_limit} request "

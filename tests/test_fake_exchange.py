@@ -982,3 +982,12 @@ def test_serve_with_chaos() -> None:
         assert sum(c.get("/fake/stats").json()["chaos_faults"].values()) == 1
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
+
+
+def test_ban_grace_forgives_requests_in_flight_then_bans() -> None:
+    with FakeExchange(now=to_ms("2026-01-01T00:30:00Z"), ban_grace_requests=2) as fx, httpx.Client(
+        base_url=fx.base_url
+    ) as c:
+        fx.inject(Fault.rate_limit(retry_after_s=30))
+        statuses = [c.get("/api/v3/ping").status_code for _ in range(4)]
+    assert statuses == [429, 429, 429, 418]

@@ -377,3 +377,30 @@ def test_the_scheduler_log_never_shows_the_dsn_password(fake_exchange: FakeExcha
     for text in (out, err, *(p.read_text(errors="replace") for p in lake.rglob("*") if p.is_file()
                              and p.suffix in (".json", ".lock", ""))):
         assert "Hunter2-S3cret" not in text
+
+
+@pytest.mark.slow
+def test_a_429_storm_mid_backfill_is_waited_out_without_a_ban(ban_file: Path, lake: Path) -> None:
+    import threading
+
+    # The fake forgives the requests already in flight when a 429 goes out (at most the client's
+    # concurrency); a client that sent anything after seeing the 429 would be banned.
+    with FakeExchange(now=to_ms("2026-01-01T00:30:00Z"), ban_grace_requests=16, latency_s=0.01) as fx:
+        with BinanceClient(base_url=fx.base_url, retry_delay=0.01, ban_file=ban_file) as client:
+            collector = CryptoCollector(client, lake=lake)
+
+            def storm_when_the_first_partition_lands() -> None:
+                deadline = time.monotonic() + 30
+                while not list(lake.rglob("data.parquet")) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                fx.rate_limit_storm(1.5, retry_after_s=1)
+
+            watcher = threading.Thread(target=storm_when_the_first_partition_lands)
+            watcher.start()
+            report = collector.collect_backward("2024-01-01", ["BTC", "ETH", "SOL"])
+            watcher.join()
+        stats = fx.stats()
+        assert report.ok, report.failed
+        assert stats.storm_rate_limited > 0 and stats.by_status.get(418, 0) == 0
+        for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
+            assert_frame_equal(stored(lake, symbol), oracle(fx, symbol, "2024-01-01"))
