@@ -404,8 +404,10 @@ class CryptoCollector:
             now = self._now_ms()
             self.meta.record_window(Window(self.interval, symbol, "failed", lo, last, now, now, error=str(exc)))
             raise
-        self.meta.forget_windows(self.interval, symbol, "failed", lo, last)
-        rechecked = self.meta.forget_windows(self.interval, symbol, "exchange_gap", lo, last, within=True)
+        # What this fetch proved goes into the metadata before the candles are written, in one
+        # rewrite: a run killed in between leaves the outages recorded and the slots to fetch.
+        self.meta.settle_windows(self.interval, symbol, lo, last, self._outages(symbol, lo, last, frame),
+                                 self._now_ms())
         # Write the month next to the stored range first (the newest one when walking backward):
         # a run stopped between two partition writes then leaves no hole that bounds-based
         # resumption would never fill.
@@ -416,37 +418,33 @@ class CryptoCollector:
             result.rows_changed += written.rows_changed
             result.files_written += written.files_written
         result.batches += 1
-        self._record_exchange_gaps(symbol, lo, last, frame, rechecked)
         if frame.height:
-            first, last = frame["open_time"][0], frame["open_time"][-1]
+            first, last_open = frame["open_time"][0], frame["open_time"][-1]
             result.first_open_time = min(filter(None, (result.first_open_time, first)))
-            result.last_open_time = max(filter(None, (result.last_open_time, last)))
+            result.last_open_time = max(filter(None, (result.last_open_time, last_open)))
         self._emit(ProgressEvent("batch", symbol, result.direction, rows=frame.height))
 
-    def _record_exchange_gaps(self, symbol: str, lo: int, last: int, frame: Any, rechecked: list[Window]) -> None:
-        """Record the slots of ``[lo, last]`` the exchange returned nothing for although the
-        symbol has candles before and after them (stored or just fetched): an outage.
+    def _outages(self, symbol: str, lo: int, last: int, frame: Any) -> list[tuple[int, int]]:
+        """The runs ``(first, last open time)`` of ``[lo, last]`` the exchange returned nothing for
+        although the symbol has candles before and after them: an outage (or a halt).
 
-        ``rechecked`` are the outage windows this fetch covered; one found empty again keeps
-        its first record time and counts one more check (``attempts``).
+        Evidence of candles before a run: a fetched or stored candle, or the symbol's recorded
+        listing; after it: a fetched or stored candle. So a run at the oldest edge of a backward
+        batch is known for an outage at once, without waiting for the next batch.
         """
         fetched = [self.grid.index(t) for t in frame["open_time"].dt.epoch("ms").to_list()]
         fetched = [i for i in fetched if self.grid.is_on_grid(self.grid.at(i))]
-        first_idx, last_idx = self.grid.index(lo), self.grid.index(last)
-        holes = missing_runs(fetched, first_idx, last_idx)
+        holes = missing_runs(fetched, self.grid.index(lo), self.grid.index(last))
         if not holes:
-            return
+            return []
         stored = self.lake.bounds(self.interval, symbol)
-        before = min([*fetched, *([self.grid.index(stored[0])] if stored else [])], default=None)
-        after = max([*fetched, *([self.grid.index(stored[1])] if stored else [])], default=None)
-        now = self._now_ms()
-        for a, b in holes:
-            if before is not None and after is not None and before < a and b < after:
-                start, end = self.grid.at(a), self.grid.at(b)
-                old = next((w for w in rechecked if (w.start_ms, w.end_ms) == (start, end)), None)
-                recorded, attempts = (old.recorded_ms, old.attempts + 1) if old else (now, 1)
-                window = Window(self.interval, symbol, "exchange_gap", start, end, recorded, now, attempts)
-                self.meta.record_window(window)
+        listed = self.meta.listings(self.interval).get(symbol)
+        earlier = [*fetched, *([self.grid.index(stored[0])] if stored else [])]
+        earlier += [self.grid.index(self.grid.ceil(listed))] if listed is not None else []
+        later = [*fetched, *([self.grid.index(stored[1])] if stored else [])]
+        before, after = min(earlier, default=None), max(later, default=None)
+        return [(self.grid.at(a), self.grid.at(b)) for a, b in holes
+                if before is not None and after is not None and before < a and b < after]
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

@@ -328,3 +328,18 @@ def test_a_delisted_symbol_expects_nothing_after_its_last_candle(
     # Offline, nobody can tell a delisting from a download we did not make.
     offline = DataGapDetector(lake, "1h", start_date="2022-05-01", clock=lambda: fake_exchange.now_ms() / 1000)
     assert [g.position for g in offline.find_all_gaps("LUNAUSDT")] == ["forward"]
+
+
+@pytest.mark.parametrize("edge", ["2024-03-12T06:00:00Z", "2024-03-12T04:00:00Z", "2024-03-12T09:00:00Z"])
+def test_an_outage_cut_by_a_batch_edge_is_one_exchange_gap(
+    fake_exchange: FakeExchange, client: BinanceClient, tmp_path: Path, edge: str
+) -> None:
+    # Batches run forward from the start in steps of batch_size_hours: choose the size so that
+    # one batch edge falls on `edge`, inside or at either end of the outage (04:00-08:00).
+    start = "2024-03-01T00:00:00Z"
+    hours = (to_ms(edge) - to_ms(start)) // 3_600_000
+    collector = CryptoCollector(client, lake=tmp_path / "lake", batch_size_hours=hours)
+    assert collector.collect_backward(start, ["BTC"]).ok
+    gaps = DataGapDetector(tmp_path / "lake", "1h", client=client).find_all_gaps("BTCUSDT", start)
+    assert [(g.kind, iso(g.start_ms), iso(g.end_ms), g.count) for g in gaps] == [
+        ("exchange_gap", OUTAGE_FIRST, OUTAGE_LAST, 5)]

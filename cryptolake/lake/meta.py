@@ -28,9 +28,11 @@ import polars as pl
 from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import LakeError
 from cryptolake.lake import layout
+from cryptolake.schema import Interval
 from cryptolake.timeutils import to_ms
 
 WindowKind = Literal["exchange_gap", "failed"]
+_TIMES = ("start_time", "end_time", "recorded_at", "checked_at")
 WINDOWS_FILE = "windows.parquet"
 LISTINGS_FILE = "listings.parquet"
 STARTS_FILE = "starts.parquet"
@@ -140,6 +142,47 @@ class LakeMeta:
             if dropped.height:
                 self._write(self.windows_path, frame.filter(~hit))
             return [_window(row) for row in dropped.iter_rows(named=True)]
+
+    def settle_windows(
+        self, interval: str, symbol: str, start_ms: int, end_ms: int, outages: list[tuple[int, int]], now_ms: int
+    ) -> None:
+        """Record what one successful fetch of ``[start_ms, end_ms]`` proved, in one rewrite: its
+        ``failed`` windows are gone, its old ``exchange_gap`` windows are replaced by ``outages``
+        (``(first, last open time)`` runs found empty). An outage found empty again keeps its
+        first record time and counts one more check (``attempts``)."""
+        with self._lock:
+            frame = self._read(self.windows_path, WINDOW_SCHEMA)
+            mine = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+            failed = mine & (pl.col("kind") == "failed") & (pl.col("end_time") >= _ms(start_ms)) & (
+                pl.col("start_time") <= _ms(end_ms))
+            gaps = mine & (pl.col("kind") == "exchange_gap") & (pl.col("start_time") >= _ms(start_ms)) & (
+                pl.col("end_time") <= _ms(end_ms))
+            old = {(w.start_ms, w.end_ms): w for w in map(_window, frame.filter(gaps).iter_rows(named=True))}
+            if not outages and frame.filter(failed | gaps).is_empty():
+                return
+            grid = Interval(interval)
+            neighbours = [w for w in map(_window, frame.filter(mine & (pl.col("kind") == "exchange_gap") & ~gaps)
+                                         .iter_rows(named=True))]
+            merged: list[Window] = []
+            rows = []
+            for first, last in outages:
+                previous = old.get((first, last))
+                recorded, attempts = (previous.recorded_ms, previous.attempts + 1) if previous else (now_ms, 1)
+                # One outage cut by a batch edge is found in two fetches: the halves join up.
+                for w in neighbours:
+                    if grid.next_open(w.end_ms) == first or grid.next_open(last) == w.start_ms:
+                        first, last = min(first, w.start_ms), max(last, w.end_ms)
+                        recorded, attempts = min(recorded, w.recorded_ms), max(attempts, w.attempts)
+                        merged.append(w)
+                rows.append({"interval": interval, "symbol": symbol, "kind": "exchange_gap", "start_time": first,
+                             "end_time": last, "recorded_at": recorded, "checked_at": now_ms, "attempts": attempts,
+                             "error": None})
+            for w in merged:
+                gaps = gaps | (mine & (pl.col("kind") == "exchange_gap") & (pl.col("start_time") == _ms(w.start_ms))
+                               & (pl.col("end_time") == _ms(w.end_ms)))
+            added = pl.DataFrame(rows, schema={**WINDOW_SCHEMA, **{c: pl.Int64() for c in _TIMES}}, orient="row")
+            added = added.with_columns(pl.col(c).cast(_TIME) for c in _TIMES).cast(WINDOW_SCHEMA)  # type: ignore[arg-type]
+            self._write(self.windows_path, pl.concat([frame.filter(~(failed | gaps)), added]))
 
     # -- listings ------------------------------------------------------------------------
 
