@@ -82,6 +82,8 @@ def cli(ctx: click.Context, config_file: str | None, debug: bool) -> None:
         handler.addFilter(RedactingFilter())
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    # psycopg warns about cleanups after a lost connection; the loader reports the loss itself.
+    logging.getLogger("psycopg").setLevel(logging.DEBUG if debug else logging.ERROR)
 
 
 # -- shared options ------------------------------------------------------------------------

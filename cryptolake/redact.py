@@ -31,11 +31,14 @@ _secrets: set[str] = set()
 
 
 def register_secret(value: str | None) -> None:
-    """Hide ``value`` (and, for a DSN, its password) in everything :func:`redact` sees."""
+    """Hide ``value`` in everything :func:`redact` sees; for a connection string (a URL or
+    ``key=value`` DSN) only its password is secret, so hosts and database names stay readable."""
     if not value:
         return
-    found = {value, *(m.group("pw") for m in _URL_PASSWORD.finditer(value))}
-    found |= {m.group("pw").strip("'") for m in _KV_PASSWORD.finditer(value)}
+    passwords = {m.group("pw") for m in _URL_PASSWORD.finditer(value)}
+    passwords |= {m.group("pw").strip("'") for m in _KV_PASSWORD.finditer(value)}
+    is_dsn = "://" in value or re.search(r"\b(host|dbname|user|port)\s*=", value) is not None
+    found = passwords if is_dsn else {value}
     with _lock:
         _secrets.update(s for s in found if len(s) >= MIN_SECRET_LEN)
 
