@@ -483,15 +483,11 @@ class CryptoCollector:
 
     def _forget_state(self, symbol: str) -> bool:
         with self._state_lock:
-            path = self._state_path()
-            try:
-                document = json.loads(path.read_text(encoding="utf-8"))
-            except (FileNotFoundError, ValueError):
-                return False
+            document = self._state_document()
             if symbol not in document.get(self.interval, {}):
                 return False
             del document[self.interval][symbol]
-            _write_json_atomic(path, document)
+            _write_json_atomic(self._state_path(), document)
             return True
 
     # -- state and status ------------------------------------------------------------------
@@ -531,19 +527,19 @@ class CryptoCollector:
         return meta_dir(self.lake.root) / STATE_FILE
 
     def _load_state(self) -> dict[str, dict[str, Any]]:
+        return dict(self._state_document().get(self.interval, {}))
+
+    def _state_document(self) -> dict[str, Any]:
+        """The whole collection state (every interval); empty if there is none or it is torn."""
         try:
             document = json.loads(self._state_path().read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return {}
-        return dict(document.get(self.interval, {}))
+        return document if isinstance(document, dict) else {}
 
     def _save_state(self, report: CollectionReport) -> None:
         with self._state_lock:
-            path = self._state_path()
-            try:
-                document = json.loads(path.read_text(encoding="utf-8"))
-            except (FileNotFoundError, ValueError):
-                document = {}
+            document = self._state_document()
             section = document.setdefault(self.interval, {})
             for symbol, result in report.results.items():
                 if result.ok and not result.batches and not result.stopped:
@@ -557,7 +553,7 @@ class CryptoCollector:
                     "last_error": result.error,
                     "last_outcome": "stopped" if result.stopped else ("failed" if result.error else "succeeded"),
                 }
-            _write_json_atomic(path, document)
+            _write_json_atomic(self._state_path(), document)
 
 
 def pair_symbols(names: Iterable[str], quote_asset: str) -> list[str]:

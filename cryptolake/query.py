@@ -115,6 +115,7 @@ def connect(lake: Lake | str | Path, warnings: list[str] | None = None) -> duckd
     try:
         # In this order: the time zone needs ICU, which cannot load once external access is off.
         con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")  # it would draw on stdout, between results
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         con.register("klines", klines_dataset(root))
