@@ -37,9 +37,18 @@ class CryptolakeGroup(click.Group):
     """The CLI's error boundary: any exception becomes one redacted line and an exit code
     (:mod:`cryptolake.cli_errors`); ``--debug`` adds the traceback."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _usage(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a subcommand's options: one line, like every other error
+            raise _usage(exc) from None
         except (click.exceptions.Exit, click.Abort, click.ClickException, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - this is the boundary
@@ -47,6 +56,15 @@ class CryptolakeGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 click.echo(redacted_traceback(exc), err=True, nl=False)
             raise _Failure(message, exit_code=code) from None
+
+
+def _usage(exc: click.UsageError) -> click.ClickException:
+    """Click's usage error as one line (exit 2), pointing at the command's help; a group called
+    without a command still shows its help, as click does."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return exc
+    where = exc.ctx.command_path if exc.ctx is not None else "cryptolake"
+    return _Failure(f"{exc.format_message()} (see `{where} --help`)", exit_code=exc.exit_code)
 
 
 class _Failure(click.ClickException):
@@ -329,22 +347,31 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
                 reports.append(collector.collect_backward(start, pairs))
             if not backward_only and not signals.stopping:
                 reports.append(collector.collect_forward(pairs))
+    skipped = not backward_only and signals.stopping and len(reports) < (1 if forward_only else 2)
     failed = {s: e for r in reports for s, e in r.failed.items()}
+    from cryptolake.query import refresh_database
+
+    refresh_database(settings.lake.root)  # a first collection makes the klines view non-empty
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
     else:
-        _print_collect_summary(settings, reports, pairs, signals.signum)
+        _print_collect_summary(settings, reports, pairs, signals.signum, skipped)
     if signals.exit_code is not None:
         sys.exit(signals.exit_code)
     if failed:
         sys.exit(1)
 
 
-def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[str], signum: int | None) -> None:
+def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[str], signum: int | None,
+                           forward_skipped: bool = False) -> None:
     added = sum(r.total_rows_added for r in reports)
     failed = {s: e for r in reports for s, e in r.failed.items()}
-    click.echo(f"collected {added} new {settings.collection.interval} candles for "
-               f"{len(pairs) - len(failed)}/{len(pairs)} symbols into {settings.lake.root}")
+    stopped = {s for r in reports for s, result in r.results.items() if result.stopped} - set(failed)
+    if forward_skipped:  # stopped before the forward step began: no symbol is up to date
+        stopped |= set(pairs) - set(failed)
+    done = len(pairs) - len(failed) - len(stopped)
+    click.echo(f"collected {added} new {settings.collection.interval} candles for {done}/{len(pairs)} symbols "
+               f"into {settings.lake.root}" + (f" ({len(stopped)} stopped before the end)" if stopped else ""))
     if signum is not None:
         click.echo(_stopped_line(signum), err=True)
     for symbol, error in failed.items():
@@ -662,7 +689,7 @@ def coverage_command(ctx: click.Context, symbols: str | None, since: str | None,
 
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols)
     if png is not None:
-        check_output_path(png, settings.lake.root, "--png")
+        png = check_output_path(png, settings.lake.root, "--png")
     scan = _scan(settings, symbols, since, offline)
     rows = coverage_rows(scan)
     if png is not None:
@@ -702,14 +729,13 @@ def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, l
         cryptolake sql "SELECT symbol, count(*) FROM klines GROUP BY symbol"
     """
     from cryptolake.cli_output import check_output_path, render_sql, write_output
-    from cryptolake.query import QueryError, refresh_database, run_sql
+    from cryptolake.query import QueryError, run_sql
 
     settings = settings_from(ctx, lake=lake)
     root = existing_lake(settings)
     if fmt == "parquet" and output is None:
         raise UsageProblem("--format parquet needs --output FILE")
-    if output is not None:
-        check_output_path(output, root)
+    target = check_output_path(output, root) if output is not None else None
     rows = limit if limit else (None if limit == 0 or fmt != "table" else SQL_TABLE_ROWS)
     shape = {"table": "text", "csv": "csv", "json": "json", "parquet": "parquet"}[fmt]
     try:
@@ -718,12 +744,11 @@ def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, l
         raise UsageProblem(f"SQL error: {exc}") from None
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    refresh_database(root)
-    data = render_sql(result, fmt, to_terminal=output is None and sys.stdout.isatty())
-    if output is None:
-        click.echo(data, nl=False)  # type: ignore[arg-type]
+    data = render_sql(result, fmt, to_terminal=target is None and sys.stdout.isatty())
+    if target is None:
+        click.echo(data, nl=False, color=True)  # the data as it is: control characters kept
     else:
-        write_output(output, data)
+        write_output(target, data)
     if result.truncated:
         click.echo(f"note: showing the first {rows:,} rows; more were left out (--limit N for more, "
                    "--limit 0 for all, or --format csv|json)", err=True)

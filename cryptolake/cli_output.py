@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import sys
+import tempfile
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptolake.atomic import write_bytes_atomic
 from cryptolake.cli_errors import UsageProblem
 from cryptolake.query import SqlResult, to_json_rows, unique_names
 
@@ -18,27 +21,71 @@ from cryptolake.query import SqlResult, to_json_rows, unique_names
 RICH_MAX_ROWS = 100
 
 
-def check_output_path(output: Path, lake_root: Path, option: str = "--output") -> None:
-    """Refuse an ``--output`` file inside the lake (symlinks followed), into a missing folder,
-    or onto a folder.
+def check_output_path(output: Path, lake_root: Path, option: str = "--output") -> Path:
+    """Where an ``--output`` file really goes (symlinks followed), refused when that is inside the
+    lake (also through a bind mount or hard-linked folder: folders are compared by device and
+    inode), a folder, something other than a regular file (a device, a pipe), or in a folder
+    that does not exist.
 
     Raises:
         UsageProblem: one line saying which and what to do.
     """
     target = output.expanduser().resolve()
-    lake = lake_root.expanduser().resolve()
-    if target == lake or target.is_relative_to(lake):
+    if _inside(target, lake_root.expanduser().resolve()):
         raise UsageProblem(f"{option} {output} is inside the lake {lake_root}: the lake holds only what "
                            "cryptolake writes; choose a file outside it")
     if target.is_dir():
         raise UsageProblem(f"{option} {output} is a folder; give a file name")
+    if target.exists() and not target.is_file():
+        raise UsageProblem(f"{option} {output} is not a regular file (a device, a pipe or a socket); give a "
+                           "file name, or leave out --output to write to standard output")
     if not target.parent.is_dir():
         raise UsageProblem(f"{option} {output}: folder {output.parent} does not exist; create it first")
+    return target
 
 
-def write_output(output: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``output`` whole or not at all (temp file, fsync, rename)."""
-    write_bytes_atomic(output, data.encode("utf-8") if isinstance(data, str) else data)
+def _inside(target: Path, lake: Path) -> bool:
+    try:
+        lake_id = _identity(lake)
+    except OSError:
+        return target == lake or target.is_relative_to(lake)
+    for folder in (target, *target.parents):
+        if folder == lake:
+            return True
+        try:
+            if _identity(folder) == lake_id:
+                return True
+        except OSError:
+            continue  # not there (yet): its parents decide
+    return False
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def write_output(target: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``target`` whole or not at all (temp file, fsync, rename), keeping the
+    mode of the file it replaces (a new file gets the usual 0666 less the umask)."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def render_sql(result: SqlResult, fmt: str, *, to_terminal: bool) -> str | bytes:
@@ -68,9 +115,25 @@ def render_sql(result: SqlResult, fmt: str, *, to_terminal: bool) -> str | bytes
     return plain_table(table.column_names, rows)
 
 
+def visible(text: str) -> str:
+    """``text`` safe to show in a table: control characters (escape sequences, carriage
+    returns, newlines, NUL) as ``\\xNN`` escapes, so data cannot drive the terminal or break
+    the layout."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch != "\u200d":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch, f"\\x{ord(ch):02x}" if ord(ch) < 256
+                                                                  else f"\\u{ord(ch):04x}"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Columns aligned with two spaces, a header and a rule; nothing cut, any width; fast."""
-    cells = [[str(c) for c in columns], *[[str(c) for c in row] for row in rows]]
+    cells = [[visible(str(c)) for c in columns], *[[visible(str(c)) for c in row] for row in rows]]
     widths = [max(_width(row[i]) for row in cells) for i in range(len(columns))]
     lines = []
     for n, row in enumerate(cells):
@@ -84,20 +147,19 @@ def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     """A rich table as text for the terminal (cells wrap rather than being cut)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title or None, show_edge=False, header_style="bold")
     for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        table.add_column(Text(visible(column)), overflow="fold")
+    for row in rows:  # Text, not markup: a value such as "[bold]" is shown as it is
+        table.add_row(*(Text("" if cell is None else visible(str(cell))) for cell in row))
     console = Console(file=io.StringIO(), width=None if sys.stdout.isatty() else 200, force_terminal=sys.stdout.isatty())
     console.print(table)
     return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
 
 
 def _width(text: str) -> int:
-    import unicodedata
-
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 

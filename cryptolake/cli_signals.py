@@ -60,6 +60,7 @@ class StopSignals:
                           "resumes where this one stopped")
             os._exit(128 + signum)
         self.signum = signum
+        again = "Ctrl-C again" if signum == signal.SIGINT else f"another {name}"
         self.announce(f"stopping ({name}): the partition being written finishes and the run is recorded "
-                      "first (Ctrl-C again to abort at once)")
+                      f"first ({again} aborts at once)")
         self.on_stop()

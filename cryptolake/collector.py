@@ -18,13 +18,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from cryptolake.atomic import write_bytes_atomic
-from cryptolake.errors import CryptolakeError, InvalidSymbol, IPBanned, Transient
+from cryptolake.errors import CryptolakeError, InvalidSymbol, IPBanned, LakeLocked, Transient
 from cryptolake.gaps import DataGapDetector, Gap, GapScan, forget_report, missing_runs, save_report
 from cryptolake.lake import Lake, meta_dir, split_by_month, validate_symbol
 from cryptolake.lake.meta import LakeMeta, Window
@@ -267,7 +268,17 @@ class CryptoCollector:
         if not symbols:
             report.finished_at = report.started_at
             return report
-        with self.lake.writer_lock(wait=self.wait_for_lock, on_wait=self.on_lock_wait):
+        with ExitStack() as held:
+            try:
+                held.enter_context(self.lake.writer_lock(wait=self.wait_for_lock, on_wait=self.on_lock_wait,
+                                                         cancel=self._stop))
+            except LakeLocked as exc:
+                if not exc.cancelled:
+                    raise
+                # Stopped while another process was writing: nothing was done, nothing to record.
+                report.results = {s: SymbolResult(s, direction, stopped=True) for s in symbols}
+                report.finished_at = from_ms(self._now_ms())
+                return report
             # The exchange's clock, not ours, decides which candles are closed.
             end_ms = self.grid.floor(self.client.get_server_time_ms())
             if direction == "gaps":

@@ -140,6 +140,8 @@ class LakeLocked(LakeError):
     def __init__(self, message: str, *, root: str) -> None:
         super().__init__(message)
         self.root = root
+        #: True when the wait was given up because the caller asked to stop.
+        self.cancelled = False
 
 
 class InvalidSymbolName(LakeError):

@@ -42,7 +42,7 @@ from cryptolake.schema import HOUR_MS, Interval
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.timeutils import from_ms, iso, to_ms
 
-GapKind = Literal["missing", "exchange_gap", "failed", "off_grid", "duplicate"]
+GapKind = Literal["missing", "exchange_gap", "failed", "off_grid", "duplicate", "misplaced"]
 Position = Literal["backward", "internal", "forward"]
 #: Kinds that are empty grid slots (the others are stored rows that break the grid).
 SLOT_KINDS: tuple[str, ...] = ("missing", "exchange_gap", "failed")
@@ -235,8 +235,8 @@ class DataGapDetector:
             holes = _position_holes(first, last, bounds, rows.holes.get(symbol, []))
             for lo, hi, position in holes:
                 gaps.extend(self._classify(symbol, lo, hi, position, windows, now_ms))
-            for kind, t_ms, count in rows.anomalies.get(symbol, []):
-                gaps.append(Gap(symbol, self.interval, kind, "internal", t_ms, t_ms, count))  # type: ignore[arg-type]
+            for kind, first_ms, last_ms, count in rows.anomalies.get(symbol, []):
+                gaps.append(Gap(symbol, self.interval, kind, "internal", first_ms, last_ms, count))  # type: ignore[arg-type]
             spans[symbol] = SymbolSpan(
                 symbol, first, last if first is not None else None,
                 bounds[0] if bounds else None, bounds[1] if bounds else None,
@@ -425,11 +425,20 @@ def summarize(result: GapScan, symbol: str) -> dict[str, Any]:
         "last_candle": iso(grid.at(span.stored_last)) if span and span.stored_last is not None else None,
         "expected_candles": expected,
         "present_candles": present,
-        "completeness_percent": round(100.0 * in_range / expected, 4) if expected else 100.0,
+        "completeness_percent": percent(in_range, expected, 4),
         "gaps_by_kind": by_kind,
         "failed_windows": [g.to_dict() for g in gaps if g.kind == "failed"],
         "judged_at": iso(result.end_ms),
     }
+
+
+def percent(part: int, whole: int, digits: int) -> float:
+    """``100 * part / whole`` cut (never rounded up) to ``digits`` decimals: 43,199 of 43,200 is
+    99.99, not 100.0, so "< 100" finds every incomplete month. 100.0 when ``whole`` is 0."""
+    if whole <= 0:
+        return 100.0
+    scale = 10**digits
+    return min(100 * scale * max(part, 0) // whole, 100 * scale) / scale
 
 
 def coverage_rows(result: GapScan) -> list[dict[str, Any]]:
@@ -449,7 +458,7 @@ def coverage_rows(result: GapScan) -> list[dict[str, Any]]:
             if expected:
                 out.append({
                     "symbol": symbol, "interval": result.interval, "month": month, "expected": expected,
-                    "present": present, "completeness_percent": round(100.0 * min(present, expected) / expected, 2),
+                    "present": present, "completeness_percent": percent(present, expected, 2),
                 })  # fmt: skip
             month_ms = next_ms
     return out
@@ -471,7 +480,7 @@ def save_report(lake: Lake, result: GapScan) -> None:
         frame = frame.with_columns(pl.col(c).cast(pl.Datetime("ms", "UTC")) for c in stamp)
         path = meta_dir(lake.root) / name
         try:
-            old = pl.read_parquet(path)
+            old = pl.read_parquet(io.BytesIO(path.read_bytes()))  # one read: see LakeMeta._read
             keep = ~((pl.col("interval") == result.interval) & pl.col("symbol").is_in(list(result.spans)))
             frame = pl.concat([old.filter(keep), frame]) if old.schema == frame.schema else frame
         except (FileNotFoundError, pl.exceptions.PolarsError, OSError):
@@ -488,7 +497,7 @@ def forget_report(lake: Lake, interval: str, symbol: str) -> int:
     for name in ("gaps.parquet", "coverage.parquet"):
         path = meta_dir(lake.root) / name
         try:
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(io.BytesIO(path.read_bytes()))
         except FileNotFoundError:
             continue
         except (pl.exceptions.PolarsError, OSError) as exc:
@@ -518,7 +527,7 @@ def _next_month(t_ms: int) -> int:
 class _QueryRows:
     bounds: dict[str, tuple[int, int]]
     holes: dict[str, list[tuple[int, int]]]
-    anomalies: dict[str, list[tuple[str, int, int]]]
+    anomalies: dict[str, list[tuple[str, int, int, int]]]
     present: dict[str, int]
     present_by_month: dict[str, dict[str, int]]
 
@@ -566,7 +575,7 @@ class _GapQuery:
                 rows.present_by_month.setdefault(symbol, {})[month] = count
                 rows.present[symbol] = rows.present.get(symbol, 0) + count
             else:
-                rows.anomalies.setdefault(symbol, []).append((kind, lo, count))
+                rows.anomalies.setdefault(symbol, []).append((kind, lo, hi, count))
         for symbol in rows.holes:
             rows.holes[symbol].sort()
         return rows
@@ -579,13 +588,14 @@ class _GapQuery:
         else:
             index = f"(({time_ms} - {self.grid.origin_ms}) // {self.grid.fixed_ms})"
             on_grid = f"(({time_ms} - {self.grid.origin_ms}) % {self.grid.fixed_ms} = 0)"
-        empty = "SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS month, 0::BIGINT AS t, 0::BIGINT AS idx, false AS on_grid WHERE false"
+        empty = ("SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS month, 0::BIGINT AS t, 0::BIGINT AS idx, "
+                 "false AS on_grid, false AS in_month WHERE false")
         sources, n = [], 0
-        for files in (self.trusted, self.foreign):
-            if files:
+        for files, in_month in ((self.trusted, "true"), (self.foreign, "strftime(open_time, '%Y-%m') = month")):
+            if files:  # cryptolake's own files hold only their month; another tool's may not
                 n += 1
                 sources.append(f"""
-                SELECT symbol, month, {time_ms} AS t, {index} AS idx, {on_grid} AS on_grid
+                SELECT symbol, month, {time_ms} AS t, {index} AS idx, {on_grid} AS on_grid, {in_month} AS in_month
                 FROM read_parquet(${n}, hive_partitioning = true, hive_types_autocast = false)""")
             else:
                 sources.append(empty)
@@ -596,7 +606,7 @@ class _GapQuery:
         scanned AS (SELECT * FROM trusted UNION ALL SELECT * FROM foreign_rows),
         slots AS (
             SELECT symbol, month, idx FROM trusted WHERE on_grid
-            UNION ALL SELECT DISTINCT symbol, month, idx FROM foreign_rows WHERE on_grid
+            UNION ALL SELECT DISTINCT symbol, month, idx FROM foreign_rows WHERE on_grid AND in_month
         ),
         runs AS (
             SELECT symbol, lo, hi FROM footers
@@ -612,7 +622,10 @@ class _GapQuery:
         UNION ALL SELECT symbol, 'bounds', NULL, min(lo), max(hi), NULL FROM runs GROUP BY symbol
         UNION ALL SELECT symbol, 'present', month, NULL, NULL, hi - lo + 1 FROM footers
         UNION ALL SELECT symbol, 'present', month, NULL, NULL, count(*) FROM slots GROUP BY symbol, month
-        UNION ALL SELECT symbol, 'off_grid', NULL, t, t, count(*) FROM scanned WHERE NOT on_grid GROUP BY symbol, t
-        UNION ALL SELECT symbol, 'duplicate', NULL, t, t, count(*) - 1 FROM foreign_rows WHERE on_grid
+        UNION ALL SELECT symbol, 'off_grid', NULL, t, t, count(*) FROM scanned WHERE NOT on_grid AND in_month
+            GROUP BY symbol, t
+        UNION ALL SELECT symbol, 'duplicate', NULL, t, t, count(*) - 1 FROM foreign_rows WHERE on_grid AND in_month
             GROUP BY symbol, t HAVING count(*) > 1
+        UNION ALL SELECT symbol, 'misplaced', month, min(t), max(t), count(*) FROM foreign_rows WHERE NOT in_month
+            GROUP BY symbol, month
         """

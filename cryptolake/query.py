@@ -26,6 +26,13 @@ import logging
 import math
 import os
 import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +43,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from cryptolake.errors import CryptolakeError
+from cryptolake.errors import CryptolakeError, LakeError
 from cryptolake.lake import ARROW_SCHEMA, Lake
 from cryptolake.lake.layout import DATA_FILE, klines_dir, meta_dir
 from cryptolake.lake.meta import WINDOWS_FILE
@@ -104,11 +111,15 @@ def klines_dataset(lake: Lake | str | Path) -> ds.Dataset:
                       partition_base_dir=str(klines_dir(root)))
 
 
-def connect(lake: Lake | str | Path, warnings: list[str] | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    lake: Lake | str | Path, warnings: list[str] | None = None, *, temp_dir: str | Path | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection (time zone UTC) with the lake's views that can change
     nothing on disk (see the module docstring).
 
-    An unreadable metadata file leaves its view empty and adds a line to ``warnings``.
+    A query too big for memory spills to ``temp_dir`` (default: the system's temp folder), never
+    to the working directory or the lake. An unreadable metadata file leaves its view empty and
+    adds a line to ``warnings``.
     """
     root = lake.root if isinstance(lake, Lake) else Path(lake)
     con = duckdb.connect()
@@ -116,6 +127,7 @@ def connect(lake: Lake | str | Path, warnings: list[str] | None = None) -> duckd
         # In this order: the time zone needs ICU, which cannot load once external access is off.
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")  # it would draw on stdout, between results
+        con.execute(f"SET temp_directory = {_literal(str(temp_dir or tempfile.gettempdir()))}")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         con.register("klines", klines_dataset(root))
@@ -145,7 +157,8 @@ def run_sql(
         QueryError: The statement failed, is not a query, or tried to reach a file.
     """
     warnings: list[str] = []
-    con = connect(lake, warnings)
+    spill = tempfile.mkdtemp(prefix="cryptolake-sql-")
+    con = connect(lake, warnings, temp_dir=spill)
     try:
         try:
             statements = con.extract_statements(sql)
@@ -153,19 +166,31 @@ def run_sql(
             raise QueryError(_one_line(exc)) from None
         if len(statements) != 1:
             raise QueryError(f"give exactly one SQL statement (got {len(statements)})")
-        if statements[0].type not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
-            raise QueryError(f"only queries run here (SELECT, WITH, EXPLAIN); got {statements[0].type.name}")
+        if statements[0].type not in _QUERIES:
+            keyword = (sql.split() or ["?"])[0].upper()
+            raise QueryError(f"only queries run here (SELECT, WITH, EXPLAIN, PIVOT...); {keyword} is not one")
         try:
-            relation = con.sql(sql)
-            names = list(relation.columns)
-            shaped, nested = _shape(relation, output)
-            if limit is not None:
-                shaped = shaped.limit(limit + 1)
-            table = shaped.to_arrow_table()
+            with _interrupt_on_ctrl_c(con):
+                relation = con.sql(sql)
+                names = list(relation.columns)
+                shaped, nested = _shape(relation, output)
+                if limit is not None:
+                    shaped = shaped.limit(limit + 1)
+                table = shaped.to_arrow_table()
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None
+        except RuntimeError as exc:  # how DuckDB's Python client reports a Ctrl-C during a query
+            if "interrupted" in str(exc).lower():
+                raise KeyboardInterrupt from None
+            raise
+        except (duckdb.IOException, pa.ArrowException) as exc:
+            raise LakeError(f"cannot read the lake: {_one_line(exc)}; `cryptolake gaps` names an unreadable "
+                            "partition: move it aside, the next collection fetches its month again") from None
         except duckdb.Error as exc:
             raise QueryError(_one_line(exc)) from None
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
     truncated = limit is not None and table.num_rows > limit
     if truncated:
         table = table.slice(0, limit)
@@ -175,6 +200,8 @@ def run_sql(
     return result
 
 
+#: Statement types that are queries (PIVOT is MULTI: DuckDB rewrites it into several statements).
+_QUERIES = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.MULTI)
 #: What :func:`run_sql` shapes the columns for.
 OutputKind = Literal["arrow", "text", "csv", "json", "parquet"]
 _NUMBERS = frozenset({"boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint",
@@ -261,6 +288,7 @@ def write_database(lake: Lake | str | Path) -> Path:
     """
     root = (lake.root if isinstance(lake, Lake) else Path(lake)).resolve()
     path = root / DATABASE_FILE
+    _remove_stale_builds(root)
     tmp = root / f".{DATABASE_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         con = duckdb.connect()
@@ -282,6 +310,16 @@ def write_database(lake: Lake | str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}.wal").unlink(missing_ok=True)
     return path
+
+
+def _remove_stale_builds(root: Path, older_than_s: float = 600) -> None:
+    """Remove views files a killed process left half-built (``.cryptolake.duckdb.<pid>.<hex>.tmp``)."""
+    for leftover in root.glob(f".{DATABASE_FILE}.*.tmp*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > older_than_s:
+                leftover.unlink()
+        except OSError:
+            continue
 
 
 def refresh_database(lake: Lake | str | Path) -> Path | None:
@@ -310,6 +348,22 @@ def view_definitions(lake: Lake | str | Path) -> dict[str, str]:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _interrupt_on_ctrl_c(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) stops the query at once: DuckDB is told to interrupt it, and the
+    query then raises :class:`KeyboardInterrupt` (in the main thread only; elsewhere signals
+    are the caller's)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, lambda *_: con.interrupt()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _meta_table(path: Path, schema: pa.Schema, view: str, warnings: list[str] | None) -> pa.Table:

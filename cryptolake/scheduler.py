@@ -42,12 +42,11 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from apscheduler.triggers.cron import CronTrigger
 from filelock import FileLock, Timeout
 
 from cryptolake.atomic import write_bytes_atomic
 from cryptolake.config import SPECS_BY_KEY
-from cryptolake.cron import cron_trigger
+from cryptolake.cron import Trigger, cron_trigger
 from cryptolake.errors import ConfigError, CryptolakeError, SchedulerError
 from cryptolake.lake import meta_dir
 from cryptolake.timeutils import from_ms, iso, to_ms
@@ -779,7 +778,7 @@ class SchedulerControl:
         raise SchedulerError(f"run #{run_id} did not finish within {timeout_s:g} s")
 
 
-def parse_cron(expression: str) -> CronTrigger:
+def parse_cron(expression: str) -> Trigger:
     """A UTC cron trigger for a 5-field expression, weekdays numbered as cron numbers them
     (see :func:`cryptolake.cron.cron_trigger`).
 

@@ -114,7 +114,10 @@ def test_detector_matches_the_python_oracle(interval: str, data: st.DataObject, 
     expected_count = grid.count(min(start_ms, *present), end_ms)
     assert summary["expected_candles"] == expected_count
     missing = sum(g[2] for g in oracle_gaps(grid, present, start_ms, end_ms))
-    assert summary["completeness_percent"] == round(100 * (expected_count - missing) / expected_count, 4)
+    # Cut, never rounded up: only a complete range is 100%.
+    assert summary["completeness_percent"] == int(1e6 * (expected_count - missing) / expected_count) / 1e4 or (
+        abs(summary["completeness_percent"] - 100 * (expected_count - missing) / expected_count) < 1e-4)
+    assert (summary["completeness_percent"] == 100) == (missing == 0)
 
 
 def test_off_grid_and_duplicate_rows_are_reported_and_not_counted_as_present(tmp_path: Path) -> None:

@@ -550,3 +550,28 @@ def test_commit_records_stay_out_of_every_reader(filled: Lake) -> None:
 
     assert ds.dataset(str(filled.root / "klines"), format="parquet", partitioning="hive").count_rows() == 5
     assert pl.scan_parquet(klines_glob(filled.root), hive_partitioning=True).collect().height == 5
+
+
+def test_a_rewrite_that_matches_size_and_time_is_still_untrusted(lake: Lake) -> None:
+    import json
+
+    lake.write_klines("1h", "BTCUSDT", candles(range(40), start_ms=to_ms("2024-03-01")))
+    path = partition_path(lake.root, "1h", "BTCUSDT", "2024-03")
+    record_path = path.parent / ".cryptolake-commit.json"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[5] = dict(rows[4])  # an hour replaced by a copy of the one before: same row count
+    kept = {k: v for k, v in table.schema.metadata.items() if k.startswith(b"cryptolake.")}
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema).replace_schema_metadata(kept), path,
+                   compression="zstd", write_statistics=True)
+    # A forger who also matched the size and the modification time: the record says exactly
+    # what the file's stat says now; only the footer's hash still tells the files apart.
+    record = json.loads(record_path.read_text())
+    record.update(size=path.stat().st_size, mtime_ns=path.stat().st_mtime_ns)
+    record_path.write_text(json.dumps(record))
+    assert not store.is_committed(path)
+    (stats,) = lake.partition_stats("1h", "BTCUSDT")
+    assert stats.off_grid_rows is None  # so gap detection reads it in full and finds the duplicate
+    del record["footer_sha256"]  # and a record without the hash (an older one) proves nothing
+    record_path.write_text(json.dumps(record))
+    assert not store.is_committed(path)

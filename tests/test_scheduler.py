@@ -737,3 +737,23 @@ def test_run_takes_the_schedule_from_the_original_environment_name(
 
     assert result.exit_code == 2
     assert "(from environment COLLECTION_SCHEDULE)" in result.stderr
+
+
+def test_a_restricted_day_and_weekday_fire_on_either_as_in_cron() -> None:
+    from datetime import datetime, timezone
+
+    from cryptolake.cron import cron_trigger
+
+    def fires(expression: str, n: int) -> list[str]:
+        trigger, now, out = cron_trigger(expression), datetime(2026, 11, 29, tzinfo=timezone.utc), []
+        for _ in range(n):
+            now = trigger.get_next_fire_time(None, now)
+            out.append(now.strftime("%a %d %b"))
+            now = now.replace(second=1)
+        return out
+
+    # The 1st of each month, and every Monday (cron ORs the two when both are restricted).
+    assert fires("0 0 1 * 1", 4) == ["Mon 30 Nov", "Tue 01 Dec", "Mon 07 Dec", "Mon 14 Dec"]
+    # A star with a step is not a restriction: both must match (odd days that are Mondays).
+    assert fires("0 0 */2 * 1", 2) == ["Mon 07 Dec", "Mon 21 Dec"]
+    assert fires("0 0 29 2 1", 2) == ["Mon 01 Feb", "Mon 08 Feb"]

@@ -253,7 +253,9 @@ class LakeMeta:
     @staticmethod
     def _read(path: Path, schema: pl.Schema) -> pl.DataFrame:
         try:
-            frame = pl.read_parquet(path)
+            # Read the bytes once, then parse: polars opens a path more than once, so a file
+            # replaced between two opens (another thread records a window) would read torn.
+            frame = pl.read_parquet(io.BytesIO(path.read_bytes()))
         except FileNotFoundError:
             return pl.DataFrame(schema=schema)
         except (pl.exceptions.PolarsError, OSError) as exc:

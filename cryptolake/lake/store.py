@@ -8,10 +8,13 @@ torn one. One writer per lake: hold :meth:`Lake.writer_lock` while writing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -242,7 +245,7 @@ class Lake:
         path = layout.partition_path(self.root, interval, symbol, month)
         stored = _read_table(path)
         if stored is not None and not is_committed(path):
-            stored = _tidy(stored)
+            stored = _tidy(stored, path, month)
         fresh = incoming.to_arrow()
         added, changed = fresh.num_rows, 0
         if stored is None or stored.num_rows == 0:
@@ -267,6 +270,7 @@ class Lake:
         wait: bool = True,
         timeout_s: float | None = None,
         on_wait: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[list[Path]]:
         """Hold the lake's single-writer lock (``<root>/_meta/writer.lock``).
 
@@ -276,17 +280,19 @@ class Lake:
             wait: Block until the lock is free; if False, fail at once when it is held.
             timeout_s: Longest wait in seconds (None: forever). Only used when ``wait``.
             on_wait: Called once, before blocking, when another process holds the lock.
+            cancel: Stop waiting as soon as this is set (a Ctrl-C while another process writes).
 
         Yields:
             The stale temp files that were removed.
 
         Raises:
-            LakeLocked: The lock is held and ``wait`` is False, or ``timeout_s`` passed.
+            LakeLocked: The lock is held and ``wait`` is False, ``timeout_s`` passed, or the wait
+                was cancelled (``cancelled`` is then True).
         """
         lock_file = layout.lock_path(self.root)
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(lock_file)
-        self._acquire(lock, wait, timeout_s, on_wait)
+        self._acquire(lock, wait, timeout_s, on_wait, cancel)
         try:
             yield self.remove_stale_temp_files()
         finally:
@@ -298,6 +304,7 @@ class Lake:
         wait: bool,
         timeout_s: float | None,
         on_wait: Callable[[], None] | None,
+        cancel: threading.Event | None = None,
     ) -> None:
         try:
             lock.acquire(blocking=False)
@@ -307,10 +314,20 @@ class Lake:
                 raise self._locked("; try again when it has finished") from None
         if on_wait is not None:
             on_wait()
-        try:
-            lock.acquire(timeout=-1 if timeout_s is None else timeout_s)
-        except Timeout:
-            raise self._locked(f"; gave up after waiting {timeout_s:g} s") from None
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:  # in short steps, so that a cancel is noticed at once
+            step = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+            try:
+                lock.acquire(timeout=step)
+                return
+            except Timeout:
+                pass
+            if cancel is not None and cancel.is_set():
+                error = self._locked("; stopped waiting for it")
+                error.cancelled = True
+                raise error from None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._locked(f"; gave up after waiting {timeout_s:g} s") from None
 
     def _locked(self, tail: str) -> LakeLocked:
         return LakeLocked(
@@ -390,26 +407,68 @@ def _changed_rows(old: pa.Table, new: pa.Table) -> int:
     return int(pl.select(differs.sum()).item())
 
 
-def _tidy(table: pa.Table) -> pa.Table:
-    """Sorted by open time, one row per open time (the last one in file order)."""
+def _tidy(table: pa.Table, path: Path, month: str) -> pa.Table:
+    """A partition another tool wrote, sorted by open time with one row per open time (the last
+    one in file order).
+
+    Raises:
+        LakeError: it holds candles of other months: they belong in other partitions, and
+            guessing which copy is right would risk the stored history.
+    """
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
+    if frame.height:
+        low, high = layout.month_bounds(month)
+        first, last = _first_open(table), _last_open(table)
+        if first < low or last >= high:
+            raise LakeError(f"partition {path} holds candles outside {month} (written by another tool?); "
+                            "`cryptolake gaps` lists them as misplaced: move the file aside, and the next "
+                            "collection fetches its month again")
     return frame.unique(_KEY, keep="last", maintain_order=True).sort(_KEY).to_arrow().cast(ARROW_SCHEMA)
 
 
-def is_committed(path: Path, stat: os.stat_result | None = None) -> bool:
+def is_committed(path: Path, stat: os.stat_result | None = None, footer_sha256: str | None = None) -> bool:
     """True when ``path`` is exactly the file cryptolake committed: its commit record (written
-    beside it at commit) names the file's current size and modification time.
+    beside it at commit) names the file's current size, modification time and the SHA-256 of
+    its Parquet footer (which holds every page's offset, size and statistics, so a rewrite that
+    kept the size and the time still changes it).
 
     Only such a file's footer is trusted to prove its contents (one row per open time, the
     recorded off-grid count); a file another tool wrote or rewrote is always read in full.
     """
     try:
         record = json.loads(layout.commit_path(path).read_bytes())
-        stat = stat if stat is not None else path.stat()
-    except (OSError, ValueError):
+        if stat is None or footer_sha256 is None:
+            _, footer_sha256, stat = read_footer(path)
+    except (OSError, ValueError, LakeError):
         return False
-    return isinstance(record, dict) and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
+    return (isinstance(record, dict) and record.get("size") == stat.st_size
+            and record.get("mtime_ns") == stat.st_mtime_ns and record.get("footer_sha256") == footer_sha256)
+
+
+def read_footer(path: Path) -> tuple[pq.FileMetaData, str, os.stat_result]:
+    """A partition file's Parquet footer, parsed, with its SHA-256 and the file's stat, from one
+    open and two small reads (faster than ``pyarrow.parquet.read_metadata`` on a path).
+
+    Raises:
+        OSError: The file cannot be read.
+        LakeError: It is not a Parquet file.
+    """
+    with open(path, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        if stat.st_size >= 12:
+            handle.seek(-8, os.SEEK_END)
+            tail = handle.read(8)
+            length = int.from_bytes(tail[:4], "little")
+            if tail[4:] == b"PAR1" and 0 < length <= stat.st_size - 12:
+                handle.seek(-(8 + length), os.SEEK_END)
+                footer = handle.read(length)
+                try:
+                    meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
+                except (pa.ArrowException, OSError) as exc:
+                    raise LakeError(f"cannot read Parquet footer of {path}: {exc}") from exc
+                return meta, hashlib.sha256(footer).hexdigest(), stat
+    raise LakeError(f"cannot read Parquet footer of {path}: not a Parquet file (size {stat.st_size} bytes)")
 
 
 def _record_commit(path: Path, rows: int) -> None:
@@ -417,8 +476,9 @@ def _record_commit(path: Path, rows: int) -> None:
 
     Not fsynced: a record lost in a crash only makes the file untrusted, which is safe.
     """
-    stat = path.stat()
-    record = json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "rows": rows}).encode()
+    _, footer_sha256, stat = read_footer(path)
+    record = json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "footer_sha256": footer_sha256,
+                         "rows": rows}).encode()
     target = layout.commit_path(path)
     tmp = target.parent / layout.temp_name(os.getpid(), secrets.token_hex(6))
     try:
@@ -556,16 +616,17 @@ def _off_grid_rows(table: pa.Table, grid: Interval) -> int:
 
 def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
     try:
-        meta = pq.read_metadata(path)
-    except (pa.ArrowException, OSError) as exc:
+        meta, footer_sha256, stat = read_footer(path)
+    except LakeError as exc:
+        raise LakeError(f"{exc}; move the file aside: the next collection fetches its month again") from exc
+    except OSError as exc:
         raise LakeError(f"cannot read Parquet footer of {path}: {exc}") from exc
     arrow_schema = meta.schema.to_arrow_schema()
     _check_schema(path, arrow_schema)
     first, last = _open_time_range(path, meta)
     written = meta.metadata or {}
     off_grid = written.get(META_OFF_GRID_ROWS.encode())
-    stat = path.stat()
-    trusted = off_grid is not None and off_grid.isdigit() and is_committed(path, stat)
+    trusted = off_grid is not None and off_grid.isdigit() and is_committed(path, stat, footer_sha256)
     return PartitionStats(
         symbol=symbol,
         month=month,
@@ -597,7 +658,8 @@ def _open_time_range(path: Path, meta: pq.FileMetaData) -> tuple[int | None, int
 
 
 def _open_time_range_from_data(path: Path) -> tuple[int | None, int | None]:
-    times = pl.read_parquet(path, columns=[_KEY], hive_partitioning=False)[_KEY].dt.epoch("ms")
+    column = pq.ParquetFile(path).read(columns=[_KEY]).column(_KEY)  # one open: a whole file
+    times = pl.Series(_KEY, column).dt.epoch("ms")
     return (None, None) if times.is_empty() else (int(times.min()), int(times.max()))
 
 

@@ -227,7 +227,9 @@ class BanBook:
         self._file_stamp = stamp
         if not isinstance(on_disk, dict):
             return
-        believed = stat.st_mtime + MAX_BAN_S  # no ban outlasts 3 days from when it was written
+        # No ban outlasts 3 days from when it was written (a file dated in the future counts as
+        # written now: a restored backup or a skewed clock cannot stretch it).
+        believed = min(stat.st_mtime, self._clock()) + MAX_BAN_S
         for host, until in on_disk.items():
             if isinstance(until, (int, float)) and not isinstance(until, bool):
                 self._until[host] = max(self._until.get(host, 0.0), min(float(until), believed))
