@@ -233,17 +233,22 @@ def part_hostile(work: Path) -> None:
         (base / "a-file").write_text("not a lake")
         (base / "not-a-lake").mkdir()
         (base / "outside-link.csv").symlink_to(lake / "_meta" / "collection_state.json")
+        os.mkfifo(base / "a-fifo")
         world = {"base": base, "lake": lake, "fx": fx, "env": env, "file": base / "a-file", "busy_port": fx.port,
+                 "fifo": base / "a-fifo",
                  "bad_toml": hostile._write(base / "bad.toml", "[lake\nroot = 1"),
                  "unknown_key": hostile._write(base / "unknown.toml", "[binance]\ntimeouts = 5\n")}
         before = lake_bytes(lake)
-        counts = {"cases": 0, "refused": 0, "max_lines": 0, "tracebacks": 0, "secrets_shown": 0, "lake_changed": 0}
+        counts = {"cases": 0, "refused": 0, "max_lines": 0, "one_error_line": 0, "tracebacks": 0, "secrets_shown": 0,
+                  "lake_changed": 0}
         for argv, extra in hostile.cases(world):
             result = cryptolake(*argv, env={**env, **extra}, cwd=base, timeout=120)
             text = result.stdout + result.stderr
             counts["cases"] += 1
             counts["refused"] += result.returncode != 0
-            counts["max_lines"] = max(counts["max_lines"], len([x for x in text.splitlines() if x.strip()]))
+            lines = [x for x in text.splitlines() if x.strip()]
+            counts["max_lines"] = max(counts["max_lines"], len(lines))
+            counts["one_error_line"] += len(lines) == 1 and lines[0].startswith("error: ")
             counts["tracebacks"] += "Traceback" in text
             counts["secrets_shown"] += any(s in text for s in hostile.SECRETS)
             after = lake_bytes(lake)

@@ -4,7 +4,6 @@ JSON and Parquet from ``cryptolake sql``, and where an ``--output`` file may go.
 from __future__ import annotations
 
 import io
-import json
 import os
 import stat
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptolake.cli_errors import UsageProblem
-from cryptolake.query import SqlResult, to_json_rows, unique_names
+from cryptolake.query import SqlResult, dumps_json, to_json_rows, unique_names
 
 #: Rows above which a terminal table is drawn as plain text (rich takes about 3 ms a row).
 RICH_MAX_ROWS = 100
@@ -98,7 +97,7 @@ def render_sql(result: SqlResult, fmt: str, *, to_terminal: bool) -> str | bytes
         pq.write_table(table.rename_columns(unique_names(table.column_names)), buffer, compression="zstd")
         return buffer.getvalue()
     if fmt == "json":
-        return json.dumps(to_json_rows(result), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+        return dumps_json(to_json_rows(result)) + "\n"
     if fmt == "csv":
         import csv
 

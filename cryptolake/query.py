@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -90,8 +91,8 @@ class SqlResult:
     table: pa.Table
     truncated: bool = False
     warnings: list[str] = field(default_factory=list)
-    #: Indexes of columns holding JSON text (nested values, in ``json`` output).
-    json_columns: set[int] = field(default_factory=set)
+    #: In ``json`` output: columns holding JSON text (``nested``) or exact number text (``number``).
+    json_columns: dict[int, str] = field(default_factory=dict)
 
 
 def partition_files(lake: Lake | str | Path) -> list[Path]:
@@ -207,16 +208,21 @@ OutputKind = Literal["arrow", "text", "csv", "json", "parquet"]
 _NUMBERS = frozenset({"boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint",
                       "uinteger", "ubigint", "float", "double", "decimal", "hugeint", "uhugeint"})
 _NESTED = frozenset({"list", "struct", "map", "array", "union"})
-#: Types Parquet (through pyarrow) cannot store: written as their text.
-_NOT_PARQUET = frozenset({"interval", "bit", "bignum", "varint", "time with time zone", "union"})
+#: Numbers JSON must carry digit for digit (a float would round them; Arrow's 128-bit decimal
+#: overflows above 2**127).
+_EXACT_NUMBERS = frozenset({"decimal", "hugeint", "uhugeint", "bignum", "varint"})
+#: Types Parquet (through pyarrow) cannot store exactly: written as their text.
+_NOT_PARQUET = frozenset({"interval", "bit", "bignum", "varint", "time with time zone", "union", "hugeint",
+                          "uhugeint"})
 _UTC_MS = "'%Y-%m-%dT%H:%M:%S.%gZ'"
 
 
-def _shape(relation: duckdb.DuckDBPyRelation, output: OutputKind) -> tuple[duckdb.DuckDBPyRelation, set[int]]:
-    """The relation with each column cast for ``output``; and the indexes of JSON-text columns."""
+def _shape(relation: duckdb.DuckDBPyRelation, output: OutputKind) -> tuple[duckdb.DuckDBPyRelation, dict[int, str]]:
+    """The relation with each column cast for ``output``; and, for ``json``, the columns that
+    hold JSON text (``nested``) or a number as exact text (``number``)."""
     if output == "arrow":
-        return relation, set()
-    exprs, nested = [], set()
+        return relation, {}
+    exprs, marks = [], {}
     for i, kind in enumerate(t.id for t in relation.types):
         col = f"#{i + 1}"
         if output == "parquet":
@@ -225,12 +231,15 @@ def _shape(relation: duckdb.DuckDBPyRelation, output: OutputKind) -> tuple[duckd
             exprs.append(_utc_text(col) if output == "text" else f"strftime({col}, {_UTC_MS})")
         elif kind in _NESTED:
             exprs.append(f"CAST(to_json({col}) AS VARCHAR)")
-            nested.add(i)
+            marks[i] = "nested"
+        elif output == "json" and kind in _EXACT_NUMBERS:
+            exprs.append(f"CAST({col} AS VARCHAR)")  # exact digits: no float, no 128-bit overflow
+            marks[i] = "number"
         elif output == "json" and kind in _NUMBERS | {"varchar"}:
             exprs.append(col)
         else:
             exprs.append(f"CAST({col} AS VARCHAR)")
-    return relation.project(", ".join(exprs)), (nested if output == "json" else set())
+    return relation.project(", ".join(exprs)), (marks if output == "json" else {})
 
 
 def _utc_text(col: str) -> str:
@@ -239,20 +248,55 @@ def _utc_text(col: str) -> str:
             f"ELSE strftime({col}, {_UTC_MS}) END")
 
 
+class ExactNumber(str):
+    """A number's exact digits, written into JSON as a number (see :func:`dumps_json`)."""
+
+
 def to_json_rows(result: SqlResult) -> list[dict[str, Any]]:
     """The rows of a ``json``-shaped result as JSON-ready dicts: NaN and infinities become None
-    (JSON has neither), decimals become numbers, nested values are parsed from DuckDB's JSON.
-    A repeated column name gets a ``_2``, ``_3`` suffix so no value is lost."""
+    (JSON has neither), decimals and 128-bit integers keep every digit (:class:`ExactNumber`),
+    nested values are parsed from DuckDB's JSON. A repeated column name gets a ``_2``, ``_3``
+    suffix so no value is lost."""
     names = unique_names(result.table.column_names)
     columns = []
     for i, column in enumerate(result.table.columns):
         values = column.to_pylist()
-        if i in result.json_columns:
-            values = [None if v is None else json.loads(v, parse_constant=lambda _: None) for v in values]
+        mark = result.json_columns.get(i)
+        if mark == "nested":
+            values = [None if v is None else json.loads(v, parse_constant=lambda _: None, parse_float=_exact_float)
+                      for v in values]
+        elif mark == "number":
+            values = [None if v is None else ExactNumber(v) for v in values]
         else:
             values = [_json_scalar(v) for v in values]
         columns.append(values)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def dumps_json(value: Any, indent: int | None = 2) -> str:
+    """Strict JSON (no NaN) with every :class:`ExactNumber` written as the number it spells."""
+    nonce = secrets.token_hex(8)
+    numbers: list[str] = []
+
+    def mark(item: Any) -> Any:
+        if isinstance(item, ExactNumber):
+            numbers.append(str(item))
+            return f"\x00{nonce}:{len(numbers) - 1}\x00"
+        if isinstance(item, dict):
+            return {k: mark(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [mark(v) for v in item]
+        return item
+
+    text = json.dumps(mark(value), indent=indent, ensure_ascii=False, allow_nan=False)
+    if not numbers:
+        return text
+    return re.sub(rf'"\\u0000{nonce}:(\d+)\\u0000"', lambda m: numbers[int(m.group(1))], text)
+
+
+def _exact_float(text: str) -> Any:
+    value = float(text)
+    return ExactNumber(text) if math.isfinite(value) and repr(value) != text else value
 
 
 def unique_names(names: list[str]) -> list[str]:

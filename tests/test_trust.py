@@ -404,3 +404,94 @@ def test_a_429_storm_mid_backfill_is_waited_out_without_a_ban(ban_file: Path, la
         assert stats.storm_rate_limited > 0 and stats.by_status.get(418, 0) == 0
         for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
             assert_frame_equal(stored(lake, symbol), oracle(fx, symbol, "2024-01-01"))
+
+
+# -- from a hostile review ------------------------------------------------------------------------
+
+
+def test_json_and_parquet_keep_every_digit_of_huge_integers_and_decimals(small_lake: Path, tmp_path: Path) -> None:
+    query = ("SELECT 340282366920938463463374607431768211455::UHUGEINT AS uh, "
+             "(-170141183460469231731687303715884105727)::HUGEINT AS h, "
+             "12345678901234567890.1234567890::DECIMAL(38, 10) AS d, [0.1::DECIMAL(3, 1), 2.5::DECIMAL(3, 1)] AS ld")
+    text = invoke("sql", query, "--format", "json", "--lake", small_lake).stdout
+    (row,) = json.loads(text, parse_float=str, parse_int=str)  # the digits exactly as written
+    assert row == {"uh": str(2**128 - 1), "h": str(-(2**127) + 1), "d": "12345678901234567890.1234567890",
+                   "ld": ["0.1", "2.5"]}
+    out = tmp_path / "huge.parquet"
+    assert invoke("sql", query, "--format", "parquet", "-o", out, "--lake", small_lake).exit_code == 0
+    assert pq.read_table(out).column("uh").to_pylist() == [str(2**128 - 1)]  # as text: Parquet has no UINT128
+
+
+def test_completeness_is_cut_never_rounded_up_to_100(fake_exchange: FakeExchange, lake: Path) -> None:
+    from cryptolake.gaps import percent
+
+    assert percent(43_199, 43_200, 2) == 99.99 and percent(743, 744, 2) == 99.86 and percent(744, 744, 2) == 100
+    url = ["--lake", lake, "--base-url", fake_exchange.base_url]
+    assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--interval", "1m",
+                   "--quiet").exit_code == 0
+    path = next(lake.rglob("month=2025-12/data.parquet"))
+    table = pq.read_table(path)
+    pq.write_table(table.slice(1), path)  # one minute of December's 44,640 gone (another tool)
+    rows = json.loads(invoke("coverage", "--interval", "1m", "--json", *url).stdout)
+    december = [(r["present"], r["expected"], r["completeness_percent"]) for r in rows if r["month"] == "2025-12"]
+    assert december == [(44_639, 44_640, 99.99)]
+    incomplete = invoke("sql", "SELECT month FROM coverage WHERE completeness_percent < 100", "--format", "csv",
+                        "--lake", lake).stdout.splitlines()
+    assert incomplete == ["month", "2025-12"]
+
+
+def test_rows_in_another_months_folder_are_misplaced_and_never_merged(fake_exchange: FakeExchange, lake: Path) -> None:
+    url = ["--lake", lake, "--base-url", fake_exchange.base_url]
+    assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--quiet").exit_code == 0
+    december = next(lake.rglob("month=2025-12/data.parquet"))
+    november = december.parent.parent / "month=2025-11" / "data.parquet"
+    november.parent.mkdir()
+    november.write_bytes(december.read_bytes())  # another tool put December's rows under November
+    gaps = json.loads(invoke("gaps", "--since", "2025-12-01", "--json", *url).stdout)
+    assert [(g["kind"], g["start_time"], g["end_time"], g["count"]) for g in gaps] == [
+        ("misplaced", "2025-12-01T00:00:00Z", "2025-12-31T23:00:00Z", 744)]
+    coverage = json.loads(invoke("coverage", "--since", "2025-12-01", "--json", *url).stdout)
+    assert all(r["present"] <= r["expected"] for r in coverage)
+    before = november.read_bytes()
+    result = collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-11-01", "--quiet")
+    assert result.exit_code == 1 and "holds candles outside 2025-11" in result.stderr
+    assert november.read_bytes() == before  # nothing merged into it, nothing lost
+
+
+def test_sql_output_never_replaces_a_device_a_pipe_or_a_symlink(small_lake: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target in (fifo, Path("/dev/null")):
+        refused = invoke("sql", "SELECT 1 AS x", "--format", "csv", "-o", target, "--lake", small_lake)
+        assert refused.exit_code == 2 and "not a regular file" in one_line_error(refused)
+    assert fifo.is_fifo() and Path("/dev/null").is_char_device()
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    real.chmod(0o640)
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    assert invoke("sql", "SELECT 1 AS x", "--format", "csv", "-o", link, "--lake", small_lake).exit_code == 0
+    assert link.is_symlink() and real.read_text() == "x\n1\n"  # the file it points at was replaced
+    assert oct(real.stat().st_mode & 0o777) == oct(0o640)  # with its mode kept
+    fresh = tmp_path / "fresh.csv"
+    assert invoke("sql", "SELECT 1 AS x", "--format", "csv", "-o", fresh, "--lake", small_lake).exit_code == 0
+    assert fresh.stat().st_mode & 0o044  # readable by others as any new file (umask), not 0600
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_waiting_for_another_writer_stops_at_once(fake_exchange: FakeExchange, lake: Path) -> None:
+    from cryptolake.lake import Lake as LakeStore
+
+    assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-30", "--quiet").exit_code == 0
+    with LakeStore(lake).writer_lock():  # another writer holds the lake
+        process = _start([sys.executable, "-m", "cryptolake", "collect", "--symbols", "ETH", "--lake", str(lake),
+                          "--base-url", fake_exchange.base_url], lake.parent)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (lake / "_meta" / "collection_state.json").exists():
+            time.sleep(0.05)
+        time.sleep(1.5)  # it is waiting for the lock now
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert time.monotonic() - started < 5 and "waiting: another cryptolake process" in err, err
