@@ -189,21 +189,23 @@ def test_failed_replace_leaves_old_file_and_no_temp(filled: Lake, monkeypatch: p
 def test_crash_while_writing_parquet_leaves_old_file(filled: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
     path = partition_path(filled.root, "1h", "BTCUSDT", "2024-02")
     before = path.read_bytes()
-    seen: list[str] = []
+    written: list[str] = []
+    real_fsync = os.fsync
 
-    def half_write(table: pa.Table, where: Any, **kwargs: Any) -> None:
-        seen.append(Path(where.name).name)
-        where.write(b"PAR1 half a file")
-        raise KeyboardInterrupt  # even a BaseException cleans up
+    def crash_after_the_bytes_are_in_the_temp_file(fd: int) -> None:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+        if not os.path.isdir(where):
+            written.append(Path(where).name)
+            raise KeyboardInterrupt  # even a BaseException cleans up
+        real_fsync(fd)
 
-    monkeypatch.setattr(store.pq, "write_table", half_write)
+    monkeypatch.setattr(store.os, "fsync", crash_after_the_bytes_are_in_the_temp_file)
     with pytest.raises(KeyboardInterrupt):
         filled.write_klines("1h", "BTCUSDT", candles([4], value=50.0))
     assert path.read_bytes() == before
     assert temp_files(filled.root) == []
-    assert seen
-    assert seen[0].startswith(".data.parquet.")
-    assert seen[0].endswith(".tmp")
+    assert written and written[0].startswith(".data.parquet.") and written[0].endswith(".tmp")
+    assert store.is_committed(path)  # the old file and its record, untouched
 
 
 def test_write_fsyncs_file_and_folder(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:

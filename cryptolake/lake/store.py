@@ -118,8 +118,8 @@ class Lake:
             SchemaMismatch: The file's columns or types differ from the contract.
             LakeError: The file is not readable Parquet.
         """
-        table = _read_table(layout.partition_path(self.root, interval, symbol, month))
-        return empty_klines() if table is None else pl.from_arrow(table)  # type: ignore[return-value]
+        read = _read_table(layout.partition_path(self.root, interval, symbol, month))
+        return empty_klines() if read is None else pl.from_arrow(read[0])  # type: ignore[return-value]
 
     def symbols(self, interval: str) -> list[str]:
         """Symbols with at least one stored partition for ``interval``, sorted."""
@@ -243,9 +243,12 @@ class Lake:
         unsorted open times: it is tidied first (sorted, the last row of each open time kept).
         """
         path = layout.partition_path(self.root, interval, symbol, month)
-        stored = _read_table(path)
-        if stored is not None and not is_committed(path):
-            stored = _tidy(stored, path, month)
+        read = _read_table(path)
+        stored = None
+        if read is not None:
+            stored, committed = read
+            if not committed:
+                stored = _tidy(stored, path, month)
         fresh = incoming.to_arrow()
         added, changed = fresh.num_rows, 0
         if stored is None or stored.num_rows == 0:
@@ -471,34 +474,39 @@ def read_footer(path: Path) -> tuple[pq.FileMetaData, str, os.stat_result]:
     raise LakeError(f"cannot read Parquet footer of {path}: not a Parquet file (size {stat.st_size} bytes)")
 
 
-def _record_commit(path: Path, rows: int) -> None:
+def _record_commit(path: Path, stat: os.stat_result, footer_sha256: str, rows: int) -> None:
     """Write the commit record of the file just committed at ``path`` (see :func:`is_committed`).
 
-    Not fsynced: a record lost in a crash only makes the file untrusted, which is safe.
+    Written in place and not fsynced: a record lost or torn in a crash only makes the file
+    untrusted (it no longer parses, or names an older file), which is safe.
     """
-    _, footer_sha256, stat = read_footer(path)
     record = json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "footer_sha256": footer_sha256,
                          "rows": rows}).encode()
-    target = layout.commit_path(path)
-    tmp = target.parent / layout.temp_name(os.getpid(), secrets.token_hex(6))
-    try:
-        tmp.write_bytes(record)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    layout.commit_path(path).write_bytes(record)
 
 
-def _read_table(path: Path) -> pa.Table | None:
-    """One partition file as Arrow, checked against the contract; None if there is no file."""
+def _footer_sha256(data: bytes | pa.Buffer) -> str:
+    """The SHA-256 of a whole Parquet file's footer (the bytes before its last 8)."""
+    view = memoryview(data)
+    length = int.from_bytes(view[-8:-4], "little")
+    return hashlib.sha256(view[-8 - length : -8]).hexdigest()
+
+
+def _read_table(path: Path) -> tuple[pa.Table, bool] | None:
+    """One partition file as Arrow, checked against the contract, and whether it is the file
+    cryptolake committed (:func:`is_committed`, from the same read); None if there is no file."""
     try:
-        parquet = pq.ParquetFile(path)
+        with open(path, "rb") as handle:
+            data = handle.read()
+            stat = os.fstat(handle.fileno())
+        parquet = pq.ParquetFile(pa.BufferReader(data))
         _check_schema(path, parquet.schema_arrow)
-        return parquet.read(use_threads=False)
+        table = parquet.read(use_threads=False)
     except FileNotFoundError:
         return None
     except (pa.ArrowException, OSError) as exc:
         raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
+    return table, is_committed(path, stat, _footer_sha256(data))
 
 
 def _first_open(table: pa.Table) -> int:
@@ -530,20 +538,24 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
         table = table.replace_schema_metadata({
             META_INTERVAL: interval, META_OFF_GRID_ROWS: str(_off_grid_rows(table, Interval(interval)))
         })
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd", write_statistics=True)
+    data = buffer.getvalue()
     _make_dirs_durably(path.parent)
     tmp = path.parent / layout.temp_name(os.getpid(), secrets.token_hex(6))
     try:
         with open(tmp, "xb") as fh:
-            pq.write_table(table, fh, compression="zstd", write_statistics=True)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+            stat = os.fstat(fh.fileno())  # the size and time the committed file keeps
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     if interval is not None:
-        _record_commit(path, table.num_rows)
+        _record_commit(path, stat, _footer_sha256(data), table.num_rows)
 
 
 def _make_dirs_durably(folder: Path) -> None:
