@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -439,24 +440,20 @@ def is_committed(path: Path, stat: os.stat_result | None = None, footer_sha256: 
     Only such a file's footer is trusted to prove its contents (one row per open time, the
     recorded off-grid count); a file another tool wrote or rewrote is always read in full.
     """
-    try:
-        record = json.loads(layout.commit_path(path).read_bytes())
-        if stat is None or footer_sha256 is None:
-            _, footer_sha256, stat = read_footer(path)
-    except (OSError, ValueError, LakeError):
+    record = _commit_record(path)
+    if record is None:
         return False
-    return (isinstance(record, dict) and record.get("size") == stat.st_size
-            and record.get("mtime_ns") == stat.st_mtime_ns and record.get("footer_sha256") == footer_sha256)
+    if stat is None or footer_sha256 is None:
+        try:
+            footer, _, stat = _footer_bytes(path)
+        except (OSError, LakeError):
+            return False
+        footer_sha256 = hashlib.sha256(footer).hexdigest()
+    return _matches(record, stat, footer_sha256)
 
 
-def read_footer(path: Path) -> tuple[pq.FileMetaData, str, os.stat_result]:
-    """A partition file's Parquet footer, parsed, with its SHA-256 and the file's stat, from one
-    open and two small reads (faster than ``pyarrow.parquet.read_metadata`` on a path).
-
-    Raises:
-        OSError: The file cannot be read.
-        LakeError: It is not a Parquet file.
-    """
+def _footer_bytes(path: Path) -> tuple[bytes, bytes, os.stat_result]:
+    """A Parquet file's footer bytes, its last 8 bytes and its stat (one open, two reads)."""
     with open(path, "rb") as handle:
         stat = os.fstat(handle.fileno())
         if stat.st_size >= 12:
@@ -465,24 +462,33 @@ def read_footer(path: Path) -> tuple[pq.FileMetaData, str, os.stat_result]:
             length = int.from_bytes(tail[:4], "little")
             if tail[4:] == b"PAR1" and 0 < length <= stat.st_size - 12:
                 handle.seek(-(8 + length), os.SEEK_END)
-                footer = handle.read(length)
-                try:
-                    meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
-                except (pa.ArrowException, OSError) as exc:
-                    raise LakeError(f"cannot read Parquet footer of {path}: {exc}") from exc
-                return meta, hashlib.sha256(footer).hexdigest(), stat
+                return handle.read(length), tail, stat
     raise LakeError(f"cannot read Parquet footer of {path}: not a Parquet file (size {stat.st_size} bytes)")
 
 
-def _record_commit(path: Path, stat: os.stat_result, footer_sha256: str, rows: int) -> None:
-    """Write the commit record of the file just committed at ``path`` (see :func:`is_committed`).
+def _record_commit(path: Path, stat: os.stat_result, footer_sha256: str, facts: dict[str, object]) -> None:
+    """Write the commit record of the file just committed at ``path`` (see :func:`is_committed`),
+    with what the footer would say of it (rows, first and last open time, off-grid rows), so
+    that reading the stats of a committed file needs no footer parse.
 
     Written in place and not fsynced: a record lost or torn in a crash only makes the file
     untrusted (it no longer parses, or names an older file), which is safe.
     """
-    record = json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "footer_sha256": footer_sha256,
-                         "rows": rows}).encode()
-    layout.commit_path(path).write_bytes(record)
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "footer_sha256": footer_sha256, **facts}
+    layout.commit_path(path).write_bytes(json.dumps(record).encode())
+
+
+def _commit_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(layout.commit_path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _matches(record: dict[str, Any] | None, stat: os.stat_result, footer_sha256: str) -> bool:
+    return (record is not None and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
+            and record.get("footer_sha256") == footer_sha256)
 
 
 def _footer_sha256(data: bytes | pa.Buffer) -> str:
@@ -534,10 +540,9 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
     table = frame if isinstance(frame, pa.Table) else normalize_klines(frame).to_arrow()
     if not table.schema.equals(ARROW_SCHEMA):  # e.g. string/large_string views from polars
         table = table.cast(ARROW_SCHEMA)
+    off_grid = _off_grid_rows(table, Interval(interval)) if interval is not None else 0
     if interval is not None:
-        table = table.replace_schema_metadata({
-            META_INTERVAL: interval, META_OFF_GRID_ROWS: str(_off_grid_rows(table, Interval(interval)))
-        })
+        table = table.replace_schema_metadata({META_INTERVAL: interval, META_OFF_GRID_ROWS: str(off_grid)})
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer, compression="zstd", write_statistics=True)
     data = buffer.getvalue()
@@ -555,7 +560,11 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
         raise
     _fsync_dir(path.parent)
     if interval is not None:
-        _record_commit(path, stat, _footer_sha256(data), table.num_rows)
+        empty = table.num_rows == 0
+        _record_commit(path, stat, _footer_sha256(data), {
+            "rows": table.num_rows, "off_grid_rows": off_grid, "interval": interval,
+            "first_open_ms": None if empty else _first_open(table), "last_open_ms": None if empty else _last_open(table),
+        })
 
 
 def _make_dirs_durably(folder: Path) -> None:
@@ -628,17 +637,32 @@ def _off_grid_rows(table: pa.Table, grid: Interval) -> int:
 
 def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
     try:
-        meta, footer_sha256, stat = read_footer(path)
+        footer, tail, stat = _footer_bytes(path)
     except LakeError as exc:
         raise LakeError(f"{exc}; move the file aside: the next collection fetches its month again") from exc
     except OSError as exc:
         raise LakeError(f"cannot read Parquet footer of {path}: {exc}") from exc
+    footer_sha256 = hashlib.sha256(footer).hexdigest()
+    record = _commit_record(path)
+    if _matches(record, stat, footer_sha256) and {"rows", "first_open_ms", "last_open_ms", "off_grid_rows"} <= set(
+        record  # type: ignore[arg-type]
+    ):
+        # The very file cryptolake committed (and checked against the schema as it wrote it):
+        # its record says what its footer says, without parsing the footer.
+        assert record is not None
+        return PartitionStats(symbol, month, int(record["rows"]), record["first_open_ms"], record["last_open_ms"],
+                              path, stat.st_size, int(record["off_grid_rows"]))
+    try:
+        meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
+    except (pa.ArrowException, OSError) as exc:
+        raise LakeError(f"cannot read Parquet footer of {path}: {exc}; move the file aside: the next "
+                        "collection fetches its month again") from exc
     arrow_schema = meta.schema.to_arrow_schema()
     _check_schema(path, arrow_schema)
     first, last = _open_time_range(path, meta)
     written = meta.metadata or {}
     off_grid = written.get(META_OFF_GRID_ROWS.encode())
-    trusted = off_grid is not None and off_grid.isdigit() and is_committed(path, stat, footer_sha256)
+    trusted = off_grid is not None and off_grid.isdigit() and _matches(record, stat, footer_sha256)
     return PartitionStats(
         symbol=symbol,
         month=month,
