@@ -12,14 +12,16 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cryptolake._version import __version__
-from cryptolake.config import Settings, load_settings
 from cryptolake.cli_errors import UsageProblem, describe, one_line, redacted_traceback
+from cryptolake.config import Settings, load_settings
 from cryptolake.errors import InvalidSymbolName
 from cryptolake.redact import RedactingFilter, register_secret
 from cryptolake.timeutils import iso
@@ -238,7 +240,7 @@ def config_command(ctx: click.Context, lake: str | None, base_url: str | None, a
     settings = settings_from(ctx, lake=lake, base_url=base_url)
     rows = settings.describe()
     if as_json:
-        click.echo(json.dumps([dict(zip(("key", "value", "source", "env"), row)) for row in rows], indent=2))
+        click.echo(json.dumps([dict(zip(("key", "value", "source", "env"), row, strict=True)) for row in rows], indent=2))
         return
     print_table("cryptolake configuration", ["key", "value", "source", "environment name"], [list(r) for r in rows])
 
@@ -556,10 +558,10 @@ def known_pairs(settings: Settings, symbols: str | None, known: list[str]) -> li
 
 def checked_since(settings: Settings) -> Any:
     """The start date, refused when it lies in the future (nothing could be collected)."""
-    from datetime import date, datetime, timezone
+    from datetime import date, datetime
 
     start: date = settings.collection.start_date
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     if start > today:
         raise UsageProblem(f"start date {start} (from {settings.sources['collection.start_date']}) is in the "
                            f"future (today is {today} UTC): no candle before it can be collected")
@@ -806,9 +808,9 @@ def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit:
 
 
 def _utcnow() -> Any:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # -- load: the lake into PostgreSQL -------------------------------------------------------------

@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptolake.errors import ConfigError
@@ -148,11 +149,11 @@ def _cron(value: Any) -> str:
 
 def cron_can_fire(expression: str) -> bool:
     """False for a valid cron expression with no fire time at all (the 30th of February)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from cryptolake.cron import cron_trigger
 
-    return cron_trigger(expression).get_next_fire_time(None, datetime(2024, 1, 1, tzinfo=timezone.utc)) is not None
+    return cron_trigger(expression).get_next_fire_time(None, datetime(2024, 1, 1, tzinfo=UTC)) is not None
 
 
 def _dsn(value: Any) -> str:

@@ -18,10 +18,10 @@ from polars.testing import assert_frame_equal
 from cryptolake import CryptoCollector
 from cryptolake.collector import ProgressEvent
 from cryptolake.errors import InvalidSymbolName, IPBanned
-from cryptolake.lake.meta import LakeMeta
 from cryptolake.fake_exchange import FakeExchange, Fault
 from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob, store
 from cryptolake.lake.layout import month_bounds
+from cryptolake.lake.meta import LakeMeta
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS, Interval
 from cryptolake.sources.binance import BinanceClient, _to_frame
 from cryptolake.sources.ratelimit import forget_shared_state

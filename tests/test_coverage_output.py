@@ -51,7 +51,7 @@ def test_text_fits_80_columns_for_12_character_symbols_over_3_years() -> None:
     assert all(display_width(line) <= 80 for line in text.splitlines()), text
     assert len(data_lines(text)) == 9
     header = next(line for line in text.splitlines() if line.startswith("symbol"))
-    assert header.split()[2:] == "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+    assert header.split()[2:] == ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
     assert text.splitlines()[0] == "completeness % (1h)"
     assert "\x1b" not in text
 

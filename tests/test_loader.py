@@ -614,3 +614,30 @@ def test_the_scheduler_syncs_postgres_after_each_run_when_a_dsn_is_configured(
     fake_exchange.advance(HOUR_MS)
     run = scheduler.trigger_manual_collection("forward")
     assert run.result == "failed" and run.error.startswith("after run:"), run.error
+
+
+def test_a_connection_lost_mid_sync_is_one_line_naming_the_server(
+        server: psycopg.Connection[Any], schema: str, lake: Lake, tmp_path: Path) -> None:
+    # Found by bench/reliability.py: psycopg's own cleanup warning made it two lines, and the
+    # whole DSN (host and all) was hidden although it has no password.
+    with loader(lake, schema) as pg:
+        pg.sync("1h", ["AAAUSDT"])
+    holder = psycopg.connect(PG_DSN)
+    holder.execute(f"INSERT INTO {schema}.klines (exchange, interval, symbol, open_time) "
+                   "VALUES ('binance', '1h', 'CCCUSDT', '2024-02-01 00:00+00')")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRYPTOLAKE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cryptolake", "load", "postgres", "--dsn", PG_DSN, "--schema", schema,
+         "--lake", str(lake.root), "--workers", "1"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = blocked_backend(server, schema)
+        server.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        holder.rollback()
+        holder.close()
+    lines = err.strip().splitlines()
+    assert process.returncode == 1 and len(lines) == 1, err
+    assert lines[0].startswith(f"error: lost the connection to PostgreSQL at {redact_dsn(PG_DSN)}"), lines

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -740,12 +741,12 @@ def test_run_takes_the_schedule_from_the_original_environment_name(
 
 
 def test_a_restricted_day_and_weekday_fire_on_either_as_in_cron() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from cryptolake.cron import cron_trigger
 
     def fires(expression: str, n: int) -> list[str]:
-        trigger, now, out = cron_trigger(expression), datetime(2026, 11, 29, tzinfo=timezone.utc), []
+        trigger, now, out = cron_trigger(expression), datetime(2026, 11, 29, tzinfo=UTC), []
         for _ in range(n):
             now = trigger.get_next_fire_time(None, now)
             out.append(now.strftime("%a %d %b"))
