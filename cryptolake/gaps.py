@@ -127,7 +127,9 @@ class DataGapDetector:
         client: When given, forward gaps are judged against the exchange's server time and
             listings unknown to the lake are asked for; otherwise the lake's records and
             ``clock`` are used.
-        start_date: Default start of the expected range (None: the first stored candle).
+        start_date: Start of every symbol's expected range (None: each symbol's start as its
+            collection recorded it). Either way the range starts at the first stored candle
+            when that is earlier, and never before the listing.
         exchange_gap_recheck_days: An ``exchange_gap`` checked longer ago than this is
             ``recheck_due`` (fetched again by gap filling); 0 never re-checks.
         clock: Epoch seconds now (used when there is no client).

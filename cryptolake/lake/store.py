@@ -511,7 +511,8 @@ def _read_table(path: Path) -> tuple[pa.Table, bool] | None:
     except FileNotFoundError:
         return None
     except (pa.ArrowException, OSError) as exc:
-        raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
+        raise LakeError(f"cannot read Parquet partition {path}: {exc}; move the file aside: the next collection "
+                        "fetches its month again") from exc
     return table, is_committed(path, stat, _footer_sha256(data))
 
 
