@@ -340,6 +340,8 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
         _pairs(settings, wanted)  # refuse a bad name before the lake is created
     creatable_lake(settings)
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)  # the progress display reports failures
+    if quiet or as_json:
+        logging.getLogger("cryptolake.binance").setLevel(logging.ERROR)  # no retry chatter: the summary tells
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
         pairs = collector.resolve_symbols(_pairs(settings, wanted) if wanted is not None else None)
@@ -375,16 +377,19 @@ def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[s
     click.echo(f"collected {added} new {settings.collection.interval} candles for {done}/{len(pairs)} symbols "
                f"into {settings.lake.root}" + (f" ({len(stopped)} stopped before the end)" if stopped else ""))
     if signum is not None:
-        click.echo(_stopped_line(signum), err=True)
+        began = any(r.batches for report in reports for r in report.results.values())
+        click.echo(_stopped_line(signum, began), err=True)
     for symbol, error in failed.items():
         click.echo(f"failed: {symbol}: {error}", err=True)
 
 
-def _stopped_line(signum: int) -> str:
+def _stopped_line(signum: int, began: bool = True) -> str:
     import signal
 
-    return (f"stopped by {signal.Signals(signum).name} before the end: the run is recorded and the next "
-            "one resumes where this one stopped")
+    name = signal.Signals(signum).name
+    if not began:
+        return f"stopped by {name} before anything was fetched: nothing was written or recorded"
+    return f"stopped by {name} before the end: the run is recorded and the next one resumes where this one stopped"
 
 
 @cli.command("status")
@@ -457,14 +462,23 @@ def forget_command(ctx: click.Context, symbols: tuple[str, ...], interval: str |
                     raise UsageProblem(f"--data deletes every {settings.collection.interval} candle of {what}; "
                                        "add --yes to confirm")
                 click.confirm(f"delete every {settings.collection.interval} candle of {what}?", abort=True)
-        report = collector.forget_symbols(pairs, data=data)
+        from cryptolake.cli_signals import StopSignals
+
+        with StopSignals(collector.request_stop) as signals:
+            report = collector.forget_symbols(pairs, data=data)
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
-    for pair, done in report.items():
-        deleted = f", {done['partitions']} partitions ({done['rows']:,} candles) deleted" if data else ""
-        click.echo(f"forgot {pair} ({settings.collection.interval}): state {'removed' if done['state'] else 'none'}, "
-                   f"{done['records']} metadata records, {done['report_rows']} report rows{deleted}")
+    else:
+        for pair, done in report.items():
+            deleted = f", {done['partitions']} partitions ({done['rows']:,} candles) deleted" if data else ""
+            click.echo(f"forgot {pair} ({settings.collection.interval}): state "
+                       f"{'removed' if done['state'] else 'none'}, {done['records']} metadata records, "
+                       f"{done['report_rows']} report rows{deleted}")
+    if signals.exit_code is not None:
+        left = [p for p in pairs if p not in report]
+        click.echo(f"stopped before forgetting {', '.join(left) or 'more'}: each symbol is forgotten whole or not "
+                   "at all", err=True)
+        sys.exit(signals.exit_code)
 
 
 @cli.command("bans")
@@ -649,6 +663,8 @@ def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None
     existing_lake(settings)
     start = checked_since(settings) if since is not None else None
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)
+    if quiet or as_json:
+        logging.getLogger("cryptolake.binance").setLevel(logging.ERROR)
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
         wanted = known_pairs(settings, symbols, collector.known_symbols())
@@ -662,7 +678,7 @@ def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None
         click.echo(f"filled {report.total_rows_added} {settings.collection.interval} candles for "
                    f"{len(report.results)} symbols; remaining: {remaining}")
         if signals.signum is not None:
-            click.echo(_stopped_line(signals.signum), err=True)
+            click.echo(_stopped_line(signals.signum, any(r.batches for r in report.results.values())), err=True)
         for symbol, error in report.failed.items():
             click.echo(f"failed: {symbol}: {error}", err=True)
     if signals.exit_code is not None:
@@ -714,7 +730,7 @@ def coverage_command(ctx: click.Context, symbols: str | None, since: str | None,
               show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of stdout (required for parquet); never inside the lake.")
-@click.option("--limit", type=click.IntRange(min=0), default=None,
+@click.option("--limit", type=click.IntRange(0, 10**12), default=None,
               help=f"At most this many rows (0: all). Default: {SQL_TABLE_ROWS} for a table, all otherwise.")
 @lake_option
 @click.pass_context
@@ -752,8 +768,8 @@ def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, l
     else:
         write_output(target, data)
     if result.truncated:
-        click.echo(f"note: showing the first {rows:,} rows; more were left out (--limit N for more, "
-                   "--limit 0 for all, or --format csv|json)", err=True)
+        more = "--limit N for more, --limit 0 for all" + (", or --format csv|json" if fmt == "table" else "")
+        click.echo(f"note: showing the first {rows:,} rows; more were left out ({more})", err=True)
 
 
 @cli.command("fake-exchange")
@@ -871,6 +887,10 @@ def load_postgres_command(ctx: click.Context, dsn: str | None, schema: str | Non
         if not settings.collection.symbols:
             raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT")
         wanted = _pairs(settings, settings.collection.symbols)
+        from cryptolake.lake import Lake
+
+        stored = Lake(settings.lake.root).symbols(settings.collection.interval)
+        known_pairs(settings, symbols, stored)  # a symbol the lake does not hold is a typo, not "0 sent"
     with PostgresLoader(settings.lake.root, pg.dsn, schema=pg.schema, table=pg.table, timescale=pg.timescale,
                         workers=workers) as loader:
         report = loader.sync(settings.collection.interval, wanted, full=full)

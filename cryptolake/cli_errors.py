@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import traceback
 
-from cryptolake.errors import ConfigError, CryptolakeError
+from cryptolake.errors import ConfigError, CryptolakeError, Interrupted
 from cryptolake.redact import redact
 
 #: Longest message printed; the rest is cut (a driver can put a whole query in its error).
@@ -45,6 +45,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return one_line(f"configuration error: {exc}"), 2
     if isinstance(exc, UsageProblem):
         return one_line(str(exc)), 2
+    if isinstance(exc, Interrupted):
+        return one_line(f"interrupted: {exc}"), 128 + (exc.signum or 2)
     if isinstance(exc, CryptolakeError):
         return one_line(str(exc)), 1
     if isinstance(exc, KeyboardInterrupt):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import sys
-import tempfile
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptolake.atomic import write_file_atomic
 from cryptolake.cli_errors import UsageProblem
 from cryptolake.query import SqlResult, dumps_json, to_json_rows, unique_names
 
@@ -22,37 +21,37 @@ RICH_MAX_ROWS = 100
 
 def check_output_path(output: Path, lake_root: Path, option: str = "--output") -> Path:
     """Where an ``--output`` file really goes (symlinks followed), refused when that is inside the
-    lake (also through a bind mount or hard-linked folder: folders are compared by device and
-    inode), a folder, something other than a regular file (a device, a pipe), or in a folder
-    that does not exist.
+    lake (also through a bind mount of the lake or of any folder in it: folders are compared by
+    device and inode), a folder, something other than a regular file (a device, a pipe), or in
+    a folder that does not exist.
 
     Raises:
         UsageProblem: one line saying which and what to do.
     """
     target = output.expanduser().resolve()
+    shown = f"{option} {output}" + (f" (a link to {target})" if output.is_symlink() else "")
     if _inside(target, lake_root.expanduser().resolve()):
-        raise UsageProblem(f"{option} {output} is inside the lake {lake_root}: the lake holds only what "
-                           "cryptolake writes; choose a file outside it")
+        raise UsageProblem(f"{shown} is inside the lake {lake_root}: the lake holds only what cryptolake "
+                           "writes; choose a file outside it")
     if target.is_dir():
-        raise UsageProblem(f"{option} {output} is a folder; give a file name")
+        raise UsageProblem(f"{shown} is a folder; give a file name")
     if target.exists() and not target.is_file():
-        raise UsageProblem(f"{option} {output} is not a regular file (a device, a pipe or a socket); give a "
-                           "file name, or leave out --output to write to standard output")
+        hint = "leave out --output to write to standard output" if option == "--output" else "give a file name"
+        raise UsageProblem(f"{shown} is not a regular file (a device, a pipe or a socket); {hint}")
     if not target.parent.is_dir():
-        raise UsageProblem(f"{option} {output}: folder {output.parent} does not exist; create it first")
+        raise UsageProblem(f"{shown}: folder {target.parent} does not exist; create it first")
     return target
 
 
 def _inside(target: Path, lake: Path) -> bool:
-    try:
-        lake_id = _identity(lake)
-    except OSError:
-        return target == lake or target.is_relative_to(lake)
-    for folder in (target, *target.parents):
-        if folder == lake:
-            return True
+    if target == lake or target.is_relative_to(lake):
+        return True
+    if not lake.is_dir():
+        return False
+    folders = {_identity(Path(folder)) for folder, _, _ in os.walk(lake)}  # every folder of the lake
+    for folder in target.parents:
         try:
-            if _identity(folder) == lake_id:
+            if _identity(folder) in folders:
                 return True
         except OSError:
             continue  # not there (yet): its parents decide
@@ -60,31 +59,13 @@ def _inside(target: Path, lake: Path) -> bool:
 
 
 def _identity(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_dev, stat.st_ino
+    status = path.stat()
+    return status.st_dev, status.st_ino
 
 
 def write_output(target: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``target`` whole or not at all (temp file, fsync, rename), keeping the
-    mode of the file it replaces (a new file gets the usual 0666 less the umask)."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        mode = stat.S_IMODE(target.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``target`` whole or not at all, keeping the mode of the file it replaces."""
+    write_file_atomic(target, data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def render_sql(result: SqlResult, fmt: str, *, to_terminal: bool) -> str | bytes:

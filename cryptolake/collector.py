@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptolake.atomic import write_bytes_atomic
-from cryptolake.errors import CryptolakeError, InvalidSymbol, IPBanned, LakeLocked, Transient
+from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, IPBanned, LakeLocked, Transient
 from cryptolake.gaps import DataGapDetector, Gap, GapScan, forget_report, missing_runs, save_report
 from cryptolake.lake import Lake, meta_dir, split_by_month, validate_symbol
 from cryptolake.lake.meta import LakeMeta, Window
@@ -179,6 +179,7 @@ class CryptoCollector:
         self.window_attempts = window_attempts
         self._stop = threading.Event()
         self._banned: str | None = None
+        self._end_ms: int | None = None
         self._state_lock = threading.Lock()
         self._gap_plan: dict[str, list[Gap]] = {}
 
@@ -237,7 +238,11 @@ class CryptoCollector:
         symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.known_symbols()
         start_ms = to_ms(start_date) if start_date is not None else None
         report = self._run("gaps", symbols, start_ms)
-        after = self.detector().scan(symbols, start_ms)
+        # Judged at the run's end (the exchange's clock as the run read it): asking again could
+        # fail after a good run, or move the end past what was fetched.
+        if report.stopped:
+            return report  # asked to stop: no new report (remaining stays None)
+        after = self.detector().scan(symbols, start_ms, self._end_ms)
         save_report(self.lake, after)
         report.remaining = self._remaining(after)
         return report
@@ -258,13 +263,21 @@ class CryptoCollector:
 
     def request_stop(self) -> None:
         """Finish the partition being written, record the run, then stop (safe from a signal
-        handler). A collection that starts afterwards runs normally."""
+        handler): requests waiting for weight or a retry give up at once. A collection that
+        starts afterwards runs normally."""
         self._stop.set()
+        cancel = getattr(self.client, "cancel_pending", None)
+        if cancel is not None:
+            cancel()
 
     def _run(self, direction: Direction, symbols: list[str], start_ms: int | None) -> CollectionReport:
         report = CollectionReport(direction, self.interval, started_at=from_ms(int(self._clock() * 1000)))
         self._stop.clear()
+        resume = getattr(self.client, "resume", None)
+        if resume is not None:
+            resume()
         self._banned = None
+        self._end_ms = None
         if not symbols:
             report.finished_at = report.started_at
             return report
@@ -280,9 +293,14 @@ class CryptoCollector:
                 report.finished_at = from_ms(self._now_ms())
                 return report
             # The exchange's clock, not ours, decides which candles are closed.
-            end_ms = self.grid.floor(self.client.get_server_time_ms())
+            end_ms = self._end_ms = self.grid.floor(self.client.get_server_time_ms())
             if direction == "gaps":
-                scan = self.detector().scan(symbols, start_ms, end_ms)
+                try:
+                    scan = self.detector().scan(symbols, start_ms, end_ms)
+                except Interrupted:  # stopped while the detector asked the exchange for listings
+                    report.results = {s: SymbolResult(s, direction, stopped=True) for s in symbols}
+                    report.finished_at = from_ms(self._now_ms())
+                    return report
                 self._gap_plan = {s: [g for g in scan.gaps if g.symbol == s and _fetchable(g)] for s in symbols}
             workers = max(1, min(len(symbols), self.client.concurrency))
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collect") as pool:
@@ -295,7 +313,7 @@ class CryptoCollector:
     def _collect_symbol(self, direction: Direction, symbol: str, start_ms: int | None, end_ms: int) -> SymbolResult:
         result = SymbolResult(symbol, direction)
         try:
-            batches = self._plan(direction, symbol, start_ms, end_ms, result)
+            batches = self._plan_patiently(direction, symbol, start_ms, end_ms, result)
             result.expected_rows = sum(self.grid.count(lo, hi) for lo, hi in batches)
             self._emit(ProgressEvent("planned", symbol, direction, expected_rows=result.expected_rows))
             wanted_from = start_ms if direction != "forward" else None
@@ -304,6 +322,8 @@ class CryptoCollector:
                 self._record_start(symbol, wanted_from)
                 wanted_from = None
             self._collect_batches(symbol, batches, result, wanted_from)
+        except Interrupted:
+            result.stopped = True  # a stop request cut a wait or a request short: not a failure
         except IPBanned as exc:
             self._banned = str(exc)  # a ban stops everything: no symbol may send another request
             result.error = str(exc)
@@ -354,6 +374,33 @@ class CryptoCollector:
             if start_ms is not None:
                 self._record_start(symbol, start_ms)
                 start_ms = None
+
+    def _plan_patiently(
+        self, direction: Direction, symbol: str, start_ms: int | None, end_ms: int, result: SymbolResult
+    ) -> list[tuple[int, int]]:
+        """:meth:`_plan`, whose look-ups (the listing, the latest candle) are tried again after a
+        transient failure as a batch window is (:attr:`window_attempts` times, with backoff). If
+        they keep failing when walking backward, the whole range is recorded as a ``failed``
+        window (and the symbol's start), so that `gaps` lists it and `fill-gaps` retries it."""
+        for failures in range(self.window_attempts):
+            try:
+                return self._plan(direction, symbol, start_ms, end_ms, result)
+            except CryptolakeError as exc:
+                if not isinstance(exc, Transient):
+                    raise
+                if failures + 1 >= self.window_attempts:
+                    if direction == "backward" and start_ms is not None:
+                        stored = self.lake.bounds(self.interval, symbol)
+                        hi = stored[0] if stored else end_ms
+                        lo, now = self.grid.ceil(start_ms), self._now_ms()
+                        if lo < hi:
+                            self._record_start(symbol, start_ms)
+                            self.meta.record_window(Window(self.interval, symbol, "failed", lo,
+                                                           self.grid.floor(hi - 1), now, now, error=str(exc)))
+                    raise
+                if self._stop.wait(self._window_backoff_s(failures)):
+                    raise Interrupted("stopped while waiting to plan again") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _window_backoff_s(self, failures: int) -> float:
         """The pause before a failed window is tried again: 2, 4, 8, 16 ... x the client's first
@@ -408,8 +455,8 @@ class CryptoCollector:
         last = self.grid.floor(hi - 1)
         try:
             frame = self.client.get_klines(symbol, self.interval, lo, hi)
-        except InvalidSymbol:
-            raise  # nothing to record: the exchange does not know the symbol
+        except (InvalidSymbol, Interrupted):
+            raise  # nothing to record: the exchange does not know the symbol, or a stop was asked
         except CryptolakeError as exc:
             # Listed as `failed` until a later fetch of these slots succeeds.
             now = self._now_ms()
@@ -480,8 +527,11 @@ class CryptoCollector:
         """
         pairs = self.resolve_symbols(crypto_symbols)
         out: dict[str, dict[str, int]] = {}
-        with self.lake.writer_lock(wait=self.wait_for_lock, on_wait=self.on_lock_wait):
+        self._stop.clear()
+        with self.lake.writer_lock(wait=self.wait_for_lock, on_wait=self.on_lock_wait, cancel=self._stop):
             for pair in pairs:
+                if self._stop.is_set():
+                    break  # asked to stop: the symbols done so far are done whole
                 partitions, rows = self.lake.delete_symbol(self.interval, pair) if data else (0, 0)
                 out[pair] = {
                     "state": int(self._forget_state(pair)),
@@ -505,7 +555,8 @@ class CryptoCollector:
 
     def get_collection_status(self) -> dict[str, Any]:
         """Rows, first and last candle per symbol (from Parquet footers), plus each symbol's
-        last run and last error, and ``total_records_collected`` over the interval."""
+        last run and last error, and ``total_records_collected`` over the interval. Every symbol
+        the lake knows is listed: with candles, a collection state or a recorded start."""
         stats = self.lake.partition_stats(self.interval)
         state = self._load_state()
         symbols: dict[str, dict[str, Any]] = {}
@@ -516,7 +567,7 @@ class CryptoCollector:
             if part.first_open_ms is not None:
                 entry["first"] = min(filter(None, (entry["first"], part.first_open_ms)))
                 entry["last"] = max(filter(None, (entry["last"], part.last_open_ms)))
-        for symbol in state:
+        for symbol in [*state, *self.meta.starts(self.interval)]:  # known without candles yet, too
             symbols.setdefault(symbol, {"rows": 0, "months": 0, "first": None, "last": None})
         return {
             "lake": str(self.lake.root),

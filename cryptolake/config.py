@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,6 +48,21 @@ def _text(value: Any) -> str:
     return value
 
 
+def _path(value: Any) -> str:
+    text = _text(value).strip()
+    if not text:
+        raise _Invalid("a folder path (empty is not one)")
+    return text
+
+
+def _key(value: Any) -> str:
+    """An API key or secret: sent in an HTTP header, so printable ASCII without spaces."""
+    text = _text(value).strip()
+    if text and not all(33 <= ord(ch) <= 126 for ch in text):
+        raise _Invalid("printable ASCII without spaces or control characters (as Binance issues keys)")
+    return text
+
+
 def _int_between(low: int, high: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         try:
@@ -77,6 +92,8 @@ def _float_between(low: float, high: float, *, low_open: bool = False) -> Callab
 
 
 def _date(value: Any) -> date:
+    if isinstance(value, datetime):
+        raise _Invalid("a date YYYY-MM-DD (a date, not a date and time)")
     if isinstance(value, date):
         return value
     try:
@@ -214,12 +231,12 @@ class SettingSpec:
 
 
 SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec("lake", "root", _text, "data/lake", "Directory of the Parquet lake."),
+    SettingSpec("lake", "root", _path, "data/lake", "Directory of the Parquet lake."),
     SettingSpec("binance", "base_url", _base_url, "https://data-api.binance.vision",
                 "Binance REST host: the market-data host, https://api.binance.com or a mirror."),
-    SettingSpec("binance", "api_key", _text, "", "Optional API key (public data needs none).",
+    SettingSpec("binance", "api_key", _key, "", "Optional API key (public data needs none).",
                 legacy_env="BINANCE_API_KEY", secret=True),
-    SettingSpec("binance", "api_secret", _text, "", "Optional API secret (unused by market data).",
+    SettingSpec("binance", "api_secret", _key, "", "Optional API secret (unused by market data).",
                 legacy_env="BINANCE_API_SECRET", secret=True),
     SettingSpec("binance", "timeout_s", _float_between(0, 600, low_open=True), 10.0,
                 "Timeout of one request, seconds."),
@@ -344,7 +361,7 @@ def display_value(spec: SettingSpec, value: Any) -> str:
         return "***" if value else ""
     if isinstance(value, tuple):
         return ",".join(value)
-    return str(value)
+    return redact_dsn(str(value))  # a password inside a URL (binance.base_url) is a secret too
 
 
 def load_settings(

@@ -9,10 +9,12 @@ are drawn with an installed font that has all their characters (a CJK font for s
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptolake.atomic import write_file_atomic
 from cryptolake.coverage_text import percent_of
 from cryptolake.errors import MissingDependency
 
@@ -154,9 +156,11 @@ def draw_coverage(rows: Sequence[dict[str, Any]], path: str | Path, title: str =
         figure.tight_layout()
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, dpi=100)
+        image = io.BytesIO()
+        figure.savefig(image, dpi=100, format="png")  # PNG at exactly `path`, whatever it ends with
     finally:
         plt.close(figure)
+    write_file_atomic(out, image.getvalue())
     return out
 
 

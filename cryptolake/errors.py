@@ -18,6 +18,7 @@
     │   ├── LakeLocked                   another process holds the writer lock; .root
     │   └── InvalidSymbolName            a symbol unsafe as a path segment; .symbol
     ├── SchedulerError                   one scheduler per lake; none running to take a request
+    ├── Interrupted                      a stop was asked for (Ctrl-C, SIGTERM): the work was cut short
     └── LoaderError                      a destination database
         ├── LoaderUnavailable    [T]     cannot connect, or the connection was lost
         └── LoaderRejected               the database refused: incompatible table, SQL error
@@ -150,6 +151,16 @@ class InvalidSymbolName(LakeError):
     def __init__(self, message: str, *, symbol: object) -> None:
         super().__init__(message)
         self.symbol = symbol
+
+
+class Interrupted(CryptolakeError):
+    """A stop was asked for (``request_stop``, Ctrl-C, SIGTERM): waiting and sending were cut
+    short. Not a failure: nothing is recorded as failed because of it. ``signum``: the signal,
+    when one did it."""
+
+    def __init__(self, message: str, *, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 class SchedulerError(CryptolakeError):

@@ -35,7 +35,7 @@ import polars as pl
 import pyarrow as pa
 
 from cryptolake.atomic import write_bytes_atomic
-from cryptolake.errors import CryptolakeError, LakeError
+from cryptolake.errors import CryptolakeError, Interrupted, LakeError, SourceError
 from cryptolake.lake import Lake, PartitionStats, meta_dir
 from cryptolake.lake.meta import LakeMeta, Window
 from cryptolake.schema import HOUR_MS, Interval
@@ -276,12 +276,21 @@ class DataGapDetector:
     # -- helpers ---------------------------------------------------------------------------
 
     def _end_ms(self) -> int:
-        """Exclusive end of the expected range: the open time of the candle open right now."""
+        """Exclusive end of the expected range: the open time of the candle open right now, by
+        the exchange's clock when there is a client (an exchange that cannot be asked is an
+        error, never a silent switch to this machine's clock), else by ``clock``.
+
+        Raises:
+            SourceError: the exchange did not tell its time.
+        """
         if self.client is not None:
             try:
                 return self.grid.floor(self.client.get_server_time_ms())
-            except CryptolakeError:
-                pass  # offline: fall back to our clock
+            except Interrupted:
+                raise
+            except CryptolakeError as exc:
+                raise SourceError(f"cannot judge forward gaps without the exchange's clock ({exc}); try again, "
+                                  "or use --offline to judge them by this machine's clock") from exc
         return self.grid.floor(int(self._clock() * 1000))
 
     def _exchange_last(self, symbol: str, last: int) -> int:
@@ -291,6 +300,8 @@ class DataGapDetector:
             return last
         try:
             latest = self.client.last_open_time(symbol, self.interval)
+        except Interrupted:
+            raise
         except CryptolakeError:
             return last
         return last if latest is None else self.grid.index(latest)
@@ -307,6 +318,8 @@ class DataGapDetector:
                 continue
             try:
                 first = self.client.first_open_time(symbol, self.interval)
+            except Interrupted:
+                raise
             except CryptolakeError:
                 continue
             if first is not None:

@@ -41,13 +41,15 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from cryptolake.errors import CryptolakeError, LakeError
+from cryptolake.errors import CryptolakeError, Interrupted, LakeError
 from cryptolake.lake import ARROW_SCHEMA, Lake
-from cryptolake.lake.layout import DATA_FILE, klines_dir, meta_dir
+from cryptolake.lake.layout import DATA_FILE, is_valid_month, is_valid_symbol, klines_dir, meta_dir
 from cryptolake.lake.meta import WINDOWS_FILE
+from cryptolake.lake.store import check_partition
 
 log = logging.getLogger("cryptolake.query")
 
@@ -57,6 +59,11 @@ COVERAGE_FILE = "coverage.parquet"
 #: The storage format of ``cryptolake.duckdb``: the oldest DuckDB 1.x reads it (1.0 and later).
 DATABASE_STORAGE_VERSION = "v1.0.0"
 PARTITION_KEYS = ("exchange", "interval", "symbol", "month")
+#: The interval as the klines view has it (the folder name: ``1mo`` for monthly candles), so
+#: that every view joins on ``interval``.
+_INTERVAL_AS_IN_PATHS = "CASE WHEN interval = '1M' THEN '1mo' ELSE interval END"
+#: Only month folders the layout allows (``month=2024-01``; not ``month=garbage``).
+_MONTH_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]"
 
 _TIME = pa.timestamp("ms", tz="UTC")
 _META_VIEWS: dict[str, tuple[str, pa.Schema]] = {
@@ -96,15 +103,29 @@ class SqlResult:
 
 
 def partition_files(lake: Lake | str | Path) -> list[Path]:
-    """Every partition file of the lake (any exchange, interval, symbol, month), sorted."""
+    """Every partition file of the lake (any exchange and interval; symbols and months that the
+    layout allows, as `status` and `gaps` see them), sorted."""
     base = klines_dir(lake.root if isinstance(lake, Lake) else lake)
-    return sorted(base.glob(f"exchange=*/interval=*/symbol=*/month=*/{DATA_FILE}"))
+    found = []
+    for path in base.glob(f"exchange=*/interval=*/symbol=*/month=*/{DATA_FILE}"):
+        symbol, month = path.parent.parent.name.partition("=")[2], path.parent.name.partition("=")[2]
+        if is_valid_symbol(symbol) and is_valid_month(month):
+            found.append(path)
+    return sorted(found)
 
 
 def klines_dataset(lake: Lake | str | Path) -> ds.Dataset:
-    """The lake's candles as a pyarrow dataset (partition keys as text columns, read-only)."""
+    """The lake's candles as a pyarrow dataset (partition keys as text columns, read-only).
+
+    Raises:
+        SchemaMismatch: a partition another tool wrote does not fit the candle schema (what
+            `status` and `gaps` refuse too, rather than reading it cast or cut).
+    """
     root = lake.root if isinstance(lake, Lake) else Path(lake)
-    files = [str(p) for p in partition_files(root)]
+    paths = partition_files(root)
+    for path in paths:
+        check_partition(path)
+    files = [str(p) for p in paths]
     if not files:
         return ds.dataset(KLINES_SCHEMA.empty_table())
     partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITION_KEYS]), flavor="hive")
@@ -214,6 +235,9 @@ _EXACT_NUMBERS = frozenset({"decimal", "hugeint", "uhugeint", "bignum", "varint"
 #: Types Parquet (through pyarrow) cannot store exactly: written as their text.
 _NOT_PARQUET = frozenset({"interval", "bit", "bignum", "varint", "time with time zone", "union", "hugeint",
                           "uhugeint"})
+#: The same inside a nested type's name (``UHUGEINT[]``, ``STRUCT(x HUGEINT)``): then the whole
+#: value goes as JSON text (a false match only costs the native nesting, never a digit).
+_HOLDS_NOT_PARQUET = re.compile(r"\b(U?HUGEINT|INTERVAL|BIT|BIGNUM|VARINT|TIME WITH TIME ZONE|TIMETZ|UNION)\b")
 _UTC_MS = "'%Y-%m-%dT%H:%M:%S.%gZ'"
 
 
@@ -223,10 +247,13 @@ def _shape(relation: duckdb.DuckDBPyRelation, output: OutputKind) -> tuple[duckd
     if output == "arrow":
         return relation, {}
     exprs, marks = [], {}
-    for i, kind in enumerate(t.id for t in relation.types):
-        col = f"#{i + 1}"
+    for i, duck_type in enumerate(relation.types):
+        kind, col = duck_type.id, f"#{i + 1}"
         if output == "parquet":
-            exprs.append(f"CAST({col} AS VARCHAR)" if kind in _NOT_PARQUET else col)
+            if kind in _NESTED and _HOLDS_NOT_PARQUET.search(str(duck_type)):
+                exprs.append(f"CAST(to_json({col}) AS VARCHAR)")  # e.g. a list of UHUGEINT: as JSON text
+            else:
+                exprs.append(f"CAST({col} AS VARCHAR)" if kind in _NOT_PARQUET else col)
         elif kind == "timestamp with time zone":
             exprs.append(_utc_text(col) if output == "text" else f"strftime({col}, {_UTC_MS})")
         elif kind in _NESTED:
@@ -301,14 +328,18 @@ def _exact_float(text: str) -> Any:
 
 def unique_names(names: list[str]) -> list[str]:
     """Column names with a repeated one suffixed ``_2``, ``_3`` (JSON keys and Parquet columns
-    must be unique; ``SELECT 1 AS x, 2 AS x`` is valid SQL)."""
+    must be unique; ``SELECT 1 AS x, 2 AS x`` is valid SQL). A suffix never takes a name the
+    query itself chose, so every name keeps its own column."""
+    taken = set(names)
     out: list[str] = []
     for name in names:
-        unique, n = name, 1
-        while unique in out:
+        if name not in out:
+            out.append(name)
+            continue
+        n = 2
+        while f"{name}_{n}" in taken or f"{name}_{n}" in out:
             n += 1
-            unique = f"{name}_{n}"
-        out.append(unique)
+        out.append(f"{name}_{n}")
     return out
 
 
@@ -378,16 +409,21 @@ def refresh_database(lake: Lake | str | Path) -> Path | None:
 def view_definitions(lake: Lake | str | Path) -> dict[str, str]:
     """``{view: SELECT ...}`` over the lake's files with absolute paths, for plain DuckDB."""
     root = (lake.root if isinstance(lake, Lake) else Path(lake)).resolve()
-    klines = klines_dir(root).as_posix() + "/*/*/*/*/" + DATA_FILE
+    files = partition_files(root)
+    if any(ch in root.as_posix() for ch in "*?[]{}"):  # a glob would misread the lake's own path
+        source = "[" + ", ".join(_literal(p.as_posix()) for p in files) + "]"
+    else:
+        source = _literal(klines_dir(root).as_posix() + "/*/*/symbol=*/month=" + _MONTH_GLOB + "/" + DATA_FILE)
     views = {
-        "klines": f"SELECT * FROM read_parquet({_literal(klines)}, hive_partitioning = true, "
+        "klines": f"SELECT * FROM read_parquet({source}, hive_partitioning = true, "
         "hive_types_autocast = false, union_by_name = false)"
-        if partition_files(root)
+        if files
         else _empty_select(KLINES_SCHEMA),
     }
     for view, (name, schema) in _META_VIEWS.items():
         path = meta_dir(root) / name
-        views[view] = f"SELECT * FROM read_parquet({_literal(path.as_posix())})" if path.is_file() else _empty_select(schema)
+        views[view] = (f"SELECT * REPLACE ({_INTERVAL_AS_IN_PATHS} AS interval) FROM read_parquet("
+                       f"{_literal(path.as_posix())})") if path.is_file() else _empty_select(schema)
     return views
 
 
@@ -402,9 +438,20 @@ def _interrupt_on_ctrl_c(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, lambda *_: con.interrupt()) for s in (signal.SIGINT, signal.SIGTERM)}
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        con.interrupt()
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    except (duckdb.InterruptException, RuntimeError) as exc:
+        if received and (isinstance(exc, duckdb.InterruptException) or "interrupted" in str(exc).lower()):
+            name = signal.Signals(received[0]).name
+            raise Interrupted(f"the query was stopped ({name})", signum=received[0]) from None
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -420,6 +467,11 @@ def _meta_table(path: Path, schema: pa.Schema, view: str, warnings: list[str] | 
             warnings.append(f"the {view} view is empty: {path} cannot be read ({_one_line(exc)}); "
                             "move it aside, the next gap report or collection run writes it again")
         return schema.empty_table()
+    if "interval" in table.column_names:  # the folder name, as in the klines view (1M -> 1mo)
+        column = table.column("interval")
+        monthly = pc.equal(column, "1M")
+        table = table.set_column(table.column_names.index("interval"), "interval",
+                                 pc.if_else(monthly, pa.scalar("1mo"), column))
     return table
 
 

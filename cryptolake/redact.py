@@ -23,8 +23,16 @@ MASK = "***"
 #: Values shorter than this are not registered: masking "a" everywhere would garble text.
 MIN_SECRET_LEN = 4
 
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@?#]*:)(?P<pw>[^\s@]*)(?=@)")
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s&'\"]+)", re.IGNORECASE)
+# scheme://user:PASSWORD@host: the password runs to the last "@" before the host (an unencoded
+# "@" in it must not leave its tail readable).
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@?#]*:)(?P<pw>[^\s/?#]*)(?=@[^\s@/?#]*(?:[/?#\s]|$))")
+# ?password=...& in a URL's query.
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#\s]*)", re.IGNORECASE)
+# password=... in libpq's key=value form: a quoted value (with \' escapes) or everything up to
+# the next unescaped space, quotes and backslashes included.
+_KV_PASSWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])+)",
+                          re.IGNORECASE)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -36,7 +44,10 @@ def register_secret(value: str | None) -> None:
     if not value:
         return
     passwords = {m.group("pw") for m in _URL_PASSWORD.finditer(value)}
+    passwords |= {m.group("pw") for m in _QUERY_PASSWORD.finditer(value)}
     passwords |= {m.group("pw").strip("'") for m in _KV_PASSWORD.finditer(value)}
+    # A password with an unencoded "@" is split differently by libpq: hide each part too.
+    passwords |= {part for pw in passwords for part in pw.split("@")}
     is_dsn = "://" in value or re.search(r"\b(host|dbname|user|port)\s*=", value) is not None
     found = passwords if is_dsn else {value}
     with _lock:
@@ -56,16 +67,18 @@ def redact(text: str) -> str:
     for secret in known:
         if secret in text:
             text = text.replace(secret, MASK)
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
-    return _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    return _mask_shapes(text)
+
+
+def _mask_shapes(text: str) -> str:
+    for pattern in (_URL_PASSWORD, _QUERY_PASSWORD, _KV_PASSWORD):
+        text = pattern.sub(lambda m: m.group("head") + MASK, text)
+    return text
 
 
 def redact_dsn(dsn: str) -> str:
     """A DSN with its password replaced by ``***`` (URL or key=value form; never raises)."""
-    if not dsn:
-        return ""
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, dsn)
-    return _KV_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    return _mask_shapes(dsn) if dsn else ""
 
 
 class RedactingFilter(logging.Filter):

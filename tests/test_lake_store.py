@@ -577,3 +577,16 @@ def test_a_rewrite_that_matches_size_and_time_is_still_untrusted(lake: Lake) -> 
     del record["footer_sha256"]  # and a record without the hash (an older one) proves nothing
     record_path.write_text(json.dumps(record))
     assert not store.is_committed(path)
+
+
+def test_a_rewrite_with_the_same_bytes_and_the_old_time_is_untrusted_by_its_change_time(lake: Lake) -> None:
+    # A tool can rewrite a file and set its modification time back (os.utime); it cannot set
+    # back the change time. (A hostile review rewrote a row in place with a byte-identical footer.)
+    lake.write_klines("1h", "BTCUSDT", candles(range(40), start_ms=to_ms("2024-03-01")))
+    path = partition_path(lake.root, "1h", "BTCUSDT", "2024-03")
+    original = path.stat()
+    assert store.is_committed(path)
+    path.write_bytes(path.read_bytes())  # same bytes, same size, same footer
+    os.utime(path, ns=(original.st_atime_ns, original.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (original.st_size, original.st_mtime_ns)
+    assert not store.is_committed(path)

@@ -495,3 +495,46 @@ def test_ctrl_c_while_waiting_for_another_writer_stops_at_once(fake_exchange: Fa
         _, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert time.monotonic() - started < 5 and "waiting: another cryptolake process" in err, err
+
+
+@pytest.mark.slow
+def test_a_stop_does_not_wait_out_a_rate_limit_window(lake: Path) -> None:
+    # A weight budget of 40 a minute: after a few pages the collector waits for the next window.
+    with FakeExchange(now=to_ms("2026-01-01T00:30:00Z"), weight_limit=40, ban_grace_requests=16) as fx:
+        process = _start([sys.executable, "-m", "cryptolake", "collect", "--symbols", "BTC,ETH", "--since",
+                          "2023-01-01", "--lake", str(lake), "--base-url", fx.base_url], lake.parent)
+        deadline = time.monotonic() + 30
+        while fx.stats().requests < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # now waiting for weight
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert time.monotonic() - started < 5, err  # not the rest of the minute
+    check_files(lake)
+
+
+def test_a_failing_listing_lookup_is_tried_again_and_if_it_keeps_failing_is_recorded(
+    fake_exchange: FakeExchange, client: BinanceClient, lake: Path
+) -> None:
+    from cryptolake.fake_exchange import Fault
+
+    # The plan's first request (the listing) fails with every retry once: planned again, then fine.
+    fake_exchange.inject(Fault.http(502, path="/api/v3/klines", times=client.max_retries + 1))
+    assert CryptoCollector(client, lake=lake).collect_backward("2025-10-01", ["BTC"]).ok
+    assert_frame_equal(stored(lake, "BTCUSDT"), oracle(fake_exchange, "BTCUSDT", "2025-10-01"))
+
+    # It keeps failing: the symbol fails, and the whole range is a `failed` window that gaps lists
+    # and fill-gaps retries (found by a hostile review: nothing was recorded).
+    fake_exchange.inject(Fault.http(502, path="/api/v3/klines", times=10_000))
+    report = CryptoCollector(client, lake=lake, window_attempts=2).collect_backward("2025-06-01", ["ETH"])
+    assert list(report.failed) == ["ETHUSDT"]
+    (window,) = LakeMeta(lake).windows("1h", ["ETHUSDT"])
+    assert (window.kind, window.start_ms) == ("failed", to_ms("2025-06-01"))
+    fake_exchange.reset()
+    url = ["--lake", lake, "--base-url", fake_exchange.base_url]
+    listed = json.loads(invoke("gaps", "--symbols", "ETH", "--json", *url).stdout)
+    assert [(g["kind"], g["position"]) for g in listed] == [("failed", "backward")]
+    assert invoke("fill-gaps", "--symbols", "ETH", *url).exit_code == 0
+    assert_frame_equal(stored(lake, "ETHUSDT"), oracle(fake_exchange, "ETHUSDT", "2025-06-01"))

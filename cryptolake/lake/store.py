@@ -433,9 +433,9 @@ def _tidy(table: pa.Table, path: Path, month: str) -> pa.Table:
 
 def is_committed(path: Path, stat: os.stat_result | None = None, footer_sha256: str | None = None) -> bool:
     """True when ``path`` is exactly the file cryptolake committed: its commit record (written
-    beside it at commit) names the file's current size, modification time and the SHA-256 of
-    its Parquet footer (which holds every page's offset, size and statistics, so a rewrite that
-    kept the size and the time still changes it).
+    beside it at commit) names the file's current size, modification time, change time (which
+    no tool can set back: any write or ``utime`` moves it) and the SHA-256 of its Parquet footer
+    (every page's offset, size and statistics).
 
     Only such a file's footer is trusted to prove its contents (one row per open time, the
     recorded off-grid count); a file another tool wrote or rewrote is always read in full.
@@ -474,7 +474,8 @@ def _record_commit(path: Path, stat: os.stat_result, footer_sha256: str, facts: 
     Written in place and not fsynced: a record lost or torn in a crash only makes the file
     untrusted (it no longer parses, or names an older file), which is safe.
     """
-    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "footer_sha256": footer_sha256, **facts}
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+              "footer_sha256": footer_sha256, **facts}
     layout.commit_path(path).write_bytes(json.dumps(record).encode())
 
 
@@ -486,9 +487,34 @@ def _commit_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def check_partition(path: Path) -> None:
+    """Refuse a partition file that is not cryptolake's shape, cheaply: a file whose commit record
+    still names its size and modification time was checked as it was written; any other file's
+    footer schema is read and compared (what another tool wrote may not fit the contract).
+
+    Raises:
+        SchemaMismatch: its columns or types differ from the contract.
+        LakeError: it is not readable Parquet.
+    """
+    record = _commit_record(path)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
+    if record is not None and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns:
+        return
+    try:
+        footer, tail, _ = _footer_bytes(path)
+        meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
+    except (pa.ArrowException, OSError) as exc:
+        raise LakeError(f"cannot read Parquet footer of {path}: {exc}; move the file aside: the next "
+                        "collection fetches its month again") from exc
+    _check_schema(path, meta.schema.to_arrow_schema())
+
+
 def _matches(record: dict[str, Any] | None, stat: os.stat_result, footer_sha256: str) -> bool:
     return (record is not None and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
-            and record.get("footer_sha256") == footer_sha256)
+            and record.get("ctime_ns") == stat.st_ctime_ns and record.get("footer_sha256") == footer_sha256)
 
 
 def _footer_sha256(data: bytes | pa.Buffer) -> str:
@@ -554,8 +580,8 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-            stat = os.fstat(fh.fileno())  # the size and time the committed file keeps
         os.replace(tmp, path)
+        stat = os.stat(path)  # after the rename, which sets the change time the file keeps
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

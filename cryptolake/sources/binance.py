@@ -28,6 +28,7 @@ from cryptolake.config import DEFAULT_EXCLUDED_BASES
 from cryptolake.errors import (
     BadPayload,
     ExchangeUnavailable,
+    Interrupted,
     InvalidSymbol,
     IPBanned,
     RateLimited,
@@ -136,6 +137,9 @@ class BinanceClient:
     ) -> None:
         if max_retries < 0 or concurrency < 1 or timeout_s <= 0 or retry_delay < 0:
             raise ValueError("max_retries >= 0, concurrency >= 1, timeout_s > 0, retry_delay >= 0")
+        for name, key in (("api_key", api_key), ("api_secret", api_secret)):
+            if key and not all(33 <= ord(ch) <= 126 for ch in key):  # the value itself is never shown
+                raise ValueError(f"{name} must be printable ASCII without spaces or control characters")
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
         self.retry_delay = retry_delay
@@ -150,6 +154,7 @@ class BinanceClient:
         self._clock = clock
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(concurrency)
+        self._cancel = threading.Event()
         self._first_open: dict[tuple[str, str], int | None] = {}
         headers = {"User-Agent": f"cryptolake/{__version__}"}
         if self._api_key:
@@ -174,6 +179,17 @@ class BinanceClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+    def cancel_pending(self) -> None:
+        """Stop sending: requests waiting for weight, a retry or a 429's ``Retry-After``, and every
+        later one, raise :class:`~cryptolake.errors.Interrupted` until :meth:`resume` (a stop
+        request must not wait out a rate-limit window). Safe from a signal handler."""
+        self._cancel.set()
+        self._limiter.wake()
+
+    def resume(self) -> None:
+        """Send again after :meth:`cancel_pending`."""
+        self._cancel.clear()
 
     def banned_until(self) -> float:
         """Epoch seconds until which a recorded 418 ban forbids calling this host (in this
@@ -381,7 +397,7 @@ class BinanceClient:
             retry=tenacity.retry_if_exception_type(Transient),
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
             wait=self._backoff,
-            sleep=self._sleep,
+            sleep=self._pause,
             reraise=True,
             before_sleep=_log_retry,
         )
@@ -406,12 +422,21 @@ class BinanceClient:
         wait = tenacity.wait_exponential_jitter(multiplier=self.retry_delay, max=60, jitter=self.retry_delay)
         return float(wait(state))
 
+    def _pause(self, seconds: float) -> None:
+        """Sleep between retries; a cancel cuts it short."""
+        if self._sleep is time.sleep:
+            self._cancel.wait(seconds)
+        else:
+            self._sleep(seconds)
+
     def _send(self, path: str, params: dict[str, Any], weight: int, symbol: str | None) -> Any:
+        if self._cancel.is_set():
+            raise Interrupted(f"stopped before sending {path}")
         banned_until = self._bans.banned_until(self._host)
         if banned_until:
             raise _banned(self._host, banned_until, banned_until - self._clock(), self._bans.path)
         with self._slots:
-            reservation = self._limiter.acquire(weight)
+            reservation = self._limiter.acquire(weight, self._cancel)
             headers: httpx.Headers | None = None
             try:
                 response = self._http.get(path, params=params)
@@ -442,7 +467,8 @@ class BinanceClient:
             self._limiter.pause(retry_after)
             log.warning("Binance rate limit hit (429); sending nothing for %.0f s", retry_after)
             raise RateLimited(
-                f"Binance rate limit exceeded on {path}: {msg}", retry_after_s=retry_after
+                f"Binance rate limit exceeded on {path}: {msg} (another process on this IP may be using the "
+                "weight; try again in a minute, or lower binance.weight_share)", retry_after_s=retry_after
             )
         if status == 451:
             raise RestrictedLocation(_RESTRICTED_HINT.format(url=self.base_url))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from cryptolake.atomic import write_bytes_atomic
+from cryptolake.errors import Interrupted
 
 _WEIGHT_HEADER = re.compile(r"^x-mbx-used-weight-(\d+)([smhd])$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -77,10 +78,16 @@ class WeightLimiter:
             self._window = None
             self._cond.notify_all()
 
-    def acquire(self, weight: int) -> Reservation:
-        """Block until ``weight`` fits in the current window's budget, then reserve it."""
+    def acquire(self, weight: int, cancel: threading.Event | None = None) -> Reservation:
+        """Block until ``weight`` fits in the current window's budget, then reserve it.
+
+        Raises:
+            Interrupted: ``cancel`` was set while waiting (see :meth:`wake`).
+        """
         with self._cond:
             while True:
+                if cancel is not None and cancel.is_set():
+                    raise Interrupted("stopped while waiting for request weight")
                 now = self._clock()
                 if now < self._pause_until:
                     self._cond.wait(self._pause_until - now)
@@ -95,6 +102,11 @@ class WeightLimiter:
                     return Reservation(window, weight)
                 margin = min(0.25, self.window_s * 0.02)
                 self._cond.wait((window + 1) * self.window_s + margin - now)
+
+    def wake(self) -> None:
+        """Wake every waiting :meth:`acquire` so that it looks at its ``cancel`` again."""
+        with self._cond:
+            self._cond.notify_all()
 
     def release(self, reservation: Reservation, headers: Mapping[str, str] | None = None) -> None:
         """Return a reservation once its response (or failure) is in; learn from its headers."""
@@ -160,8 +172,9 @@ class BanBook:
     Bans live in one process-wide table, so every client of the process honours them. The
     file (JSON ``{host: banned_until_epoch_s}``) is re-read whenever it changes, so every process
     that shares it honours a ban any of them received. No ban lasts more than :data:`MAX_BAN_S`
-    after it was recorded (for a ban read from the file: after the file was last written), so a
-    corrupt or hand-edited file cannot block a lake forever.
+    after it was recorded (for a ban read from the file: after the file was last written, by the
+    earlier of its modification and change times), so a corrupt or hand-edited file cannot block
+    a lake forever.
     """
 
     _until: dict[str, float] = {}
@@ -227,9 +240,10 @@ class BanBook:
         self._file_stamp = stamp
         if not isinstance(on_disk, dict):
             return
-        # No ban outlasts 3 days from when it was written (a file dated in the future counts as
-        # written now: a restored backup or a skewed clock cannot stretch it).
-        believed = min(stat.st_mtime, self._clock()) + MAX_BAN_S
+        # No ban outlasts 3 days from when the file was written. Its modification time can be
+        # set to any date (touch -d, a restored backup), its change time cannot: the earlier of
+        # the two is when it was written at the latest.
+        believed = min(stat.st_mtime, stat.st_ctime) + MAX_BAN_S
         for host, until in on_disk.items():
             if isinstance(until, (int, float)) and not isinstance(until, bool):
                 self._until[host] = max(self._until.get(host, 0.0), min(float(until), believed))
