@@ -641,3 +641,8 @@ def test_a_connection_lost_mid_sync_is_one_line_naming_the_server(
     lines = err.strip().splitlines()
     assert process.returncode == 1 and len(lines) == 1, err
     assert lines[0].startswith(f"error: lost the connection to PostgreSQL at {redact_dsn(PG_DSN)}"), lines
+
+
+def test_symbols_the_lake_does_not_hold_are_refused_not_synced_as_nothing(lake: Lake) -> None:
+    result = invoke("load", "postgres", "--dsn", PG_DSN, "--symbols", "NOPE", "--lake", lake.root)
+    assert result.exit_code == 2 and "holds no 1h candles of NOPEUSDT" in result.output

@@ -538,3 +538,115 @@ def test_a_failing_listing_lookup_is_tried_again_and_if_it_keeps_failing_is_reco
     assert [(g["kind"], g["position"]) for g in listed] == [("failed", "backward")]
     assert invoke("fill-gaps", "--symbols", "ETH", *url).exit_code == 0
     assert_frame_equal(stored(lake, "ETHUSDT"), oracle(fake_exchange, "ETHUSDT", "2025-06-01"))
+
+
+# -- from a second hostile review ---------------------------------------------------------------
+
+
+def test_an_api_key_that_cannot_be_a_header_is_refused_without_showing_it(lake: Path) -> None:
+    for key in ("KEY\nsekrit99", "KEYsek\u000brit", "KEYsekü99"):
+        result = invoke_env({"BINANCE_API_KEY": key}, "config")
+        assert result.exit_code == 2 and key not in result.output, result.output
+        assert not any(part in result.output for part in ("sekrit", "rit99", "KEYsek")), result.output
+        assert "binance.api_key = *** " in result.output
+
+
+@pytest.mark.parametrize(("dsn", "secret"), [
+    ("host=127.0.0.1 password=PWF\\ sekrit1 dbname=x", "sekrit1"),
+    ("host=127.0.0.1 password=PWN'sekrit2 dbname=x", "sekrit2"),
+    ("postgresql://u:PWCx@sekrit3@127.0.0.1:1/x", "sekrit3"),
+    ("postgresql://h/x?password=sekrit4&sslmode=disable", "sekrit4"),
+    ("password='a b\\' sekrit5' host=x", "sekrit5"),
+])
+def test_every_shape_of_dsn_password_is_hidden_whole(small_lake: Path, dsn: str, secret: str) -> None:
+    from cryptolake.redact import redact_dsn
+
+    assert secret not in redact_dsn(dsn)
+    result = invoke("load", "postgres", "--dsn", dsn, "--lake", small_lake)
+    assert result.exit_code in (1, 2) and secret not in result.output, result.output
+
+
+def test_parquet_keeps_nested_128_bit_integers_exact(small_lake: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nested.parquet"
+    query = ("SELECT [340282366920938463463374607431768211455::UHUGEINT] AS lu, "
+             "{'x': (-170141183460469231731687303715884105727)::HUGEINT} AS sh, [1, 2] AS plain")
+    assert invoke("sql", query, "--format", "parquet", "-o", out, "--lake", small_lake).exit_code == 0
+    table = pq.read_table(out)
+    assert json.loads(table.column("lu")[0].as_py(), parse_int=str) == [str(2**128 - 1)]
+    assert json.loads(table.column("sh")[0].as_py(), parse_int=str) == {"x": str(-(2**127) + 1)}
+    assert table.column("plain").to_pylist() == [[1, 2]]  # nothing to lose: stays a list
+
+
+def test_repeated_column_names_never_take_a_name_the_query_chose(small_lake: Path) -> None:
+    (row,) = json.loads(invoke("sql", "SELECT 1 AS h, 2 AS h, 3 AS h_2", "--format", "json",
+                               "--lake", small_lake).stdout)
+    assert row == {"h": 1, "h_3": 2, "h_2": 3}
+
+
+def test_coverage_png_goes_exactly_where_it_is_told(fake_exchange: FakeExchange, small_lake: Path,
+                                                    tmp_path: Path) -> None:
+    url = ["--lake", small_lake, "--base-url", fake_exchange.base_url]
+    plain = tmp_path / "cov"  # no .png: still a PNG at exactly that path
+    assert invoke("coverage", "--png", plain, *url).exit_code == 0
+    assert plain.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "cov.png").exists()
+    link = tmp_path / "sneaky"
+    link.symlink_to(small_lake / "_meta" / "evil.png")
+    refused = invoke("coverage", "--png", link, *url)
+    assert refused.exit_code == 2 and "inside the lake" in one_line_error(refused)
+    assert not (small_lake / "_meta" / "evil.png").exists()
+
+
+def test_gaps_never_falls_back_to_the_local_clock_without_saying_so(small_lake: Path) -> None:
+    env = {"CRYPTOLAKE_BINANCE_MAX_RETRIES": "0"}
+    result = invoke_env(env, "gaps", "--lake", small_lake, "--base-url", "http://127.0.0.1:1")
+    assert result.exit_code == 1 and "--offline" in one_line_error(result)
+    assert invoke("gaps", "--offline", "--lake", small_lake).exit_code == 0
+
+
+def test_a_ban_file_dated_in_the_future_is_believed_three_days_from_its_change_time(tmp_path: Path) -> None:
+    path = tmp_path / "bans.json"
+    path.write_text(json.dumps({"h": 32_503_680_000}))  # the year 3000
+    os.utime(path, (32_503_680_000, 32_503_680_000))  # and a modification time to match
+    changed = path.stat().st_ctime
+    assert BanBook(path, clock=lambda: changed + 10).banned_until("h") == pytest.approx(changed + MAX_BAN_S)
+    assert BanBook(path, clock=lambda: changed + MAX_BAN_S + 1).banned_until("h") == 0
+
+
+def test_a_start_date_and_time_is_refused_in_one_line(lake: Path, tmp_path: Path) -> None:
+    config = tmp_path / "odd.toml"
+    config.write_text("[collection]\nstart_date = 2024-01-01T05:00:00Z\n")
+    result = invoke("--config", config, "config")
+    assert result.exit_code == 2 and "a date, not a date and time" in one_line_error(result)
+
+
+def test_sql_sees_the_lake_as_status_and_gaps_do(small_lake: Path) -> None:
+    november = next(small_lake.rglob("data.parquet")).parent.parent / "month=garbage" / "data.parquet"
+    november.parent.mkdir()
+    november.write_bytes(next(small_lake.rglob("data.parquet")).read_bytes())
+    count = invoke("sql", "SELECT count(*) AS n FROM klines", "--format", "csv", "--lake", small_lake).stdout
+    assert count.splitlines() == ["n", "96"]  # the folder the layout does not allow is not read
+    foreign = next(small_lake.rglob("month=2025-12/data.parquet"))
+    table = pq.read_table(foreign)
+    pq.write_table(table.set_column(table.schema.get_field_index("trades"), "trades",
+                                    table.column("trades").cast("double")), foreign)
+    for args in (["sql", "SELECT count(*) FROM klines"], ["status"]):
+        refused = invoke(*args, "--lake", small_lake)
+        assert refused.exit_code == 1 and "does not match the candle schema" in one_line_error(refused)
+
+
+def test_status_lists_a_symbol_known_only_by_its_recorded_start(small_lake: Path) -> None:
+    LakeMeta(small_lake).record_start("1h", "SOLUSDT", to_ms("2025-12-01"), to_ms("2025-12-01"))
+    symbols = json.loads(invoke("status", "--json", "--lake", small_lake).stdout)["symbols"]
+    assert symbols["SOLUSDT"]["rows"] == 0
+
+
+@pytest.mark.slow
+def test_sql_stops_at_once_on_sigterm_with_143(small_lake: Path) -> None:
+    process = _start([sys.executable, "-m", "cryptolake", "sql", "SELECT sum(hash(range)) FROM range(10000000000)",
+                      "--lake", str(small_lake)], small_lake.parent)
+    time.sleep(2.5)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143 and time.monotonic() - started < 5, err
+    assert err.strip() == "error: interrupted: the query was stopped (SIGTERM)"
