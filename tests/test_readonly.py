@@ -93,3 +93,22 @@ def test_reading_commands_work_on_a_read_only_lake_and_writing_ones_refuse(
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "read-only" in lines[0].lower(), (args, lines)
     assert lake_bytes(lake) == before
+
+
+@pytest.mark.slow
+def test_output_through_a_bind_mount_of_a_folder_inside_the_lake_is_refused(
+    fake_exchange: FakeExchange, client: BinanceClient, tmp_path: Path
+) -> None:
+    if os.geteuid() != 0 or not _can_mount_read_only(tmp_path):
+        pytest.skip("needs root and a private mount namespace (unshare -m) to make a bind mount")
+    lake = tmp_path / "lake"
+    assert CryptoCollector(client, lake=lake).collect_backward("2025-12-30", ["BTC"]).ok
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    script = ('mount --bind "$0/_meta" "$1" && exec "$2" -m cryptolake sql "SELECT 1 AS x" --format csv '
+              '--output "$1/x.csv" --lake "$0"')
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(lake), str(alias),
+                             sys.executable], capture_output=True, text=True, env=clean_env(), cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 2 and "inside the lake" in result.stderr, result.stderr
+    assert not (lake / "_meta" / "x.csv").exists()
