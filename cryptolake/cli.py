@@ -299,7 +299,10 @@ def make_collector(settings: Settings, client: BinanceClient, *, wait: bool = Tr
 @cli.command("collect")
 @click.option("--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT).")
 @click.option("--top", type=int, default=None, help="Collect the top N pairs by 24h quote volume.")
-@click.option("--since", default=None, help="Start date YYYY-MM-DD (setting collection.start_date).")
+@click.option("--since", default=None,
+              help="Start: a date YYYY-MM-DD or a UTC time 2023-01-01T00:00:00Z (setting collection.start_date).")
+@click.option("--until", default=None,
+              help="Last candle wanted, inclusive: a date (that whole day) or a UTC time (default: the last closed one).")
 @interval_option
 @lake_option
 @base_url_option
@@ -309,13 +312,15 @@ def make_collector(settings: Settings, client: BinanceClient, *, wait: bool = Tr
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
 @json_option
 @click.pass_context
-def collect_command(ctx: click.Context, symbols: str | None, top: int | None, since: str | None,
+def collect_command(ctx: click.Context, symbols: str | None, top: int | None, since: str | None, until: str | None,
                     interval: str | None, lake: str | None, base_url: str | None, backward_only: bool,
                     forward_only: bool, no_wait: bool, quiet: bool, as_json: bool) -> None:
     """Collect every closed candle of the chosen symbols into the lake.
 
-    Backward from the earliest stored candle to --since (or the listing), then forward from the
-    latest stored candle to the last closed one. Without --symbols: the top N pairs.
+    Backward from the earliest stored candle to --since (or the listing), and forward from the
+    latest stored candle to the last closed one (or --until), in one run: all symbols' requests
+    share one pool of connections and the exchange's weight, and each month is written as soon
+    as its candles are in. Without --symbols: the top N pairs.
     Exit 0 when every symbol succeeded, 1 when some failed, 2 on bad usage.
 
     Example:
@@ -332,6 +337,7 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
                              top=top, symbols=symbols)
     start = checked_since(settings)
+    end = checked_until(until, start)
     if symbols is not None and not settings.collection.symbols:
         # An explicit but empty --symbols must not silently become "the top N".
         raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)")
@@ -345,13 +351,8 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
         pairs = collector.resolve_symbols(_pairs(settings, wanted) if wanted is not None else None)
-        reports = []
         with StopSignals(collector.request_stop, announce=progress.announce) as signals:
-            if not forward_only:
-                reports.append(collector.collect_backward(start, pairs))
-            if not backward_only and not signals.stopping:
-                reports.append(collector.collect_forward(pairs))
-    skipped = not backward_only and signals.stopping and len(reports) < (1 if forward_only else 2)
+            reports = collector.collect(start, pairs, until=end, backward=not forward_only, forward=not backward_only)
     failed = {s: e for r in reports for s, e in r.failed.items()}
     from cryptolake.query import refresh_database
 
@@ -359,20 +360,17 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in reports], indent=2))
     else:
-        _print_collect_summary(settings, reports, pairs, signals.signum, skipped)
+        _print_collect_summary(settings, reports, pairs, signals.signum)
     if signals.exit_code is not None:
         sys.exit(signals.exit_code)
     if failed:
         sys.exit(1)
 
 
-def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[str], signum: int | None,
-                           forward_skipped: bool = False) -> None:
+def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[str], signum: int | None) -> None:
     added = sum(r.total_rows_added for r in reports)
     failed = {s: e for r in reports for s, e in r.failed.items()}
     stopped = {s for r in reports for s, result in r.results.items() if result.stopped} - set(failed)
-    if forward_skipped:  # stopped before the forward step began: no symbol is up to date
-        stopped |= set(pairs) - set(failed)
     done = len(pairs) - len(failed) - len(stopped)
     click.echo(f"collected {added} new {settings.collection.interval} candles for {done}/{len(pairs)} symbols "
                f"into {settings.lake.root}" + (f" ({len(stopped)} stopped before the end)" if stopped else ""))
@@ -575,11 +573,36 @@ def checked_since(settings: Settings) -> Any:
     from datetime import date, datetime
 
     start: date = settings.collection.start_date
-    today = datetime.now(UTC).date()
-    if start > today:
-        raise UsageProblem(f"start date {start} (from {settings.sources['collection.start_date']}) is in the "
-                           f"future (today is {today} UTC): no candle before it can be collected")
+    now = datetime.now(UTC)
+    if start > (now if isinstance(start, datetime) else now.date()):
+        shown = start.isoformat().replace("+00:00", "Z")
+        raise UsageProblem(f"start {shown} (from {settings.sources['collection.start_date']}) is in the "
+                           f"future (today is {now.date()} UTC): no candle before it can be collected")
     return start
+
+
+def checked_until(until: str | None, start: Any) -> Any:
+    """``--until``: a date (that whole day) or an ISO time, UTC, not before the start."""
+    from datetime import UTC, date, datetime
+
+    if until is None:
+        return None
+    text = until.strip()
+    try:
+        end: date = date.fromisoformat(text)
+        last: datetime = datetime(end.year, end.month, end.day, 23, 59, 59, tzinfo=UTC)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise UsageProblem(f"invalid --until {until!r}: give a date YYYY-MM-DD or a UTC time such as "
+                               "2024-06-30T12:00:00Z") from None
+        end = last = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    first = start if isinstance(start, datetime) else datetime(start.year, start.month, start.day, tzinfo=UTC)
+    if last < first:
+        raise UsageProblem(f"--until {until} is before the start {first.isoformat().replace('+00:00', 'Z')}: "
+                           "nothing to collect")
+    return end
 
 
 def _pairs(settings: Settings, names: Any) -> list[str]:

@@ -9,11 +9,13 @@ import sys
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptolake.atomic import write_file_atomic
 from cryptolake.cli_errors import UsageProblem
-from cryptolake.query import SqlResult, dumps_json, to_json_rows, unique_names
+
+if TYPE_CHECKING:
+    from cryptolake.query import SqlResult
 
 #: Rows above which a terminal table is drawn as plain text (rich takes about 3 ms a row).
 RICH_MAX_ROWS = 100
@@ -70,6 +72,10 @@ def write_output(target: Path, data: str | bytes) -> None:
 
 def render_sql(result: SqlResult, fmt: str, *, to_terminal: bool) -> str | bytes:
     """A ``cryptolake sql`` result as ``table``, ``csv`` or ``json`` text, or ``parquet`` bytes."""
+    # Here, not at the top: the query module loads duckdb and pyarrow, which the tables of
+    # `cryptolake config` and `status` do not need.
+    from cryptolake.query import dumps_json, to_json_rows, unique_names
+
     table = result.table
     if fmt == "parquet":
         import pyarrow.parquet as pq

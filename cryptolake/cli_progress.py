@@ -64,7 +64,11 @@ class CollectProgress:
         key = f"{event.symbol} {event.direction}"
         if event.kind == "planned":
             if event.expected_rows:
-                self._tasks[key] = self._progress.add_task(key, total=event.expected_rows, rate="")
+                if key in self._tasks:  # one more window of the same symbol and step
+                    task = self._progress.tasks[self._tasks[key]]
+                    self._progress.update(self._tasks[key], total=(task.total or 0) + event.expected_rows)
+                else:
+                    self._tasks[key] = self._progress.add_task(key, total=event.expected_rows, rate="")
                 overall = self._progress.tasks[self._overall]
                 self._progress.update(self._overall, total=(overall.total or 0) + event.expected_rows)
         elif event.kind == "batch" and key in self._tasks:

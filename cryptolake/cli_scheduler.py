@@ -34,7 +34,7 @@ from cryptolake.cli_errors import UsageProblem
 from cryptolake.cli_signals import StopSignals
 from cryptolake.config import Settings
 from cryptolake.errors import LoaderError
-from cryptolake.scheduler import COLLECTION_TYPES, CollectorScheduler, SchedulerControl
+from cryptolake.scheduler_types import COLLECTION_TYPES  # not cryptolake.scheduler: keeps --help fast
 
 log = logging.getLogger("cryptolake.scheduler")
 
@@ -85,6 +85,8 @@ def run_command(ctx: click.Context, schedule: str | None, since: str | None, top
 
         cryptolake run --schedule "0 */6 * * *" --top 20 --since 2024-01-01
     """
+    from cryptolake.scheduler import CollectorScheduler
+
     if symbols is not None and top is not None:
         raise UsageProblem("give --symbols or --top, not both")
     settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
@@ -143,6 +145,8 @@ def trigger_command(ctx: click.Context, collection_type: str, symbols: str | Non
 
         cryptolake scheduler trigger --type gaps --wait
     """
+    from cryptolake.scheduler import SchedulerControl
+
     settings = settings_from(ctx, lake=lake, symbols=symbols)
     existing_lake(settings)
     if symbols is not None and not settings.collection.symbols:
@@ -189,6 +193,8 @@ def resume_command(ctx: click.Context, lake: str | None) -> None:
 
 
 def _request(ctx: click.Context, lake: str | None, action: str) -> None:
+    from cryptolake.scheduler import SchedulerControl
+
     settings = settings_from(ctx, lake=lake)
     existing_lake(settings)
     ack = SchedulerControl(settings.lake.root).request(action)
@@ -201,6 +207,8 @@ def _request(ctx: click.Context, lake: str | None, action: str) -> None:
 def scheduler_summary(lake_root: Path) -> dict[str, Any]:
     """``status``, ``next_run_time`` and ``last_run`` of the lake's scheduler, and the whole
     document under ``scheduler``."""
+    from cryptolake.scheduler import SchedulerControl
+
     state = SchedulerControl(lake_root).state()
     return {"status": state["status"], "next_run_time": state.get("next_run_time"),
             "last_run": state.get("last_run"), "scheduler": state}

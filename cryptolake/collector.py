@@ -1,11 +1,11 @@
-"""CryptoCollector: fills the lake from the exchange, backward and forward, batch by batch.
+"""CryptoCollector: fills the lake from the exchange, backward, forward and into gaps.
 
-The collector is the only module that joins an exchange client and the lake. Each symbol's
-history is fetched in batches of ``batch_size_hours`` and every batch is written as it arrives,
-so memory stays bounded however long the history is. Backward collection walks from the earliest
-stored candle back towards the start date and forward collection from the latest stored candle
-up to the last closed one; both extend the stored range without leaving holes, so a run killed
-at any point is simply resumed by the next one. One symbol's failure never stops the others.
+The collector decides *what* a run fetches: for each symbol, the windows of open times it
+lacks (backward from the earliest stored candle to the start date, forward from the latest one
+to the last closed candle, or the gaps the detector finds), bounded by the exchange's clock and
+by what the exchange lists. :mod:`cryptolake.pipeline` does the fetching and writing of all of
+them at once. Both directions extend the stored range without leaving holes, so a run killed at
+any point is resumed by the next one; one symbol's failure never stops the others.
 """
 
 from __future__ import annotations
@@ -15,116 +15,27 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cryptolake.atomic import write_bytes_atomic
-from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, IPBanned, LakeLocked, Transient
-from cryptolake.gaps import DataGapDetector, Gap, GapScan, forget_report, missing_runs, save_report
-from cryptolake.lake import Lake, meta_dir, split_by_month, validate_symbol
-from cryptolake.lake.meta import LakeMeta, Window
-from cryptolake.schema import HOUR_MS, Interval
+from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, LakeLocked
+from cryptolake.gaps import DataGapDetector, Gap, GapScan, forget_report, save_report
+from cryptolake.lake import Lake, meta_dir, validate_symbol
+from cryptolake.lake.meta import LakeMeta
+from cryptolake.pipeline import CommitGate, FetchWindow, Pipeline
+from cryptolake.results import CollectionReport, Direction, ProgressEvent, SymbolResult, _iso_dt
+from cryptolake.schema import DAY_MS, HOUR_MS, Interval
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.timeutils import from_ms, iso, to_ms
 
+__all__ = ["CollectionReport", "CryptoCollector", "Direction", "ProgressEvent", "SymbolResult", "pair_symbols"]
+
 log = logging.getLogger("cryptolake.collector")
 
-Direction = Literal["backward", "forward", "gaps"]
 STATE_FILE = "collection_state.json"
-
-
-@dataclass
-class SymbolResult:
-    """What one collection did for one symbol."""
-
-    symbol: str
-    direction: Direction
-    rows_added: int = 0
-    rows_changed: int = 0
-    files_written: int = 0
-    batches: int = 0
-    expected_rows: int = 0
-    first_open_time: datetime | None = None
-    last_open_time: datetime | None = None
-    error: str | None = None
-    note: str | None = None
-    #: The collection was asked to stop (Ctrl-C, SIGTERM) before this symbol was done.
-    stopped: bool = False
-    #: The exchange does not know the symbol (it is not recorded in the lake's state).
-    unknown_symbol: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class CollectionReport:
-    """The outcome of one collect_backward / collect_forward call, per symbol."""
-
-    direction: Direction
-    interval: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    results: dict[str, SymbolResult] = field(default_factory=dict)
-    #: For gap filling: candles still missing afterwards, by gap kind.
-    remaining: dict[str, int] | None = None
-
-    @property
-    def total_rows_added(self) -> int:
-        return sum(r.rows_added for r in self.results.values())
-
-    @property
-    def failed(self) -> dict[str, str]:
-        """``{symbol: error}`` for the symbols that failed."""
-        return {s: r.error for s, r in self.results.items() if r.error is not None}
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    @property
-    def stopped(self) -> bool:
-        """Some symbol was cut short by a stop request (the partition in progress was written)."""
-        return any(r.stopped for r in self.results.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "direction": self.direction,
-            "interval": self.interval,
-            "started_at": _iso_dt(self.started_at),
-            "finished_at": _iso_dt(self.finished_at),
-            "total_rows_added": self.total_rows_added,
-            "failed": self.failed,
-            **({"remaining": self.remaining} if self.remaining is not None else {}),
-            "symbols": {
-                s: {**asdict(r), "first_open_time": _iso_dt(r.first_open_time),
-                    "last_open_time": _iso_dt(r.last_open_time)}
-                for s, r in self.results.items()
-            },
-        }
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Reported to ``on_progress`` as a collection advances.
-
-    ``kind`` is ``"planned"`` (``expected_rows`` known), ``"batch"`` (``rows`` fetched and
-    written), ``"done"`` or ``"failed"`` (with ``error``).
-    """
-
-    kind: Literal["planned", "batch", "done", "failed"]
-    symbol: str
-    direction: Direction
-    rows: int = 0
-    expected_rows: int = 0
-    error: str | None = None
 
 
 class CryptoCollector:
@@ -133,18 +44,22 @@ class CryptoCollector:
     Args:
         binance_client: where candles come from.
         top_n_cryptos: size of the default universe (top N by 24 h quote volume).
-        batch_size_hours: hours of candles fetched and written per batch.
+        batch_size_hours: the most hours of candles written at once (and so held in memory per
+            symbol): a month partition is written whole unless it holds more than 1.5 times
+            this. Requests are always full pages of 1,000 candles, whatever this is.
         lake: the lake (a :class:`~cryptolake.lake.Lake` or its root directory).
         interval: candle interval, ``1s`` ... ``1M``.
-        wait_for_lock: when another process is writing to the lake, wait (True) or fail at once.
-        on_progress: called with a :class:`ProgressEvent` from worker threads.
-        on_lock_wait: called once when the collector has to wait for another writer.
+        wait_for_lock: when another process is writing to the lake as a run starts, wait for it
+            (True) or fail at once. The lake's writer lock is taken per partition commit, so
+            runs on one lake interleave.
+        on_progress: called with a :class:`ProgressEvent` as the run goes.
+        on_lock_wait: called once per run when a commit has to wait for another writer.
         clock: epoch seconds now, used to stamp runs in the collection state.
         exchange_gap_recheck_days: gap filling fetches a confirmed exchange gap again once its
             last check is this many days old; 0 never re-checks.
-        window_attempts: how many times one batch window is fetched in a run before its symbol
-            fails; between attempts the window waits at the back of the queue, with backoff
-            (each attempt is itself one client call with the client's own retries).
+        window_attempts: how many times one page is asked in a run before its window fails;
+            between attempts it waits, with backoff, while the other pages go on (each attempt
+            is itself one client call with the client's own retries).
     """
 
     def __init__(
@@ -178,10 +93,8 @@ class CryptoCollector:
         self.meta = LakeMeta(self.lake.root)
         self.window_attempts = window_attempts
         self._stop = threading.Event()
-        self._banned: str | None = None
         self._end_ms: int | None = None
         self._state_lock = threading.Lock()
-        self._gap_plan: dict[str, list[Gap]] = {}
 
     # -- universe --------------------------------------------------------------------------
 
@@ -206,13 +119,44 @@ class CryptoCollector:
 
     # -- collection --------------------------------------------------------------------------
 
+    def collect(
+        self,
+        start_date: date | datetime | str | int,
+        crypto_symbols: Sequence[str] | None = None,
+        *,
+        until: date | datetime | str | int | None = None,
+        backward: bool = True,
+        forward: bool = True,
+    ) -> list[CollectionReport]:
+        """Backward and forward collection in one run (what ``cryptolake collect`` does): every
+        window of every symbol goes through one pipeline, so the requests of all of them share
+        the exchange's weight and the connections, and the exchange's clock and symbol list are
+        asked once.
+
+        Args:
+            start_date: fetch history from here (or from the listing, if later).
+            crypto_symbols: base assets or pairs; None: the top N.
+            until: the last open time wanted, inclusive (a date means that whole day); default:
+                the last closed candle.
+            backward, forward: which of the two steps to run.
+
+        Returns:
+            One report per step run, backward first.
+        """
+        symbols = self.resolve_symbols(crypto_symbols)
+        steps: list[Direction] = [d for d, on in (("backward", backward), ("forward", forward)) if on]
+        return self._run(steps, symbols, to_ms(start_date), until)
+
     def collect_backward(
-        self, start_date: date | datetime | str | int, crypto_symbols: Sequence[str] | None = None
+        self,
+        start_date: date | datetime | str | int,
+        crypto_symbols: Sequence[str] | None = None,
     ) -> CollectionReport:
         """Fetch history from ``start_date`` (or the listing, if later) up to the earliest
-        stored candle; for a symbol with nothing stored, up to the last closed candle."""
+        stored candle; for a symbol with nothing stored, up to the last closed candle.
+        (:meth:`collect` does this and the forward step in one run, and takes an end.)"""
         symbols = self.resolve_symbols(crypto_symbols)
-        return self._run("backward", symbols, to_ms(start_date))
+        return self._run(["backward"], symbols, to_ms(start_date), None)[0]
 
     def collect_forward(self, crypto_symbols: Sequence[str] | None = None) -> CollectionReport:
         """Fetch from the latest stored candle up to the last closed one.
@@ -220,7 +164,7 @@ class CryptoCollector:
         Without symbols: every symbol stored in the lake for this interval.
         """
         symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.stored_symbols()
-        return self._run("forward", symbols, None)
+        return self._run(["forward"], symbols, None, None)[0]
 
     def detect_and_fill_gaps(
         self,
@@ -237,10 +181,10 @@ class CryptoCollector:
         """
         symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.known_symbols()
         start_ms = to_ms(start_date) if start_date is not None else None
-        report = self._run("gaps", symbols, start_ms)
+        report = self._run(["gaps"], symbols, start_ms, None)[0]
         # Judged at the run's end (the exchange's clock as the run read it): asking again could
         # fail after a good run, or move the end past what was fetched.
-        if report.stopped:
+        if report.stopped or self._end_ms is None:
             return report  # asked to stop: no new report (remaining stays None)
         after = self.detector().scan(symbols, start_ms, self._end_ms)
         save_report(self.lake, after)
@@ -270,140 +214,183 @@ class CryptoCollector:
         if cancel is not None:
             cancel()
 
-    def _run(self, direction: Direction, symbols: list[str], start_ms: int | None) -> CollectionReport:
-        report = CollectionReport(direction, self.interval, started_at=from_ms(int(self._clock() * 1000)))
+    # -- one run -----------------------------------------------------------------------------
+
+    def _run(self, steps: list[Direction], symbols: list[str], start_ms: int | None,
+             until: date | datetime | str | int | None) -> list[CollectionReport]:
+        started = from_ms(self._now_ms())
+        reports = {step: CollectionReport(step, self.interval, started_at=started) for step in steps}
+        results = {step: {s: SymbolResult(s, step) for s in symbols} for step in steps}
         self._stop.clear()
         resume = getattr(self.client, "resume", None)
         if resume is not None:
             resume()
-        self._banned = None
         self._end_ms = None
-        if not symbols:
-            report.finished_at = report.started_at
-            return report
-        with ExitStack() as held:
-            try:
-                held.enter_context(self.lake.writer_lock(wait=self.wait_for_lock, on_wait=self.on_lock_wait,
-                                                         cancel=self._stop))
-            except LakeLocked as exc:
-                if not exc.cancelled:
-                    raise
-                # Stopped while another process was writing: nothing was done, nothing to record.
-                report.results = {s: SymbolResult(s, direction, stopped=True) for s in symbols}
-                report.finished_at = from_ms(self._now_ms())
-                return report
-            # The exchange's clock, not ours, decides which candles are closed.
-            end_ms = self._end_ms = self.grid.floor(self.client.get_server_time_ms())
-            if direction == "gaps":
-                try:
-                    scan = self.detector().scan(symbols, start_ms, end_ms)
-                except Interrupted:  # stopped while the detector asked the exchange for listings
-                    report.results = {s: SymbolResult(s, direction, stopped=True) for s in symbols}
-                    report.finished_at = from_ms(self._now_ms())
-                    return report
-                self._gap_plan = {s: [g for g in scan.gaps if g.symbol == s and _fetchable(g)] for s in symbols}
-            workers = max(1, min(len(symbols), self.client.concurrency))
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="collect") as pool:
-                results = pool.map(lambda s: self._collect_symbol(direction, s, start_ms, end_ms), symbols)
-                report.results = {r.symbol: r for r in results}
-            report.finished_at = from_ms(int(self._clock() * 1000))
-            self._save_state(report)
-        return report
-
-    def _collect_symbol(self, direction: Direction, symbol: str, start_ms: int | None, end_ms: int) -> SymbolResult:
-        result = SymbolResult(symbol, direction)
+        gate = CommitGate(self.lake, on_wait=self.on_lock_wait, cancel=self._stop)
         try:
-            batches = self._plan_patiently(direction, symbol, start_ms, end_ms, result)
-            result.expected_rows = sum(self.grid.count(lo, hi) for lo, hi in batches)
-            self._emit(ProgressEvent("planned", symbol, direction, expected_rows=result.expected_rows))
-            wanted_from = start_ms if direction != "forward" else None
-            if wanted_from is not None and (direction == "gaps" or self.lake.bounds(self.interval, symbol)
-                                            or (not batches and result.note is None)):
-                self._record_start(symbol, wanted_from)
-                wanted_from = None
-            self._collect_batches(symbol, batches, result, wanted_from)
+            if symbols:
+                # Before any request: the lake can be written (not read-only, not locked for
+                # good); without wait_for_lock, fail at once while another process writes.
+                gate.probe(wait=self.wait_for_lock)
+            planned = self._plan_run(steps, symbols, start_ms, until, results) if symbols else None
+        except (Interrupted, LakeLocked) as exc:  # stopped while waiting for the lock or the exchange
+            if isinstance(exc, LakeLocked) and not exc.cancelled:
+                raise
+            planned = None
+            for by_symbol in results.values():
+                for result in by_symbol.values():
+                    result.stopped = True
+        if planned is not None:
+            windows, starts = planned
+            pipeline = Pipeline(
+                self.client, self.lake, self.meta, gate, self.grid, batch_candles=self._batch_candles(),
+                window_attempts=self.window_attempts, stop=self._stop, backoff_s=self._window_backoff_s,
+                now_ms=self._now_ms, emit=self._emit,
+            )  # fmt: skip
+            pipeline.run(windows)
+            self._settle_starts(gate, starts, results)
+        finished = from_ms(self._now_ms())
+        for step, report in reports.items():
+            report.results = results[step]
+            report.finished_at = finished
+            if symbols:
+                self._report_symbols(report)
+        if symbols:
+            self._record_run(gate, list(reports.values()))
+        return list(reports.values())
+
+    def _plan_run(self, steps: list[Direction], symbols: list[str], start_ms: int | None,
+                  until: date | datetime | str | int | None,
+                  results: dict[Direction, dict[str, SymbolResult]]) -> tuple[list[FetchWindow], dict[str, int]]:
+        """The run's windows, in the order they are fetched, and the starts to record for the
+        symbols that have nothing to fetch. Asks the exchange's clock and symbol list once."""
+        # The exchange's clock, not ours, decides which candles are closed.
+        end_ms = self.grid.floor(self.client.sync_clock())
+        if until is not None:
+            end_ms = min(end_ms, self._until_end(until))
+        self._end_ms = end_ms
+        statuses = self._statuses()
+        known = []
+        for symbol in symbols:
+            if statuses is not None and symbol not in statuses:
+                error = str(InvalidSymbol(symbol))  # no request needed: the exchange lists none such
+                for by_symbol in results.values():
+                    by_symbol[symbol].error, by_symbol[symbol].unknown_symbol = error, True
+            else:
+                known.append(symbol)
+        gap_plan: dict[str, list[Gap]] = {}
+        if "gaps" in steps:
+            scan = self.detector().scan(known, start_ms, end_ms)
+            gap_plan = {s: [g for g in scan.gaps if g.symbol == s and _fetchable(g)] for s in known}
+        listings = self.meta.listings(self.interval)
+        windows: list[FetchWindow] = []
+        starts: dict[str, int] = {}
+        for symbol in known:
+            stored_bounds = self.lake.bounds(self.interval, symbol)
+            stored = (stored_bounds[0], stored_bounds[1]) if stored_bounds else None
+            trading = statuses is None or statuses.get(symbol) == "TRADING"
+            end = end_ms if trading else self._last_candle_end(symbol, end_ms)
+            for step in steps:
+                result = results[step][symbol]
+                made = self._windows(step, symbol, start_ms, end, stored, listings.get(symbol), result,
+                                     gap_plan.get(symbol, []), fresh_backward="backward" in steps)
+                windows.extend(made)
+                if start_ms is not None and step != "forward" and not made and result.note is None:
+                    starts[symbol] = start_ms  # nothing to fetch: the start is still the symbol's
+        return windows, starts
+
+    def _windows(self, step: Direction, symbol: str, start_ms: int | None, end_ms: int,
+                 stored: tuple[int, int] | None, listing: int | None, result: SymbolResult, gaps: list[Gap],
+                 fresh_backward: bool) -> list[FetchWindow]:
+        """One symbol's windows for one step (several for gaps), in commit order."""
+        common = {"symbol": symbol, "direction": step, "result": result, "stored": stored, "listing": listing}
+        if step == "gaps":
+            return [FetchWindow(lo=g.start_ms, hi=min(end_ms, self.grid.next_open(g.end_ms)), **common,
+                                record_start=start_ms) for g in gaps if g.start_ms < end_ms]  # type: ignore[arg-type]
+        if step == "backward":
+            assert start_ms is not None
+            lo = self.grid.ceil(start_ms)
+            if listing is not None:
+                lo = max(lo, self.grid.ceil(listing))
+            hi = min(stored[0], end_ms) if stored else end_ms
+            if lo >= hi:
+                return []
+            # The newest month is written first, so a run cut short leaves the stored range
+            # contiguous, and the next backward run goes on from its earliest candle.
+            return [FetchWindow(lo=lo, hi=hi, descending=True, find_start=listing is None,
+                                record_start=start_ms, **common)]  # type: ignore[arg-type]
+        if stored is None:
+            if not fresh_backward:
+                result.note = "nothing stored yet: collect backward first"
+            return []
+        lo = self.grid.next_open(self.grid.floor(stored[1]))
+        return [FetchWindow(lo=lo, hi=end_ms, **common)] if lo < end_ms else []  # type: ignore[arg-type]
+
+    def _until_end(self, until: date | datetime | str | int) -> int:
+        """The exclusive end of an inclusive ``until``: a date includes its whole day."""
+        if isinstance(until, date) and not isinstance(until, datetime):
+            return to_ms(until) + DAY_MS
+        if isinstance(until, str) and len(until.strip()) == 10:  # YYYY-MM-DD
+            return to_ms(until) + DAY_MS
+        return self.grid.next_open(self.grid.floor(to_ms(until)))
+
+    def _statuses(self) -> dict[str, str] | None:
+        """``{symbol: status}`` from one exchange-info answer; None if it cannot be had (the
+        klines requests then tell an unknown symbol)."""
+        statuses = getattr(self.client, "symbol_statuses", None)
+        if statuses is None:
+            return None
+        try:
+            return dict(statuses())
         except Interrupted:
-            result.stopped = True  # a stop request cut a wait or a request short: not a failure
-        except IPBanned as exc:
-            self._banned = str(exc)  # a ban stops everything: no symbol may send another request
-            result.error = str(exc)
-        except InvalidSymbol as exc:
-            result.error, result.unknown_symbol = str(exc), True
+            raise
         except CryptolakeError as exc:
-            result.error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - one symbol's bug must not stop the others
-            log.exception("unexpected failure collecting %s", symbol)
-            result.error = f"{type(exc).__name__}: {exc}"
-        if result.error:
-            log.warning("%s %s: %s", direction, symbol, result.error)
-            self._emit(ProgressEvent("failed", symbol, direction, error=result.error))
-        elif not result.stopped:
-            self._emit(ProgressEvent("done", symbol, direction, expected_rows=result.expected_rows))
-        return result
+            log.warning("cannot read the exchange's symbol list (%s); symbols are checked by their requests", exc)
+            return None
 
-    def _collect_batches(
-        self, symbol: str, batches: list[tuple[int, int]], result: SymbolResult, start_ms: int | None
-    ) -> None:
-        """Fetch and write the batches in order. A batch whose fetch fails for a transient reason
-        (its request retries spent) goes to the back of the queue and is tried again later in this
-        run, after a growing pause; only one that keeps failing (:attr:`window_attempts` times,
-        over a stretch of about ``30 x retry_delay`` seconds) or fails for a reason that will not
-        pass (an unknown symbol, a ban) fails the symbol. ``start_ms``: record it as the symbol's
-        start once a fetch has succeeded (the exchange knows the symbol)."""
-        pending: deque[tuple[int, int, int, float]] = deque((lo, hi, 0, 0.0) for lo, hi in batches)
-        while pending:
-            if self._stop.is_set():
-                result.stopped = True
-                return
-            if self._banned is not None:
-                raise IPBanned(self._banned, banned_until=self.client.banned_until(), retry_after_s=0)
-            lo, hi, failures, ready_at = pending.popleft()
-            wait = ready_at - time.monotonic()
-            if wait > 0 and self._stop.wait(wait):
-                continue  # stopped while waiting: the loop reports it
-            try:
-                self._collect_batch(symbol, lo, hi, result)
-            except CryptolakeError as exc:
-                if not isinstance(exc, Transient) or failures + 1 >= self.window_attempts:
-                    raise
-                delay = self._window_backoff_s(failures)
-                log.info("%s %s: window from %s failed (%s); trying it again in %.1f s",
-                         result.direction, symbol, iso(lo), exc, delay)
-                pending.append((lo, hi, failures + 1, time.monotonic() + delay))
-                continue
-            if start_ms is not None:
-                self._record_start(symbol, start_ms)
-                start_ms = None
+    def _last_candle_end(self, symbol: str, end_ms: int) -> int:
+        """For a symbol not trading (delisted, halted): the end of its last candle, so that no
+        request is spent after it; ``end_ms`` if that cannot be asked."""
+        try:
+            last = self.client.last_open_time(symbol, self.interval)
+        except Interrupted:
+            raise
+        except CryptolakeError as exc:
+            log.info("%s: cannot ask for its latest candle (%s)", symbol, exc)
+            return end_ms
+        return end_ms if last is None else min(end_ms, self.grid.next_open(last))
 
-    def _plan_patiently(
-        self, direction: Direction, symbol: str, start_ms: int | None, end_ms: int, result: SymbolResult
-    ) -> list[tuple[int, int]]:
-        """:meth:`_plan`, whose look-ups (the listing, the latest candle) are tried again after a
-        transient failure as a batch window is (:attr:`window_attempts` times, with backoff). If
-        they keep failing when walking backward, the whole range is recorded as a ``failed``
-        window (and the symbol's start), so that `gaps` lists it and `fill-gaps` retries it."""
-        for failures in range(self.window_attempts):
-            try:
-                return self._plan(direction, symbol, start_ms, end_ms, result)
-            except CryptolakeError as exc:
-                if not isinstance(exc, Transient):
-                    raise
-                if failures + 1 >= self.window_attempts:
-                    if direction == "backward" and start_ms is not None:
-                        stored = self.lake.bounds(self.interval, symbol)
-                        hi = stored[0] if stored else end_ms
-                        lo, now = self.grid.ceil(start_ms), self._now_ms()
-                        if lo < hi:
-                            self._record_start(symbol, start_ms)
-                            self.meta.record_window(Window(self.interval, symbol, "failed", lo,
-                                                           self.grid.floor(hi - 1), now, now, error=str(exc)))
-                    raise
-                if self._stop.wait(self._window_backoff_s(failures)):
-                    raise Interrupted("stopped while waiting to plan again") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _settle_starts(self, gate: CommitGate, starts: dict[str, int],
+                       results: dict[Direction, dict[str, SymbolResult]]) -> None:
+        """Record the starts of the symbols that had nothing to fetch (not when stopped)."""
+        wanted = {s: t for s, t in starts.items()
+                  if not any(r[s].stopped or r[s].error for r in results.values() if s in r)}
+        if not wanted or self._stop.is_set():
+            return
+        with gate.held():
+            for symbol, start in wanted.items():
+                self._record_start(symbol, start)
+
+    def _report_symbols(self, report: CollectionReport) -> None:
+        for symbol, result in report.results.items():
+            if result.error:
+                log.warning("%s %s: %s", report.direction, symbol, result.error)
+                self._emit(ProgressEvent("failed", symbol, report.direction, error=result.error))
+            elif not result.stopped:
+                self._emit(ProgressEvent("done", symbol, report.direction, expected_rows=result.expected_rows))
+
+    def _record_run(self, gate: CommitGate, reports: list[CollectionReport]) -> None:
+        try:
+            with gate.held():
+                for report in reports:
+                    self._save_state(report)
+        except LakeLocked as exc:
+            if not exc.cancelled:
+                raise
+            # Stopped while another process held the lock: the run is not recorded.
 
     def _window_backoff_s(self, failures: int) -> float:
-        """The pause before a failed window is tried again: 2, 4, 8, 16 ... x the client's first
+        """The pause before a failed page is asked again: 2, 4, 8, 16 ... x the client's first
         retry delay (capped at a minute), with up to 25% jitter."""
         base = max(0.0, float(getattr(self.client, "retry_delay", 1.0)))
         delay = min(60.0, base * 2 ** (failures + 1))
@@ -412,97 +399,8 @@ class CryptoCollector:
     def _record_start(self, symbol: str, start_ms: int) -> None:
         self.meta.record_start(self.interval, symbol, self.grid.ceil(start_ms), self._now_ms())
 
-    def _plan(
-        self, direction: Direction, symbol: str, start_ms: int | None, end_ms: int, result: SymbolResult
-    ) -> list[tuple[int, int]]:
-        """Batches ``[lo, hi)`` in the order they are fetched; empty when nothing is missing."""
-        if direction == "gaps":
-            return [b for gap in self._gap_plan.get(symbol, []) for b in self._batches(
-                gap.start_ms, self.grid.next_open(gap.end_ms))]  # fmt: skip
-        stored = self.lake.bounds(self.interval, symbol)
-        if direction == "backward":
-            assert start_ms is not None
-            hi = stored[0] if stored else end_ms
-            if self.grid.count(start_ms, hi) > self._batch_candles():
-                first = self.client.first_open_time(symbol, self.interval)
-                if first is None:
-                    result.note = "the exchange has no candles for this symbol"
-                    return []
-                self.meta.record_listing(self.interval, symbol, first, self._now_ms())
-                start_ms = max(start_ms, first)
-            return list(reversed(self._batches(start_ms, hi)))
-        if stored is None:
-            result.note = "nothing stored yet: collect backward first"
-            return []
-        lo = stored[1] + 1
-        if self.grid.count(lo, end_ms) > self._batch_candles():
-            last = self.client.last_open_time(symbol, self.interval)
-            end_ms = min(end_ms, last + 1) if last is not None else lo
-        return self._batches(lo, end_ms)
-
     def _batch_candles(self) -> int:
         return max(1, self.batch_size_hours * HOUR_MS // self.grid.nominal_ms)
-
-    def _batches(self, lo: int, hi: int) -> list[tuple[int, int]]:
-        batches, cursor, size = [], self.grid.ceil(lo), self._batch_candles()
-        while cursor < hi:
-            stop = min(hi, self.grid.add(cursor, size))
-            batches.append((cursor, stop))
-            cursor = stop
-        return batches
-
-    def _collect_batch(self, symbol: str, lo: int, hi: int, result: SymbolResult) -> None:
-        last = self.grid.floor(hi - 1)
-        try:
-            frame = self.client.get_klines(symbol, self.interval, lo, hi)
-        except (InvalidSymbol, Interrupted):
-            raise  # nothing to record: the exchange does not know the symbol, or a stop was asked
-        except CryptolakeError as exc:
-            # Listed as `failed` until a later fetch of these slots succeeds.
-            now = self._now_ms()
-            self.meta.record_window(Window(self.interval, symbol, "failed", lo, last, now, now, error=str(exc)))
-            raise
-        # What this fetch proved goes into the metadata before the candles are written, in one
-        # rewrite: a run killed in between leaves the outages recorded and the slots to fetch.
-        self.meta.settle_windows(self.interval, symbol, lo, last, self._outages(symbol, lo, last, frame),
-                                 self._now_ms())
-        # Write the month next to the stored range first (the newest one when walking backward):
-        # a run stopped between two partition writes then leaves no hole that bounds-based
-        # resumption would never fill.
-        months = split_by_month(frame)
-        for month in sorted(months, reverse=result.direction == "backward"):
-            written = self.lake.write_klines(self.interval, symbol, months[month])
-            result.rows_added += written.rows_added
-            result.rows_changed += written.rows_changed
-            result.files_written += written.files_written
-        result.batches += 1
-        if frame.height:
-            first, last_open = frame["open_time"][0], frame["open_time"][-1]
-            result.first_open_time = min(filter(None, (result.first_open_time, first)))
-            result.last_open_time = max(filter(None, (result.last_open_time, last_open)))
-        self._emit(ProgressEvent("batch", symbol, result.direction, rows=frame.height))
-
-    def _outages(self, symbol: str, lo: int, last: int, frame: Any) -> list[tuple[int, int]]:
-        """The runs ``(first, last open time)`` of ``[lo, last]`` the exchange returned nothing for
-        although the symbol has candles before and after them: an outage (or a halt).
-
-        Evidence of candles before a run: a fetched or stored candle, or the symbol's recorded
-        listing; after it: a fetched or stored candle. So a run at the oldest edge of a backward
-        batch is known for an outage at once, without waiting for the next batch.
-        """
-        fetched = [self.grid.index(t) for t in frame["open_time"].dt.epoch("ms").to_list()]
-        fetched = [i for i in fetched if self.grid.is_on_grid(self.grid.at(i))]
-        holes = missing_runs(fetched, self.grid.index(lo), self.grid.index(last))
-        if not holes:
-            return []
-        stored = self.lake.bounds(self.interval, symbol)
-        listed = self.meta.listings(self.interval).get(symbol)
-        earlier = [*fetched, *([self.grid.index(stored[0])] if stored else [])]
-        earlier += [self.grid.index(self.grid.ceil(listed))] if listed is not None else []
-        later = [*fetched, *([self.grid.index(stored[1])] if stored else [])]
-        before, after = min(earlier, default=None), max(later, default=None)
-        return [(self.grid.at(a), self.grid.at(b)) for a, b in holes
-                if before is not None and after is not None and before < a and b < after]
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -636,10 +534,6 @@ def pair_symbols(names: Iterable[str], quote_asset: str) -> list[str]:
 def _fetchable(gap: Gap) -> bool:
     """Gap filling fetches missing and failed slots, and exchange gaps due for a re-check."""
     return gap.kind in ("missing", "failed") or (gap.kind == "exchange_gap" and gap.recheck_due)
-
-
-def _iso_dt(value: datetime | None) -> str | None:
-    return iso(to_ms(value)) if value is not None else None
 
 
 def _write_json_atomic(path: Path, document: Any) -> None:

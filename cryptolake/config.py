@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from cryptolake.errors import ConfigError
 from cryptolake.redact import redact_dsn
-from cryptolake.schema import INTERVALS
+from cryptolake.intervals import INTERVALS
 
 DEFAULT_CONFIG_FILE = "config.toml"
 
@@ -92,14 +92,21 @@ def _float_between(low: float, high: float, *, low_open: bool = False) -> Callab
 
 
 def _date(value: Any) -> date:
+    """A UTC date, or a UTC date and time (ISO 8601; naive means UTC; ``Z`` or an offset)."""
     if isinstance(value, datetime):
-        raise _Invalid("a date YYYY-MM-DD (a date, not a date and time)")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, date):
         return value
+    text = str(value).strip()
     try:
-        return date.fromisoformat(str(value).strip())
+        return date.fromisoformat(text)
     except ValueError:
-        raise _Invalid("a date YYYY-MM-DD") from None
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Invalid("a date YYYY-MM-DD or a UTC date and time such as 2023-01-01T00:00:00Z") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _interval(value: Any) -> str:
@@ -250,7 +257,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("collection", "quote_asset", _asset, "USDT", "Quote asset of the collected pairs."),
     SettingSpec("collection", "interval", _interval, "1h", "Candle interval (1s ... 1M)."),
     SettingSpec("collection", "start_date", _date, date(2024, 1, 1),
-                "Collect history from this UTC date (or the listing, if later).",
+                "Collect history from this UTC date or ISO time (or the listing, if later).",
                 legacy_env="COLLECTION_START_DATE"),
     SettingSpec("collection", "top_n", _int_between(1, 1000), 50,
                 "Size of the universe: top N pairs by 24 h quote volume.", legacy_env="TOP_N_CRYPTOS"),
@@ -361,6 +368,8 @@ def display_value(spec: SettingSpec, value: Any) -> str:
         return "***" if value else ""
     if isinstance(value, tuple):
         return ",".join(value)
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
     return redact_dsn(str(value))  # a password inside a URL (binance.base_url) is a secret too
 
 

@@ -49,6 +49,7 @@ from cryptolake.config import SPECS_BY_KEY
 from cryptolake.cron import Trigger, cron_trigger
 from cryptolake.errors import ConfigError, CryptolakeError, SchedulerError
 from cryptolake.lake import meta_dir
+from cryptolake.scheduler_types import COLLECTION_TYPES, CollectionType  # defined there for the CLI's options
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 if TYPE_CHECKING:
@@ -57,11 +58,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cryptolake.scheduler")
 
-CollectionType = Literal["forward", "backward", "gaps", "full"]
 EventKind = Literal["started", "succeeded", "failed", "skipped", "stopped"]
 RunResult = Literal["succeeded", "failed", "skipped", "stopped"]
 
-COLLECTION_TYPES: tuple[str, ...] = get_args(CollectionType)
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 STATE_FILE = "scheduler.json"
 LOCK_FILE = "scheduler.lock"

@@ -12,6 +12,15 @@ from typing import Iterator
 
 import polars as pl
 
+# The interval names and lengths live in a module without polars (the settings check them);
+# "X as X" re-exports them from here, where they have always been importable.
+from cryptolake.intervals import DAY_MS as DAY_MS
+from cryptolake.intervals import FIXED_MS as _FIXED_MS
+from cryptolake.intervals import HOUR_MS as HOUR_MS
+from cryptolake.intervals import INTERVALS as INTERVALS
+from cryptolake.intervals import MINUTE_MS as MINUTE_MS
+from cryptolake.intervals import WEEK_MS as WEEK_MS
+
 #: Columns of a stored candle, in file order (the lake layout contract).
 KLINE_COLUMNS: tuple[str, ...] = (
     "open_time",
@@ -44,33 +53,8 @@ KLINE_SCHEMA: dict[str, pl.DataType] = {
     "taker_buy_quote_volume": pl.Float64(),
 }
 
-MINUTE_MS = 60_000
-HOUR_MS = 60 * MINUTE_MS
-DAY_MS = 24 * HOUR_MS
-WEEK_MS = 7 * DAY_MS
 # 1970-01-01 was a Thursday; Binance weeks open on Monday 00:00 UTC (1970-01-05).
 _WEEK_ORIGIN_MS = 4 * DAY_MS
-
-_FIXED_MS: dict[str, int] = {
-    "1s": 1_000,
-    "1m": MINUTE_MS,
-    "3m": 3 * MINUTE_MS,
-    "5m": 5 * MINUTE_MS,
-    "15m": 15 * MINUTE_MS,
-    "30m": 30 * MINUTE_MS,
-    "1h": HOUR_MS,
-    "2h": 2 * HOUR_MS,
-    "4h": 4 * HOUR_MS,
-    "6h": 6 * HOUR_MS,
-    "8h": 8 * HOUR_MS,
-    "12h": 12 * HOUR_MS,
-    "1d": DAY_MS,
-    "3d": 3 * DAY_MS,
-    "1w": WEEK_MS,
-}
-
-#: Every kline interval Binance spot serves, shortest first (case-sensitive: "1m" != "1M").
-INTERVALS: tuple[str, ...] = (*_FIXED_MS, "1M")
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from cryptolake.lake.layout import month_bounds
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS, Interval
 from cryptolake.sources.binance import BinanceClient, _to_frame
-from cryptolake.sources.ratelimit import forget_shared_state
 from cryptolake.timeutils import to_ms
+from cryptolake.sources.ratelimit import forget_shared_state
 
 from .conftest import FAKE_NOW_MS
 
@@ -303,21 +303,21 @@ def test_a_partition_write_failing_mid_batch_leaves_no_hole_the_next_run_cannot_
 def test_an_ip_ban_stops_every_symbol_and_leaves_valid_files(fake_exchange: FakeExchange, lake: Path) -> None:
     ban_file = lake / "_meta" / "binance-bans.json"
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
-    since = "2025-12-22"
-    with BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=5,
+    since = "2025-09-01"  # 2,928 candles a symbol: 3 pages each
+    with BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=5, concurrency=4,
                        ban_file=ban_file) as binance:
         collector = CryptoCollector(binance, lake=lake, batch_size_hours=24)
-        # A few klines requests pass (first-candle look-ups and a batch or so), then a 418.
-        fake_exchange.inject(Fault.slow(0.0, path="/api/v3/klines", times=5),
+        # Two klines requests pass, then a 418.
+        fake_exchange.inject(Fault.slow(0.0, path="/api/v3/klines", times=2),
                              Fault.ban(retry_after_s=30, path="/api/v3/klines"))
         report = collector.collect_backward(since, symbols)
 
         assert set(report.failed) == set(symbols)  # every symbol reports the stop
         assert any("banned" in error for error in report.failed.values())
-        assert all(r.rows_added < 240 for r in report.results.values())
+        assert report.total_rows_added <= 2 * 1000
         stats = fake_exchange.stats()
-        assert stats.banned <= len(symbols)  # at most the requests already in flight
-        assert stats.by_path["/api/v3/klines"] <= 5 + len(symbols)
+        assert stats.banned <= binance.concurrency  # at most the requests already in flight
+        assert stats.by_path["/api/v3/klines"] <= 2 + binance.concurrency
         assert ban_file.is_file()
 
         # Whatever was stored is whole, valid and exactly the exchange's newest candles.
@@ -356,7 +356,7 @@ def test_without_symbols_the_top_n_are_collected(
     assert report.ok
     assert set(report.results) == {"BTCUSDT", "ETHUSDT"}  # not USDC / FDUSD (stablecoins)
     for result in report.results.values():
-        assert (result.rows_added, result.batches, result.expected_rows) == (72, 2, 72)
+        assert (result.rows_added, result.batches, result.expected_rows) == (72, 1, 72)  # one month, one write
     status = collector.get_collection_status()
     assert status["total_records_collected"] == duck(lake).height == 144
     assert status["interval"] == "1h" and status["lake"] == str(lake)
@@ -372,7 +372,7 @@ def test_without_symbols_the_top_n_are_collected(
     assert forward.to_dict()["total_rows_added"] == 0
 
 
-def test_batches_bound_each_fetch_and_are_written_as_they_arrive(
+def test_batch_size_bounds_each_write_while_requests_are_full_pages(
     fake_exchange: FakeExchange, client: BinanceClient, lake: Path
 ) -> None:
     events: list[ProgressEvent] = []
@@ -380,17 +380,15 @@ def test_batches_bound_each_fetch_and_are_written_as_they_arrive(
     report = collector.collect_backward("2025-12-22", ["BTC"])
 
     result = report.results["BTCUSDT"]
+    # 240 candles of one month, more than 1.5 x 24: written in ten parts of 24, newest first.
     assert (result.batches, result.rows_added, result.expected_rows) == (10, 240, 240)
-    assert result.files_written == 10  # each day's batch is merged into the month file on arrival
+    assert result.files_written == 10
     batches = [e for e in events if e.kind == "batch"]
     assert [e.rows for e in batches] == [24] * 10
     assert [e.kind for e in events][0] == "planned" and events[-1].kind == "done"
-    windows = [
-        int(r.params["endTime"]) - int(r.params["startTime"]) + 1
-        for r in fake_exchange.stats().log
-        if r.path == "/api/v3/klines" and "endTime" in r.params
-    ]
-    assert len(windows) == 10 and max(windows) <= 24 * HOUR_MS
+    # ... but fetched in one request: the one that also finds the symbol's first candle.
+    klines = [r.params for r in fake_exchange.stats().log if r.path == "/api/v3/klines"]
+    assert klines == [{"symbol": "BTCUSDT", "interval": "1h", "startTime": str(to_ms("2025-12-22")), "limit": "1000"}]
     assert_frame_equal(lake_frame(lake, "BTCUSDT"), oracle(fake_exchange, "BTCUSDT", "2025-12-22"))
 
 

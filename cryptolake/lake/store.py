@@ -293,14 +293,33 @@ class Lake:
             LakeLocked: The lock is held and ``wait`` is False, ``timeout_s`` passed, or the wait
                 was cancelled (``cancelled`` is then True).
         """
-        lock_file = layout.lock_path(self.root)
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(lock_file)
-        self._acquire(lock, wait, timeout_s, on_wait, cancel)
+        lock = self.acquire_writer_lock(wait, timeout_s, on_wait, cancel)
         try:
             yield self.remove_stale_temp_files()
         finally:
             lock.release()
+
+    def acquire_writer_lock(
+        self,
+        wait: bool = True,
+        timeout_s: float | None = None,
+        on_wait: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> FileLock:
+        """Take the lake's single-writer lock and return it; the caller calls ``release()`` on it
+        (from any thread). Unlike :meth:`writer_lock`, it leaves temp files alone: for writers
+        that take the lock once per commit (see :mod:`cryptolake.pipeline`) and tidy once per run.
+
+        Raises:
+            LakeLocked: as :meth:`writer_lock`.
+        """
+        lock_file = layout.lock_path(self.root)
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        # Not thread-local: a collection takes the lock on one commit thread and may release it
+        # on another.
+        lock = FileLock(lock_file, thread_local=False)
+        self._acquire(lock, wait, timeout_s, on_wait, cancel)
+        return lock
 
     def _acquire(
         self,

@@ -155,6 +155,8 @@ class BinanceClient:
         self._sleep = sleep
         self._slots = threading.BoundedSemaphore(concurrency)
         self._cancel = threading.Event()
+        self._clock_offset_ms: int | None = None
+        self._info: tuple[float, dict[str, Any]] | None = None
         self._first_open: dict[tuple[str, str], int | None] = {}
         headers = {"User-Agent": f"cryptolake/{__version__}"}
         if self._api_key:
@@ -224,8 +226,31 @@ class BinanceClient:
         """The exchange's clock as a UTC datetime."""
         return from_ms(self.get_server_time_ms())
 
-    def get_exchange_info(self, symbol: str | None = None) -> dict[str, Any]:
-        """``/api/v3/exchangeInfo`` (all symbols, or one); adopts its advertised weight limit."""
+    def sync_clock(self) -> int:
+        """Ask the exchange's clock once (one ``/api/v3/time``) and remember its offset from this
+        machine's, so that :meth:`exchange_now_ms` needs no request; returns the server time."""
+        before = self._clock()
+        server = self.get_server_time_ms()
+        after = self._clock()
+        self._clock_offset_ms = server - int((before + after) * 500)
+        return server
+
+    def exchange_now_ms(self) -> int:
+        """The exchange's clock now, from the offset :meth:`sync_clock` measured (synced on first use)."""
+        if self._clock_offset_ms is None:
+            return self.sync_clock()
+        return int(self._clock() * 1000) + self._clock_offset_ms
+
+    def get_exchange_info(self, symbol: str | None = None, *, max_age_s: float = 0.0) -> dict[str, Any]:
+        """``/api/v3/exchangeInfo`` (all symbols, or one); adopts its advertised weight limit.
+
+        Args:
+            symbol: One symbol, or None for all.
+            max_age_s: Reuse the last all-symbols answer if it is at most this old (a run asks
+                once: exchange info weighs 20).
+        """
+        if symbol is None and self._info is not None and self._clock() - self._info[0] <= max_age_s:
+            return self._info[1]
         params = {"symbol": symbol} if symbol else {}
         info = self._get("/api/v3/exchangeInfo", params, weight=20, symbol=symbol)
         if not isinstance(info, dict) or not isinstance(info.get("symbols"), list):
@@ -233,7 +258,15 @@ class BinanceClient:
         limits = parse_rate_limits(info.get("rateLimits") or [])
         if limits is not None:
             self._limiter.configure(*limits)
+        if symbol is None:
+            self._info = (self._clock(), info)
         return info
+
+    def symbol_statuses(self, max_age_s: float = 300.0) -> dict[str, str]:
+        """``{symbol: status}`` (``TRADING``, ``BREAK``, ...) of every symbol the exchange lists,
+        from one exchange info answer (reused for ``max_age_s``)."""
+        info = self.get_exchange_info(max_age_s=max_age_s)
+        return {str(e.get("symbol")): str(e.get("status", "")) for e in info["symbols"] if isinstance(e, dict)}
 
     def get_top_by_market_cap(self, limit: int = 50) -> list[TopCrypto]:
         """The ``limit`` TRADING spot pairs in the quote asset with the largest 24 h quote volume.
@@ -243,7 +276,7 @@ class BinanceClient:
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        info = self.get_exchange_info()
+        info = self.get_exchange_info(max_age_s=60.0)
         pairs = {
             entry["symbol"]: entry
             for entry in info["symbols"]
@@ -340,6 +373,26 @@ class BinanceClient:
         frame = self._fetch_range(symbol, grid, start_ms, end_ms)
         frame = frame.filter(pl.col("close_time") < from_ms(now_ms))
         return frame.to_arrow() if as_arrow else frame  # type: ignore[return-value]
+
+    def get_klines_page(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None, limit: int = PAGE_LIMIT
+    ) -> pl.DataFrame:
+        """One klines request: up to ``limit`` candles opening at or after ``start_ms`` (and
+        before ``end_ms``, if given). No server time, no look-ups: the caller decides which
+        candles are closed. Without ``end_ms`` it finds a symbol's first candle at or after
+        ``start_ms`` and the ones after it in the same request."""
+        grid = _interval(interval)
+        params: dict[str, Any] = {"startTime": start_ms, "limit": min(limit, PAGE_LIMIT)}
+        if end_ms is not None:
+            params["endTime"] = end_ms - 1
+        return _to_frame(self._klines_page(symbol, grid.name, params))
+
+    def get_klines_range(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
+        """Every candle opening in ``[start_ms, end_ms)`` in as few requests as the range allows
+        (one per 1,000 candles, one more only if off-grid candles fill a page early). No server
+        time, no look-ups: the caller bounds the range by the exchange's clock."""
+        grid = _interval(interval)
+        return _to_frame(self._fetch_page(symbol, grid, start_ms, end_ms))
 
     def first_open_time(self, symbol: str, interval: str) -> int | None:
         """Open time (ms) of the symbol's first candle for ``interval``; None if it has none."""
