@@ -814,9 +814,11 @@ def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, l
 @click.option("--chaos-seed", type=int, default=0, show_default=True, help="Seed of the random failures.")
 @click.option("--ban-grace", type=click.IntRange(0), default=0, show_default=True,
               help="Requests arriving inside a 429's Retry-After that still get a 429 (in flight) before a 418.")
+@click.option("--cache-rows", type=click.IntRange(0), default=0, show_default=True,
+              help="Serve up to N closed candles again from memory instead of recomputing them (load tests).")
 def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit: int, weight_window_s: int,
                           now: str | None, frozen: bool, extra_symbols: int, chaos_rate: float,
-                          chaos_seed: int, ban_grace: int) -> None:
+                          chaos_seed: int, ban_grace: int, cache_rows: int) -> None:
     """Serve a Binance-compatible fake exchange (deterministic candles) for offline use.
 
     Point cryptolake at it with --base-url http://127.0.0.1:PORT.
@@ -840,7 +842,7 @@ def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit:
     try:
         serve(host=host, port=port, now=start, follow_wall_clock=not frozen, latency_s=latency_ms / 1000,
               weight_limit=weight_limit, weight_window_s=weight_window_s, symbols=symbols,
-              chaos_rate=chaos_rate, chaos_seed=chaos_seed, ban_grace_requests=ban_grace)
+              chaos_rate=chaos_rate, chaos_seed=chaos_seed, ban_grace_requests=ban_grace, cache_rows=cache_rows)
     except OSError as exc:
         raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another --port, "
                            "or --port 0 for any free one; --host must be an address of this machine)") from None

@@ -34,7 +34,7 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -489,7 +489,8 @@ def _d8(x: float) -> str:
 class _Market:
     """Symbols, outages and the candle/ticker/exchangeInfo views at a given "now"."""
 
-    def __init__(self, symbols: Iterable[FakeSymbol], outages: Iterable[tuple[int, int]]) -> None:
+    def __init__(self, symbols: Iterable[FakeSymbol], outages: Iterable[tuple[int, int]],
+                 cache_rows: int = 0) -> None:
         self.symbols: dict[str, FakeSymbol] = {}
         for sym in symbols:
             if sym.symbol in self.symbols:
@@ -497,6 +498,12 @@ class _Market:
             self.symbols[sym.symbol] = sym
         self._series = {name: _Series(sym) for name, sym in self.symbols.items()}
         self.outages: tuple[tuple[int, int], ...] = tuple(sorted((int(s), int(e)) for s, e in outages))
+        # The JSON text of closed candles, oldest entry evicted first. A closed candle never
+        # changes, so serving it again from here is what the exchange would answer; it keeps
+        # the fake from being the slowest part of a load test.
+        self._cache_rows = max(0, int(cache_rows))
+        self._json_cache: OrderedDict[tuple[str, str, bool, int], str] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     # -- symbols -----------------------------------------------------------------------------
 
@@ -599,6 +606,26 @@ class _Market:
             out.append(candle(seed, t, next_t, end, o, c))
             chain_t, chain_price = (next_t, c) if end == next_t else (None, 0.0)
         return out
+
+    def rows_json(self, sym: FakeSymbol, iv: Interval, opens: list[int], now: int, micro: bool) -> list[str]:
+        """The candles at ``opens`` as Binance's JSON array texts, closed ones from the cache."""
+        if not self._cache_rows or not opens:
+            return [_row_json(row, micro) for row in self.rows(sym, iv, opens, now)]
+        cache, key = self._json_cache, (sym.symbol, iv.name, micro)
+        with self._cache_lock:
+            texts = [cache.get((*key, t)) for t in opens]
+        missing = [t for t, text in zip(opens, texts, strict=True) if text is None]
+        if not missing:
+            return texts  # type: ignore[return-value]
+        fresh = {row[0]: _row_json(row, micro) for row in self.rows(sym, iv, missing, now)}
+        as_of = now if sym.delisted_ms is None else min(now, sym.delisted_ms)
+        with self._cache_lock:
+            for t, text in fresh.items():
+                if iv.next_open(t) <= as_of:  # closed: it will not change
+                    cache[(*key, t)] = text
+            while len(cache) > self._cache_rows:
+                cache.popitem(last=False)
+        return [text if text is not None else fresh[t] for t, text in zip(opens, texts, strict=True)]
 
     # -- tickers -----------------------------------------------------------------------------
 
@@ -859,6 +886,8 @@ class FakeExchange:
     ``now`` is the exchange's clock for candles (frozen unless ``follow_wall_clock``);
     weight windows and bans follow real time from ``clock`` (``time.time``; tests may inject
     their own). ``max_log`` bounds the request log (and the number of weight windows kept).
+    ``cache_rows``: keep the JSON text of up to this many closed candles and serve them again
+    without recomputing (0: none); for load tests, where the fake must not be the bottleneck.
 
     ``ban_grace_requests``: Binance bans an IP that keeps sending after a 429 but does not say
     how many requests that were already in flight it forgives. With the default 0 the first
@@ -883,9 +912,10 @@ class FakeExchange:
         port: int = 0,
         clock: Callable[[], float] = time.time,
         max_log: int = 100_000,
+        cache_rows: int = 0,
     ) -> None:
         self._market = _Market(default_symbols() if symbols is None else symbols,
-                               DEFAULT_OUTAGES if outages is None else outages)
+                               DEFAULT_OUTAGES if outages is None else outages, cache_rows)
         self._clock = clock
         self._follow = follow_wall_clock
         self._now_anchor = DEFAULT_NOW_MS if now is None else _as_ms(now)
@@ -1411,8 +1441,7 @@ class FakeExchange:
             end = None if end is None else end // 1000
         iv = Interval(interval)
         opens = self._market.select(sym, iv, now, start, end, limit)
-        rows = self._market.rows(sym, iv, opens, now)
-        return ("[" + ",".join([_row_json(row, micro) for row in rows]) + "]").encode()
+        return ("[" + ",".join(self._market.rows_json(sym, iv, opens, now, micro)) + "]").encode()
 
     # -- control endpoints -------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import polars as pl
+import pyarrow as pa
 
 from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, IPBanned, LakeLocked, Transient
 from cryptolake.gaps import missing_runs
@@ -86,7 +86,7 @@ class FetchWindow:
     listing: int | None = None
     # -- run state, owned by the pipeline's coordinator thread ------------------------------
     plan: WindowPlan | None = field(default=None, repr=False)
-    frames: dict[int, pl.DataFrame] = field(default_factory=dict, repr=False)
+    frames: dict[int, pa.Table] = field(default_factory=dict, repr=False)
     attempts: dict[int, int] = field(default_factory=dict, repr=False)
     next_page: int = 0
     next_unit: int = 0
@@ -103,13 +103,14 @@ class CommitGate:
 
     Threads of this process enter :meth:`held` around each commit; the file lock is taken by the
     first and released when the last leaves. While commits follow one another without pause, the
-    lock is still given up every ``max_hold_s`` (for ``pause_s``, longer than another process's
-    polling step), so that a second writer on the lake is never starved. Temp files of killed
-    writers are tidied at the first acquisition.
+    lock is still given up once it has been held ``max_hold_s`` and another process says it is
+    waiting (:meth:`Lake.writers_waiting`), for ``pause_s``, longer than that process's polling
+    step, so that a second writer on the lake is never starved. Temp files of killed writers are
+    tidied at the first acquisition.
     """
 
     def __init__(self, lake: Lake, *, on_wait: Callable[[], None] | None = None,
-                 cancel: threading.Event | None = None, max_hold_s: float = 1.0, pause_s: float = 0.15) -> None:
+                 cancel: threading.Event | None = None, max_hold_s: float = 0.5, pause_s: float = 0.2) -> None:
         self.lake = lake
         self._on_wait = on_wait
         self._cancel = cancel
@@ -146,8 +147,11 @@ class CommitGate:
         finally:
             with self._cond:
                 self._users -= 1
-                if time.monotonic() - self._since >= self.max_hold_s:
-                    self._draining = True  # no new commit enters until the lock was given up
+                if not self._draining and time.monotonic() - self._since >= self.max_hold_s:
+                    if self.lake.writers_waiting():
+                        self._draining = True  # no new commit enters until the lock was given up
+                    else:
+                        self._since = time.monotonic()  # nobody waits: look again in a while
                 if self._users == 0:
                     self._lock.release()
                     self._lock = None
@@ -280,7 +284,9 @@ class Pipeline:
 
     def _request_more(self, pool: ThreadPoolExecutor) -> None:
         now = time.monotonic()
-        while self._in_flight < self.concurrency:
+        # Twice the client's concurrency: a backlog, so that no fetcher idles while this thread
+        # (which needs the GIL like everyone) catches up with the pages that came back.
+        while self._in_flight < 2 * self.concurrency:
             ready = [r for r in self._retries if r[0] <= now]
             if ready:
                 retry = min(ready, key=lambda r: r[0])
@@ -327,13 +333,13 @@ class Pipeline:
         """On a fetcher thread: one page (or look-up); the outcome goes to the coordinator."""
         try:
             if index == _FIRST:
-                value: Any = self.client.get_klines_page(window.symbol, self.grid.name, window.lo)
+                value: Any = self.client.get_klines_page(window.symbol, self.grid.name, window.lo, as_arrow=True)
             elif index == _LISTING:
                 value = self.client.first_open_time(window.symbol, self.grid.name)
             else:
                 assert window.plan is not None
                 lo, hi = window.plan.pages[index]
-                value = self.client.get_klines_range(window.symbol, self.grid.name, lo, hi)
+                value = self.client.get_klines_range(window.symbol, self.grid.name, lo, hi, as_arrow=True)
             self._events.put(_Event("page", window, index, value))
         except BaseException as exc:  # noqa: BLE001 - every outcome is the coordinator's to judge
             self._events.put(_Event("page", window, index, error=exc))
@@ -356,8 +362,8 @@ class Pipeline:
             window.outstanding -= 1
             self._listing_found(window, event.value)
             return
-        frame: pl.DataFrame = event.value
-        if frame.height:
+        frame: pa.Table = event.value
+        if frame.num_rows:
             first, last = _time_span(frame)
             seen = window.seen
             window.seen = (first, last) if seen is None else (min(seen[0], first), max(seen[1], last))
@@ -368,11 +374,11 @@ class Pipeline:
         self._held += 1
         self._ready[window] = None
 
-    def _first_page(self, window: FetchWindow, frame: pl.DataFrame) -> None:
+    def _first_page(self, window: FetchWindow, frame: pa.Table) -> None:
         """The window's first request came back: it gives the symbol's first candle at or after
         ``lo`` and up to 1,000 candles from there, which become the window's first page."""
         window.waiting = False
-        if frame.is_empty():
+        if frame.num_rows == 0:
             window.outstanding -= 1
             window.finished = True
             start, symbol = window.record_start, window.symbol
@@ -410,11 +416,11 @@ class Pipeline:
         # Slots before the first candle belong to the window only when the symbol was listed
         # before them (an outage, then, to record); before a listing there is nothing to want.
         lo = window.lo if window.listing is not None and window.listing < first else self.grid.ceil(first)
-        if frame.height >= PAGE_CANDLES and last < window.hi:
+        if frame.num_rows >= PAGE_CANDLES and last < window.hi:
             covered = min(window.hi, self.grid.next_open(self.grid.floor(last)))
         else:
             covered = window.hi  # a short page: the symbol has no candle after its last one yet
-        frame = frame.filter(pl.col("open_time") < from_ms(window.hi))
+        frame = _between(frame, window.lo, window.hi)  # not the open candle, nor any after the window
         lo = min(lo, window.hi)
         covered = max(covered, lo)
         if self._set_plan(window, lo, (lo, covered) if lo < covered else None):
@@ -525,20 +531,19 @@ class Pipeline:
             if k >= len(window.plan.units) or any(p not in window.frames for p in window.plan.unit_pages[k]):
                 continue
             self._committing.add(window.symbol)
-            u_lo, u_hi = window.plan.units[k]
-            rows = pl.concat([window.frames[p] for p in window.plan.unit_pages[k]], how="vertical")
-            unit = rows.filter((pl.col("open_time") >= from_ms(u_lo)) & (pl.col("open_time") < from_ms(u_hi))).sort("open_time")
+            pages = [window.frames[p] for p in window.plan.unit_pages[k]]
             evidence = _Evidence.of(window)
             start, window.record_start = window.record_start, None
-            pool.submit(self._commit, window, k, unit, evidence, start)
+            pool.submit(self._commit, window, k, pages, evidence, start)
 
-    def _commit(self, window: FetchWindow, k: int, unit: pl.DataFrame, evidence: _Evidence,
+    def _commit(self, window: FetchWindow, k: int, pages: list[pa.Table], evidence: _Evidence,
                 start: int | None) -> None:
         """On a commit thread: what the unit's fetch proved goes into the metadata, then its
         candles into the lake, under the writer lock."""
         assert window.plan is not None
         u_lo, u_hi = window.plan.units[k]
         try:
+            unit = _unit_rows(pages, u_lo, u_hi)
             settle_lo, settle_last, outages, carry = _outages(self.grid, unit, u_lo, u_hi, window.descending,
                                                              window.carry, evidence)
             with self.gate.held():
@@ -548,9 +553,9 @@ class Pipeline:
                 # Outages first, in one rewrite: a run killed before the write leaves them
                 # recorded and the slots to fetch.
                 self.meta.settle_windows(self.grid.name, window.symbol, settle_lo, settle_last, outages, now)
-                written = self.lake.write_klines(self.grid.name, window.symbol, unit)
-            span = _time_span(unit) if unit.height else None
-            self._events.put(_Event("commit", window, k, (written, unit.height, span, carry)))
+                written = self.lake.write_partition(self.grid.name, window.symbol, unit)
+            span = _time_span(unit) if unit.num_rows else None
+            self._events.put(_Event("commit", window, k, (written, unit.num_rows, span, carry)))
         except BaseException as exc:  # noqa: BLE001 - judged on the coordinator
             self._events.put(_Event("commit", window, k, error=exc))
 
@@ -630,7 +635,7 @@ class _Evidence:
         return _Evidence(min(before, default=None), max(after, default=None))
 
 
-def _outages(grid: Interval, unit: pl.DataFrame, u_lo: int, u_hi: int, descending: bool,
+def _outages(grid: Interval, unit: pa.Table, u_lo: int, u_hi: int, descending: bool,
              carry: tuple[int, int] | None, evidence: _Evidence) -> tuple[int, int, list[tuple[int, int]], Any]:
     """What one unit's fetch proved: ``(first, last slot settled, outages, carry)``.
 
@@ -641,7 +646,10 @@ def _outages(grid: Interval, unit: pl.DataFrame, u_lo: int, u_hi: int, descendin
     first, last = u_lo, grid.floor(u_hi - 1)
     if carry is not None:
         first, last = min(first, carry[0]), max(last, carry[1])
-    fetched = [grid.index(t) for t in unit["open_time"].dt.epoch("ms").to_list() if grid.is_on_grid(t)]
+    rows = unit.num_rows
+    if carry is None and rows and rows == grid.count(first, last + 1) and _time_span(unit) == (first, last):
+        return first, last, [], None  # every slot, in order, unique: no hole (the usual case)
+    fetched = [grid.index(t) for t in unit.column("open_time").cast(pa.int64()).to_pylist() if grid.is_on_grid(t)]
     holes = missing_runs(fetched, grid.index(first), grid.index(last))
     lowest = min([*fetched, *([grid.index(evidence.earliest)] if evidence.earliest is not None else [])], default=None)
     highest = max([*fetched, *([grid.index(evidence.latest)] if evidence.latest is not None else [])], default=None)
@@ -654,15 +662,46 @@ def _outages(grid: Interval, unit: pl.DataFrame, u_lo: int, u_hi: int, descendin
     return first, last, outages, next_carry
 
 
+def _between(page: pa.Table, lo: int, hi: int) -> pa.Table:
+    """The rows of a page sorted by open time with ``lo <= open_time < hi`` (a slice)."""
+    times = page.column("open_time")
+    first, stop = _count_before(times, lo), _count_before(times, hi)
+    return page.slice(first, max(0, stop - first))
+
+
+def _count_before(times: pa.ChunkedArray, t_ms: int) -> int:
+    """How many of the sorted open times are before ``t_ms`` (a binary search: a few scalar
+    reads instead of a compute kernel over the column)."""
+    lo, hi = 0, len(times)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if times[mid].value < t_ms:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _unit_rows(pages: list[pa.Table], lo: int, hi: int) -> pa.Table:
+    """The candles of the pages (each sorted, none overlapping) opening in ``[lo, hi)``, sorted."""
+    parts = [part for part in (_between(page, lo, hi) for page in pages) if part.num_rows]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return pages[0].slice(0, 0)
+    parts.sort(key=lambda part: part.column("open_time")[0].value)
+    return pa.concat_tables(parts)
+
+
 def _all_sent(window: FetchWindow) -> bool:
     """Nothing more to request for the window (finished, or every page of its plan asked)."""
     return window.finished or (window.plan is not None and window.next_page >= len(window.plan.pages))
 
 
-def _time_span(frame: pl.DataFrame) -> tuple[int, int]:
-    """First and last open time (ms) of a non-empty frame sorted by open time."""
-    times = frame["open_time"].dt.epoch("ms")
-    return int(times[0]), int(times[-1])
+def _time_span(table: pa.Table) -> tuple[int, int]:
+    """First and last open time (ms) of a non-empty table sorted by open time."""
+    times = table.column("open_time")
+    return int(times[0].value), int(times[-1].value)
 
 
 def describe(window: FetchWindow) -> str:

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -77,6 +77,9 @@ class LakeMeta:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._lock = threading.Lock()
+        # The last read of each file, by its identity on disk (inode, size, change time): a
+        # collection settles its windows once per partition commit, and the file rarely changes.
+        self._cache: dict[Path, tuple[tuple[int, int, int], pl.DataFrame, dict[tuple[str, str], list[Any]]]] = {}
 
     @property
     def windows_path(self) -> Path:
@@ -152,6 +155,12 @@ class LakeMeta:
         first record time and counts one more check (``attempts``)."""
         with self._lock:
             frame = self._read(self.windows_path, WINDOW_SCHEMA)
+            if not outages and not any(
+                start_ms <= end and start <= end_ms if kind == "failed" else start_ms <= start and end <= end_ms
+                for kind, start, end in self._keys(self.windows_path).get((interval, symbol), ())
+                if kind in ("failed", "exchange_gap")
+            ):
+                return  # no record the fetch settles and nothing found: nothing to rewrite
             mine = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
             failed = mine & (pl.col("kind") == "failed") & (pl.col("end_time") >= _ms(start_ms)) & (
                 pl.col("start_time") <= _ms(end_ms))
@@ -250,8 +259,18 @@ class LakeMeta:
 
     # -- files ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _read(path: Path, schema: pl.Schema) -> pl.DataFrame:
+    def _read(self, path: Path, schema: pl.Schema) -> pl.DataFrame:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self._cache.pop(path, None)
+            return pl.DataFrame(schema=schema)
+        except OSError:
+            stat = None
+        identity = (stat.st_ino, stat.st_size, stat.st_ctime_ns) if stat is not None else None
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] == identity:
+            return cached[1]
         try:
             # Read the bytes once, then parse: polars opens a path more than once, so a file
             # replaced between two opens (another thread records a window) would read torn.
@@ -264,10 +283,24 @@ class LakeMeta:
         if frame.schema != schema:
             raise LakeError(f"lake metadata {path} has columns {dict(frame.schema)}; expected {dict(schema)}; "
                             "move it aside: cryptolake starts a new one and learns its records again")
+        if identity is not None:
+            keys: dict[tuple[str, str], list[Any]] = {}
+            if "kind" in frame.columns:  # the windows file: each one's kind and slots, for a quick look
+                spans = zip(frame["interval"].to_list(), frame["symbol"].to_list(), frame["kind"].to_list(),
+                            frame["start_time"].dt.epoch("ms").to_list(), frame["end_time"].dt.epoch("ms").to_list(),
+                            strict=True)
+                for interval, symbol, kind, start, end in spans:
+                    keys.setdefault((interval, symbol), []).append((kind, start, end))
+            self._cache[path] = (identity, frame, keys)
         return frame
 
-    @staticmethod
-    def _write(path: Path, frame: pl.DataFrame) -> None:
+    def _keys(self, path: Path) -> dict[tuple[str, str], list[Any]]:
+        """``{(interval, symbol): [(kind, start ms, end ms), ...]}`` of the windows file as last
+        read (after :meth:`_read`)."""
+        cached = self._cache.get(path)
+        return cached[2] if cached is not None else {}
+
+    def _write(self, path: Path, frame: pl.DataFrame) -> None:
         buffer = io.BytesIO()
         frame.sort(frame.columns[:4]).write_parquet(buffer, compression="zstd")
         write_bytes_atomic(path, buffer.getvalue())

@@ -37,6 +37,8 @@ from cryptolake.schema import KLINE_COLUMNS, KLINE_SCHEMA, Interval, empty_kline
 #: The Arrow schema of every partition file (timestamps are ``timestamp[ms, tz=UTC]``).
 ARROW_SCHEMA: pa.Schema = empty_klines().to_arrow().schema
 SYMBOL_COLUMN = "symbol"
+#: Name prefix of the marker a process leaves in ``_meta`` while it waits for the writer lock.
+WAIT_MARKER = "writer.lock.wait-"
 _KEY = "open_time"
 _VALUE_COLUMNS = KLINE_COLUMNS[1:]
 _IO_THREADS = 4
@@ -228,7 +230,8 @@ class Lake:
         # Each month is read, merged and rewritten on its own worker: polars and pyarrow release
         # the GIL, so months overlap on the CPUs and during fsync waits.
         merge_month = partial(self._merge_month, interval, symbol)
-        counts = list(_io_pool().map(merge_month, by_month.keys(), by_month.values()))
+        arrow = [part.to_arrow() for part in by_month.values()]
+        counts = list(_io_pool().map(merge_month, by_month.keys(), arrow))
         return WriteResult(
             rows_added=sum(added for added, _, _ in counts),
             rows_changed=sum(changed for _, changed, _ in counts),
@@ -237,7 +240,30 @@ class Lake:
             months=tuple(by_month),
         )
 
-    def _merge_month(self, interval: str, symbol: str, month: str, incoming: pl.DataFrame) -> tuple[int, int, bool]:
+    def write_partition(self, interval: str, symbol: str, table: pa.Table) -> WriteResult:
+        """Merge candles of one month, as an Arrow table, into their partition: what
+        :meth:`write_klines` does, without polars, for a collection's hot path.
+
+        Candles that are not sorted by unique ``open_time`` or span more than one month go
+        through :meth:`write_klines`. Raises as :meth:`write_klines`.
+        """
+        layout.validate_symbol(symbol)
+        layout.interval_dir(interval)
+        if table.num_rows == 0:
+            return WriteResult()
+        times = table.column(_KEY)
+        first, last = times[0].value, times[-1].value
+        month = layout.month_of(first)
+        increasing = table.num_rows == 1 or pc.all(pc.greater(times.slice(1), times.slice(0, len(times) - 1))).as_py()
+        if not increasing or layout.month_of(last) != month or not table.schema.equals(ARROW_SCHEMA):
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            return self.write_klines(interval, symbol, frame)
+        added, changed, written = self._merge_month(interval, symbol, month, table)
+        return WriteResult(rows_added=added, rows_changed=changed, files_written=int(written),
+                           files_unchanged=int(not written), months=(month,))
+
+    def _merge_month(self, interval: str, symbol: str, month: str, fresh: pa.Table) -> tuple[int, int, bool]:
         """Merge one month's sorted, unique candles into its partition: ``(added, changed, written)``.
 
         A stored file cryptolake did not commit (or that changed since) may hold duplicate or
@@ -250,7 +276,6 @@ class Lake:
             stored, committed = read
             if not committed:
                 stored = _tidy(stored, path, month)
-        fresh = incoming.to_arrow()
         added, changed = fresh.num_rows, 0
         if stored is None or stored.num_rows == 0:
             merged = fresh
@@ -337,6 +362,20 @@ class Lake:
                 raise self._locked("; try again when it has finished") from None
         if on_wait is not None:
             on_wait()
+        # Say that this process waits, so that a writer holding the lock across many commits
+        # (a collection) lets it in between two of them (see writers_waiting).
+        marker = layout.lock_path(self.root).with_name(f"{WAIT_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            marker.touch()
+        except OSError:
+            marker = None  # type: ignore[assignment]  # a read-only lake: nobody to tell
+        try:
+            self._wait_for(lock, timeout_s, cancel)
+        finally:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+
+    def _wait_for(self, lock: FileLock, timeout_s: float | None, cancel: threading.Event | None) -> None:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:  # in short steps, so that a cancel is noticed at once
             step = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
@@ -351,6 +390,20 @@ class Lake:
                 raise error from None
             if deadline is not None and time.monotonic() >= deadline:
                 raise self._locked(f"; gave up after waiting {timeout_s:g} s") from None
+
+    def writers_waiting(self) -> bool:
+        """Whether another live process is waiting for the writer lock (its marker is there)."""
+        try:
+            names = os.listdir(layout.meta_dir(self.root))
+        except OSError:
+            return False
+        for name in names:
+            if not name.startswith(WAIT_MARKER):
+                continue
+            pid = name[len(WAIT_MARKER):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                return True
+        return False
 
     def _locked(self, tail: str) -> LakeLocked:
         return LakeLocked(
@@ -398,6 +451,16 @@ class Lake:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
 
 
 def _merge_overlapping(stored: pa.Table, fresh: pa.Table) -> tuple[pa.Table, int, int] | None:
@@ -590,7 +653,8 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
     if interval is not None:
         table = table.replace_schema_metadata({META_INTERVAL: interval, META_OFF_GRID_ROWS: str(off_grid)})
     buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer, compression="zstd", write_statistics=True)
+    # No dictionary pages: prices and volumes hardly repeat, so dictionaries cost time and bytes.
+    pq.write_table(table, buffer, compression="zstd", write_statistics=True, use_dictionary=False)
     data = buffer.getvalue()
     _make_dirs_durably(path.parent)
     tmp = path.parent / layout.temp_name(os.getpid(), secrets.token_hex(6))
@@ -672,13 +736,17 @@ def _check_schema(path: Path, schema: pa.Schema) -> None:
 
 
 def _off_grid_rows(table: pa.Table, grid: Interval) -> int:
-    times = pl.from_arrow(table.column(_KEY))
-    assert isinstance(times, pl.Series)
+    if table.num_rows == 0:
+        return 0
     if grid.is_monthly:
+        times = pl.from_arrow(table.column(_KEY))
+        assert isinstance(times, pl.Series)
         return int((times != times.dt.truncate("1mo")).sum())
     step = grid.fixed_ms
     assert step is not None
-    return int(((times.dt.epoch("ms") - grid.origin_ms) % step != 0).sum())
+    origin = grid.origin_ms
+    # In Python: one conversion, where compute kernels would take a dozen calls on a small table.
+    return sum(1 for t in table.column(_KEY).cast(pa.int64()).to_pylist() if (t - origin) % step)
 
 
 def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
