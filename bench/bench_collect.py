@@ -1,6 +1,6 @@
 """Benchmark: `cryptolake collect` of many symbols from the fake exchange, wall time and peak RSS.
 
-Run by hand:  .venv/bin/python bench/bench_collect.py [--symbols 100] [--years 1 2]
+Run by hand:  .venv/bin/python bench/bench_collect.py [--symbols 100] [--years 1 2] [--interval 1h]
 
 The fake exchange runs in its own process with 50 ms of latency per response; the collector runs
 as `cryptolake collect` in a child process that reports its own peak RSS (ru_maxrss), once per
@@ -30,12 +30,12 @@ finally:
 """
 
 
-def collect(url: str, lake: Path, symbols: int, since: str) -> dict:
+def collect(url: str, lake: Path, symbols: int, since: str, interval: str) -> dict:
     names = ",".join(f"S{i:04d}USDT" for i in range(1, symbols + 1))
     began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", _RUN, "collect", "--symbols", names, "--since", since, "--lake", str(lake),
-         "--base-url", url, "--quiet", "--backward-only"],
+         "--base-url", url, "--quiet", "--backward-only", "--interval", interval],
         capture_output=True, text=True,
     )
     wall = time.perf_counter() - began
@@ -53,17 +53,20 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--years", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--latency-ms", type=float, default=50)
+    parser.add_argument("--interval", default="1h")
     args = parser.parse_args()
     results = []
-    with fake_exchange(args.latency_ms, extra_symbols=args.symbols) as url:
+    with fake_exchange(args.latency_ms, extra_symbols=args.symbols, cache_rows=0) as url:
         for years in args.years:
             since = f"{2026 - years}-01-01"
             with tempfile.TemporaryDirectory() as tmp:
-                result = collect(url, Path(tmp) / "lake", args.symbols, since)
+                result = collect(url, Path(tmp) / "lake", args.symbols, since, args.interval)
                 stats = fake_stats(url)
                 httpx_reset(url)
-            results.append({"symbols": args.symbols, "years": years, "since": since, **result,
-                            "requests": stats["requests"], "429": stats["rate_limited"]})
+            results.append({"symbols": args.symbols, "years": years, "since": since, "interval": args.interval,
+                            **result, "requests": stats["requests"], "by_path": stats["by_path"],
+                            "max_window_weight": stats["max_window_weight"], "429": stats["rate_limited"],
+                            "418": stats["banned"]})
             print(json.dumps(results[-1]), flush=True)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import threading
@@ -244,6 +245,7 @@ HEAVY = ("duckdb", "polars", "pyarrow", "httpx", "apscheduler", "numpy", "rich")
 
 @pytest.mark.parametrize("argv", [["--help"], ["config"], ["collect", "--help"]])
 def test_help_and_config_load_no_heavy_library(argv: list[str], tmp_path: Path) -> None:
+    shutil.copy(Path(__file__).parent.parent / "config.toml", tmp_path)  # the shipped settings, read and checked
     code = (
         "import sys\n"
         "from cryptolake.cli import main\n"
@@ -267,3 +269,13 @@ def test_the_public_names_still_import_from_the_package() -> None:
             "assert set(cryptolake.__all__) <= set(dir(cryptolake))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_default_schedule_that_skips_the_cron_parser_is_a_valid_cron_expression() -> None:
+    from datetime import UTC, datetime
+
+    from cryptolake.config import DEFAULT_SCHEDULE
+    from cryptolake.cron import cron_trigger
+
+    fire = cron_trigger(DEFAULT_SCHEDULE).get_next_fire_time(None, datetime(2026, 1, 1, 1, tzinfo=UTC))
+    assert fire == datetime(2026, 1, 1, 6, tzinfo=UTC)
