@@ -148,19 +148,24 @@ def collect_supports_until() -> bool:
     return "--until" in done.stdout
 
 
-def run_cryptolake(url: str, case: Case, lake: Path, until: bool) -> dict:
+def run_cryptolake(url: str, case: Case, lake: Path, until: bool, source: str | None = None) -> dict:
     command = [sys.executable, "-m", "cryptolake", "collect", "--symbols", ",".join(case.names), "--since", case.since,
                "--interval", case.interval, "--lake", str(lake), "--base-url", url, "--quiet"]
     if until:
         command += ["--until", UNTIL]
     # In the lake's folder: no config.toml or .env of the working directory applies (defaults).
+    env = None
+    if source is not None:  # another checkout of cryptolake (say, a `git worktree` of an older commit)
+        import os
+
+        env = {**os.environ, "PYTHONPATH": source}
     began = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=lake.parent)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=lake.parent, env=env)
     wall = time.perf_counter() - began
     if done.returncode == 2 and until:  # --until refused (usage): fall back to the fake's frozen clock
         print(f"note: collect refused --until {UNTIL}: {done.stderr.strip()[-300:]}; running without it",
               file=sys.stderr)
-        return run_cryptolake(url, case, lake, until=False)
+        return run_cryptolake(url, case, lake, until=False, source=source)
     result = {"wall_s": wall, "until": UNTIL if until else None, "exit": done.returncode,
               "output": done.stdout.strip()[-300:]}
     if done.returncode != 0:
@@ -320,7 +325,8 @@ def warm(url: str, case: Case) -> None:
             list(pool.map(one, pages))
 
 
-def run_case(url: str, case: Case, until: bool, exchange: FakeExchange, ccxt_unthrottled: bool) -> None:
+def run_case(url: str, case: Case, until: bool, exchange: FakeExchange, ccxt_unthrottled: bool,
+             before: str | None = None) -> None:
     warm(url, case)
     base = {"case": case.name, "symbols": case.symbols, "interval": case.interval, "since": case.since,
             "end_exclusive": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(case.end_ms / 1000))}
@@ -329,6 +335,12 @@ def run_case(url: str, case: Case, until: bool, exchange: FakeExchange, ccxt_unt
         lake = Path(tmp) / "lake"
         cl = run_cryptolake(url, case, lake, until)
         cl_stats = run_stats(url)
+        old = None
+        if before is not None:
+            reset(url)
+            old_lake = Path(tmp) / "lake-before"
+            old_run = run_cryptolake(url, case, old_lake, until, source=before)
+            old = (old_run, run_stats(url), read_lake(old_lake))
         runs = [("ccxt", True)] + ([("ccxt-unthrottled", False)] if ccxt_unthrottled else [])
         ccxt_results = []
         for tool, rate_limit in runs:
@@ -358,6 +370,10 @@ def run_case(url: str, case: Case, until: bool, exchange: FakeExchange, ccxt_unt
     cl_problems = compare(lake_rows, want, "lake vs fake")
     results = [line("cryptolake", cl["wall_s"], cl_stats, lake_rows, {k: v for k, v in cl.items() if k != "wall_s"},
                     cl_problems)]
+    if old is not None:
+        old_run, old_stats, old_rows = old
+        results.append(line("cryptolake-before", old_run["wall_s"], old_stats, old_rows,
+                            {k: v for k, v in old_run.items() if k != "wall_s"}, compare(old_rows, want, "before vs fake")))
     for tool, info, stats, rows in ccxt_results:
         problems = compare(rows, want, f"{tool} vs fake") + compare(rows, lake_rows, f"{tool} vs lake")
         results.append(line(tool, info["wall_s"], stats, rows,
@@ -381,6 +397,8 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50, help="Latency of every fake-exchange response.")
     parser.add_argument("--ccxt-unthrottled", action="store_true",
                         help="Also run ccxt with enableRateLimit=False (not its default).")
+    parser.add_argument("--before", default=None, metavar="PATH",
+                        help="Also run the cryptolake package found at PATH (PYTHONPATH), e.g. a worktree of an older commit.")
     args = parser.parse_args()
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
     unknown = [name for name in names if name not in CASES]
@@ -390,7 +408,7 @@ def main() -> None:
     exchange = oracle_exchange()
     with fake_exchange(args.latency_ms, extra_symbols=EXTRA_SYMBOLS, cache_rows=3_000_000) as url:
         for name in names:
-            run_case(url, CASES[name], until, exchange, args.ccxt_unthrottled)
+            run_case(url, CASES[name], until, exchange, args.ccxt_unthrottled, args.before)
 
 
 if __name__ == "__main__":

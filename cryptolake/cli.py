@@ -308,7 +308,8 @@ def make_collector(settings: Settings, client: BinanceClient, *, wait: bool = Tr
 @base_url_option
 @click.option("--backward-only", is_flag=True, help="Only fetch history before what is stored.")
 @click.option("--forward-only", is_flag=True, help="Only fetch candles after what is stored.")
-@click.option("--no-wait", is_flag=True, help="Fail at once if another process is writing to the lake.")
+@click.option("--no-wait", is_flag=True,
+              help="Fail at once if another process is collecting into or writing to the lake.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
 @json_option
 @click.pass_context
@@ -379,6 +380,9 @@ def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[s
         click.echo(_stopped_line(signum, began), err=True)
     for symbol, error in failed.items():
         click.echo(f"failed: {symbol}: {error}", err=True)
+    notes = {(s, r.note) for report in reports for s, r in report.results.items() if r.note and s not in failed}
+    for symbol, note in sorted(notes):
+        click.echo(f"note: {symbol}: {note}", err=True)
 
 
 def _stopped_line(signum: int, began: bool = True) -> str:
@@ -663,7 +667,8 @@ def gaps_command(ctx: click.Context, symbols: str | None, since: str | None, int
 @interval_option
 @lake_option
 @base_url_option
-@click.option("--no-wait", is_flag=True, help="Fail at once if another process is writing to the lake.")
+@click.option("--no-wait", is_flag=True,
+              help="Fail at once if another process is collecting into or writing to the lake.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
 @json_option
 @click.pass_context

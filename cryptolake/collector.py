@@ -10,6 +10,7 @@ any point is resumed by the next one; one symbol's failure never stops the other
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -227,19 +228,27 @@ class CryptoCollector:
             resume()
         self._end_ms = None
         gate = CommitGate(self.lake, on_wait=self.on_lock_wait, cancel=self._stop)
-        try:
-            if symbols:
-                # Before any request: the lake can be written (not read-only, not locked for
-                # good); without wait_for_lock, fail at once while another process writes.
-                gate.probe(wait=self.wait_for_lock)
-            planned = self._plan_run(steps, symbols, start_ms, until, results) if symbols else None
-        except (Interrupted, LakeLocked) as exc:  # stopped while waiting for the lock or the exchange
-            if isinstance(exc, LakeLocked) and not exc.cancelled:
-                raise
-            planned = None
-            for by_symbol in results.values():
-                for result in by_symbol.values():
-                    result.stopped = True
+        with contextlib.ExitStack() as active:
+            try:
+                if symbols:
+                    # Before any request: the lake can be written (not read-only, not locked for
+                    # good); without wait_for_lock, fail at once while another process collects.
+                    gate.probe(wait=self.wait_for_lock)
+                    active.enter_context(self.lake.active_writer(exclusive=not self.wait_for_lock))
+                planned = self._plan_run(steps, symbols, start_ms, until, results) if symbols else None
+            except (Interrupted, LakeLocked) as exc:  # stopped while waiting for the lock or the exchange
+                if isinstance(exc, LakeLocked) and not exc.cancelled:
+                    raise
+                planned = None
+                for by_symbol in results.values():
+                    for result in by_symbol.values():
+                        result.stopped = True
+            return self._carry_out(steps, symbols, planned, gate, reports, results)
+
+    def _carry_out(self, steps: list[Direction], symbols: list[str], planned: Any, gate: CommitGate,
+                   reports: dict[Direction, CollectionReport],
+                   results: dict[Direction, dict[str, SymbolResult]]) -> list[CollectionReport]:
+        """Fetch and write the planned windows, then report and record the run."""
         if planned is not None:
             windows, starts = planned
             pipeline = Pipeline(
@@ -250,11 +259,12 @@ class CryptoCollector:
             pipeline.run(windows)
             self._settle_starts(gate, starts, results)
         finished = from_ms(self._now_ms())
+        told: set[tuple[str, str]] = set()  # a symbol's failure is reported once per run, not once per step
         for step, report in reports.items():
             report.results = results[step]
             report.finished_at = finished
             if symbols:
-                self._report_symbols(report)
+                self._report_symbols(report, told)
         if symbols:
             self._record_run(gate, list(reports.values()))
         return list(reports.values())
@@ -293,7 +303,8 @@ class CryptoCollector:
             for step in steps:
                 result = results[step][symbol]
                 made = self._windows(step, symbol, start_ms, end, stored, listings.get(symbol), result,
-                                     gap_plan.get(symbol, []), fresh_backward="backward" in steps)
+                                     gap_plan.get(symbol, []), fresh_backward="backward" in steps,
+                                     until_ms=end if until is not None else None)
                 windows.extend(made)
                 if start_ms is not None and step != "forward" and not made and result.note is None:
                     starts[symbol] = start_ms  # nothing to fetch: the start is still the symbol's
@@ -301,8 +312,10 @@ class CryptoCollector:
 
     def _windows(self, step: Direction, symbol: str, start_ms: int | None, end_ms: int,
                  stored: tuple[int, int] | None, listing: int | None, result: SymbolResult, gaps: list[Gap],
-                 fresh_backward: bool) -> list[FetchWindow]:
-        """One symbol's windows for one step (several for gaps), in commit order."""
+                 fresh_backward: bool, until_ms: int | None = None) -> list[FetchWindow]:
+        """One symbol's windows for one step (several for gaps), in commit order. ``until_ms``
+        bounds what lies after the stored range, never the way back to it: backward collection
+        always reaches the earliest stored candle, so the stored range stays contiguous."""
         common = {"symbol": symbol, "direction": step, "result": result, "stored": stored, "listing": listing}
         if step == "gaps":
             return [FetchWindow(lo=g.start_ms, hi=min(end_ms, self.grid.next_open(g.end_ms)), **common,
@@ -312,7 +325,10 @@ class CryptoCollector:
             lo = self.grid.ceil(start_ms)
             if listing is not None:
                 lo = max(lo, self.grid.ceil(listing))
-            hi = min(stored[0], end_ms) if stored else end_ms
+            hi = stored[0] if stored else end_ms
+            if stored and until_ms is not None and until_ms < stored[0]:
+                result.note = (f"collected up to the earliest stored candle ({iso(stored[0])}), past --until, "
+                               "so that the stored range stays contiguous")
             if lo >= hi:
                 return []
             # The newest month is written first, so a run cut short leaves the stored range
@@ -371,9 +387,10 @@ class CryptoCollector:
             for symbol, start in wanted.items():
                 self._record_start(symbol, start)
 
-    def _report_symbols(self, report: CollectionReport) -> None:
+    def _report_symbols(self, report: CollectionReport, told: set[tuple[str, str]]) -> None:
         for symbol, result in report.results.items():
-            if result.error:
+            if result.error and (symbol, result.error) not in told:
+                told.add((symbol, result.error))
                 log.warning("%s %s: %s", report.direction, symbol, result.error)
                 self._emit(ProgressEvent("failed", symbol, report.direction, error=result.error))
             elif not result.stopped:

@@ -279,3 +279,42 @@ def test_the_default_schedule_that_skips_the_cron_parser_is_a_valid_cron_express
 
     fire = cron_trigger(DEFAULT_SCHEDULE).get_next_fire_time(None, datetime(2026, 1, 1, 1, tzinfo=UTC))
     assert fire == datetime(2026, 1, 1, 6, tzinfo=UTC)
+
+
+def test_until_never_leaves_a_hole_before_the_stored_range(fake_exchange: FakeExchange, cli_env: Path) -> None:
+    lake = cli_env / "lake"
+    assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-11-01").exit_code == 0
+    result = collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-09-01", "--until", "2025-09-10")
+    assert result.exit_code == 0, result.stderr
+    assert "note: BTCUSDT: collected up to the earliest stored candle (2025-11-01T00:00:00Z), past --until" in result.stderr
+    assert_frame_equal(stored(lake, "BTCUSDT"), oracle(fake_exchange, "BTCUSDT", "2025-09-01"))  # contiguous
+
+
+def test_forward_only_on_an_empty_lake_says_why_nothing_was_collected(
+    fake_exchange: FakeExchange, cli_env: Path
+) -> None:
+    result = collect(cli_env / "lake", fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--forward-only")
+    assert result.exit_code == 0
+    assert "note: BTCUSDT: nothing stored yet: collect backward first" in result.stderr
+
+
+def test_no_wait_fails_at_once_while_another_live_process_collects(fake_exchange: FakeExchange, cli_env: Path) -> None:
+    lake = cli_env / "lake"
+    assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-30").exit_code == 0
+    meta = lake / "_meta"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (meta / f"writer.active-{other.pid}-cafe").touch()  # a collection in another process
+        fake_exchange.reset()
+        refused = collect(lake, fake_exchange, "--symbols", "ETH", "--since", "2025-12-30", "--no-wait")
+        assert refused.exit_code == 1 and "another cryptolake process is writing to" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert KLINES not in fake_exchange.stats().by_path  # nothing was asked
+        assert collect(lake, fake_exchange, "--symbols", "ETH", "--since", "2025-12-30").exit_code == 0  # waits: fine
+    finally:
+        other.kill()
+        other.wait()
+    # A killed process's marker blocks nobody, and the next writer tidies it away.
+    result = collect(lake, fake_exchange, "--symbols", "SOL", "--since", "2025-12-30", "--no-wait")
+    assert result.exit_code == 0, result.stderr
+    assert not list(meta.glob("writer.active-*"))

@@ -39,6 +39,8 @@ ARROW_SCHEMA: pa.Schema = empty_klines().to_arrow().schema
 SYMBOL_COLUMN = "symbol"
 #: Name prefix of the marker a process leaves in ``_meta`` while it waits for the writer lock.
 WAIT_MARKER = "writer.lock.wait-"
+#: ... and while it collects (takes the lock commit by commit).
+ACTIVE_MARKER = "writer.active-"
 _KEY = "open_time"
 _VALUE_COLUMNS = KLINE_COLUMNS[1:]
 _IO_THREADS = 4
@@ -391,16 +393,55 @@ class Lake:
             if deadline is not None and time.monotonic() >= deadline:
                 raise self._locked(f"; gave up after waiting {timeout_s:g} s") from None
 
+    @contextmanager
+    def active_writer(self, exclusive: bool = False) -> Iterator[None]:
+        """Mark this process as writing to the lake for a while (a collection that takes the
+        writer lock per commit): ``_meta/writer.active-<pid>-<token>``, removed at the end (a
+        killed process's marker is ignored). With ``exclusive``, fail at once
+        (:class:`~cryptolake.errors.LakeLocked`) if another live process has one.
+        """
+        folder = layout.meta_dir(self.root)
+        if exclusive and self._live_markers(ACTIVE_MARKER):
+            raise self._locked("; try again when it has finished")
+        marker = folder / f"{ACTIVE_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:
+            marker = None  # type: ignore[assignment]  # a read-only lake: its first commit says so
+        try:
+            yield
+        finally:
+            if marker is not None:
+                marker.unlink(missing_ok=True)
+
     def writers_waiting(self) -> bool:
         """Whether another live process is waiting for the writer lock (its marker is there)."""
+        return self._live_markers(WAIT_MARKER)
+
+    def _remove_dead_markers(self) -> None:
+        """Markers (waiting, collecting) left by processes that were killed."""
+        folder = layout.meta_dir(self.root)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+        for name in names:
+            for prefix in (WAIT_MARKER, ACTIVE_MARKER):
+                pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+                if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                    (folder / name).unlink(missing_ok=True)
+
+    def _live_markers(self, prefix: str) -> bool:
+        """Whether ``_meta`` holds a ``prefix`` marker of another process that is alive."""
         try:
             names = os.listdir(layout.meta_dir(self.root))
         except OSError:
             return False
         for name in names:
-            if not name.startswith(WAIT_MARKER):
+            if not name.startswith(prefix):
                 continue
-            pid = name[len(WAIT_MARKER):].split("-", 1)[0]
+            pid = name[len(prefix):].split("-", 1)[0]
             if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
                 return True
         return False
@@ -440,6 +481,7 @@ class Lake:
         trash = layout.meta_dir(self.root) / TRASH_DIR
         if trash.is_dir():
             shutil.rmtree(trash, ignore_errors=True)
+        self._remove_dead_markers()
         removed = []
         for folder, _dirs, files in os.walk(layout.klines_dir(self.root)):
             for name in files:
