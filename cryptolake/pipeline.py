@@ -50,7 +50,7 @@ log = logging.getLogger("cryptolake.collector")
 
 #: Threads that write partitions. Parquet encoding, zstd and fsync release the GIL, so a few
 #: overlap well even on two cores.
-COMMIT_THREADS = 3
+COMMIT_THREADS = 2
 
 _FIRST = -1  # the page index of a window's first request when its start is unknown
 _LISTING = -2  # the listing look-up that may follow it

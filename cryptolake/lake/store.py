@@ -256,7 +256,8 @@ class Lake:
         times = table.column(_KEY)
         first, last = times[0].value, times[-1].value
         month = layout.month_of(first)
-        increasing = table.num_rows == 1 or pc.all(pc.greater(times.slice(1), times.slice(0, len(times) - 1))).as_py()
+        opens = times.cast(pa.int64()).to_pylist()
+        increasing = all(a < b for a, b in zip(opens, opens[1:]))
         if not increasing or layout.month_of(last) != month or not table.schema.equals(ARROW_SCHEMA):
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
@@ -691,7 +692,10 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
     table = frame if isinstance(frame, pa.Table) else normalize_klines(frame).to_arrow()
     if not table.schema.equals(ARROW_SCHEMA):  # e.g. string/large_string views from polars
         table = table.cast(ARROW_SCHEMA)
-    off_grid = _off_grid_rows(table, Interval(interval)) if interval is not None else 0
+    # The open times as Python ints, once: for the off-grid count and the commit record (a few
+    # compute kernels on a small table cost more, in GIL hand-overs, than one conversion).
+    times = table.column(_KEY).cast(pa.int64()).to_pylist() if interval is not None else []
+    off_grid = _off_grid_rows(table, Interval(interval), times) if interval is not None else 0
     if interval is not None:
         table = table.replace_schema_metadata({META_INTERVAL: interval, META_OFF_GRID_ROWS: str(off_grid)})
     buffer = pa.BufferOutputStream()
@@ -712,10 +716,9 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
         raise
     _fsync_dir(path.parent)
     if interval is not None:
-        empty = table.num_rows == 0
         _record_commit(path, stat, _footer_sha256(data), {
             "rows": table.num_rows, "off_grid_rows": off_grid, "interval": interval,
-            "first_open_ms": None if empty else _first_open(table), "last_open_ms": None if empty else _last_open(table),
+            "first_open_ms": min(times, default=None), "last_open_ms": max(times, default=None),
         })
 
 
@@ -777,7 +780,9 @@ def _check_schema(path: Path, schema: pa.Schema) -> None:
         )
 
 
-def _off_grid_rows(table: pa.Table, grid: Interval) -> int:
+def _off_grid_rows(table: pa.Table, grid: Interval, times: list[int] | None = None) -> int:
+    """Rows whose open time is not on the interval's grid (``times``: the open times in ms, if
+    the caller has them already)."""
     if table.num_rows == 0:
         return 0
     if grid.is_monthly:
@@ -788,7 +793,9 @@ def _off_grid_rows(table: pa.Table, grid: Interval) -> int:
     assert step is not None
     origin = grid.origin_ms
     # In Python: one conversion, where compute kernels would take a dozen calls on a small table.
-    return sum(1 for t in table.column(_KEY).cast(pa.int64()).to_pylist() if (t - origin) % step)
+    if times is None:
+        times = table.column(_KEY).cast(pa.int64()).to_pylist()
+    return sum(1 for t in times if (t - origin) % step)
 
 
 def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
