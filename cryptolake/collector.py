@@ -143,10 +143,16 @@ class CryptoCollector:
 
         Returns:
             One report per step run, backward first.
+
+        Raises:
+            ValueError: ``until`` is before ``start_date``.
         """
+        start_ms = to_ms(start_date)
+        if until is not None and self._until_end(until) <= self.grid.ceil(start_ms):
+            raise ValueError(f"until ({until}) is before the start ({iso(start_ms)}): nothing to collect")
         symbols = self.resolve_symbols(crypto_symbols)
         steps: list[Direction] = [d for d, on in (("backward", backward), ("forward", forward)) if on]
-        return self._run(steps, symbols, to_ms(start_date), until)
+        return self._run(steps, symbols, start_ms, until)
 
     def collect_backward(
         self,

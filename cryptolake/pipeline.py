@@ -44,7 +44,7 @@ from cryptolake.plan import PAGE_CANDLES, WindowPlan, plan_window
 from cryptolake.results import Direction, ProgressEvent, SymbolResult
 from cryptolake.schema import Interval
 from cryptolake.sources.binance import BinanceClient
-from cryptolake.timeutils import from_ms, iso
+from cryptolake.timeutils import from_ms
 
 log = logging.getLogger("cryptolake.collector")
 
@@ -702,7 +702,3 @@ def _time_span(table: pa.Table) -> tuple[int, int]:
     """First and last open time (ms) of a non-empty table sorted by open time."""
     times = table.column("open_time")
     return int(times[0].value), int(times[-1].value)
-
-
-def describe(window: FetchWindow) -> str:
-    return f"{window.direction} {window.symbol} {iso(window.lo)}..{iso(window.hi)}"

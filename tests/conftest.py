@@ -30,6 +30,19 @@ def _isolated_process_state() -> Iterator[None]:
 
 
 @pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path as working directory and no cryptolake settings in the environment."""
+    from cryptolake.config import SPECS
+
+    names = {name for spec in SPECS for name in (spec.env, spec.legacy_env) if name} | {"CRYPTOLAKE_CONFIG"}
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name in names or name.startswith("CRYPTOLAKE_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+@pytest.fixture
 def fake_exchange() -> Iterator[FakeExchange]:
     with FakeExchange(now=FAKE_NOW_MS) as exchange:
         yield exchange

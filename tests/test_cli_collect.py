@@ -48,16 +48,6 @@ def clean_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """tmp_path as working directory and no cryptolake settings in the environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name in _ENV_NAMES or name.startswith("CRYPTOLAKE_"):
-            monkeypatch.delenv(name)
-    return tmp_path
-
-
-@pytest.fixture
 def lake(cli_env: Path) -> Path:
     return cli_env / "lake"
 

@@ -29,7 +29,7 @@ from cryptolake.schema import Interval
 from cryptolake.timeutils import iso, to_ms
 
 from .conftest import FAKE_NOW_MS
-from .test_cli_collect import check_files, clean_env, cli_env, collect, collect_argv, oracle, stored
+from .test_cli_collect import check_files, clean_env, collect, collect_argv, oracle, stored
 
 KLINES = "/api/v3/klines"
 END_1H = Interval("1h").floor(FAKE_NOW_MS)  # the open candle at the fake's now: never fetched
@@ -318,3 +318,10 @@ def test_no_wait_fails_at_once_while_another_live_process_collects(fake_exchange
     result = collect(lake, fake_exchange, "--symbols", "SOL", "--since", "2025-12-30", "--no-wait")
     assert result.exit_code == 0, result.stderr
     assert not list(meta.glob("writer.active-*"))
+
+
+def test_the_python_api_refuses_an_end_before_the_start(client: BinanceClient, tmp_path: Path) -> None:
+    collector = CryptoCollector(client, lake=tmp_path / "lake")
+    with pytest.raises(ValueError, match="before the start"):
+        collector.collect("2025-06-01", ["BTC"], until="2025-05-31")
+    assert not (tmp_path / "lake").exists()
