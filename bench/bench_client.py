@@ -28,9 +28,11 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "S
 
 
 def run_cryptolake(url: str, symbols: list[str], start_ms: int, end_ms: int, concurrency: int) -> int:
-    with BinanceClient(base_url=url, concurrency=concurrency) as client:
-        with ThreadPoolExecutor(max_workers=len(symbols)) as pool:
-            frames = list(pool.map(lambda s: client.get_klines(s, "1h", start_ms, end_ms), symbols))
+    with (
+        BinanceClient(base_url=url, concurrency=concurrency) as client,
+        ThreadPoolExecutor(max_workers=len(symbols)) as pool,
+    ):
+        frames = list(pool.map(lambda s: client.get_klines(s, "1h", start_ms, end_ms), symbols))
     return sum(frame.height for frame in frames)
 
 
@@ -41,8 +43,13 @@ def run_sequential(url: str, symbols: list[str], start_ms: int, end_ms: int) -> 
             cursor = start_ms
             while cursor < end_ms:
                 batch_end = min(cursor + 720 * HOUR_MS, end_ms)
-                params = {"symbol": symbol, "interval": "1h", "startTime": cursor,
-                          "endTime": batch_end - 1, "limit": 1000}
+                params = {
+                    "symbol": symbol,
+                    "interval": "1h",
+                    "startTime": cursor,
+                    "endTime": batch_end - 1,
+                    "limit": 1000,
+                }
                 response = http.get("/api/v3/klines", params=params)
                 response.raise_for_status()
                 rows += len(response.json())
@@ -54,18 +61,29 @@ def part1(symbol_count: int, years: int, latency_ms: float, concurrency: int) ->
     symbols = SYMBOLS[:symbol_count]
     end_ms = to_ms("2026-01-01")
     start_ms = end_ms - years * 365 * 24 * HOUR_MS
-    result: dict = {"symbols": symbol_count, "years": years, "latency_ms": latency_ms,
-                    "range": f"{iso(start_ms)} .. {iso(end_ms)}"}
+    result: dict = {
+        "symbols": symbol_count,
+        "years": years,
+        "latency_ms": latency_ms,
+        "range": f"{iso(start_ms)} .. {iso(end_ms)}",
+    }
     with fake_exchange(latency_ms) as url:
-        for name, runner in (("sequential_720h", lambda: run_sequential(url, symbols, start_ms, end_ms)),
-                             ("cryptolake", lambda: run_cryptolake(url, symbols, start_ms, end_ms, concurrency))):
+        for name, runner in (
+            ("sequential_720h", lambda: run_sequential(url, symbols, start_ms, end_ms)),
+            ("cryptolake", lambda: run_cryptolake(url, symbols, start_ms, end_ms, concurrency)),
+        ):
             httpx.post(f"{url}/fake/reset")
             began = time.perf_counter()
             rows = runner()
             wall = time.perf_counter() - began
             stats = fake_stats(url)
-            result[name] = {"wall_s": round(wall, 2), "rows": rows, "requests": stats["requests"],
-                            "rows_per_s": round(rows / wall), "429": stats["rate_limited"]}
+            result[name] = {
+                "wall_s": round(wall, 2),
+                "rows": rows,
+                "requests": stats["requests"],
+                "rows_per_s": round(rows / wall),
+                "429": stats["rate_limited"],
+            }
     result["speedup"] = round(result["sequential_720h"]["wall_s"] / result["cryptolake"]["wall_s"], 1)
     return result
 
@@ -83,16 +101,24 @@ def part2(weight_limit: int, window_s: int, duration_windows: int, concurrency: 
         stats = fake_stats(url)
     windows = [w for _, w in stats["window_weights"]][1:-1]  # full windows only
     return {
-        "weight_limit": weight_limit, "window_s": window_s, "wall_s": round(wall, 1), "rows": rows,
-        "requests": stats["requests"], "full_windows": len(windows),
+        "weight_limit": weight_limit,
+        "window_s": window_s,
+        "wall_s": round(wall, 1),
+        "rows": rows,
+        "requests": stats["requests"],
+        "full_windows": len(windows),
         "mean_weight_per_window": round(sum(windows) / max(1, len(windows)), 1),
         "used_share_of_limit": round(sum(windows) / max(1, len(windows)) / weight_limit, 3),
-        "max_window_weight": stats["max_window_weight"], "429": stats["rate_limited"], "418": stats["banned"],
+        "max_window_weight": stats["max_window_weight"],
+        "429": stats["rate_limited"],
+        "418": stats["banned"],
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--symbols", type=int, default=10)
     parser.add_argument("--years", type=int, default=2)
     parser.add_argument("--latency-ms", type=float, default=50)
@@ -104,7 +130,11 @@ def main() -> None:
     args = parser.parse_args()
     print(json.dumps({"part1": part1(args.symbols, args.years, args.latency_ms, args.concurrency)}, indent=2))
     if not args.skip_weight:
-        print(json.dumps({"part2": part2(args.weight_limit, args.window_s, args.windows, args.concurrency)}, indent=2))
+        print(
+            json.dumps(
+                {"part2": part2(args.weight_limit, args.window_s, args.windows, args.concurrency)}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,26 @@ def collect(url: str, lake: Path, symbols: int, since: str, interval: str) -> di
     names = ",".join(f"S{i:04d}USDT" for i in range(1, symbols + 1))
     began = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", _RUN, "collect", "--symbols", names, "--since", since, "--lake", str(lake),
-         "--base-url", url, "--quiet", "--backward-only", "--interval", interval],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            _RUN,
+            "collect",
+            "--symbols",
+            names,
+            "--since",
+            since,
+            "--lake",
+            str(lake),
+            "--base-url",
+            url,
+            "--quiet",
+            "--backward-only",
+            "--interval",
+            interval,
+        ],
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - began
     if done.returncode != 0:
@@ -45,11 +62,18 @@ def collect(url: str, lake: Path, symbols: int, since: str, interval: str) -> di
     rows = duckdb.sql(
         f"SELECT count(*) FROM read_parquet('{lake}/klines/**/*.parquet', hive_partitioning = true)"
     ).fetchall()[0][0]
-    return {"wall_s": round(wall, 1), "rows": rows, "rows_per_s": round(rows / wall), "peak_rss_mb": round(peak_kb / 1024)}
+    return {
+        "wall_s": round(wall, 1),
+        "rows": rows,
+        "rows_per_s": round(rows / wall),
+        "peak_rss_mb": round(peak_kb / 1024),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--years", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--latency-ms", type=float, default=50)
@@ -63,10 +87,20 @@ def main() -> None:
                 result = collect(url, Path(tmp) / "lake", args.symbols, since, args.interval)
                 stats = fake_stats(url)
                 httpx_reset(url)
-            results.append({"symbols": args.symbols, "years": years, "since": since, "interval": args.interval,
-                            **result, "requests": stats["requests"], "by_path": stats["by_path"],
-                            "max_window_weight": stats["max_window_weight"], "429": stats["rate_limited"],
-                            "418": stats["banned"]})
+            results.append(
+                {
+                    "symbols": args.symbols,
+                    "years": years,
+                    "since": since,
+                    "interval": args.interval,
+                    **result,
+                    "requests": stats["requests"],
+                    "by_path": stats["by_path"],
+                    "max_window_weight": stats["max_window_weight"],
+                    "429": stats["rate_limited"],
+                    "418": stats["banned"],
+                }
+            )
             print(json.dumps(results[-1]), flush=True)
 
 

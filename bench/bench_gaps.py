@@ -24,8 +24,8 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-
 from bench_lake import candles
+
 from cryptolake.gaps import DataGapDetector
 from cryptolake.lake import Lake, klines_glob
 from cryptolake.schema import MINUTE_MS
@@ -53,11 +53,16 @@ def build(root: Path, symbols: int) -> Lake:
         if i in HOLES:
             first, count = HOLES[i]
             lo = pl.lit(to_ms(first)).cast(pl.Datetime("ms", "UTC")).cast(frame.schema["open_time"])
-            hi = pl.lit(to_ms(first) + count * MINUTE_MS).cast(pl.Datetime("ms", "UTC")).cast(frame.schema["open_time"])
+            hi = (
+                pl.lit(to_ms(first) + count * MINUTE_MS)
+                .cast(pl.Datetime("ms", "UTC"))
+                .cast(frame.schema["open_time"])
+            )
             frame = frame.filter((pl.col("open_time") < lo) | (pl.col("open_time") >= hi))
         if i == OFF_GRID[0]:
             extra = frame.head(1).with_columns(
-                pl.lit(to_ms(OFF_GRID[1])).cast(pl.Datetime("ms", "UTC")).alias("open_time"))
+                pl.lit(to_ms(OFF_GRID[1])).cast(pl.Datetime("ms", "UTC")).alias("open_time")
+            )
             frame = pl.concat([frame, extra.cast(frame.schema)])
         lake.write_klines("1m", f"S{i:04d}USDT", frame)
     marker.parent.mkdir(parents=True, exist_ok=True)
@@ -105,15 +110,28 @@ def main() -> None:
     plain_s, plain = timed(lambda: plain_window_query(lake), args.repeat)
     internal = [g for g in scan.gaps if g.position == "internal" and g.kind == "missing"]
     rows = sum(s.present for s in scan.spans.values())
-    print(json.dumps({
-        "symbols": len(scan.spans), "rows": rows, "partitions": scan.scanned_partitions + scan.skipped_partitions,
-        "scanned_partitions": scan.scanned_partitions, "build_s": round(build_s, 1),
-        "gap_report_s": round(report_s, 3), "plain_window_query_s": round(plain_s, 3),
-        "speedup": round(plain_s / report_s, 1),
-        "internal_gaps": [(g.symbol, iso(g.start_ms), g.count) for g in internal],
-        "anomalies": [(g.symbol, g.kind, iso(g.start_ms)) for g in scan.gaps if g.kind in ("off_grid", "duplicate")],
-        "plain_query_rows": len(plain),  # one per hole, plus the off-grid candle's two neighbours
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "symbols": len(scan.spans),
+                "rows": rows,
+                "partitions": scan.scanned_partitions + scan.skipped_partitions,
+                "scanned_partitions": scan.scanned_partitions,
+                "build_s": round(build_s, 1),
+                "gap_report_s": round(report_s, 3),
+                "plain_window_query_s": round(plain_s, 3),
+                "speedup": round(plain_s / report_s, 1),
+                "internal_gaps": [(g.symbol, iso(g.start_ms), g.count) for g in internal],
+                "anomalies": [
+                    (g.symbol, g.kind, iso(g.start_ms))
+                    for g in scan.gaps
+                    if g.kind in ("off_grid", "duplicate")
+                ],
+                "plain_query_rows": len(plain),  # one per hole, plus the off-grid candle's two neighbours
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

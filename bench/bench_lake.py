@@ -33,14 +33,24 @@ def candles(start_ms: int, step_ms: int, count: int, seed: int) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     open_ms = start_ms + np.arange(count, dtype=np.int64) * step_ms
     price = 100 + rng.standard_normal(count).cumsum()
-    frame = pl.DataFrame({
-        "open_time": open_ms, "open": price, "high": price + 1, "low": price - 1, "close": price + 0.5,
-        "volume": rng.random(count) * 10, "close_time": open_ms + step_ms - 1,
-        "quote_volume": rng.random(count) * 1000, "trades": rng.integers(0, 1000, count),
-        "taker_buy_base_volume": rng.random(count), "taker_buy_quote_volume": rng.random(count) * 100,
-    })
-    return frame.with_columns(pl.from_epoch(c, time_unit="ms").dt.replace_time_zone("UTC")
-                              for c in ("open_time", "close_time")).select(empty_klines().columns)
+    frame = pl.DataFrame(
+        {
+            "open_time": open_ms,
+            "open": price,
+            "high": price + 1,
+            "low": price - 1,
+            "close": price + 0.5,
+            "volume": rng.random(count) * 10,
+            "close_time": open_ms + step_ms - 1,
+            "quote_volume": rng.random(count) * 1000,
+            "trades": rng.integers(0, 1000, count),
+            "taker_buy_base_volume": rng.random(count),
+            "taker_buy_quote_volume": rng.random(count) * 100,
+        }
+    )
+    return frame.with_columns(
+        pl.from_epoch(c, time_unit="ms").dt.replace_time_zone("UTC") for c in ("open_time", "close_time")
+    ).select(empty_klines().columns)
 
 
 def dataset(step_ms: int, overlap_days: int = 0) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
@@ -95,11 +105,17 @@ def run(interval: str, step_ms: int, overlap_days: int = 0) -> dict:
         again = [lake.write_klines(interval, s, f) for s, f in incoming.items()]
         noop_s = time.perf_counter() - began
     return {
-        "interval": interval, "overlap_days": overlap_days, "incoming_rows": sum(f.height for f in incoming.values()),
-        "existing_rows": sum(f.height for f in existing.values()), "files": files,
-        "merge_s": round(merge_s, 2), "bare_write_s": round(bare_s, 2), "ratio": round(merge_s / bare_s, 2),
+        "interval": interval,
+        "overlap_days": overlap_days,
+        "incoming_rows": sum(f.height for f in incoming.values()),
+        "existing_rows": sum(f.height for f in existing.values()),
+        "files": files,
+        "merge_s": round(merge_s, 2),
+        "bare_write_s": round(bare_s, 2),
+        "ratio": round(merge_s / bare_s, 2),
         "rows_added": sum(r.rows_added for r in results),
-        "noop_s": round(noop_s, 2), "noop_files_rewritten": sum(r.files_written for r in again),
+        "noop_s": round(noop_s, 2),
+        "noop_files_rewritten": sum(r.files_written for r in again),
     }
 
 

@@ -70,8 +70,11 @@ def fresh_table(admin: psycopg.Connection) -> None:
 
 def bare_copy(dsn: str, frames: list[tuple[str, pa.Table]]) -> None:
     columns = ", ".join(TABLE_COLUMNS)
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur, \
-            cur.copy(f"COPY {SCHEMA}.klines ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+    with (
+        psycopg.connect(dsn) as conn,
+        conn.cursor() as cur,
+        cur.copy(f"COPY {SCHEMA}.klines ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
         copy.write(HEADER)
         for symbol, frame in frames:
             copy.write(encode_rows(frame, ("binance", "1h", symbol)))

@@ -99,7 +99,9 @@ def oracle_exchange() -> FakeExchange:
     """The universe of `cryptolake fake-exchange --extra-symbols 50` at NOW (not started)."""
     listed = to_ms("2017-09-01")
     symbols = default_symbols() + [
-        FakeSymbol(f"S{i:04d}USDT", f"S{i:04d}", "USDT", listed_ms=listed, base_price=10.0 + i, volume_scale=0.001)
+        FakeSymbol(
+            f"S{i:04d}USDT", f"S{i:04d}", "USDT", listed_ms=listed, base_price=10.0 + i, volume_scale=0.001
+        )
         for i in range(1, EXTRA_SYMBOLS + 1)
     ]
     return FakeExchange(symbols=symbols, now=to_ms(NOW))
@@ -135,22 +137,46 @@ def run_stats(url: str) -> dict:
 
         by_path_weight = {path: n * request_weight(path, {}) for path, n in stats["by_path"].items()}
         weight = sum(by_path_weight.values())
-    return {"requests": stats["requests"], "weight": weight, "by_path": stats["by_path"],
-            "weight_by_path": by_path_weight, "by_status": stats["by_status"],
-            "429": stats["rate_limited"], "418": stats["banned"], "max_window_weight": stats["max_window_weight"]}
+    return {
+        "requests": stats["requests"],
+        "weight": weight,
+        "by_path": stats["by_path"],
+        "weight_by_path": by_path_weight,
+        "by_status": stats["by_status"],
+        "429": stats["rate_limited"],
+        "418": stats["banned"],
+        "max_window_weight": stats["max_window_weight"],
+    }
 
 
 # -- cryptolake -------------------------------------------------------------------------------
 
 
 def collect_supports_until() -> bool:
-    done = subprocess.run([sys.executable, "-m", "cryptolake", "collect", "--help"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "cryptolake", "collect", "--help"], capture_output=True, text=True
+    )
     return "--until" in done.stdout
 
 
 def run_cryptolake(url: str, case: Case, lake: Path, until: bool, source: str | None = None) -> dict:
-    command = [sys.executable, "-m", "cryptolake", "collect", "--symbols", ",".join(case.names), "--since", case.since,
-               "--interval", case.interval, "--lake", str(lake), "--base-url", url, "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "cryptolake",
+        "collect",
+        "--symbols",
+        ",".join(case.names),
+        "--since",
+        case.since,
+        "--interval",
+        case.interval,
+        "--lake",
+        str(lake),
+        "--base-url",
+        url,
+        "--quiet",
+    ]
     if until:
         command += ["--until", UNTIL]
     # In the lake's folder: no config.toml or .env of the working directory applies (defaults).
@@ -163,11 +189,17 @@ def run_cryptolake(url: str, case: Case, lake: Path, until: bool, source: str | 
     done = subprocess.run(command, capture_output=True, text=True, cwd=lake.parent, env=env)
     wall = time.perf_counter() - began
     if done.returncode == 2 and until:  # --until refused (usage): fall back to the fake's frozen clock
-        print(f"note: collect refused --until {UNTIL}: {done.stderr.strip()[-300:]}; running without it",
-              file=sys.stderr)
+        print(
+            f"note: collect refused --until {UNTIL}: {done.stderr.strip()[-300:]}; running without it",
+            file=sys.stderr,
+        )
         return run_cryptolake(url, case, lake, until=False, source=source)
-    result = {"wall_s": wall, "until": UNTIL if until else None, "exit": done.returncode,
-              "output": done.stdout.strip()[-300:]}
+    result = {
+        "wall_s": wall,
+        "until": UNTIL if until else None,
+        "exit": done.returncode,
+        "output": done.stdout.strip()[-300:],
+    }
     if done.returncode != 0:
         result["stderr"] = done.stderr.strip()[-2000:]
     return result
@@ -180,8 +212,20 @@ def read_lake(lake: Path) -> dict[str, np.ndarray]:
         f"ORDER BY symbol, t"
     ).fetchnumpy()
     symbols = table["symbol"]
-    values = np.column_stack([table["t"].astype(np.float64), table["open"], table["high"], table["low"],
-                              table["close"], table["volume"]]) if len(symbols) else np.empty((0, 6))
+    values = (
+        np.column_stack(
+            [
+                table["t"].astype(np.float64),
+                table["open"],
+                table["high"],
+                table["low"],
+                table["close"],
+                table["volume"],
+            ]
+        )
+        if len(symbols)
+        else np.empty((0, 6))
+    )
     out = {}
     if len(symbols):
         cuts = np.flatnonzero(symbols[1:] != symbols[:-1]) + 1
@@ -254,14 +298,26 @@ np.savez(cfg["out"], **{name: np.array(r, dtype=np.float64).reshape(-1, 6) for n
 
 
 def run_ccxt(url: str, case: Case, out: Path, rate_limit: bool) -> tuple[dict, dict[str, np.ndarray]]:
-    cfg = {"url": url, "symbols": case.names, "timeframe": case.interval, "since": case.since_ms,
-           "end": case.end_ms, "rate_limit": rate_limit, "out": str(out)}
+    cfg = {
+        "url": url,
+        "symbols": case.names,
+        "timeframe": case.interval,
+        "since": case.since_ms,
+        "end": case.end_ms,
+        "rate_limit": rate_limit,
+        "out": str(out),
+    }
     began = time.time()
     done = subprocess.run([sys.executable, "-c", _CCXT_RUN, json.dumps(cfg)], capture_output=True, text=True)
     process_s = time.time() - began
     if done.returncode != 0 or "CCXT_TIMES" not in done.stderr:
-        return {"wall_s": process_s, "process_s": process_s, "rate_limit": rate_limit, "exit": done.returncode,
-                "error": done.stderr.strip()[-2000:]}, {}
+        return {
+            "wall_s": process_s,
+            "process_s": process_s,
+            "rate_limit": rate_limit,
+            "exit": done.returncode,
+            "error": done.stderr.strip()[-2000:],
+        }, {}
     times = json.loads(done.stderr.rsplit("CCXT_TIMES", 1)[1].strip().splitlines()[0])
     with np.load(out) as data:
         fetched = {name: data[name] for name in data.files}
@@ -270,9 +326,15 @@ def run_ccxt(url: str, case: Case, out: Path, rate_limit: bool) -> tuple[dict, d
         keep = (values[:, 0] >= case.since_ms) & (values[:, 0] < case.end_ms)
         dropped += int((~keep).sum())  # the still-open candle
         rows[name] = values[keep]
-    info = {"wall_s": times["done"] - began, "process_s": process_s, "startup_import_s": times["imported"] - began,
-            "load_markets_s": times["markets"] - times["imported"], "ccxt_version": times["version"],
-            "rate_limit": rate_limit, "dropped_open_candles": dropped}
+    info = {
+        "wall_s": times["done"] - began,
+        "process_s": process_s,
+        "startup_import_s": times["imported"] - began,
+        "load_markets_s": times["markets"] - times["imported"],
+        "ccxt_version": times["version"],
+        "rate_limit": rate_limit,
+        "dropped_open_candles": dropped,
+    }
     return info, rows
 
 
@@ -293,7 +355,9 @@ def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray], label: str)
         differs = np.flatnonzero((a != b).any(axis=1))
         if len(differs):
             i = differs[0]
-            problems.append(f"{label}: {name} {len(differs)} candles differ, first {a[i].tolist()} != {b[i].tolist()}")
+            problems.append(
+                f"{label}: {name} {len(differs)} candles differ, first {a[i].tolist()} != {b[i].tolist()}"
+            )
     return problems
 
 
@@ -313,23 +377,38 @@ def warm(url: str, case: Case) -> None:
     (`--cache-rows`) to both tools: what is measured is the clients, not the fake's arithmetic."""
     step = Interval(case.interval).fixed_ms
     assert step is not None
-    pages = [(name, start) for name in case.names for start in range(case.since_ms, case.end_ms, BATCH * step)]
+    pages = [
+        (name, start) for name in case.names for start in range(case.since_ms, case.end_ms, BATCH * step)
+    ]
     with httpx.Client(base_url=url, timeout=60) as client:
         from concurrent.futures import ThreadPoolExecutor
 
         def one(page: tuple[str, int]) -> None:
-            client.get("/api/v3/klines", params={"symbol": page[0], "interval": case.interval, "startTime": page[1],
-                                                 "limit": BATCH}).raise_for_status()
+            client.get(
+                "/api/v3/klines",
+                params={"symbol": page[0], "interval": case.interval, "startTime": page[1], "limit": BATCH},
+            ).raise_for_status()
 
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(one, pages))
 
 
-def run_case(url: str, case: Case, until: bool, exchange: FakeExchange, ccxt_unthrottled: bool,
-             before: str | None = None) -> None:
+def run_case(
+    url: str,
+    case: Case,
+    until: bool,
+    exchange: FakeExchange,
+    ccxt_unthrottled: bool,
+    before: str | None = None,
+) -> None:
     warm(url, case)
-    base = {"case": case.name, "symbols": case.symbols, "interval": case.interval, "since": case.since,
-            "end_exclusive": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(case.end_ms / 1000))}
+    base = {
+        "case": case.name,
+        "symbols": case.symbols,
+        "interval": case.interval,
+        "since": case.since,
+        "end_exclusive": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(case.end_ms / 1000)),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         reset(url)
         lake = Path(tmp) / "lake"
@@ -355,36 +434,77 @@ def run_case(url: str, case: Case, until: bool, exchange: FakeExchange, ccxt_unt
     min_requests = klines_min + len(MIN_OVERHEAD)
     min_weight = klines_min * KLINES_WEIGHT + sum(MIN_OVERHEAD.values())
 
-    def line(tool: str, wall: float, stats: dict, rows: dict[str, np.ndarray], extra: dict, problems: list[str]) -> dict:
+    def line(
+        tool: str, wall: float, stats: dict, rows: dict[str, np.ndarray], extra: dict, problems: list[str]
+    ) -> dict:
         n = rows_of(rows)
-        return {**base, "tool": tool, "wall_s": round(wall, 2), "rows": n, "expected_rows": expected,
-                "rows_per_s": round(n / wall), "requests": stats["requests"], "weight": stats["weight"],
-                "klines_requests": stats["by_path"].get("/api/v3/klines", 0), "429": stats["429"], "418": stats["418"],
-                "min_requests": min_requests, "min_weight": min_weight,
-                "requests_over_min_pct": over(stats["requests"], min_requests),
-                "weight_over_min_pct": over(stats["weight"], min_weight),
-                "by_path": stats["by_path"], "weight_by_path": stats["weight_by_path"],
-                "max_window_weight": stats["max_window_weight"], **extra,
-                "exact": not problems, "problems": problems[:10]}
+        return {
+            **base,
+            "tool": tool,
+            "wall_s": round(wall, 2),
+            "rows": n,
+            "expected_rows": expected,
+            "rows_per_s": round(n / wall),
+            "requests": stats["requests"],
+            "weight": stats["weight"],
+            "klines_requests": stats["by_path"].get("/api/v3/klines", 0),
+            "429": stats["429"],
+            "418": stats["418"],
+            "min_requests": min_requests,
+            "min_weight": min_weight,
+            "requests_over_min_pct": over(stats["requests"], min_requests),
+            "weight_over_min_pct": over(stats["weight"], min_weight),
+            "by_path": stats["by_path"],
+            "weight_by_path": stats["weight_by_path"],
+            "max_window_weight": stats["max_window_weight"],
+            **extra,
+            "exact": not problems,
+            "problems": problems[:10],
+        }
 
     cl_problems = compare(lake_rows, want, "lake vs fake")
-    results = [line("cryptolake", cl["wall_s"], cl_stats, lake_rows, {k: v for k, v in cl.items() if k != "wall_s"},
-                    cl_problems)]
+    results = [
+        line(
+            "cryptolake",
+            cl["wall_s"],
+            cl_stats,
+            lake_rows,
+            {k: v for k, v in cl.items() if k != "wall_s"},
+            cl_problems,
+        )
+    ]
     if old is not None:
         old_run, old_stats, old_rows = old
-        results.append(line("cryptolake-before", old_run["wall_s"], old_stats, old_rows,
-                            {k: v for k, v in old_run.items() if k != "wall_s"}, compare(old_rows, want, "before vs fake")))
+        results.append(
+            line(
+                "cryptolake-before",
+                old_run["wall_s"],
+                old_stats,
+                old_rows,
+                {k: v for k, v in old_run.items() if k != "wall_s"},
+                compare(old_rows, want, "before vs fake"),
+            )
+        )
     for tool, info, stats, rows in ccxt_results:
         problems = compare(rows, want, f"{tool} vs fake") + compare(rows, lake_rows, f"{tool} vs lake")
-        results.append(line(tool, info["wall_s"], stats, rows,
-                            {k: (round(v, 2) if isinstance(v, float) else v) for k, v in info.items() if k != "wall_s"},
-                            problems))
+        results.append(
+            line(
+                tool,
+                info["wall_s"],
+                stats,
+                rows,
+                {k: (round(v, 2) if isinstance(v, float) else v) for k, v in info.items() if k != "wall_s"},
+                problems,
+            )
+        )
     for result in results:
         print(json.dumps(result, ensure_ascii=False), flush=True)
     summary = {**base, "summary": True, "cryptolake_wall_s": results[0]["wall_s"]}
     for result in results[1:]:
         summary[f"{result['tool']}_wall_s"] = result["wall_s"]
-        summary[f"{result['tool']}_wall_over_cryptolake_wall"] = round(result["wall_s"] / results[0]["wall_s"], 2)
+        summary[f"{result['tool']}_wall_over_cryptolake_wall"] = round(
+            result["wall_s"] / results[0]["wall_s"], 2
+        )
     summary["cryptolake_requests_over_min_pct"] = results[0]["requests_over_min_pct"]
     summary["cryptolake_weight_over_min_pct"] = results[0]["weight_over_min_pct"]
     summary["all_exact"] = all(r["exact"] for r in results)
@@ -392,13 +512,24 @@ def run_case(url: str, case: Case, until: bool, exchange: FakeExchange, ccxt_unt
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", default="a,b", help="Comma-separated cases to run (a, b); default: a,b.")
-    parser.add_argument("--latency-ms", type=float, default=50, help="Latency of every fake-exchange response.")
-    parser.add_argument("--ccxt-unthrottled", action="store_true",
-                        help="Also run ccxt with enableRateLimit=False (not its default).")
-    parser.add_argument("--before", default=None, metavar="PATH",
-                        help="Also run the cryptolake package found at PATH (PYTHONPATH), e.g. a worktree of an older commit.")
+    parser.add_argument(
+        "--latency-ms", type=float, default=50, help="Latency of every fake-exchange response."
+    )
+    parser.add_argument(
+        "--ccxt-unthrottled",
+        action="store_true",
+        help="Also run ccxt with enableRateLimit=False (not its default).",
+    )
+    parser.add_argument(
+        "--before",
+        default=None,
+        metavar="PATH",
+        help="Also run the cryptolake package found at PATH (PYTHONPATH), e.g. a worktree of an older commit.",
+    )
     args = parser.parse_args()
     names = [name.strip() for name in args.cases.split(",") if name.strip()]
     unknown = [name for name in names if name not in CASES]

@@ -65,10 +65,14 @@ def main() -> None:
     for name, query in QUERIES.items():
         row: dict[str, object] = {"query": name}
         for fmt in ("table", "csv", "json"):
-            row[f"cryptolake_{fmt}_s"] = best([*cl, query, "--format", fmt, "--limit", "0", "--lake", str(root)], args.runs)
+            row[f"cryptolake_{fmt}_s"] = best(
+                [*cl, query, "--format", fmt, "--limit", "0", "--lake", str(root)], args.runs
+            )
         if duck:
-            view = (f"CREATE VIEW klines AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
-                    "hive_types_autocast = false);")
+            view = (
+                f"CREATE VIEW klines AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
+                "hive_types_autocast = false);"
+            )
             row["duckdb_cli_csv_s"] = best([duck, "-csv", "-c", view + query], args.runs)
         print(json.dumps(row), flush=True)
 

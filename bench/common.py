@@ -21,16 +21,46 @@ def free_port() -> int:
 
 
 @contextmanager
-def fake_exchange(latency_ms: float, weight_limit: int = 6000, window_s: int = 60,
-                  extra_symbols: int = 0, chaos: float = 0.0, chaos_seed: int = 0,
-                  ban_grace: int = 0, cache_rows: int = 0) -> Iterator[str]:
+def fake_exchange(
+    latency_ms: float,
+    weight_limit: int = 6000,
+    window_s: int = 60,
+    extra_symbols: int = 0,
+    chaos: float = 0.0,
+    chaos_seed: int = 0,
+    ban_grace: int = 0,
+    cache_rows: int = 0,
+) -> Iterator[str]:
     """Run `cryptolake fake-exchange` in a subprocess (frozen at NOW); yield its base URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "cryptolake", "fake-exchange", "--port", str(port), "--latency-ms",
-         str(latency_ms), "--weight-limit", str(weight_limit), "--weight-window-s", str(window_s),
-         "--now", NOW, "--frozen", "--extra-symbols", str(extra_symbols), "--chaos", str(chaos),
-         "--chaos-seed", str(chaos_seed), "--ban-grace", str(ban_grace), "--cache-rows", str(cache_rows)],
+        [
+            sys.executable,
+            "-m",
+            "cryptolake",
+            "fake-exchange",
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(latency_ms),
+            "--weight-limit",
+            str(weight_limit),
+            "--weight-window-s",
+            str(window_s),
+            "--now",
+            NOW,
+            "--frozen",
+            "--extra-symbols",
+            str(extra_symbols),
+            "--chaos",
+            str(chaos),
+            "--chaos-seed",
+            str(chaos_seed),
+            "--ban-grace",
+            str(ban_grace),
+            "--cache-rows",
+            str(cache_rows),
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib import import_module
+from importlib import import_module as _import_module
 from typing import TYPE_CHECKING, Any
 
 from cryptolake._version import __version__
@@ -10,17 +10,28 @@ from cryptolake._version import __version__
 if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time see __getattr__
     from cryptolake.collector import CollectionReport, CryptoCollector, ProgressEvent, SymbolResult
     from cryptolake.errors import (
+        BadPayload,
         ConfigError,
         CryptolakeError,
         ExchangeUnavailable,
+        Interrupted,
         InvalidSymbol,
+        InvalidSymbolName,
         IPBanned,
+        LakeError,
+        LakeLocked,
         LoaderError,
+        LoaderRejected,
+        LoaderUnavailable,
+        MissingDependency,
+        QueryError,
         RateLimited,
         RequestRejected,
         RestrictedLocation,
         SchedulerError,
+        SchemaMismatch,
         SourceError,
+        Transient,
     )
     from cryptolake.gaps import DataGapDetector, Gap
     from cryptolake.lake import Lake
@@ -29,6 +40,7 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time se
     from cryptolake.sources.binance import BinanceClient, PriceData, TopCrypto
 
 __all__ = [
+    "BadPayload",
     "BinanceClient",
     "CollectionReport",
     "CollectorScheduler",
@@ -39,26 +51,37 @@ __all__ = [
     "ExchangeUnavailable",
     "Gap",
     "IPBanned",
+    "Interrupted",
     "InvalidSymbol",
+    "InvalidSymbolName",
     "Lake",
+    "LakeError",
+    "LakeLocked",
     "LoaderError",
+    "LoaderRejected",
+    "LoaderUnavailable",
+    "MissingDependency",
     "PostgresLoader",
     "PriceData",
     "ProgressEvent",
+    "QueryError",
     "RateLimited",
     "RequestRejected",
     "RestrictedLocation",
     "SchedulerError",
+    "SchemaMismatch",
     "SourceError",
     "SymbolResult",
     "SyncReport",
     "TopCrypto",
+    "Transient",
     "__version__",
 ]
 
 # Where each public name lives. They are imported on first use (PEP 562), so that `import
 # cryptolake` (and with it the `cryptolake` command) does not pay for polars, duckdb, httpx, ...
 _LAZY: dict[str, str] = {
+    "BadPayload": "cryptolake.errors",
     "BinanceClient": "cryptolake.sources.binance",
     "CollectionReport": "cryptolake.collector",
     "CollectorScheduler": "cryptolake.scheduler",
@@ -69,20 +92,30 @@ _LAZY: dict[str, str] = {
     "ExchangeUnavailable": "cryptolake.errors",
     "Gap": "cryptolake.gaps",
     "IPBanned": "cryptolake.errors",
+    "Interrupted": "cryptolake.errors",
     "InvalidSymbol": "cryptolake.errors",
+    "InvalidSymbolName": "cryptolake.errors",
     "Lake": "cryptolake.lake",
+    "LakeError": "cryptolake.errors",
+    "LakeLocked": "cryptolake.errors",
     "LoaderError": "cryptolake.errors",
+    "LoaderRejected": "cryptolake.errors",
+    "LoaderUnavailable": "cryptolake.errors",
+    "MissingDependency": "cryptolake.errors",
     "PostgresLoader": "cryptolake.loader",
     "PriceData": "cryptolake.sources.binance",
     "ProgressEvent": "cryptolake.collector",
+    "QueryError": "cryptolake.errors",
     "RateLimited": "cryptolake.errors",
     "RequestRejected": "cryptolake.errors",
     "RestrictedLocation": "cryptolake.errors",
     "SchedulerError": "cryptolake.errors",
+    "SchemaMismatch": "cryptolake.errors",
     "SourceError": "cryptolake.errors",
     "SymbolResult": "cryptolake.collector",
     "SyncReport": "cryptolake.loader",
     "TopCrypto": "cryptolake.sources.binance",
+    "Transient": "cryptolake.errors",
 }
 
 
@@ -90,10 +123,11 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    value = getattr(_import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """The public names and the module's dunders (not the helpers this file imports)."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

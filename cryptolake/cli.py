@@ -39,8 +39,9 @@ class CryptolakeGroup(click.Group):
     """The CLI's error boundary: any exception becomes one redacted line and an exit code
     (:mod:`cryptolake.cli_errors`); ``--debug`` adds the traceback."""
 
-    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
-                     **extra: Any) -> click.Context:
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
@@ -72,7 +73,7 @@ def _usage(exc: click.UsageError) -> click.ClickException:
 class _Failure(click.ClickException):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class; per instance here
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {one_line(self.format_message())}", err=True)
@@ -80,8 +81,14 @@ class _Failure(click.ClickException):
 
 @click.group(cls=CryptolakeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cryptolake")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              envvar="CRYPTOLAKE_CONFIG", help="TOML configuration file (default: ./config.toml).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="CRYPTOLAKE_CONFIG",
+    help="TOML configuration file (default: ./config.toml).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None, debug: bool) -> None:
@@ -110,13 +117,19 @@ def cli(ctx: click.Context, config_file: str | None, debug: bool) -> None:
 
 
 def lake_option(func: F) -> F:
-    return click.option("--lake", "lake", type=click.Path(file_okay=False), default=None,
-                        help="Lake directory (setting lake.root, default data/lake).")(func)
+    return click.option(
+        "--lake",
+        "lake",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Lake directory (setting lake.root, default data/lake).",
+    )(func)
 
 
 def base_url_option(func: F) -> F:
-    return click.option("--base-url", "base_url", default=None,
-                        help="Binance REST host (setting binance.base_url).")(func)
+    return click.option(
+        "--base-url", "base_url", default=None, help="Binance REST host (setting binance.base_url)."
+    )(func)
 
 
 def json_option(func: F) -> F:
@@ -194,8 +207,10 @@ def existing_lake(settings: Settings) -> Path:
     check_lake_path(settings)
     if not is_lake(root):
         missing = "does not exist" if not root.exists() else "holds no lake (no klines/ or _meta/ folder)"
-        raise UsageProblem(f"lake {where} {missing}; check --lake / lake.root, or collect into it first "
-                           f"with `cryptolake collect --lake {root}`")
+        raise UsageProblem(
+            f"lake {where} {missing}; check --lake / lake.root, or collect into it first "
+            f"with `cryptolake collect --lake {root}`"
+        )
     return root
 
 
@@ -203,8 +218,10 @@ def check_lake_path(settings: Settings) -> Path:
     """The lake root, refused when it names a file (a lake is a folder)."""
     root = settings.lake.root
     if root.exists() and not root.is_dir():
-        raise UsageProblem(f"lake {root} (from {settings.sources['lake.root']}) is a file, not a folder; "
-                           "point --lake / lake.root at a folder")
+        raise UsageProblem(
+            f"lake {root} (from {settings.sources['lake.root']}) is a file, not a folder; "
+            "point --lake / lake.root at a folder"
+        )
     return root
 
 
@@ -217,8 +234,9 @@ def creatable_lake(settings: Settings) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageProblem(f"cannot create the lake {root} (from {settings.sources['lake.root']}): "
-                           f"{describe_os_error(exc)}") from None
+        raise UsageProblem(
+            f"cannot create the lake {root} (from {settings.sources['lake.root']}): {describe_os_error(exc)}"
+        ) from None
     return root
 
 
@@ -240,9 +258,15 @@ def config_command(ctx: click.Context, lake: str | None, base_url: str | None, a
     settings = settings_from(ctx, lake=lake, base_url=base_url)
     rows = settings.describe()
     if as_json:
-        click.echo(json.dumps([dict(zip(("key", "value", "source", "env"), row, strict=True)) for row in rows], indent=2))
+        click.echo(
+            json.dumps(
+                [dict(zip(("key", "value", "source", "env"), row, strict=True)) for row in rows], indent=2
+            )
+        )
         return
-    print_table("cryptolake configuration", ["key", "value", "source", "environment name"], [list(r) for r in rows])
+    print_table(
+        "cryptolake configuration", ["key", "value", "source", "environment name"], [list(r) for r in rows]
+    )
 
 
 @cli.command("symbols")
@@ -251,8 +275,9 @@ def config_command(ctx: click.Context, lake: str | None, base_url: str | None, a
 @click.option("--top", type=int, default=None, help="Size of the universe (setting collection.top_n).")
 @json_option
 @click.pass_context
-def symbols_command(ctx: click.Context, lake: str | None, base_url: str | None, top: int | None,
-                    as_json: bool) -> None:
+def symbols_command(
+    ctx: click.Context, lake: str | None, base_url: str | None, top: int | None, as_json: bool
+) -> None:
     """List the current top-N universe: TRADING spot pairs ranked by 24 h quote volume.
 
     Example:
@@ -268,17 +293,22 @@ def symbols_command(ctx: click.Context, lake: str | None, base_url: str | None, 
     print_table(
         f"top {settings.collection.top_n} {settings.collection.quote_asset} pairs by 24h quote volume",
         ["rank", "symbol", "base", "price", "24h quote volume"],
-        [[p.rank, p.symbol, p.base_asset, f"{p.current_price:g}", f"{p.quote_volume_24h:,.0f}"] for p in top_pairs],
+        [
+            [p.rank, p.symbol, p.base_asset, f"{p.current_price:g}", f"{p.quote_volume_24h:,.0f}"]
+            for p in top_pairs
+        ],
     )
 
 
 def interval_option(func: F) -> F:
-    return click.option("--interval", default=None,
-                        help="Candle interval, 1s ... 1M (setting collection.interval).")(func)
+    return click.option(
+        "--interval", default=None, help="Candle interval, 1s ... 1M (setting collection.interval)."
+    )(func)
 
 
-def make_collector(settings: Settings, client: BinanceClient, *, wait: bool = True,
-                   progress: Any = None) -> CryptoCollector:
+def make_collector(
+    settings: Settings, client: BinanceClient, *, wait: bool = True, progress: Any = None
+) -> CryptoCollector:
     """A CryptoCollector over the configured lake."""
     from cryptolake.collector import CryptoCollector
 
@@ -291,7 +321,8 @@ def make_collector(settings: Settings, client: BinanceClient, *, wait: bool = Tr
         wait_for_lock=wait,
         on_progress=progress,
         on_lock_wait=lambda: click.echo(
-            f"waiting: another cryptolake process is writing to {settings.lake.root}", err=True),
+            f"waiting: another cryptolake process is writing to {settings.lake.root}", err=True
+        ),
         exchange_gap_recheck_days=settings.collection.exchange_gap_recheck_days,
     )
 
@@ -299,23 +330,44 @@ def make_collector(settings: Settings, client: BinanceClient, *, wait: bool = Tr
 @cli.command("collect")
 @click.option("--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT).")
 @click.option("--top", type=int, default=None, help="Collect the top N pairs by 24h quote volume.")
-@click.option("--since", default=None,
-              help="Start: a date YYYY-MM-DD or a UTC time 2023-01-01T00:00:00Z (setting collection.start_date).")
-@click.option("--until", default=None,
-              help="Last candle wanted, inclusive: a date (that whole day) or a UTC time (default: the last closed one).")
+@click.option(
+    "--since",
+    default=None,
+    help="Start: a date YYYY-MM-DD or a UTC time 2023-01-01T00:00:00Z (setting collection.start_date).",
+)
+@click.option(
+    "--until",
+    default=None,
+    help="Last candle wanted, inclusive: a date (that whole day) or a UTC time (default: the last closed one).",
+)
 @interval_option
 @lake_option
 @base_url_option
 @click.option("--backward-only", is_flag=True, help="Only fetch history before what is stored.")
 @click.option("--forward-only", is_flag=True, help="Only fetch candles after what is stored.")
-@click.option("--no-wait", is_flag=True,
-              help="Fail at once if another process is collecting into or writing to the lake.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Fail at once if another process is collecting into or writing to the lake.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
 @json_option
 @click.pass_context
-def collect_command(ctx: click.Context, symbols: str | None, top: int | None, since: str | None, until: str | None,
-                    interval: str | None, lake: str | None, base_url: str | None, backward_only: bool,
-                    forward_only: bool, no_wait: bool, quiet: bool, as_json: bool) -> None:
+def collect_command(
+    ctx: click.Context,
+    symbols: str | None,
+    top: int | None,
+    since: str | None,
+    until: str | None,
+    interval: str | None,
+    lake: str | None,
+    base_url: str | None,
+    backward_only: bool,
+    forward_only: bool,
+    no_wait: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Collect every closed candle of the chosen symbols into the lake.
 
     Backward from the earliest stored candle to --since (or the listing), and forward from the
@@ -335,13 +387,16 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
         raise UsageProblem("--backward-only and --forward-only exclude each other")
     if symbols is not None and top is not None:
         raise UsageProblem("give --symbols or --top, not both")
-    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
-                             top=top, symbols=symbols)
+    settings = settings_from(
+        ctx, lake=lake, base_url=base_url, interval=interval, since=since, top=top, symbols=symbols
+    )
     start = checked_since(settings)
     end = checked_until(until, start)
     if symbols is not None and not settings.collection.symbols:
         # An explicit but empty --symbols must not silently become "the top N".
-        raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)")
+        raise UsageProblem(
+            f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)"
+        )
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
     if wanted is not None:
         _pairs(settings, wanted)  # refuse a bad name before the lake is created
@@ -353,7 +408,9 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
         pairs = collector.resolve_symbols(_pairs(settings, wanted) if wanted is not None else None)
         with StopSignals(collector.request_stop, announce=progress.announce) as signals:
-            reports = collector.collect(start, pairs, until=end, backward=not forward_only, forward=not backward_only)
+            reports = collector.collect(
+                start, pairs, until=end, backward=not forward_only, forward=not backward_only
+            )
     failed = {s: e for r in reports for s, e in r.failed.items()}
     from cryptolake.query import refresh_database
 
@@ -368,19 +425,25 @@ def collect_command(ctx: click.Context, symbols: str | None, top: int | None, si
         sys.exit(1)
 
 
-def _print_collect_summary(settings: Settings, reports: list[Any], pairs: list[str], signum: int | None) -> None:
+def _print_collect_summary(
+    settings: Settings, reports: list[Any], pairs: list[str], signum: int | None
+) -> None:
     added = sum(r.total_rows_added for r in reports)
     failed = {s: e for r in reports for s, e in r.failed.items()}
     stopped = {s for r in reports for s, result in r.results.items() if result.stopped} - set(failed)
     done = len(pairs) - len(failed) - len(stopped)
-    click.echo(f"collected {added} new {settings.collection.interval} candles for {done}/{len(pairs)} symbols "
-               f"into {settings.lake.root}" + (f" ({len(stopped)} stopped before the end)" if stopped else ""))
+    click.echo(
+        f"collected {added} new {settings.collection.interval} candles for {done}/{len(pairs)} symbols "
+        f"into {settings.lake.root}" + (f" ({len(stopped)} stopped before the end)" if stopped else "")
+    )
     if signum is not None:
         began = any(r.batches for report in reports for r in report.results.values())
         click.echo(_stopped_line(signum, began), err=True)
     for symbol, error in failed.items():
         click.echo(f"failed: {symbol}: {error}", err=True)
-    notes = {(s, r.note) for report in reports for s, r in report.results.items() if r.note and s not in failed}
+    notes = {
+        (s, r.note) for report in reports for s, r in report.results.items() if r.note and s not in failed
+    }
     for symbol, note in sorted(notes):
         click.echo(f"note: {symbol}: {note}", err=True)
 
@@ -418,10 +481,22 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
     if as_json:
         click.echo(json.dumps(status, indent=2))
         return
-    rows = [[s, e["rows"], e["first_open_time"], e["last_open_time"], e.get("last_run_at"),
-             e.get("last_error") or ""] for s, e in status["symbols"].items()]
-    print_table(f"{status['lake']} ({status['interval']}): {status['total_records_collected']} candles",
-                ["symbol", "rows", "first", "last", "last run", "last error"], rows)
+    rows = [
+        [
+            s,
+            e["rows"],
+            e["first_open_time"],
+            e["last_open_time"],
+            e.get("last_run_at"),
+            e.get("last_error") or "",
+        ]
+        for s, e in status["symbols"].items()
+    ]
+    print_table(
+        f"{status['lake']} ({status['interval']}): {status['total_records_collected']} candles",
+        ["symbol", "rows", "first", "last", "last run", "last error"],
+        rows,
+    )
     click.echo(scheduler_line(status["scheduler"]))
 
 
@@ -433,8 +508,15 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting partitions (--data).")
 @json_option
 @click.pass_context
-def forget_command(ctx: click.Context, symbols: tuple[str, ...], interval: str | None, lake: str | None,
-                   data: bool, yes: bool, as_json: bool) -> None:
+def forget_command(
+    ctx: click.Context,
+    symbols: tuple[str, ...],
+    interval: str | None,
+    lake: str | None,
+    data: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Forget symbols: their state in `status`, recorded start, listing, outage and failed
     windows and gap-report rows, for one interval; with --data also their candles.
 
@@ -454,15 +536,19 @@ def forget_command(ctx: click.Context, symbols: tuple[str, ...], interval: str |
         known = set(collector.known_symbols()) | set(status)
         unknown = [p for p in pairs if p not in known]
         if unknown:
-            raise UsageProblem(f"the lake {settings.lake.root} has no record of {', '.join(unknown)} for "
-                               f"{settings.collection.interval}; nothing to forget (check the names and --interval)")
+            raise UsageProblem(
+                f"the lake {settings.lake.root} has no record of {', '.join(unknown)} for "
+                f"{settings.collection.interval}; nothing to forget (check the names and --interval)"
+            )
         if data:
             doomed = {p: status.get(p, {}).get("rows", 0) for p in pairs}
             what = ", ".join(f"{p} ({n:,} candles)" for p, n in doomed.items())
             if not yes:
                 if not sys.stdin.isatty():
-                    raise UsageProblem(f"--data deletes every {settings.collection.interval} candle of {what}; "
-                                       "add --yes to confirm")
+                    raise UsageProblem(
+                        f"--data deletes every {settings.collection.interval} candle of {what}; "
+                        "add --yes to confirm"
+                    )
                 click.confirm(f"delete every {settings.collection.interval} candle of {what}?", abort=True)
         from cryptolake.cli_signals import StopSignals
 
@@ -473,13 +559,18 @@ def forget_command(ctx: click.Context, symbols: tuple[str, ...], interval: str |
     else:
         for pair, done in report.items():
             deleted = f", {done['partitions']} partitions ({done['rows']:,} candles) deleted" if data else ""
-            click.echo(f"forgot {pair} ({settings.collection.interval}): state "
-                       f"{'removed' if done['state'] else 'none'}, {done['records']} metadata records, "
-                       f"{done['report_rows']} report rows{deleted}")
+            click.echo(
+                f"forgot {pair} ({settings.collection.interval}): state "
+                f"{'removed' if done['state'] else 'none'}, {done['records']} metadata records, "
+                f"{done['report_rows']} report rows{deleted}"
+            )
     if signals.exit_code is not None:
         left = [p for p in pairs if p not in report]
-        click.echo(f"stopped before forgetting {', '.join(left) or 'more'}: each symbol is forgotten whole or not "
-                   "at all", err=True)
+        click.echo(
+            f"stopped before forgetting {', '.join(left) or 'more'}: each symbol is forgotten whole or not "
+            "at all",
+            err=True,
+        )
         sys.exit(signals.exit_code)
 
 
@@ -489,7 +580,9 @@ def forget_command(ctx: click.Context, symbols: tuple[str, ...], interval: str |
 @click.option("--clear", is_flag=True, help="Forget the recorded bans (only once they are over).")
 @json_option
 @click.pass_context
-def bans_command(ctx: click.Context, lake: str | None, base_url: str | None, clear: bool, as_json: bool) -> None:
+def bans_command(
+    ctx: click.Context, lake: str | None, base_url: str | None, clear: bool, as_json: bool
+) -> None:
     """Show the IP bans (HTTP 418) recorded in the lake, which every process on it honours;
     --clear forgets them.
 
@@ -566,9 +659,11 @@ def known_pairs(settings: Settings, symbols: str | None, known: list[str]) -> li
     unknown = [s for s in wanted if s not in known]
     if unknown:
         held = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "") or "nothing"
-        raise UsageProblem(f"the lake {settings.lake.root} holds no {settings.collection.interval} candles of "
-                           f"{', '.join(unknown)} (it holds {held}); collect them first, or check --symbols "
-                           "and --interval")
+        raise UsageProblem(
+            f"the lake {settings.lake.root} holds no {settings.collection.interval} candles of "
+            f"{', '.join(unknown)} (it holds {held}); collect them first, or check --symbols "
+            "and --interval"
+        )
     return wanted
 
 
@@ -580,8 +675,10 @@ def checked_since(settings: Settings) -> Any:
     now = datetime.now(UTC)
     if start > (now if isinstance(start, datetime) else now.date()):
         shown = start.isoformat().replace("+00:00", "Z")
-        raise UsageProblem(f"start {shown} (from {settings.sources['collection.start_date']}) is in the "
-                           f"future (today is {now.date()} UTC): no candle before it can be collected")
+        raise UsageProblem(
+            f"start {shown} (from {settings.sources['collection.start_date']}) is in the "
+            f"future (today is {now.date()} UTC): no candle before it can be collected"
+        )
     return start
 
 
@@ -599,13 +696,17 @@ def checked_until(until: str | None, start: Any) -> Any:
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
-            raise UsageProblem(f"invalid --until {until!r}: give a date YYYY-MM-DD or a UTC time such as "
-                               "2024-06-30T12:00:00Z") from None
+            raise UsageProblem(
+                f"invalid --until {until!r}: give a date YYYY-MM-DD or a UTC time such as "
+                "2024-06-30T12:00:00Z"
+            ) from None
         end = last = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     first = start if isinstance(start, datetime) else datetime(start.year, start.month, start.day, tzinfo=UTC)
     if last < first:
-        raise UsageProblem(f"--until {until} is before the start {first.isoformat().replace('+00:00', 'Z')}: "
-                           "nothing to collect")
+        raise UsageProblem(
+            f"--until {until} is before the start {first.isoformat().replace('+00:00', 'Z')}: "
+            "nothing to collect"
+        )
     return end
 
 
@@ -619,8 +720,11 @@ def _pairs(settings: Settings, names: Any) -> list[str]:
 
 
 def offline_option(func: F) -> F:
-    return click.option("--offline", is_flag=True,
-                        help="Do not ask the exchange (judge forward gaps by this machine's clock).")(func)
+    return click.option(
+        "--offline",
+        is_flag=True,
+        help="Do not ask the exchange (judge forward gaps by this machine's clock).",
+    )(func)
 
 
 def scan_options(func: F) -> F:
@@ -638,8 +742,16 @@ def scan_options(func: F) -> F:
 @scan_options
 @json_option
 @click.pass_context
-def gaps_command(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None,
-                 lake: str | None, base_url: str | None, offline: bool, as_json: bool) -> None:
+def gaps_command(
+    ctx: click.Context,
+    symbols: str | None,
+    since: str | None,
+    interval: str | None,
+    lake: str | None,
+    base_url: str | None,
+    offline: bool,
+    as_json: bool,
+) -> None:
     """List the gaps in the lake: missing candles, exchange outages, failed fetches, and
     off-grid or duplicate rows.
 
@@ -651,29 +763,48 @@ def gaps_command(ctx: click.Context, symbols: str | None, since: str | None, int
 
         cryptolake gaps --symbols BTC,ETH --json
     """
-    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols)
+    settings = settings_from(
+        ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols
+    )
     scan = _scan(settings, symbols, since, offline)
     if as_json:
         click.echo(json.dumps([g.to_dict() for g in scan.gaps], indent=2))
         return
     rows = [[g.symbol, g.kind, g.position, iso(g.start_ms), iso(g.end_ms), g.count] for g in scan.gaps]
-    print_table(f"{len(scan.gaps)} gaps ({scan.interval}, judged at {iso(scan.end_ms)})",
-                ["symbol", "kind", "position", "first missing", "last missing", "count"], rows)
+    print_table(
+        f"{len(scan.gaps)} gaps ({scan.interval}, judged at {iso(scan.end_ms)})",
+        ["symbol", "kind", "position", "first missing", "last missing", "count"],
+        rows,
+    )
 
 
 @cli.command("fill-gaps")
 @click.option("--symbols", default=None, help="Comma-separated base assets or pairs (default: all stored).")
-@click.option("--since", default=None, help="Also fill from this date (or the listing) up to the first stored candle.")
+@click.option(
+    "--since", default=None, help="Also fill from this date (or the listing) up to the first stored candle."
+)
 @interval_option
 @lake_option
 @base_url_option
-@click.option("--no-wait", is_flag=True,
-              help="Fail at once if another process is collecting into or writing to the lake.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Fail at once if another process is collecting into or writing to the lake.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
 @json_option
 @click.pass_context
-def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None,
-                      lake: str | None, base_url: str | None, no_wait: bool, quiet: bool, as_json: bool) -> None:
+def fill_gaps_command(
+    ctx: click.Context,
+    symbols: str | None,
+    since: str | None,
+    interval: str | None,
+    lake: str | None,
+    base_url: str | None,
+    no_wait: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     """Fetch exactly the missing windows: missing and failed ones, and exchange outages due
     for a re-check; then report the candles filled and what remains, by kind.
 
@@ -687,7 +818,9 @@ def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None
     from cryptolake.cli_signals import StopSignals
     from cryptolake.query import refresh_database
 
-    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, symbols=symbols, since=since)
+    settings = settings_from(
+        ctx, lake=lake, base_url=base_url, interval=interval, symbols=symbols, since=since
+    )
     existing_lake(settings)
     start = checked_since(settings) if since is not None else None
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)
@@ -703,10 +836,14 @@ def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         remaining = ", ".join(f"{k} {v}" for k, v in sorted((report.remaining or {}).items())) or "none"
-        click.echo(f"filled {report.total_rows_added} {settings.collection.interval} candles for "
-                   f"{len(report.results)} symbols; remaining: {remaining}")
+        click.echo(
+            f"filled {report.total_rows_added} {settings.collection.interval} candles for "
+            f"{len(report.results)} symbols; remaining: {remaining}"
+        )
         if signals.signum is not None:
-            click.echo(_stopped_line(signals.signum, any(r.batches for r in report.results.values())), err=True)
+            click.echo(
+                _stopped_line(signals.signum, any(r.batches for r in report.results.values())), err=True
+            )
         for symbol, error in report.failed.items():
             click.echo(f"failed: {symbol}: {error}", err=True)
     if signals.exit_code is not None:
@@ -717,13 +854,26 @@ def fill_gaps_command(ctx: click.Context, symbols: str | None, since: str | None
 
 @cli.command("coverage")
 @scan_options
-@click.option("--png", "png", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also draw the coverage as a heatmap PNG (needs matplotlib); never inside the lake.")
+@click.option(
+    "--png",
+    "png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the coverage as a heatmap PNG (needs matplotlib); never inside the lake.",
+)
 @json_option
 @click.pass_context
-def coverage_command(ctx: click.Context, symbols: str | None, since: str | None, interval: str | None,
-                     lake: str | None, base_url: str | None, offline: bool, png: Path | None,
-                     as_json: bool) -> None:
+def coverage_command(
+    ctx: click.Context,
+    symbols: str | None,
+    since: str | None,
+    interval: str | None,
+    lake: str | None,
+    base_url: str | None,
+    offline: bool,
+    png: Path | None,
+    as_json: bool,
+) -> None:
     """Show completeness (%) per symbol and month, and optionally draw it as a heatmap.
 
     Example:
@@ -733,7 +883,9 @@ def coverage_command(ctx: click.Context, symbols: str | None, since: str | None,
     from cryptolake.cli_output import check_output_path
     from cryptolake.gaps import coverage_rows
 
-    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols)
+    settings = settings_from(
+        ctx, lake=lake, base_url=base_url, interval=interval, since=since, symbols=symbols
+    )
     if png is not None:
         png = check_output_path(png, settings.lake.root, "--png")
     scan = _scan(settings, symbols, since, offline)
@@ -754,16 +906,32 @@ def coverage_command(ctx: click.Context, symbols: str | None, since: str | None,
 
 @cli.command("sql")
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]), default="table",
-              show_default=True, help="Output format.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write to this file instead of stdout (required for parquet); never inside the lake.")
-@click.option("--limit", type=click.IntRange(0, 10**12), default=None,
-              help=f"At most this many rows (0: all). Default: {SQL_TABLE_ROWS} for a table, all otherwise.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout (required for parquet); never inside the lake.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(0, 10**12),
+    default=None,
+    help=f"At most this many rows (0: all). Default: {SQL_TABLE_ROWS} for a table, all otherwise.",
+)
 @lake_option
 @click.pass_context
-def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, limit: int | None,
-                lake: str | None) -> None:
+def sql_command(
+    ctx: click.Context, query: str, fmt: str, output: Path | None, limit: int | None, lake: str | None
+) -> None:
     """Run one SQL query over the lake's DuckDB views: klines, gaps, coverage, exchange_windows.
 
     Times are UTC. The query runs in a DuckDB connection that cannot touch any file: the lake
@@ -775,7 +943,8 @@ def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, l
         cryptolake sql "SELECT symbol, count(*) FROM klines GROUP BY symbol"
     """
     from cryptolake.cli_output import check_output_path, render_sql, write_output
-    from cryptolake.query import QueryError, run_sql
+    from cryptolake.errors import QueryError
+    from cryptolake.query import run_sql
 
     settings = settings_from(ctx, lake=lake)
     root = existing_lake(settings)
@@ -802,28 +971,72 @@ def sql_command(ctx: click.Context, query: str, fmt: str, output: Path | None, l
 
 @cli.command("fake-exchange")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              help="Port (0: any free port).")
-@click.option("--latency-ms", type=click.FloatRange(0, 60_000), default=0.0, show_default=True,
-              help="Added to every response.")
-@click.option("--weight-limit", type=click.IntRange(1), default=6000, show_default=True,
-              help="Request weight per window.")
-@click.option("--weight-window-s", type=click.IntRange(1), default=60, show_default=True,
-              help="Weight window, seconds.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port)."
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(0, 60_000),
+    default=0.0,
+    show_default=True,
+    help="Added to every response.",
+)
+@click.option(
+    "--weight-limit",
+    type=click.IntRange(1),
+    default=6000,
+    show_default=True,
+    help="Request weight per window.",
+)
+@click.option(
+    "--weight-window-s", type=click.IntRange(1), default=60, show_default=True, help="Weight window, seconds."
+)
 @click.option("--now", "now", default=None, help="The exchange's clock (ISO 8601 UTC); default: real time.")
 @click.option("--frozen", is_flag=True, help="Keep the exchange's clock still instead of ticking.")
-@click.option("--extra-symbols", type=click.IntRange(0, 10_000), default=0, show_default=True,
-              help="Add N synthetic USDT pairs (S0001USDT ...), listed 2017-09-01, for load tests.")
-@click.option("--chaos", "chaos_rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Share of klines requests that fail at random (5xx, -1007/-1008, dropped, malformed).")
+@click.option(
+    "--extra-symbols",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    show_default=True,
+    help="Add N synthetic USDT pairs (S0001USDT ...), listed 2017-09-01, for load tests.",
+)
+@click.option(
+    "--chaos",
+    "chaos_rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of klines requests that fail at random (5xx, -1007/-1008, dropped, malformed).",
+)
 @click.option("--chaos-seed", type=int, default=0, show_default=True, help="Seed of the random failures.")
-@click.option("--ban-grace", type=click.IntRange(0), default=0, show_default=True,
-              help="Requests arriving inside a 429's Retry-After that still get a 429 (in flight) before a 418.")
-@click.option("--cache-rows", type=click.IntRange(0), default=0, show_default=True,
-              help="Serve up to N closed candles again from memory instead of recomputing them (load tests).")
-def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit: int, weight_window_s: int,
-                          now: str | None, frozen: bool, extra_symbols: int, chaos_rate: float,
-                          chaos_seed: int, ban_grace: int, cache_rows: int) -> None:
+@click.option(
+    "--ban-grace",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Requests arriving inside a 429's Retry-After that still get a 429 (in flight) before a 418.",
+)
+@click.option(
+    "--cache-rows",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Serve up to N closed candles again from memory instead of recomputing them (load tests).",
+)
+def fake_exchange_command(
+    host: str,
+    port: int,
+    latency_ms: float,
+    weight_limit: int,
+    weight_window_s: int,
+    now: str | None,
+    frozen: bool,
+    extra_symbols: int,
+    chaos_rate: float,
+    chaos_seed: int,
+    ban_grace: int,
+    cache_rows: int,
+) -> None:
     """Serve a Binance-compatible fake exchange (deterministic candles) for offline use.
 
     Point cryptolake at it with --base-url http://127.0.0.1:PORT.
@@ -841,16 +1054,31 @@ def fake_exchange_command(host: str, port: int, latency_ms: float, weight_limit:
         raise click.BadParameter(f"{now!r} is not an ISO 8601 time", param_hint="--now") from None
     listed = to_ms("2017-09-01")
     symbols = default_symbols() + [
-        FakeSymbol(f"S{i:04d}USDT", f"S{i:04d}", "USDT", listed_ms=listed, base_price=10.0 + i, volume_scale=0.001)
+        FakeSymbol(
+            f"S{i:04d}USDT", f"S{i:04d}", "USDT", listed_ms=listed, base_price=10.0 + i, volume_scale=0.001
+        )
         for i in range(1, extra_symbols + 1)
     ]
     try:
-        serve(host=host, port=port, now=start, follow_wall_clock=not frozen, latency_s=latency_ms / 1000,
-              weight_limit=weight_limit, weight_window_s=weight_window_s, symbols=symbols,
-              chaos_rate=chaos_rate, chaos_seed=chaos_seed, ban_grace_requests=ban_grace, cache_rows=cache_rows)
+        serve(
+            host=host,
+            port=port,
+            now=start,
+            follow_wall_clock=not frozen,
+            latency_s=latency_ms / 1000,
+            weight_limit=weight_limit,
+            weight_window_s=weight_window_s,
+            symbols=symbols,
+            chaos_rate=chaos_rate,
+            chaos_seed=chaos_seed,
+            ban_grace_requests=ban_grace,
+            cache_rows=cache_rows,
+        )
     except OSError as exc:
-        raise UsageProblem(f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another --port, "
-                           "or --port 0 for any free one; --host must be an address of this machine)") from None
+        raise UsageProblem(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another --port, "
+            "or --port 0 for any free one; --host must be an address of this machine)"
+        ) from None
 
 
 def _utcnow() -> Any:
@@ -873,22 +1101,46 @@ def load_group() -> None:
 
 
 @load_group.command("postgres")
-@click.option("--dsn", default=None, help="PostgreSQL DSN (setting postgres.dsn, env CRYPTOLAKE_POSTGRES_DSN).")
-@click.option("--schema", default=None, help="Schema of the table (setting postgres.schema, default cryptolake).")
+@click.option(
+    "--dsn", default=None, help="PostgreSQL DSN (setting postgres.dsn, env CRYPTOLAKE_POSTGRES_DSN)."
+)
+@click.option(
+    "--schema", default=None, help="Schema of the table (setting postgres.schema, default cryptolake)."
+)
 @click.option("--table", default=None, help="Table to sync into (setting postgres.table, default klines).")
-@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT); default: all.")
+@click.option(
+    "--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT); default: all."
+)
 @interval_option
 @lake_option
-@click.option("--timescale/--no-timescale", default=None,
-              help="Make the table a TimescaleDB hypertable (setting postgres.timescale).")
+@click.option(
+    "--timescale/--no-timescale",
+    default=None,
+    help="Make the table a TimescaleDB hypertable (setting postgres.timescale).",
+)
 @click.option("--full", is_flag=True, help="Send every partition, even those unchanged since the last sync.")
-@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
-              help="Connections that load partitions in parallel.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=2,
+    show_default=True,
+    help="Connections that load partitions in parallel.",
+)
 @json_option
 @click.pass_context
-def load_postgres_command(ctx: click.Context, dsn: str | None, schema: str | None, table: str | None,
-                          symbols: str | None, interval: str | None, lake: str | None, timescale: bool | None,
-                          full: bool, workers: int, as_json: bool) -> None:
+def load_postgres_command(
+    ctx: click.Context,
+    dsn: str | None,
+    schema: str | None,
+    table: str | None,
+    symbols: str | None,
+    interval: str | None,
+    lake: str | None,
+    timescale: bool | None,
+    full: bool,
+    workers: int,
+    as_json: bool,
+) -> None:
     """Sync the lake into a PostgreSQL table; only partitions changed since the last sync move.
 
     Creates the schema and table when missing. Each partition (symbol, month) is one
@@ -904,9 +1156,15 @@ def load_postgres_command(ctx: click.Context, dsn: str | None, schema: str | Non
     flags = {"postgres.dsn": dsn, "postgres.schema": schema, "postgres.table": table,
              "postgres.timescale": timescale, "lake.root": lake, "collection.interval": interval,
              "collection.symbols": symbols}  # fmt: skip
-    flag_names = {"lake.root": "--lake", "collection.interval": "--interval", "collection.symbols": "--symbols"}
-    overrides = {key: (value, flag_names.get(key, f"--{key.split('.')[1].replace('_', '-')}"))
-                 for key, value in flags.items()}
+    flag_names = {
+        "lake.root": "--lake",
+        "collection.interval": "--interval",
+        "collection.symbols": "--symbols",
+    }
+    overrides = {
+        key: (value, flag_names.get(key, f"--{key.split('.')[1].replace('_', '-')}"))
+        for key, value in flags.items()
+    }
     settings = resolve_settings(ctx, overrides)
     pg = settings.postgres
     if not pg.dsn:
@@ -915,22 +1173,27 @@ def load_postgres_command(ctx: click.Context, dsn: str | None, schema: str | Non
     wanted = None
     if symbols is not None:
         if not settings.collection.symbols:
-            raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT")
+            raise UsageProblem(
+                f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT"
+            )
         wanted = _pairs(settings, settings.collection.symbols)
         from cryptolake.lake import Lake
 
         stored = Lake(settings.lake.root).symbols(settings.collection.interval)
         known_pairs(settings, symbols, stored)  # a symbol the lake does not hold is a typo, not "0 sent"
-    with PostgresLoader(settings.lake.root, pg.dsn, schema=pg.schema, table=pg.table, timescale=pg.timescale,
-                        workers=workers) as loader:
+    with PostgresLoader(
+        settings.lake.root, pg.dsn, schema=pg.schema, table=pg.table, timescale=pg.timescale, workers=workers
+    ) as loader:
         report = loader.sync(settings.collection.interval, wanted, full=full)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        click.echo(f"synced {settings.lake.root} ({report.interval}) into {report.table}: "
-                   f"{report.partitions_sent} partitions sent ({report.rows_sent:,} rows), "
-                   f"{report.partitions_skipped} unchanged, {report.partitions_removed} removed "
-                   f"({report.rows_deleted:,} rows deleted) in {report.seconds:.2f} s")
+        click.echo(
+            f"synced {settings.lake.root} ({report.interval}) into {report.table}: "
+            f"{report.partitions_sent} partitions sent ({report.rows_sent:,} rows), "
+            f"{report.partitions_skipped} unchanged, {report.partitions_removed} removed "
+            f"({report.rows_deleted:,} rows deleted) in {report.seconds:.2f} s"
+        )
         for failure in report.failures:
             click.echo(f"failed: {failure.symbol} {failure.month}: {failure.error}", err=True)
     if not report.ok:

@@ -56,8 +56,10 @@ def describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, MemoryError):
         return "out of memory: try a smaller --interval range, fewer symbols, or a smaller batch", 1
     text = str(exc) or type(exc).__name__
-    return one_line(f"unexpected {type(exc).__name__}: {text} (this is a bug: run again with --debug "
-                    "and report the traceback)"), 1
+    return one_line(
+        f"unexpected {type(exc).__name__}: {text} (this is a bug: run again with --debug "
+        "and report the traceback)"
+    ), 1
 
 
 def describe_os_error(exc: OSError) -> str:

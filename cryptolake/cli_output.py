@@ -33,12 +33,16 @@ def check_output_path(output: Path, lake_root: Path, option: str = "--output") -
     target = output.expanduser().resolve()
     shown = f"{option} {output}" + (f" (a link to {target})" if output.is_symlink() else "")
     if _inside(target, lake_root.expanduser().resolve()):
-        raise UsageProblem(f"{shown} is inside the lake {lake_root}: the lake holds only what cryptolake "
-                           "writes; choose a file outside it")
+        raise UsageProblem(
+            f"{shown} is inside the lake {lake_root}: the lake holds only what cryptolake "
+            "writes; choose a file outside it"
+        )
     if target.is_dir():
         raise UsageProblem(f"{shown} is a folder; give a file name")
     if target.exists() and not target.is_file():
-        hint = "leave out --output to write to standard output" if option == "--output" else "give a file name"
+        hint = (
+            "leave out --output to write to standard output" if option == "--output" else "give a file name"
+        )
         raise UsageProblem(f"{shown} is not a regular file (a device, a pipe or a socket); {hint}")
     if not target.parent.is_dir():
         raise UsageProblem(f"{shown}: folder {target.parent} does not exist; create it first")
@@ -110,8 +114,11 @@ def visible(text: str) -> str:
     out = []
     for ch in text:
         if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch != "\u200d":
-            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch, f"\\x{ord(ch):02x}" if ord(ch) < 256
-                                                                  else f"\\u{ord(ch):04x}"))
+            out.append(
+                {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(
+                    ch, f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+                )
+            )
         else:
             out.append(ch)
     return "".join(out)
@@ -123,7 +130,11 @@ def plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(_width(row[i]) for row in cells) for i in range(len(columns))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(_pad(cell, w, numeric=n > 0 and _is_number(cell)) for cell, w in zip(row, widths, strict=True)).rstrip())
+        lines.append(
+            "  ".join(
+                _pad(cell, w, numeric=n > 0 and _is_number(cell)) for cell, w in zip(row, widths, strict=True)
+            ).rstrip()
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines) + "\n"
@@ -140,9 +151,11 @@ def rich_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
         table.add_column(Text(visible(column)), overflow="fold")
     for row in rows:  # Text, not markup: a value such as "[bold]" is shown as it is
         table.add_row(*(Text("" if cell is None else visible(str(cell))) for cell in row))
-    console = Console(file=io.StringIO(), width=None if sys.stdout.isatty() else 200, force_terminal=sys.stdout.isatty())
+    console = Console(
+        file=io.StringIO(), width=None if sys.stdout.isatty() else 200, force_terminal=sys.stdout.isatty()
+    )
     console.print(table)
-    return console.file.getvalue()  # type: ignore[attr-defined,no-any-return]
+    return console.file.getvalue()  # type: ignore[attr-defined]
 
 
 def _width(text: str) -> int:

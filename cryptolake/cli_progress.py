@@ -30,19 +30,32 @@ class CollectProgress:
     def __enter__(self) -> CollectProgress:
         if self.live:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                                       TextColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=False,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
             )
             self._progress.start()
             self._overall = self._progress.add_task("all symbols", total=0, rate="")
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._progress is not None:
             self._progress.stop()
 
@@ -92,5 +105,8 @@ class CollectProgress:
         elif event.kind == "done" and not self.quiet and event.expected_rows:
             elapsed = max(1e-6, time.monotonic() - self._started)
             rows = self._rows.get(event.symbol, 0)
-            click.echo(f"{event.direction} {event.symbol}: {rows} candles fetched "
-                       f"({sum(self._rows.values()) / elapsed:,.0f} rows/s overall)", err=True)
+            click.echo(
+                f"{event.direction} {event.symbol}: {rows} candles fetched "
+                f"({sum(self._rows.values()) / elapsed:,.0f} rows/s overall)",
+                err=True,
+            )

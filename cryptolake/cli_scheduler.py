@@ -48,21 +48,35 @@ def postgres_sync_hook(settings: Settings) -> Callable[[Any], str] | None:
     def sync_after_run(run: Any) -> str:
         from cryptolake.loader import sync_postgres
 
-        report = sync_postgres(settings.lake.root, pg.dsn, settings.collection.interval,
-                               schema=pg.schema, table=pg.table, timescale=pg.timescale)
+        report = sync_postgres(
+            settings.lake.root,
+            pg.dsn,
+            settings.collection.interval,
+            schema=pg.schema,
+            table=pg.table,
+            timescale=pg.timescale,
+        )
         if not report.ok:
-            raise LoaderError(f"PostgreSQL sync: {len(report.failures)} partition(s) failed: "
-                              f"{report.failures[0].error}")
-        return (f"postgres: {report.partitions_sent} partition(s), {report.rows_sent} rows sent to "
-                f"{report.table} in {report.seconds:.1f} s")
+            raise LoaderError(
+                f"PostgreSQL sync: {len(report.failures)} partition(s) failed: {report.failures[0].error}"
+            )
+        return (
+            f"postgres: {report.partitions_sent} partition(s), {report.rows_sent} rows sent to "
+            f"{report.table} in {report.seconds:.1f} s"
+        )
 
     return sync_after_run
 
 
 @cli.command("run")
-@click.option("--schedule", default=None,
-              help="Cron expression, UTC (setting scheduler.schedule, env COLLECTION_SCHEDULE).")
-@click.option("--since", default=None, help="Collect history back to this date (setting collection.start_date).")
+@click.option(
+    "--schedule",
+    default=None,
+    help="Cron expression, UTC (setting scheduler.schedule, env COLLECTION_SCHEDULE).",
+)
+@click.option(
+    "--since", default=None, help="Collect history back to this date (setting collection.start_date)."
+)
 @click.option("--top", type=int, default=None, help="Collect the top N pairs by 24h quote volume.")
 @click.option("--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT).")
 @interval_option
@@ -70,9 +84,17 @@ def postgres_sync_hook(settings: Settings) -> Callable[[Any], str] | None:
 @base_url_option
 @click.option("--run-now", is_flag=True, help="Start with a full run now rather than at the first fire time.")
 @click.pass_context
-def run_command(ctx: click.Context, schedule: str | None, since: str | None, top: int | None,
-                symbols: str | None, interval: str | None, lake: str | None, base_url: str | None,
-                run_now: bool) -> None:
+def run_command(
+    ctx: click.Context,
+    schedule: str | None,
+    since: str | None,
+    top: int | None,
+    symbols: str | None,
+    interval: str | None,
+    lake: str | None,
+    base_url: str | None,
+    run_now: bool,
+) -> None:
     """Collect on a cron schedule until stopped: a long-running foreground process.
 
     Each run goes forward (new candles), fills gaps, then goes backward if --since lies before
@@ -89,11 +111,21 @@ def run_command(ctx: click.Context, schedule: str | None, since: str | None, top
 
     if symbols is not None and top is not None:
         raise UsageProblem("give --symbols or --top, not both")
-    settings = settings_from(ctx, lake=lake, base_url=base_url, interval=interval, since=since,
-                             top=top, symbols=symbols, schedule=schedule)
+    settings = settings_from(
+        ctx,
+        lake=lake,
+        base_url=base_url,
+        interval=interval,
+        since=since,
+        top=top,
+        symbols=symbols,
+        schedule=schedule,
+    )
     start = checked_since(settings)
     if symbols is not None and not settings.collection.symbols:
-        raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)")
+        raise UsageProblem(
+            f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)"
+        )
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
     if wanted is not None:
         _pairs(settings, wanted)  # refuse a bad name before the lake is created
@@ -102,8 +134,14 @@ def run_command(ctx: click.Context, schedule: str | None, since: str | None, top
     with make_client(settings) as client:
         collector = make_collector(settings, client)
         pairs = collector.resolve_symbols(_pairs(settings, wanted)) if wanted is not None else None
-        scheduler = CollectorScheduler(client, collector, settings.scheduler.schedule, start,
-                                       crypto_symbols=pairs, after_run=postgres_sync_hook(settings))
+        scheduler = CollectorScheduler(
+            client,
+            collector,
+            settings.scheduler.schedule,
+            start,
+            crypto_symbols=pairs,
+            after_run=postgres_sync_hook(settings),
+        )
         scheduler.start()
         signals = StopSignals(stop_requested.set, announce=log.info)
         try:
@@ -130,15 +168,24 @@ def scheduler_group() -> None:
 
 
 @scheduler_group.command("trigger")
-@click.option("--type", "collection_type", type=click.Choice(COLLECTION_TYPES), default="full",
-              show_default=True, help="forward, backward, gaps, or full (all three).")
-@click.option("--symbols", default=None, help="Comma-separated base assets or pairs; default: the scheduler's.")
+@click.option(
+    "--type",
+    "collection_type",
+    type=click.Choice(COLLECTION_TYPES),
+    default="full",
+    show_default=True,
+    help="forward, backward, gaps, or full (all three).",
+)
+@click.option(
+    "--symbols", default=None, help="Comma-separated base assets or pairs; default: the scheduler's."
+)
 @click.option("--wait", is_flag=True, help="Wait for the run to finish; exit 1 if it failed.")
 @lake_option
 @json_option
 @click.pass_context
-def trigger_command(ctx: click.Context, collection_type: str, symbols: str | None, wait: bool,
-                    lake: str | None, as_json: bool) -> None:
+def trigger_command(
+    ctx: click.Context, collection_type: str, symbols: str | None, wait: bool, lake: str | None, as_json: bool
+) -> None:
     """Run a collection now in the running scheduler; skipped (exit 1) if a run is in progress.
 
     Example:
@@ -210,8 +257,12 @@ def scheduler_summary(lake_root: Path) -> dict[str, Any]:
     from cryptolake.scheduler import SchedulerControl
 
     state = SchedulerControl(lake_root).state()
-    return {"status": state["status"], "next_run_time": state.get("next_run_time"),
-            "last_run": state.get("last_run"), "scheduler": state}
+    return {
+        "status": state["status"],
+        "next_run_time": state.get("next_run_time"),
+        "last_run": state.get("last_run"),
+        "scheduler": state,
+    }
 
 
 def scheduler_line(state: dict[str, Any]) -> str:
@@ -220,8 +271,10 @@ def scheduler_line(state: dict[str, Any]) -> str:
         return "scheduler: not running (start one with `cryptolake run`)"
     parts = [f"scheduler: {state['status']}"]
     if state.get("active"):
-        parts.append(f"pid {state.get('pid')}, schedule '{state.get('schedule')}' UTC, "
-                     f"next run {state.get('next_run_time') or 'none (paused)'}")
+        parts.append(
+            f"pid {state.get('pid')}, schedule '{state.get('schedule')}' UTC, "
+            f"next run {state.get('next_run_time') or 'none (paused)'}"
+        )
     if state.get("current_run"):
         current = state["current_run"]
         parts.append(f"run #{current['id']} ({current['type']}) running since {current['start']}")
@@ -233,5 +286,7 @@ def scheduler_line(state: dict[str, Any]) -> str:
 
 
 def _describe_run(run: dict[str, Any]) -> str:
-    text = f"run #{run['id']} ({run['type']}) {run['result']} at {run['end']}: {run['rows_added']} new candles"
+    text = (
+        f"run #{run['id']} ({run['type']}) {run['result']} at {run['end']}: {run['rows_added']} new candles"
+    )
     return text + (f"; error: {run['error']}" if run.get("error") else "")

@@ -46,7 +46,9 @@ class StopSignals:
             self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.signum is not None:
             return  # stopping: until the process ends, another signal still means "abort now"
         for signum, handler in self._previous.items():
@@ -56,11 +58,15 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.signum is not None:
-            self.announce(f"aborted by a second {name}: every file in the lake is whole; the next run "
-                          "resumes where this one stopped")
+            self.announce(
+                f"aborted by a second {name}: every file in the lake is whole; the next run "
+                "resumes where this one stopped"
+            )
             os._exit(128 + signum)
         self.signum = signum
         again = "Ctrl-C again" if signum == signal.SIGINT else f"another {name}"
-        self.announce(f"stopping ({name}): the partition being written finishes and the run is recorded "
-                      f"first ({again} aborts at once)")
+        self.announce(
+            f"stopping ({name}): the partition being written finishes and the run is recorded "
+            f"first ({again} aborts at once)"
+        )
         self.on_stop()

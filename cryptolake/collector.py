@@ -32,7 +32,14 @@ from cryptolake.schema import DAY_MS, HOUR_MS, Interval
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.timeutils import from_ms, iso, to_ms
 
-__all__ = ["CollectionReport", "CryptoCollector", "Direction", "ProgressEvent", "SymbolResult", "pair_symbols"]
+__all__ = [
+    "CollectionReport",
+    "CryptoCollector",
+    "Direction",
+    "ProgressEvent",
+    "SymbolResult",
+    "pair_symbols",
+]
 
 log = logging.getLogger("cryptolake.collector")
 
@@ -151,7 +158,8 @@ class CryptoCollector:
         if until is not None and self._until_end(until) <= self.grid.ceil(start_ms):
             raise ValueError(f"until ({until}) is before the start ({iso(start_ms)}): nothing to collect")
         symbols = self.resolve_symbols(crypto_symbols)
-        steps: list[Direction] = [d for d, on in (("backward", backward), ("forward", forward)) if on]
+        wanted: tuple[tuple[Direction, bool], ...] = (("backward", backward), ("forward", forward))
+        steps: list[Direction] = [d for d, on in wanted if on]
         return self._run(steps, symbols, start_ms, until)
 
     def collect_backward(
@@ -170,7 +178,9 @@ class CryptoCollector:
 
         Without symbols: every symbol stored in the lake for this interval.
         """
-        symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.stored_symbols()
+        symbols = (
+            self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.stored_symbols()
+        )
         return self._run(["forward"], symbols, None, None)[0]
 
     def detect_and_fill_gaps(
@@ -223,8 +233,13 @@ class CryptoCollector:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def _run(self, steps: list[Direction], symbols: list[str], start_ms: int | None,
-             until: date | datetime | str | int | None) -> list[CollectionReport]:
+    def _run(
+        self,
+        steps: list[Direction],
+        symbols: list[str],
+        start_ms: int | None,
+        until: date | datetime | str | int | None,
+    ) -> list[CollectionReport]:
         started = from_ms(self._now_ms())
         reports = {step: CollectionReport(step, self.interval, started_at=started) for step in steps}
         results = {step: {s: SymbolResult(s, step) for s in symbols} for step in steps}
@@ -251,9 +266,15 @@ class CryptoCollector:
                         result.stopped = True
             return self._carry_out(steps, symbols, planned, gate, reports, results)
 
-    def _carry_out(self, steps: list[Direction], symbols: list[str], planned: Any, gate: CommitGate,
-                   reports: dict[Direction, CollectionReport],
-                   results: dict[Direction, dict[str, SymbolResult]]) -> list[CollectionReport]:
+    def _carry_out(
+        self,
+        steps: list[Direction],
+        symbols: list[str],
+        planned: Any,
+        gate: CommitGate,
+        reports: dict[Direction, CollectionReport],
+        results: dict[Direction, dict[str, SymbolResult]],
+    ) -> list[CollectionReport]:
         """Fetch and write the planned windows, then report and record the run."""
         if planned is not None:
             windows, starts = planned
@@ -275,9 +296,14 @@ class CryptoCollector:
             self._record_run(gate, list(reports.values()))
         return list(reports.values())
 
-    def _plan_run(self, steps: list[Direction], symbols: list[str], start_ms: int | None,
-                  until: date | datetime | str | int | None,
-                  results: dict[Direction, dict[str, SymbolResult]]) -> tuple[list[FetchWindow], dict[str, int]]:
+    def _plan_run(
+        self,
+        steps: list[Direction],
+        symbols: list[str],
+        start_ms: int | None,
+        until: date | datetime | str | int | None,
+        results: dict[Direction, dict[str, SymbolResult]],
+    ) -> tuple[list[FetchWindow], dict[str, int]]:
         """The run's windows, in the order they are fetched, and the starts to record for the
         symbols that have nothing to fetch. Asks the exchange's clock and symbol list once."""
         # The exchange's clock, not ours, decides which candles are closed.
@@ -308,24 +334,67 @@ class CryptoCollector:
             end = end_ms if trading else self._last_candle_end(symbol, end_ms)
             for step in steps:
                 result = results[step][symbol]
-                made = self._windows(step, symbol, start_ms, end, stored, listings.get(symbol), result,
-                                     gap_plan.get(symbol, []), fresh_backward="backward" in steps,
-                                     until_ms=end if until is not None else None)
+                made = self._windows(
+                    step,
+                    symbol,
+                    start_ms,
+                    end,
+                    stored,
+                    listings.get(symbol),
+                    result,
+                    gap_plan.get(symbol, []),
+                    fresh_backward="backward" in steps,
+                    until_ms=end if until is not None else None,
+                )
                 windows.extend(made)
                 if start_ms is not None and step != "forward" and not made and result.note is None:
                     starts[symbol] = start_ms  # nothing to fetch: the start is still the symbol's
         return windows, starts
 
-    def _windows(self, step: Direction, symbol: str, start_ms: int | None, end_ms: int,
-                 stored: tuple[int, int] | None, listing: int | None, result: SymbolResult, gaps: list[Gap],
-                 fresh_backward: bool, until_ms: int | None = None) -> list[FetchWindow]:
+    def _windows(
+        self,
+        step: Direction,
+        symbol: str,
+        start_ms: int | None,
+        end_ms: int,
+        stored: tuple[int, int] | None,
+        listing: int | None,
+        result: SymbolResult,
+        gaps: list[Gap],
+        fresh_backward: bool,
+        until_ms: int | None = None,
+    ) -> list[FetchWindow]:
         """One symbol's windows for one step (several for gaps), in commit order. ``until_ms``
         bounds what lies after the stored range, never the way back to it: backward collection
         always reaches the earliest stored candle, so the stored range stays contiguous."""
-        common = {"symbol": symbol, "direction": step, "result": result, "stored": stored, "listing": listing}
+
+        def window(
+            lo: int,
+            hi: int,
+            *,
+            descending: bool = False,
+            find_start: bool = False,
+            record_start: int | None = None,
+        ) -> FetchWindow:
+            return FetchWindow(
+                symbol,
+                step,
+                lo,
+                hi,
+                result,
+                descending=descending,
+                find_start=find_start,
+                record_start=record_start,
+                stored=stored,
+                listing=listing,
+            )
+
         if step == "gaps":
-            return [FetchWindow(lo=g.start_ms, hi=min(end_ms, self.grid.next_open(g.end_ms)), **common,
-                                record_start=start_ms) for g in gaps if g.start_ms < end_ms]  # type: ignore[arg-type]
+            return [
+                window(g.start_ms, min(end_ms, self.grid.next_open(g.end_ms)), record_start=start_ms)
+                for g in gaps
+                if g.start_ms < end_ms
+            ]
         if step == "backward":
             assert start_ms is not None
             lo = self.grid.ceil(start_ms)
@@ -333,20 +402,21 @@ class CryptoCollector:
                 lo = max(lo, self.grid.ceil(listing))
             hi = stored[0] if stored else end_ms
             if stored and until_ms is not None and until_ms < stored[0]:
-                result.note = (f"collected up to the earliest stored candle ({iso(stored[0])}), past --until, "
-                               "so that the stored range stays contiguous")
+                result.note = (
+                    f"collected up to the earliest stored candle ({iso(stored[0])}), past --until, "
+                    "so that the stored range stays contiguous"
+                )
             if lo >= hi:
                 return []
             # The newest month is written first, so a run cut short leaves the stored range
             # contiguous, and the next backward run goes on from its earliest candle.
-            return [FetchWindow(lo=lo, hi=hi, descending=True, find_start=listing is None,
-                                record_start=start_ms, **common)]  # type: ignore[arg-type]
+            return [window(lo, hi, descending=True, find_start=listing is None, record_start=start_ms)]
         if stored is None:
             if not fresh_backward:
                 result.note = "nothing stored yet: collect backward first"
             return []
         lo = self.grid.next_open(self.grid.floor(stored[1]))
-        return [FetchWindow(lo=lo, hi=end_ms, **common)] if lo < end_ms else []  # type: ignore[arg-type]
+        return [window(lo, end_ms)] if lo < end_ms else []
 
     def _until_end(self, until: date | datetime | str | int) -> int:
         """The exclusive end of an inclusive ``until``: a date includes its whole day."""
@@ -367,7 +437,9 @@ class CryptoCollector:
         except Interrupted:
             raise
         except CryptolakeError as exc:
-            log.warning("cannot read the exchange's symbol list (%s); symbols are checked by their requests", exc)
+            log.warning(
+                "cannot read the exchange's symbol list (%s); symbols are checked by their requests", exc
+            )
             return None
 
     def _last_candle_end(self, symbol: str, end_ms: int) -> int:
@@ -382,11 +454,15 @@ class CryptoCollector:
             return end_ms
         return end_ms if last is None else min(end_ms, self.grid.next_open(last))
 
-    def _settle_starts(self, gate: CommitGate, starts: dict[str, int],
-                       results: dict[Direction, dict[str, SymbolResult]]) -> None:
+    def _settle_starts(
+        self, gate: CommitGate, starts: dict[str, int], results: dict[Direction, dict[str, SymbolResult]]
+    ) -> None:
         """Record the starts of the symbols that had nothing to fetch (not when stopped)."""
-        wanted = {s: t for s, t in starts.items()
-                  if not any(r[s].stopped or r[s].error for r in results.values() if s in r)}
+        wanted = {
+            s: t
+            for s, t in starts.items()
+            if not any(r[s].stopped or r[s].error for r in results.values() if s in r)
+        }
         if not wanted or self._stop.is_set():
             return
         with gate.held():
@@ -400,7 +476,9 @@ class CryptoCollector:
                 log.warning("%s %s: %s", report.direction, symbol, result.error)
                 self._emit(ProgressEvent("failed", symbol, report.direction, error=result.error))
             elif not result.stopped:
-                self._emit(ProgressEvent("done", symbol, report.direction, expected_rows=result.expected_rows))
+                self._emit(
+                    ProgressEvent("done", symbol, report.direction, expected_rows=result.expected_rows)
+                )
 
     def _record_run(self, gate: CommitGate, reports: list[CollectionReport]) -> None:
         try:
@@ -434,7 +512,9 @@ class CryptoCollector:
 
     # -- forgetting ------------------------------------------------------------------------
 
-    def forget_symbols(self, crypto_symbols: Sequence[str], *, data: bool = False) -> dict[str, dict[str, int]]:
+    def forget_symbols(
+        self, crypto_symbols: Sequence[str], *, data: bool = False
+    ) -> dict[str, dict[str, int]]:
         """Remove what the lake remembers of some symbols for this interval: their collection
         state, recorded start, listing, outage and failed windows, and gap-report rows; with
         ``data``, their partitions too. Under the writer lock.
@@ -534,7 +614,9 @@ class CryptoCollector:
                     "last_direction": result.direction,
                     "last_rows_added": result.rows_added,
                     "last_error": result.error,
-                    "last_outcome": "stopped" if result.stopped else ("failed" if result.error else "succeeded"),
+                    "last_outcome": "stopped"
+                    if result.stopped
+                    else ("failed" if result.error else "succeeded"),
                 }
             _write_json_atomic(self._state_path(), document)
 

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptolake.errors import ConfigError
-from cryptolake.redact import redact_dsn
 from cryptolake.intervals import INTERVALS
+from cryptolake.redact import redact_dsn
 
 DEFAULT_CONFIG_FILE = "config.toml"
 
@@ -84,7 +84,13 @@ def _float_between(low: float, high: float, *, low_open: bool = False) -> Callab
             number = float(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
             number = None
-        if number is None or not math.isfinite(number) or number > high or number < low or (low_open and number == low):
+        if (
+            number is None
+            or not math.isfinite(number)
+            or number > high
+            or number < low
+            or (low_open and number == low)
+        ):
             raise _Invalid(form)
         return number
 
@@ -171,10 +177,14 @@ def _cron(value: Any) -> str:
         if len(text.split()) != 5:
             raise _Invalid("a 5-field cron expression such as '0 */6 * * *'") from None
     except ValueError:
-        raise _Invalid("a 5-field cron expression such as '0 */6 * * *' (minute hour day month weekday)") from None
+        raise _Invalid(
+            "a 5-field cron expression such as '0 */6 * * *' (minute hour day month weekday)"
+        ) from None
     if not cron_can_fire(text):
-        raise _Invalid(f"a cron expression that fires at some time; {text!r} never does (a day that no "
-                       "month has, such as the 30th of February)")
+        raise _Invalid(
+            f"a cron expression that fires at some time; {text!r} never does (a day that no "
+            "month has, such as the 30th of February)"
+        )
     return text
 
 
@@ -196,7 +206,9 @@ def _dsn(value: Any) -> str:
         try:
             urlsplit(text).port  # noqa: B018 - parses host and port, raises on '[bad' or 'host:x'
         except ValueError:
-            raise _Invalid(f"{form}; this URL is malformed (check the brackets around the host and the port)") from None
+            raise _Invalid(
+                f"{form}; this URL is malformed (check the brackets around the host and the port)"
+            ) from None
     elif "=" not in text:
         raise _Invalid(form)
     return text

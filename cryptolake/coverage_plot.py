@@ -30,9 +30,20 @@ COVERAGE_BINS: tuple[tuple[str, str], ...] = (
 )
 
 #: Font family names tried first for labels outside the default font (CJK-capable fonts).
-PREFERRED_FONTS = ("Noto Sans CJK", "Noto Serif CJK", "Source Han Sans", "Source Han Serif", "WenQuanYi",
-                   "Droid Sans Fallback", "AR PL", "Noto Sans SC", "Noto Sans TC", "Noto Sans JP",
-                   "Noto Sans KR", "Unifont")
+PREFERRED_FONTS = (
+    "Noto Sans CJK",
+    "Noto Serif CJK",
+    "Source Han Sans",
+    "Source Han Serif",
+    "WenQuanYi",
+    "Droid Sans Fallback",
+    "AR PL",
+    "Noto Sans SC",
+    "Noto Sans TC",
+    "Noto Sans JP",
+    "Noto Sans KR",
+    "Unifont",
+)
 
 #: Fonts never used for labels: placeholder glyphs (Last Resort draws a box per Unicode block)
 #: or symbol fonts whose letters are not letters. Lower-case name prefixes.
@@ -106,7 +117,9 @@ def plot_labels(texts: Sequence[str]) -> tuple[list[str], str | None]:
     return [label_for_font(text, charmap).replace("$", r"\$") for text in texts], path
 
 
-def draw_coverage(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "cryptolake coverage") -> Path:
+def draw_coverage(
+    rows: Sequence[dict[str, Any]], path: str | Path, title: str = "cryptolake coverage"
+) -> Path:
     """Draw ``rows`` (``symbol``, ``month``, ``completeness_percent``, as from
     :func:`cryptolake.gaps.coverage_rows`) as a symbols x months heatmap; returns the PNG path.
 
@@ -131,7 +144,7 @@ def draw_coverage(rows: Sequence[dict[str, Any]], path: str | Path, title: str =
     by_cell = {(str(r["symbol"]), str(r["month"])): r for r in rows}
     grid = np.array([[coverage_bin(by_cell.get((s, m))) for m in months] for s in symbols], dtype=float)
     labels, font_path = plot_labels([*symbols, title])
-    font = {"fontproperties": FontProperties(fname=font_path)} if font_path else {}
+    font = FontProperties(fname=font_path) if font_path else None
     cmap, norm = coverage_colormap()
     height = max(2.5, 0.3 * len(symbols) + 1.5)
     width = max(4.0, 0.45 * len(months) + 3)
@@ -140,7 +153,7 @@ def draw_coverage(rows: Sequence[dict[str, Any]], path: str | Path, title: str =
         if symbols:
             axes.imshow(grid, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
             axes.set_xticks(range(len(months)), months, rotation=90, fontsize=7)
-            axes.set_yticks(range(len(symbols)), labels[:-1], fontsize=7, **font)
+            axes.set_yticks(range(len(symbols)), labels[:-1], fontsize=7, fontproperties=font)
             axes.set_xticks([x - 0.5 for x in range(1, len(months))], minor=True)
             axes.set_yticks([y - 0.5 for y in range(1, len(symbols))], minor=True)
             axes.grid(which="minor", color="white", linewidth=0.5)
@@ -148,7 +161,7 @@ def draw_coverage(rows: Sequence[dict[str, Any]], path: str | Path, title: str =
         else:
             axes.set_axis_off()
             axes.text(0.5, 0.5, "no coverage rows", ha="center", va="center", transform=axes.transAxes)
-        axes.set_title(labels[-1], **font)
+        axes.set_title(labels[-1], fontproperties=font)
         ticks = range(len(COVERAGE_BINS))
         colorbar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, ticks=ticks)
         colorbar.ax.set_yticklabels([label for label, _ in COVERAGE_BINS], fontsize=7)
@@ -190,13 +203,18 @@ def _candidate_fonts() -> list[str]:
 
     def rank(entry: Any) -> tuple[int, bool, bool, str]:
         name = entry.name.lower()
-        preferred = next((i for i, p in enumerate(PREFERRED_FONTS) if name.startswith(p.lower())),
-                         len(PREFERRED_FONTS))
+        preferred = next(
+            (i for i, p in enumerate(PREFERRED_FONTS) if name.startswith(p.lower())), len(PREFERRED_FONTS)
+        )
         return preferred, entry.style != "normal", entry.weight not in (400, "normal", "regular"), entry.fname
 
-    entries = [e for e in fontManager.ttflist
-               if getattr(e, "index", 0) == 0 and not e.name.lower().startswith(EXCLUDED_FONTS)
-               and not Path(e.fname).name.lower().startswith(EXCLUDED_FONTS)]
+    entries = [
+        e
+        for e in fontManager.ttflist
+        if getattr(e, "index", 0) == 0
+        and not e.name.lower().startswith(EXCLUDED_FONTS)
+        and not Path(e.fname).name.lower().startswith(EXCLUDED_FONTS)
+    ]
     return list(dict.fromkeys(e.fname for e in sorted(entries, key=rank)))
 
 

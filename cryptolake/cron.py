@@ -43,10 +43,12 @@ def cron_trigger(expression: str) -> Trigger:
     minute, hour, day, month, weekday_field = fields
     weekday = _cron_weekdays(weekday_field)
     if not day.startswith("*") and not weekday_field.startswith("*"):  # cron: "*/2" is not a restriction
-        return OrTrigger([
-            CronTrigger(minute=minute, hour=hour, day=day, month=month, timezone="UTC"),
-            CronTrigger(minute=minute, hour=hour, month=month, day_of_week=weekday, timezone="UTC"),
-        ])
+        return OrTrigger(
+            [
+                CronTrigger(minute=minute, hour=hour, day=day, month=month, timezone="UTC"),
+                CronTrigger(minute=minute, hour=hour, month=month, day_of_week=weekday, timezone="UTC"),
+            ]
+        )
     return CronTrigger.from_crontab(" ".join((minute, hour, day, month, weekday)), timezone="UTC")
 
 

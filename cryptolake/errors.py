@@ -17,6 +17,7 @@
     │   ├── SchemaMismatch               a frame or partition differs from KLINE_SCHEMA; .path, .diff
     │   ├── LakeLocked                   another process holds the writer lock; .root
     │   └── InvalidSymbolName            a symbol unsafe as a path segment; .symbol
+    ├── QueryError                       a SQL statement over the lake failed (syntax, a refused write)
     ├── SchedulerError                   one scheduler per lake; none running to take a request
     ├── Interrupted                      a stop was asked for (Ctrl-C, SIGTERM): the work was cut short
     └── LoaderError                      a destination database
@@ -161,6 +162,10 @@ class Interrupted(CryptolakeError):
     def __init__(self, message: str, *, signum: int | None = None) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class QueryError(CryptolakeError):
+    """A SQL statement over the lake failed (syntax, unknown column, a refused write, ...)."""
 
 
 class SchedulerError(CryptolakeError):

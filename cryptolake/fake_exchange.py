@@ -81,8 +81,9 @@ MSG_RESTRICTED = (
 MSG_INVALID_PARAM = "Invalid data sent for a parameter."
 MSG_INTERNAL = "Internal error; unable to process your request. Please try again."
 MSG_SERVICE_UNAVAILABLE = "Service Unavailable."
-MSG_TIMEOUT = ("Timeout waiting for response from backend server. Send status unknown; execution "
-               "status unknown.")
+MSG_TIMEOUT = (
+    "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
+)
 MSG_BUSY = "Server is currently overloaded with other requests. Please try again in a few minutes."
 _LONG_RANGE = "^[0-9]{1,20}$"
 _SYMBOLS_RANGE = '^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$'
@@ -127,34 +128,54 @@ def default_symbols() -> list[FakeSymbol]:
     """
     t = to_ms
     return [
-        FakeSymbol("BTCUSDT", "BTC", "USDT", t("2017-08-17T04:00Z"), base_price=30_000.0,
-                   volume_scale=100.0),
-        FakeSymbol("ETHUSDT", "ETH", "USDT", t("2017-08-17T04:00Z"), base_price=2_000.0,
-                   volume_scale=23.0),
-        FakeSymbol("BNBUSDT", "BNB", "USDT", t("2017-11-06T03:00Z"), base_price=300.0,
-                   volume_scale=3.4),
-        FakeSymbol("XRPUSDT", "XRP", "USDT", t("2018-05-04T08:00Z"), base_price=0.5,
-                   volume_scale=9.0),
-        FakeSymbol("ADAUSDT", "ADA", "USDT", t("2018-04-17T04:00Z"), base_price=0.4,
-                   volume_scale=1.3),
-        FakeSymbol("DOGEUSDT", "DOGE", "USDT", t("2019-07-05T12:00Z"), base_price=0.1,
-                   volume_scale=5.5),
-        FakeSymbol("SOLUSDT", "SOL", "USDT", t("2020-08-11T06:00Z"), base_price=60.0,
-                   volume_scale=14.0),
-        FakeSymbol("NEWUSDT", "NEW", "USDT", t("2025-06-15T10:30Z"), base_price=1.5,
-                   volume_scale=0.5),
-        FakeSymbol("USDCUSDT", "USDC", "USDT", t("2018-12-15T04:00Z"), base_price=1.0,
-                   volume_scale=60.0, volatility=0.002),
-        FakeSymbol("FDUSDUSDT", "FDUSD", "USDT", t("2023-07-26T08:00Z"), base_price=1.0,
-                   volume_scale=37.0, volatility=0.002),
-        FakeSymbol("BTCUPUSDT", "BTCUP", "USDT", t("2020-05-14T08:00Z"),
-                   delisted_ms=t("2022-03-01T00:00Z"), base_price=5.0, volume_scale=0.3),
-        FakeSymbol("LUNAUSDT", "LUNA", "USDT", t("2020-08-21T10:00Z"),
-                   delisted_ms=t("2022-05-13T00:00Z"), base_price=50.0, volume_scale=2.1),
-        FakeSymbol("ETHBTC", "ETH", "BTC", t("2017-07-14T04:00Z"), base_price=0.06,
-                   volume_scale=0.00002),
-        FakeSymbol("币安人生USDT", "币安人生", "USDT", t("2025-10-08T08:00Z"), base_price=0.2,
-                   volume_scale=0.8),
+        FakeSymbol("BTCUSDT", "BTC", "USDT", t("2017-08-17T04:00Z"), base_price=30_000.0, volume_scale=100.0),
+        FakeSymbol("ETHUSDT", "ETH", "USDT", t("2017-08-17T04:00Z"), base_price=2_000.0, volume_scale=23.0),
+        FakeSymbol("BNBUSDT", "BNB", "USDT", t("2017-11-06T03:00Z"), base_price=300.0, volume_scale=3.4),
+        FakeSymbol("XRPUSDT", "XRP", "USDT", t("2018-05-04T08:00Z"), base_price=0.5, volume_scale=9.0),
+        FakeSymbol("ADAUSDT", "ADA", "USDT", t("2018-04-17T04:00Z"), base_price=0.4, volume_scale=1.3),
+        FakeSymbol("DOGEUSDT", "DOGE", "USDT", t("2019-07-05T12:00Z"), base_price=0.1, volume_scale=5.5),
+        FakeSymbol("SOLUSDT", "SOL", "USDT", t("2020-08-11T06:00Z"), base_price=60.0, volume_scale=14.0),
+        FakeSymbol("NEWUSDT", "NEW", "USDT", t("2025-06-15T10:30Z"), base_price=1.5, volume_scale=0.5),
+        FakeSymbol(
+            "USDCUSDT",
+            "USDC",
+            "USDT",
+            t("2018-12-15T04:00Z"),
+            base_price=1.0,
+            volume_scale=60.0,
+            volatility=0.002,
+        ),
+        FakeSymbol(
+            "FDUSDUSDT",
+            "FDUSD",
+            "USDT",
+            t("2023-07-26T08:00Z"),
+            base_price=1.0,
+            volume_scale=37.0,
+            volatility=0.002,
+        ),
+        FakeSymbol(
+            "BTCUPUSDT",
+            "BTCUP",
+            "USDT",
+            t("2020-05-14T08:00Z"),
+            delisted_ms=t("2022-03-01T00:00Z"),
+            base_price=5.0,
+            volume_scale=0.3,
+        ),
+        FakeSymbol(
+            "LUNAUSDT",
+            "LUNA",
+            "USDT",
+            t("2020-08-21T10:00Z"),
+            delisted_ms=t("2022-05-13T00:00Z"),
+            base_price=50.0,
+            volume_scale=2.1,
+        ),
+        FakeSymbol("ETHBTC", "ETH", "BTC", t("2017-07-14T04:00Z"), base_price=0.06, volume_scale=0.00002),
+        FakeSymbol(
+            "币安人生USDT", "币安人生", "USDT", t("2025-10-08T08:00Z"), base_price=0.2, volume_scale=0.8
+        ),
     ]
 
 
@@ -203,8 +224,14 @@ class Fault:
             raise ValueError("a fault must be consumed at least once (times >= 1)")
 
     @classmethod
-    def http(cls, status: int, code: int | None = None, msg: str | None = None,
-             path: str | None = None, times: int = 1) -> Fault:
+    def http(
+        cls,
+        status: int,
+        code: int | None = None,
+        msg: str | None = None,
+        path: str | None = None,
+        times: int = 1,
+    ) -> Fault:
         """Answer with HTTP ``status`` and body ``{"code": code or -1000, "msg": ...}``."""
         return cls("status", status=status, code=code, msg=msg, path=path, times=times)
 
@@ -224,8 +251,7 @@ class Fault:
         return cls("slow", delay_s=delay_s, path=path, times=times)
 
     @classmethod
-    def rate_limit(cls, retry_after_s: int = 1, path: str | None = None,
-                   times: int = 1) -> Fault:
+    def rate_limit(cls, retry_after_s: int = 1, path: str | None = None, times: int = 1) -> Fault:
         """Answer 429 with ``Retry-After: retry_after_s``."""
         return cls("rate_limit", status=429, retry_after_s=retry_after_s, path=path, times=times)
 
@@ -318,10 +344,10 @@ _WAVES = (
     (31 * HOUR_MS, 0.018),
     (3.7 * HOUR_MS, 0.006),
 )
-_NOISE_MINUTE = 0.003   # log-price noise at each minute (peak to peak)
+_NOISE_MINUTE = 0.003  # log-price noise at each minute (peak to peak)
 _NOISE_SECOND = 0.0006  # extra noise between minutes (for 1s candles)
-_WICK = 0.004           # wick size for a 1 h candle, grows with sqrt(duration)
-_QUOTE_PER_HOUR = 1e6   # quote volume per hour at volume_scale 1
+_WICK = 0.004  # wick size for a 1 h candle, grows with sqrt(duration)
+_QUOTE_PER_HOUR = 1e6  # quote volume per hour at volume_scale 1
 _TRADES_PER_HOUR = 3000.0
 
 
@@ -363,9 +389,13 @@ class _Series:
         for i, (period, amplitude) in enumerate(_WAVES):
             phase = (_mix64(seed ^ (100 + i)) >> 11) * _U53 * 2 * math.pi
             waves.append((2 * math.pi / period, phase, amplitude * sym.volatility))
-        ((self._w0, self._p0, self._a0), (self._w1, self._p1, self._a1),
-         (self._w2, self._p2, self._a2), (self._w3, self._p3, self._a3),
-         (self._w4, self._p4, self._a4)) = waves
+        (
+            (self._w0, self._p0, self._a0),
+            (self._w1, self._p1, self._a1),
+            (self._w2, self._p2, self._a2),
+            (self._w3, self._p3, self._a3),
+            (self._w4, self._p4, self._a4),
+        ) = waves
         self._noise_seed = _mix64(seed ^ 1)
         self._second_seed = _mix64(seed ^ 2)
         self._candle_seed = _mix64(seed ^ 3)
@@ -431,8 +461,7 @@ class _Series:
         """The hash seed of this symbol's candles of ``interval``."""
         return self._interval_seeds[interval]
 
-    def candle(self, seed: int, open_t: int, next_t: int, end: int, o: float,
-               c: float) -> tuple:
+    def candle(self, seed: int, open_t: int, next_t: int, end: int, o: float, c: float) -> tuple:
         """Raw values of the candle ``[open_t, next_t)`` as of ``end`` (``end == next_t``:
         final), given its open ``o = price(open_t)`` and close ``c = price(end)``; ``seed`` is
         :meth:`interval_seed`.
@@ -461,8 +490,19 @@ class _Series:
             quote_volume = volume * typical
         else:
             volume = quote_volume = 0.0
-        return (open_t, o, high, low, c, volume, next_t - 1, quote_volume, trades,
-                volume * taker, quote_volume * taker)
+        return (
+            open_t,
+            o,
+            high,
+            low,
+            c,
+            volume,
+            next_t - 1,
+            quote_volume,
+            trades,
+            volume * taker,
+            quote_volume * taker,
+        )
 
 
 _ROW_FORMAT = '[%d,"%.8f","%.8f","%.8f","%.8f","%.8f",%d,"%.8f",%d,"%.8f","%.8f","0"]'
@@ -478,8 +518,20 @@ def _row_json(row: tuple, micro: bool) -> str:
 def _row_list(row: tuple) -> list:
     """One kline as the decoded JSON array (ms times)."""
     open_t, o, h, lo, c, v, close_t, qv, n, tb, tq = row
-    return [open_t, f"{o:.8f}", f"{h:.8f}", f"{lo:.8f}", f"{c:.8f}", f"{v:.8f}", close_t,
-            f"{qv:.8f}", n, f"{tb:.8f}", f"{tq:.8f}", "0"]
+    return [
+        open_t,
+        f"{o:.8f}",
+        f"{h:.8f}",
+        f"{lo:.8f}",
+        f"{c:.8f}",
+        f"{v:.8f}",
+        close_t,
+        f"{qv:.8f}",
+        n,
+        f"{tb:.8f}",
+        f"{tq:.8f}",
+        "0",
+    ]
 
 
 def _d8(x: float) -> str:
@@ -489,8 +541,9 @@ def _d8(x: float) -> str:
 class _Market:
     """Symbols, outages and the candle/ticker/exchangeInfo views at a given "now"."""
 
-    def __init__(self, symbols: Iterable[FakeSymbol], outages: Iterable[tuple[int, int]],
-                 cache_rows: int = 0) -> None:
+    def __init__(
+        self, symbols: Iterable[FakeSymbol], outages: Iterable[tuple[int, int]], cache_rows: int = 0
+    ) -> None:
         self.symbols: dict[str, FakeSymbol] = {}
         for sym in symbols:
             if sym.symbol in self.symbols:
@@ -576,8 +629,9 @@ class _Market:
         out.reverse()
         return out
 
-    def select(self, sym: FakeSymbol, iv: Interval, now: int, start: int | None,
-               end: int | None, limit: int) -> list[int]:
+    def select(
+        self, sym: FakeSymbol, iv: Interval, now: int, start: int | None, end: int | None, limit: int
+    ) -> list[int]:
         """Open times Binance's klines endpoint returns for these parameters."""
         bounds = self.bounds(sym, iv, now)
         if bounds is None:
@@ -709,8 +763,7 @@ class _Market:
             "quoteAssetPrecision": 8,
             "baseCommissionPrecision": 8,
             "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT",
-                           "TAKE_PROFIT_LIMIT"],
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
             "icebergAllowed": True,
             "ocoAllowed": True,
             "otoAllowed": True,
@@ -720,11 +773,18 @@ class _Market:
             "isSpotTradingAllowed": True,
             "isMarginTradingAllowed": margin,
             "filters": [
-                {"filterType": "PRICE_FILTER", "minPrice": _d8(series.tick),
-                 "maxPrice": _d8(max(1000.0, sym.base_price * 1000)), "tickSize": _d8(series.tick)},
-                {"filterType": "LOT_SIZE", "minQty": _d8(series.step),
-                 "maxQty": _d8(9_000.0 if sym.base_price >= 100 else 90_000_000.0),
-                 "stepSize": _d8(series.step)},
+                {
+                    "filterType": "PRICE_FILTER",
+                    "minPrice": _d8(series.tick),
+                    "maxPrice": _d8(max(1000.0, sym.base_price * 1000)),
+                    "tickSize": _d8(series.tick),
+                },
+                {
+                    "filterType": "LOT_SIZE",
+                    "minQty": _d8(series.step),
+                    "maxQty": _d8(9_000.0 if sym.base_price >= 100 else 90_000_000.0),
+                    "stepSize": _d8(series.step),
+                },
             ],
             "permissions": [],
             "permissionSets": [["SPOT"]],
@@ -747,13 +807,11 @@ class _ApiError(Exception):
 
 
 def _mandatory(name: str) -> _ApiError:
-    return _ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or "
-                            "malformed.")
+    return _ApiError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
 
 def _illegal(name: str, legal: str) -> _ApiError:
-    return _ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                            f"'{legal}'.")
+    return _ApiError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '{legal}'.")
 
 
 def _long_param(params: dict[str, str], name: str) -> int | None:
@@ -914,8 +972,11 @@ class FakeExchange:
         max_log: int = 100_000,
         cache_rows: int = 0,
     ) -> None:
-        self._market = _Market(default_symbols() if symbols is None else symbols,
-                               DEFAULT_OUTAGES if outages is None else outages, cache_rows)
+        self._market = _Market(
+            default_symbols() if symbols is None else symbols,
+            DEFAULT_OUTAGES if outages is None else outages,
+            cache_rows,
+        )
         self._clock = clock
         self._follow = follow_wall_clock
         self._now_anchor = DEFAULT_NOW_MS if now is None else _as_ms(now)
@@ -941,8 +1002,8 @@ class FakeExchange:
         self._restricted = False
         self._window_id: int | None = None
         self._used = 0
-        self._retry_until = 0.0   # a request before this (after a 429) gets banned
-        self._grace_left = 0      # ... unless it is one of the requests in flight that are forgiven
+        self._retry_until = 0.0  # a request before this (after a 429) gets banned
+        self._grace_left = 0  # ... unless it is one of the requests in flight that are forgiven
         self._banned_until = 0.0
         self._ban_count = 0
         self._requests = 0
@@ -966,8 +1027,12 @@ class FakeExchange:
         server.exchange = self
         self._server = server
         self._port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name=f"fake-exchange-{self._port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"fake-exchange-{self._port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -1054,14 +1119,14 @@ class FakeExchange:
         chosen = tuple(dict.fromkeys(kinds))
         unknown = [kind for kind in chosen if kind not in CHAOS_KINDS]
         if unknown or not chosen:
-            raise ValueError(f"chaos kinds must be a non-empty subset of {CHAOS_KINDS}, got "
-                             f"{list(chosen)}")
+            raise ValueError(f"chaos kinds must be a non-empty subset of {CHAOS_KINDS}, got {list(chosen)}")
         if slow_s < 0:
             raise ValueError("slow_s must be >= 0")
         if isinstance(paths, str):
             paths = (paths,)
-        chaos = _Chaos(rate, chosen, None if paths is None else frozenset(paths), float(slow_s),
-                       random.Random(seed))
+        chaos = _Chaos(
+            rate, chosen, None if paths is None else frozenset(paths), float(slow_s), random.Random(seed)
+        )
         with self._lock:
             self._chaos = chaos if rate > 0 else None
 
@@ -1113,8 +1178,7 @@ class FakeExchange:
                 chaos_faults=dict(self._chaos_faults),
                 storm_rate_limited=self._storm_rate_limited,
                 max_window_weight=self._max_window_weight,
-                window_weights=[(float(wid * self._window_s), w)
-                                for wid, w in self._window_weights.items()],
+                window_weights=[(float(wid * self._window_s), w) for wid, w in self._window_weights.items()],
                 log=list(self._log),
             )
 
@@ -1123,8 +1187,9 @@ class FakeExchange:
         """The universe (including symbols not listed yet at now)."""
         return list(self._market.symbols.values())
 
-    def klines(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
-               closed_only: bool = True) -> list[list]:
+    def klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, closed_only: bool = True
+    ) -> list[list]:
         """Oracle: the 12-field arrays the API returns for candles opening in
         ``[start_ms, end_ms)``; ``closed_only`` drops the still-open candle."""
         now = self.now_ms()
@@ -1136,8 +1201,7 @@ class FakeExchange:
         if bounds is None or end_ms <= start_ms:
             return []
         first, last = bounds
-        opens = self._market.forward(iv, max(first, iv.ceil(start_ms)), min(last, end_ms - 1),
-                                     None)
+        opens = self._market.forward(iv, max(first, iv.ceil(start_ms)), min(last, end_ms - 1), None)
         rows = self._market.rows(sym, iv, opens, now)
         if closed_only and rows and rows[-1][6] >= now:
             rows.pop()
@@ -1179,8 +1243,7 @@ class FakeExchange:
         num, unit = _window_label(self._window_s)
         return f"X-MBX-USED-WEIGHT-{num}{unit[0]}"
 
-    def _admit(self, path: str,
-               weight: int) -> tuple[_Reply | None, Fault | None, int, str | None]:
+    def _admit(self, path: str, weight: int) -> tuple[_Reply | None, Fault | None, int, str | None]:
         """Decide, under the lock, whether the request is refused before reaching the endpoint.
 
         Returns (refusal or None, fault to apply to the normal answer or None, weight charged,
@@ -1199,9 +1262,20 @@ class FakeExchange:
             self._grace_left -= 1  # was in flight when the 429 went out: another 429, no ban
             num, unit = _window_label(self._window_s)
             retry = max(1, math.ceil(self._retry_until - t))
-            return _Reply(429, _error_body(-1003, f"Too much request weight used; current limit is "
-                                                  f"{self._weight_limit} request weight per {num} {unit}."),
-                          [("Retry-After", str(retry))]), None, 0, None
+            return (
+                _Reply(
+                    429,
+                    _error_body(
+                        -1003,
+                        f"Too much request weight used; current limit is "
+                        f"{self._weight_limit} request weight per {num} {unit}.",
+                    ),
+                    [("Retry-After", str(retry))],
+                ),
+                None,
+                0,
+                None,
+            )
         if t < self._retry_until:
             length = min(self._ban_s * 2**self._ban_count, MAX_BAN_S)
             self._ban_count += 1
@@ -1283,16 +1357,20 @@ class FakeExchange:
             self._grace_left = self._ban_grace
         self._retry_until = max(self._retry_until, t + retry_after_s)
         num, unit = _window_label(self._window_s)
-        msg = (f"Too much request weight used; current limit is {self._weight_limit} request "
-               f"weight per {num} {unit}. Please use WebSocket Streams for live updates to avoid "
-               "polling the API.")
+        msg = (
+            f"Too much request weight used; current limit is {self._weight_limit} request "
+            f"weight per {num} {unit}. Please use WebSocket Streams for live updates to avoid "
+            "polling the API."
+        )
         return _Reply(429, _error_body(-1003, msg), [("Retry-After", str(retry_after_s))])
 
     def _ban_reply(self, t: float) -> _Reply:
         """A 418 for the current ban."""
         until_ms = int(self._banned_until * 1000)
-        msg = (f"Way too much request weight used; IP banned until {until_ms}. Please use "
-               "WebSocket Streams for live updates to avoid bans.")
+        msg = (
+            f"Way too much request weight used; IP banned until {until_ms}. Please use "
+            "WebSocket Streams for live updates to avoid bans."
+        )
         retry = max(1, math.ceil(self._banned_until - t))
         return _Reply(418, _error_body(-1003, msg), [("Retry-After", str(retry))])
 
@@ -1307,8 +1385,9 @@ class FakeExchange:
         reply.delay_s += fault.delay_s
         return reply
 
-    def _record(self, path: str, params: dict[str, str], status: int, weight: int,
-                used: int, chaos: str | None = None) -> None:
+    def _record(
+        self, path: str, params: dict[str, str], status: int, weight: int, used: int, chaos: str | None = None
+    ) -> None:
         self._requests += 1
         self._by_path[path] = self._by_path.get(path, 0) + 1
         self._by_status[status] = self._by_status.get(status, 0) + 1
@@ -1320,13 +1399,11 @@ class FakeExchange:
             self._storm_rate_limited += 1
         elif chaos is not None:
             self._chaos_faults[chaos] = self._chaos_faults.get(chaos, 0) + 1
-        self._log.append(RequestRecord(time.monotonic(), path, dict(params), status, weight, used,
-                                       chaos))
+        self._log.append(RequestRecord(time.monotonic(), path, dict(params), status, weight, used, chaos))
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    def _endpoint(self, method: str, path: str, params: dict[str, str], micro: bool,
-                  now: int) -> _Reply:
+    def _endpoint(self, method: str, path: str, params: dict[str, str], micro: bool, now: int) -> _Reply:
         """Run the endpoint for ``path``; Binance errors become 4xx JSON answers."""
         handler = _ENDPOINTS.get(path)
         if handler is None:
@@ -1361,10 +1438,13 @@ class FakeExchange:
             "timezone": "UTC",
             "serverTime": now * 1000 if micro else now,
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": unit, "intervalNum": num,
-                 "limit": self._weight_limit},
-                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5,
-                 "limit": 300000},
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": unit,
+                    "intervalNum": num,
+                    "limit": self._weight_limit,
+                },
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 300000},
             ],
             "exchangeFilters": [],
             "symbols": [self._market.symbol_info(sym, now) for sym in chosen],
@@ -1402,8 +1482,7 @@ class FakeExchange:
             chosen = self._market.visible(now)
         if status is not None:
             if single and chosen[0].status_at(now) != status:
-                raise _ApiError(-1220, "The symbol's status does not match the requested "
-                                       "symbolStatus.")
+                raise _ApiError(-1220, "The symbol's status does not match the requested symbolStatus.")
             chosen = [s for s in chosen if s.status_at(now) == status]
         tickers = [self._market.ticker(sym, now, kind == "MINI") for sym in chosen]
         if micro:
@@ -1450,16 +1529,23 @@ class FakeExchange:
         try:
             data = self._control_action(method, path, params, body)
         except (KeyError, ValueError, TypeError) as exc:
-            return _Reply(400, _json_bytes({"error": f"{type(exc).__name__}: {exc}"}),
-                          [("Content-Type", JSON_CONTENT_TYPE)])
+            return _Reply(
+                400,
+                _json_bytes({"error": f"{type(exc).__name__}: {exc}"}),
+                [("Content-Type", JSON_CONTENT_TYPE)],
+            )
         if data is None:
-            return _Reply(404, _json_bytes({"error": f"unknown control call {method} {path}"}),
-                          [("Content-Type", JSON_CONTENT_TYPE)])
+            return _Reply(
+                404,
+                _json_bytes({"error": f"unknown control call {method} {path}"}),
+                [("Content-Type", JSON_CONTENT_TYPE)],
+            )
         return _Reply(200, _json_bytes(data), [("Content-Type", JSON_CONTENT_TYPE)])
 
-    def _control_action(self, method: str, path: str, params: dict[str, str],
-                        body: bytes) -> dict[str, Any] | None:
-        action = path[len(CONTROL_PREFIX):]
+    def _control_action(
+        self, method: str, path: str, params: dict[str, str], body: bytes
+    ) -> dict[str, Any] | None:
+        action = path[len(CONTROL_PREFIX) :]
         if method == "GET" and action == "stats":
             return self.stats().to_json(include_log=params.get("log") in ("1", "true"))
         if method != "POST":
@@ -1616,12 +1702,15 @@ def serve(*, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
         with exchange:
             print(f"Fake Binance exchange listening on {exchange.base_url}", flush=True)
             if chaos_rate > 0:
-                print(f"Chaos: {chaos_rate * 100:g}% of /api/v3/klines requests fail "
-                      f"({', '.join(chaos_kinds)}; seed {chaos_seed})", flush=True)
+                print(
+                    f"Chaos: {chaos_rate * 100:g}% of /api/v3/klines requests fail "
+                    f"({', '.join(chaos_kinds)}; seed {chaos_seed})",
+                    flush=True,
+                )
             while not stopping.wait(0.2):
                 pass
     except KeyboardInterrupt:
         pass
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -184,7 +184,9 @@ class DataGapDetector:
         end_date: date | datetime | str | int | None = None,
     ) -> list[Gap]:
         """Missing slots and off-grid or duplicate rows inside the stored range."""
-        return [g for g in self.find_all_gaps(crypto_symbol, start_date, end_date) if g.position == "internal"]
+        return [
+            g for g in self.find_all_gaps(crypto_symbol, start_date, end_date) if g.position == "internal"
+        ]
 
     def get_collection_summary(
         self,
@@ -289,8 +291,10 @@ class DataGapDetector:
             except Interrupted:
                 raise
             except CryptolakeError as exc:
-                raise SourceError(f"cannot judge forward gaps without the exchange's clock ({exc}); try again, "
-                                  "or use --offline to judge them by this machine's clock") from exc
+                raise SourceError(
+                    f"cannot judge forward gaps without the exchange's clock ({exc}); try again, "
+                    "or use --offline to judge them by this machine's clock"
+                ) from exc
         return self.grid.floor(int(self._clock() * 1000))
 
     def _exchange_last(self, symbol: str, last: int) -> int:
@@ -342,17 +346,29 @@ class DataGapDetector:
         self, symbol: str, lo: int, hi: int, position: Position, windows: list[Window], now_ms: int
     ) -> list[Gap]:
         known = [
-            (self.grid.index(w.start_ms), self.grid.index(w.end_ms), w)
-            for w in windows
-            if w.symbol == symbol
+            (self.grid.index(w.start_ms), self.grid.index(w.end_ms), w) for w in windows if w.symbol == symbol
         ]
         recheck_ms = self.exchange_gap_recheck_days * DAY_MS
         out = []
         for a, b, window in split_by_windows(lo, hi, [(wa, wb, w) for wa, wb, w in known]):
             kind: GapKind = "missing" if window is None else window.kind
-            due = bool(window and kind == "exchange_gap" and recheck_ms and now_ms - window.checked_ms >= recheck_ms)
+            due = bool(
+                window and kind == "exchange_gap" and recheck_ms and now_ms - window.checked_ms >= recheck_ms
+            )
             error = window.error if window is not None and kind == "failed" else None
-            out.append(Gap(symbol, self.interval, kind, position, self.grid.at(a), self.grid.at(b), b - a + 1, due, error))
+            out.append(
+                Gap(
+                    symbol,
+                    self.interval,
+                    kind,
+                    position,
+                    self.grid.at(a),
+                    self.grid.at(b),
+                    b - a + 1,
+                    due,
+                    error,
+                )
+            )
         return out
 
 
@@ -461,7 +477,11 @@ def coverage_rows(result: GapScan) -> list[dict[str, Any]]:
     grid = Interval(result.interval)
     out = []
     for symbol, span in sorted(result.spans.items()):
-        if span.expected_first is None or span.expected_last is None or span.expected_first > span.expected_last:
+        if (
+            span.expected_first is None
+            or span.expected_last is None
+            or span.expected_first > span.expected_last
+        ):
             continue
         lo_ms, hi_ms = grid.at(span.expected_first), grid.at(span.expected_last + 1)
         month_ms = _month_floor(lo_ms)
@@ -486,11 +506,29 @@ def save_report(lake: Lake, result: GapScan) -> None:
     gaps = [{**g.to_dict(), "start_time": g.start_ms, "end_time": g.end_ms, **judged} for g in result.gaps]
     coverage = [{**row, **judged} for row in coverage_rows(result)]
     times = ("start_time", "end_time", "judged_at")
-    gap_schema = {"symbol": pl.String, "interval": pl.String, "kind": pl.String, "position": pl.String,
-                  "start_time": pl.Int64, "end_time": pl.Int64, "count": pl.Int64, "judged_at": pl.Int64}
-    cov_schema = {"symbol": pl.String, "interval": pl.String, "month": pl.String, "expected": pl.Int64,
-                  "present": pl.Int64, "completeness_percent": pl.Float64, "judged_at": pl.Int64}
-    for name, rows, schema, stamp in (("gaps.parquet", gaps, gap_schema, times), ("coverage.parquet", coverage, cov_schema, ("judged_at",))):
+    gap_schema = {
+        "symbol": pl.String,
+        "interval": pl.String,
+        "kind": pl.String,
+        "position": pl.String,
+        "start_time": pl.Int64,
+        "end_time": pl.Int64,
+        "count": pl.Int64,
+        "judged_at": pl.Int64,
+    }
+    cov_schema = {
+        "symbol": pl.String,
+        "interval": pl.String,
+        "month": pl.String,
+        "expected": pl.Int64,
+        "present": pl.Int64,
+        "completeness_percent": pl.Float64,
+        "judged_at": pl.Int64,
+    }
+    for name, rows, schema, stamp in (
+        ("gaps.parquet", gaps, gap_schema, times),
+        ("coverage.parquet", coverage, cov_schema, ("judged_at",)),
+    ):
         frame = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema, orient="row")
         frame = frame.with_columns(pl.col(c).cast(pl.Datetime("ms", "UTC")) for c in stamp)
         path = meta_dir(lake.root) / name
@@ -603,10 +641,15 @@ class _GapQuery:
         else:
             index = f"(({time_ms} - {self.grid.origin_ms}) // {self.grid.fixed_ms})"
             on_grid = f"(({time_ms} - {self.grid.origin_ms}) % {self.grid.fixed_ms} = 0)"
-        empty = ("SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS month, 0::BIGINT AS t, 0::BIGINT AS idx, "
-                 "false AS on_grid, false AS in_month WHERE false")
+        empty = (
+            "SELECT NULL::VARCHAR AS symbol, NULL::VARCHAR AS month, 0::BIGINT AS t, 0::BIGINT AS idx, "
+            "false AS on_grid, false AS in_month WHERE false"
+        )
         sources, n = [], 0
-        for files, in_month in ((self.trusted, "true"), (self.foreign, "strftime(open_time, '%Y-%m') = month")):
+        for files, in_month in (
+            (self.trusted, "true"),
+            (self.foreign, "strftime(open_time, '%Y-%m') = month"),
+        ):
             if files:  # cryptolake's own files hold only their month; another tool's may not
                 n += 1
                 sources.append(f"""

@@ -109,8 +109,15 @@ class CommitGate:
     tidied at the first acquisition.
     """
 
-    def __init__(self, lake: Lake, *, on_wait: Callable[[], None] | None = None,
-                 cancel: threading.Event | None = None, max_hold_s: float = 0.5, pause_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        on_wait: Callable[[], None] | None = None,
+        cancel: threading.Event | None = None,
+        max_hold_s: float = 0.5,
+        pause_s: float = 0.2,
+    ) -> None:
         self.lake = lake
         self._on_wait = on_wait
         self._cancel = cancel
@@ -136,7 +143,9 @@ class CommitGate:
             while self._draining:
                 self._cond.wait()
             if self._lock is None:
-                self._lock = self.lake.acquire_writer_lock(wait=True, on_wait=self._waiting, cancel=self._cancel)
+                self._lock = self.lake.acquire_writer_lock(
+                    wait=True, on_wait=self._waiting, cancel=self._cancel
+                )
                 self._since = time.monotonic()
                 if not self._tidied:
                     self._tidied = True
@@ -191,10 +200,21 @@ class Pipeline:
         emit: receives progress events (from the coordinator thread).
     """
 
-    def __init__(self, client: BinanceClient, lake: Lake, meta: LakeMeta, gate: CommitGate, grid: Interval, *,
-                 batch_candles: int, window_attempts: int, stop: threading.Event,
-                 backoff_s: Callable[[int], float], now_ms: Callable[[], int],
-                 emit: Callable[[ProgressEvent], None]) -> None:
+    def __init__(
+        self,
+        client: BinanceClient,
+        lake: Lake,
+        meta: LakeMeta,
+        gate: CommitGate,
+        grid: Interval,
+        *,
+        batch_candles: int,
+        window_attempts: int,
+        stop: threading.Event,
+        backoff_s: Callable[[int], float],
+        now_ms: Callable[[], int],
+        emit: Callable[[ProgressEvent], None],
+    ) -> None:
         self.client = client
         self.lake = lake
         self.meta = meta
@@ -230,7 +250,9 @@ class Pipeline:
         self._windows = [w for w in windows if not self._plan_at_once(w)]
         for window in self._windows:
             self._by_symbol.setdefault(window.symbol, []).append(window)
-        fetchers = self._fetchers = ThreadPoolExecutor(self.concurrency, thread_name_prefix="cryptolake-fetch")
+        fetchers = self._fetchers = ThreadPoolExecutor(
+            self.concurrency, thread_name_prefix="cryptolake-fetch"
+        )
         writers = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="cryptolake-commit")
         try:
             while True:
@@ -270,7 +292,9 @@ class Pipeline:
 
     def _set_plan(self, window: FetchWindow, lo: int, prefetched: tuple[int, int] | None) -> bool:
         window.lo = lo
-        window.plan = plan = plan_window(self.grid, lo, window.hi, self.batch_candles, window.descending, prefetched)
+        window.plan = plan = plan_window(
+            self.grid, lo, window.hi, self.batch_candles, window.descending, prefetched
+        )
         window.lookahead = 2 * self.concurrency + max((len(p) for p in plan.unit_pages), default=1)
         expected = self.grid.count(lo, window.hi) if lo < window.hi else 0
         window.result.expected_rows += expected
@@ -333,7 +357,9 @@ class Pipeline:
         """On a fetcher thread: one page (or look-up); the outcome goes to the coordinator."""
         try:
             if index == _FIRST:
-                value: Any = self.client.get_klines_page(window.symbol, self.grid.name, window.lo, as_arrow=True)
+                value: Any = self.client.get_klines_page(
+                    window.symbol, self.grid.name, window.lo, as_arrow=True
+                )
             elif index == _LISTING:
                 value = self.client.first_open_time(window.symbol, self.grid.name)
             else:
@@ -386,8 +412,11 @@ class Pipeline:
             if window.stored is None:
                 window.result.note = "the exchange has no candles for this symbol"
             elif start is not None:
-                self._meta_op(lambda: self.meta.record_start(self.grid.name, symbol, self.grid.ceil(start),
-                                                             self.now_ms()))
+                self._meta_op(
+                    lambda: self.meta.record_start(
+                        self.grid.name, symbol, self.grid.ceil(start), self.now_ms()
+                    )
+                )
             return
         window.frames[_FIRST] = frame
         self._held += 1
@@ -407,7 +436,9 @@ class Pipeline:
         window.waiting = False
         if listing is not None:
             window.listing = listing
-            self._meta_op(lambda: self.meta.record_listing(self.grid.name, window.symbol, listing, self.now_ms()))
+            self._meta_op(
+                lambda: self.meta.record_listing(self.grid.name, window.symbol, listing, self.now_ms())
+            )
         self._plan_from_first_page(window)
 
     def _plan_from_first_page(self, window: FetchWindow) -> None:
@@ -451,8 +482,13 @@ class Pipeline:
         transient = isinstance(error, Transient) and not isinstance(error, IPBanned)
         if transient and failures < self.window_attempts and not self.stop.is_set():
             delay = self.backoff_s(failures - 1)
-            log.info("%s %s: a request failed (%s); asking again in %.1f s", window.direction, window.symbol,
-                     error, delay)
+            log.info(
+                "%s %s: a request failed (%s); asking again in %.1f s",
+                window.direction,
+                window.symbol,
+                error,
+                delay,
+            )
             self._retries.append((time.monotonic() + delay, window, index))
             return
         window.outstanding -= 1
@@ -466,7 +502,9 @@ class Pipeline:
             log.error("unexpected failure collecting %s", window.symbol, exc_info=error)
         self._fail(window, error, record=isinstance(error, CryptolakeError), failed_page=index)
 
-    def _fail(self, window: FetchWindow, error: BaseException, *, record: bool, failed_page: int | None = None) -> None:
+    def _fail(
+        self, window: FetchWindow, error: BaseException, *, record: bool, failed_page: int | None = None
+    ) -> None:
         """Give up a window; with ``record``, the slots it could not fetch are recorded ``failed``
         (so ``gaps`` lists them and ``fill-gaps`` asks again)."""
         if window.finished:
@@ -485,14 +523,15 @@ class Pipeline:
         start, symbol = window.record_start, window.symbol
         window.record_start = None
 
-        def record() -> None:
+        def record_failure() -> None:
             now = self.now_ms()
             if start is not None:
                 self.meta.record_start(self.grid.name, symbol, self.grid.ceil(start), now)
-            self.meta.record_window(Window(self.grid.name, symbol, "failed", lo, self.grid.floor(hi - 1), now, now,
-                                           error=text))
+            self.meta.record_window(
+                Window(self.grid.name, symbol, "failed", lo, self.grid.floor(hi - 1), now, now, error=text)
+            )
 
-        self._meta_op(record)
+        self._meta_op(record_failure)
 
     def _unwritten(self, window: FetchWindow, page: int | None) -> tuple[int, int] | None:
         """The slots a failed request left unfetched: its page, or the whole window if it was
@@ -504,9 +543,7 @@ class Pipeline:
 
     def _release(self, window: FetchWindow, *, everything: bool = False, upto_unit: int = -1) -> None:
         """Drop the fetched pages no unit needs any more."""
-        if window.plan is None:
-            dropped = list(window.frames)
-        elif everything:
+        if window.plan is None or everything:
             dropped = list(window.frames)
         else:
             dropped = [p for p in window.frames if p >= 0 and window.plan.last_use[p] <= upto_unit]
@@ -536,16 +573,18 @@ class Pipeline:
             start, window.record_start = window.record_start, None
             pool.submit(self._commit, window, k, pages, evidence, start)
 
-    def _commit(self, window: FetchWindow, k: int, pages: list[pa.Table], evidence: _Evidence,
-                start: int | None) -> None:
+    def _commit(
+        self, window: FetchWindow, k: int, pages: list[pa.Table], evidence: _Evidence, start: int | None
+    ) -> None:
         """On a commit thread: what the unit's fetch proved goes into the metadata, then its
         candles into the lake, under the writer lock."""
         assert window.plan is not None
         u_lo, u_hi = window.plan.units[k]
         try:
             unit = _unit_rows(pages, u_lo, u_hi)
-            settle_lo, settle_last, outages, carry = _outages(self.grid, unit, u_lo, u_hi, window.descending,
-                                                             window.carry, evidence)
+            settle_lo, settle_last, outages, carry = _outages(
+                self.grid, unit, u_lo, u_hi, window.descending, window.carry, evidence
+            )
             with self.gate.held():
                 now = self.now_ms()
                 if start is not None:
@@ -628,15 +667,32 @@ class _Evidence:
 
     @staticmethod
     def of(window: FetchWindow) -> _Evidence:
-        before = [t for t in (window.stored[0] if window.stored else None, window.listing,
-                              window.seen[0] if window.seen else None) if t is not None]
-        after = [t for t in (window.stored[1] if window.stored else None,
-                             window.seen[1] if window.seen else None) if t is not None]
+        before = [
+            t
+            for t in (
+                window.stored[0] if window.stored else None,
+                window.listing,
+                window.seen[0] if window.seen else None,
+            )
+            if t is not None
+        ]
+        after = [
+            t
+            for t in (window.stored[1] if window.stored else None, window.seen[1] if window.seen else None)
+            if t is not None
+        ]
         return _Evidence(min(before, default=None), max(after, default=None))
 
 
-def _outages(grid: Interval, unit: pa.Table, u_lo: int, u_hi: int, descending: bool,
-             carry: tuple[int, int] | None, evidence: _Evidence) -> tuple[int, int, list[tuple[int, int]], Any]:
+def _outages(
+    grid: Interval,
+    unit: pa.Table,
+    u_lo: int,
+    u_hi: int,
+    descending: bool,
+    carry: tuple[int, int] | None,
+    evidence: _Evidence,
+) -> tuple[int, int, list[tuple[int, int]], Any]:
     """What one unit's fetch proved: ``(first, last slot settled, outages, carry)``.
 
     An outage is a run of slots the exchange returned nothing for although the symbol has candles
@@ -649,10 +705,16 @@ def _outages(grid: Interval, unit: pa.Table, u_lo: int, u_hi: int, descending: b
     rows = unit.num_rows
     if carry is None and rows and rows == grid.count(first, last + 1) and _time_span(unit) == (first, last):
         return first, last, [], None  # every slot, in order, unique: no hole (the usual case)
-    fetched = [grid.index(t) for t in unit.column("open_time").cast(pa.int64()).to_pylist() if grid.is_on_grid(t)]
+    fetched = [
+        grid.index(t) for t in unit.column("open_time").cast(pa.int64()).to_pylist() if grid.is_on_grid(t)
+    ]
     holes = missing_runs(fetched, grid.index(first), grid.index(last))
-    lowest = min([*fetched, *([grid.index(evidence.earliest)] if evidence.earliest is not None else [])], default=None)
-    highest = max([*fetched, *([grid.index(evidence.latest)] if evidence.latest is not None else [])], default=None)
+    lowest = min(
+        [*fetched, *([grid.index(evidence.earliest)] if evidence.earliest is not None else [])], default=None
+    )
+    highest = max(
+        [*fetched, *([grid.index(evidence.latest)] if evidence.latest is not None else [])], default=None
+    )
     outages, next_carry = [], None
     for a, b in holes:
         if lowest is not None and highest is not None and lowest < a and b < highest:

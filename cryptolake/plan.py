@@ -40,8 +40,9 @@ class WindowPlan:
     last_use: tuple[int, ...] = field(repr=False)
 
 
-def page_ranges(grid: Interval, lo: int, hi: int, descending: bool = False,
-                size: int = PAGE_CANDLES) -> list[tuple[int, int]]:
+def page_ranges(
+    grid: Interval, lo: int, hi: int, descending: bool = False, size: int = PAGE_CANDLES
+) -> list[tuple[int, int]]:
     """``[lo, hi)`` cut into ranges of ``size`` grid slots, in commit order.
 
     Descending, the cuts are counted from ``hi``, so the ranges fetched first are full.
@@ -56,7 +57,9 @@ def page_ranges(grid: Interval, lo: int, hi: int, descending: bool = False,
     return [(grid.at(a), grid.at(b)) for a, b in zip(edges, edges[1:], strict=False)]
 
 
-def unit_ranges(grid: Interval, lo: int, hi: int, batch_candles: int, descending: bool = False) -> list[tuple[int, int]]:
+def unit_ranges(
+    grid: Interval, lo: int, hi: int, batch_candles: int, descending: bool = False
+) -> list[tuple[int, int]]:
     """``[lo, hi)`` cut at month boundaries, and a month with more than 1.5 times
     ``batch_candles`` slots into about equal parts of about ``batch_candles``, in commit order."""
     first, last = grid.index(grid.ceil(lo)), grid.index(grid.ceil(hi))
@@ -75,8 +78,14 @@ def unit_ranges(grid: Interval, lo: int, hi: int, batch_candles: int, descending
     return list(reversed(ranges)) if descending else ranges
 
 
-def plan_window(grid: Interval, lo: int, hi: int, batch_candles: int, descending: bool = False,
-                prefetched: tuple[int, int] | None = None) -> WindowPlan:
+def plan_window(
+    grid: Interval,
+    lo: int,
+    hi: int,
+    batch_candles: int,
+    descending: bool = False,
+    prefetched: tuple[int, int] | None = None,
+) -> WindowPlan:
     """Pages and units of the window ``[lo, hi)`` and which pages each unit needs.
 
     ``prefetched``: ``[lo, x)``, already fetched (the first page of a window whose start had to
@@ -88,7 +97,9 @@ def plan_window(grid: Interval, lo: int, hi: int, batch_candles: int, descending
         if prefetched[0] != lo:
             raise ValueError("a prefetched range starts the window")
         pages = [prefetched, *page_ranges(grid, prefetched[1], hi, descending)]
-    unit_pages = tuple(tuple(i for i, (a, b) in enumerate(pages) if a < u_hi and u_lo < b) for u_lo, u_hi in units)
+    unit_pages = tuple(
+        tuple(i for i, (a, b) in enumerate(pages) if a < u_hi and u_lo < b) for u_lo, u_hi in units
+    )
     last_use = [-1] * len(pages)
     for k, needed in enumerate(unit_pages):
         for i in needed:

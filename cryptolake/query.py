@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from cryptolake.errors import CryptolakeError, Interrupted, LakeError
+from cryptolake.errors import Interrupted, LakeError, QueryError
 from cryptolake.lake import ARROW_SCHEMA, Lake
 from cryptolake.lake.layout import DATA_FILE, is_valid_month, is_valid_symbol, klines_dir, meta_dir
 from cryptolake.lake.meta import WINDOWS_FILE
@@ -84,10 +84,6 @@ _META_VIEWS: dict[str, tuple[str, pa.Schema]] = {
 #: The ``klines`` view's columns: the partition keys, then the candle schema.
 KLINES_SCHEMA = pa.schema([*(pa.field(k, pa.string()) for k in PARTITION_KEYS), *ARROW_SCHEMA])
 _VIEW_SCHEMAS = {"klines": KLINES_SCHEMA, **{view: schema for view, (_, schema) in _META_VIEWS.items()}}
-
-
-class QueryError(CryptolakeError):
-    """A SQL statement over the lake failed (syntax, unknown column, a refused write, ...)."""
 
 
 @dataclass
@@ -129,8 +125,13 @@ def klines_dataset(lake: Lake | str | Path) -> ds.Dataset:
     if not files:
         return ds.dataset(KLINES_SCHEMA.empty_table())
     partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITION_KEYS]), flavor="hive")
-    return ds.dataset(files, schema=KLINES_SCHEMA, format="parquet", partitioning=partitioning,
-                      partition_base_dir=str(klines_dir(root)))
+    return ds.dataset(
+        files,
+        schema=KLINES_SCHEMA,
+        format="parquet",
+        partitioning=partitioning,
+        partition_base_dir=str(klines_dir(root)),
+    )
 
 
 def connect(
@@ -206,8 +207,10 @@ def run_sql(
                 raise KeyboardInterrupt from None
             raise
         except (duckdb.IOException, pa.ArrowException) as exc:
-            raise LakeError(f"cannot read the lake: {_one_line(exc)}; `cryptolake gaps` names an unreadable "
-                            "partition: move it aside, the next collection fetches its month again") from None
+            raise LakeError(
+                f"cannot read the lake: {_one_line(exc)}; `cryptolake gaps` names an unreadable "
+                "partition: move it aside, the next collection fetches its month again"
+            ) from None
         except duckdb.Error as exc:
             raise QueryError(_one_line(exc)) from None
     finally:
@@ -226,22 +229,43 @@ def run_sql(
 _QUERIES = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.MULTI)
 #: What :func:`run_sql` shapes the columns for.
 OutputKind = Literal["arrow", "text", "csv", "json", "parquet"]
-_NUMBERS = frozenset({"boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint",
-                      "uinteger", "ubigint", "float", "double", "decimal", "hugeint", "uhugeint"})
+_NUMBERS = frozenset(
+    {
+        "boolean",
+        "tinyint",
+        "smallint",
+        "integer",
+        "bigint",
+        "utinyint",
+        "usmallint",
+        "uinteger",
+        "ubigint",
+        "float",
+        "double",
+        "decimal",
+        "hugeint",
+        "uhugeint",
+    }
+)
 _NESTED = frozenset({"list", "struct", "map", "array", "union"})
 #: Numbers JSON must carry digit for digit (a float would round them; Arrow's 128-bit decimal
 #: overflows above 2**127).
 _EXACT_NUMBERS = frozenset({"decimal", "hugeint", "uhugeint", "bignum", "varint"})
 #: Types Parquet (through pyarrow) cannot store exactly: written as their text.
-_NOT_PARQUET = frozenset({"interval", "bit", "bignum", "varint", "time with time zone", "union", "hugeint",
-                          "uhugeint"})
+_NOT_PARQUET = frozenset(
+    {"interval", "bit", "bignum", "varint", "time with time zone", "union", "hugeint", "uhugeint"}
+)
 #: The same inside a nested type's name (``UHUGEINT[]``, ``STRUCT(x HUGEINT)``): then the whole
 #: value goes as JSON text (a false match only costs the native nesting, never a digit).
-_HOLDS_NOT_PARQUET = re.compile(r"\b(U?HUGEINT|INTERVAL|BIT|BIGNUM|VARINT|TIME WITH TIME ZONE|TIMETZ|UNION)\b")
+_HOLDS_NOT_PARQUET = re.compile(
+    r"\b(U?HUGEINT|INTERVAL|BIT|BIGNUM|VARINT|TIME WITH TIME ZONE|TIMETZ|UNION)\b"
+)
 _UTC_MS = "'%Y-%m-%dT%H:%M:%S.%gZ'"
 
 
-def _shape(relation: duckdb.DuckDBPyRelation, output: OutputKind) -> tuple[duckdb.DuckDBPyRelation, dict[int, str]]:
+def _shape(
+    relation: duckdb.DuckDBPyRelation, output: OutputKind
+) -> tuple[duckdb.DuckDBPyRelation, dict[int, str]]:
     """The relation with each column cast for ``output``; and, for ``json``, the columns that
     hold JSON text (``nested``) or a number as exact text (``number``)."""
     if output == "arrow":
@@ -271,8 +295,10 @@ def _shape(relation: duckdb.DuckDBPyRelation, output: OutputKind) -> tuple[duckd
 
 def _utc_text(col: str) -> str:
     """A UTC time as ``...T00:00:00Z``, with milliseconds only when there are some."""
-    return (f"CASE WHEN epoch_ms({col}) % 1000 = 0 THEN strftime({col}, '%Y-%m-%dT%H:%M:%SZ') "
-            f"ELSE strftime({col}, {_UTC_MS}) END")
+    return (
+        f"CASE WHEN epoch_ms({col}) % 1000 = 0 THEN strftime({col}, '%Y-%m-%dT%H:%M:%SZ') "
+        f"ELSE strftime({col}, {_UTC_MS}) END"
+    )
 
 
 class ExactNumber(str):
@@ -290,8 +316,10 @@ def to_json_rows(result: SqlResult) -> list[dict[str, Any]]:
         values = column.to_pylist()
         mark = result.json_columns.get(i)
         if mark == "nested":
-            values = [None if v is None else json.loads(v, parse_constant=lambda _: None, parse_float=_exact_float)
-                      for v in values]
+            values = [
+                None if v is None else json.loads(v, parse_constant=lambda _: None, parse_float=_exact_float)
+                for v in values
+            ]
         elif mark == "number":
             values = [None if v is None else ExactNumber(v) for v in values]
         else:
@@ -413,7 +441,9 @@ def view_definitions(lake: Lake | str | Path) -> dict[str, str]:
     if any(ch in root.as_posix() for ch in "*?[]{}"):  # a glob would misread the lake's own path
         source = "[" + ", ".join(_literal(p.as_posix()) for p in files) + "]"
     else:
-        source = _literal(klines_dir(root).as_posix() + "/*/*/symbol=*/month=" + _MONTH_GLOB + "/" + DATA_FILE)
+        source = _literal(
+            klines_dir(root).as_posix() + "/*/*/symbol=*/month=" + _MONTH_GLOB + "/" + DATA_FILE
+        )
     views = {
         "klines": f"SELECT * FROM read_parquet({source}, hive_partitioning = true, "
         "hive_types_autocast = false, union_by_name = false)"
@@ -422,8 +452,14 @@ def view_definitions(lake: Lake | str | Path) -> dict[str, str]:
     }
     for view, (name, schema) in _META_VIEWS.items():
         path = meta_dir(root) / name
-        views[view] = (f"SELECT * REPLACE ({_INTERVAL_AS_IN_PATHS} AS interval) FROM read_parquet("
-                       f"{_literal(path.as_posix())})") if path.is_file() else _empty_select(schema)
+        views[view] = (
+            (
+                f"SELECT * REPLACE ({_INTERVAL_AS_IN_PATHS} AS interval) FROM read_parquet("
+                f"{_literal(path.as_posix())})"
+            )
+            if path.is_file()
+            else _empty_select(schema)
+        )
     return views
 
 
@@ -464,14 +500,17 @@ def _meta_table(path: Path, schema: pa.Schema, view: str, warnings: list[str] | 
         return schema.empty_table()
     except (pa.ArrowException, OSError) as exc:
         if warnings is not None:
-            warnings.append(f"the {view} view is empty: {path} cannot be read ({_one_line(exc)}); "
-                            "move it aside, the next gap report or collection run writes it again")
+            warnings.append(
+                f"the {view} view is empty: {path} cannot be read ({_one_line(exc)}); "
+                "move it aside, the next gap report or collection run writes it again"
+            )
         return schema.empty_table()
     if "interval" in table.column_names:  # the folder name, as in the klines view (1M -> 1mo)
         column = table.column("interval")
         monthly = pc.equal(column, "1M")
-        table = table.set_column(table.column_names.index("interval"), "interval",
-                                 pc.if_else(monthly, pa.scalar("1mo"), column))
+        table = table.set_column(
+            table.column_names.index("interval"), "interval", pc.if_else(monthly, pa.scalar("1mo"), column)
+        )
     return table
 
 

@@ -26,13 +26,15 @@ MIN_SECRET_LEN = 4
 # scheme://user:PASSWORD@host: the password runs to the last "@" before the host (an unencoded
 # "@" in it must not leave its tail readable).
 _URL_PASSWORD = re.compile(
-    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@?#]*:)(?P<pw>[^\s/?#]*)(?=@[^\s@/?#]*(?:[/?#\s]|$))")
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@?#]*:)(?P<pw>[^\s/?#]*)(?=@[^\s@/?#]*(?:[/?#\s]|$))"
+)
 # ?password=...& in a URL's query.
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#\s]*)", re.IGNORECASE)
 # password=... in libpq's key=value form: a quoted value (with \' escapes) or everything up to
 # the next unescaped space, quotes and backslashes included.
-_KV_PASSWORD = re.compile(r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])+)",
-                          re.IGNORECASE)
+_KV_PASSWORD = re.compile(
+    r"(?P<head>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])+)", re.IGNORECASE
+)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()

@@ -80,8 +80,11 @@ class CollectionReport:
             "failed": self.failed,
             **({"remaining": self.remaining} if self.remaining is not None else {}),
             "symbols": {
-                s: {**asdict(r), "first_open_time": _iso_dt(r.first_open_time),
-                    "last_open_time": _iso_dt(r.last_open_time)}
+                s: {
+                    **asdict(r),
+                    "first_open_time": _iso_dt(r.first_open_time),
+                    "last_open_time": _iso_dt(r.last_open_time),
+                }
                 for s, r in self.results.items()
             },
         }
@@ -101,7 +104,6 @@ class ProgressEvent:
     rows: int = 0
     expected_rows: int = 0
     error: str | None = None
-
 
 
 def _iso_dt(value: datetime | None) -> str | None:

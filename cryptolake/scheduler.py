@@ -241,8 +241,12 @@ class CollectorScheduler:
             self._persist()
             self._thread = threading.Thread(target=self._loop, name="cryptolake-scheduler", daemon=True)
             self._thread.start()
-        log.info("scheduler started on %s: schedule '%s' (UTC), next run at %s",
-                 self.lake_root, self.schedule_cron, _iso(self._next_fire) or "never")
+        log.info(
+            "scheduler started on %s: schedule '%s' (UTC), next run at %s",
+            self.lake_root,
+            self.schedule_cron,
+            _iso(self._next_fire) or "never",
+        )
 
     def stop(self) -> None:
         """Stop scheduling; a run in progress finishes its partition write, then stops.
@@ -349,8 +353,9 @@ class CollectorScheduler:
             while still running when ``wait`` is False).
         """
         if collection_type not in _STEPS:
-            raise ValueError(f"collection_type must be one of {', '.join(COLLECTION_TYPES)}, "
-                             f"not {collection_type!r}")
+            raise ValueError(
+                f"collection_type must be one of {', '.join(COLLECTION_TYPES)}, not {collection_type!r}"
+            )
         symbols = tuple(crypto_symbols) if crypto_symbols is not None else self.crypto_symbols
         with self._lock:
             run = self._new_run(collection_type, "manual", symbols)
@@ -367,8 +372,13 @@ class CollectorScheduler:
             return not worker.is_alive()
         return True
 
-    def _new_run(self, collection_type: CollectionType, trigger: Literal["scheduled", "manual"],
-                 symbols: tuple[str, ...] | None, scheduled_for: datetime | None = None) -> SchedulerRun:
+    def _new_run(
+        self,
+        collection_type: CollectionType,
+        trigger: Literal["scheduled", "manual"],
+        symbols: tuple[str, ...] | None,
+        scheduled_for: datetime | None = None,
+    ) -> SchedulerRun:
         self._seq += 1
         return SchedulerRun(self._seq, collection_type, trigger, symbols, scheduled_for=scheduled_for)
 
@@ -380,12 +390,16 @@ class CollectorScheduler:
                 self._current = run
                 self._counts["runs"] += 1
                 self._persist()
-                self._worker = threading.Thread(target=self._execute, args=(run,),
-                                                name=f"cryptolake-run-{run.id}", daemon=True)
+                self._worker = threading.Thread(
+                    target=self._execute, args=(run,), name=f"cryptolake-run-{run.id}", daemon=True
+                )
                 self._worker.start()
                 return run
-            reason = (f"run #{busy.id} ({busy.collection_type}) is still running since "
-                      f"{_iso(busy.started_at)}" if busy is not None else "the scheduler is stopping")
+            reason = (
+                f"run #{busy.id} ({busy.collection_type}) is still running since {_iso(busy.started_at)}"
+                if busy is not None
+                else "the scheduler is stopping"
+            )
             run.started_at = run.finished_at = self._now()
             run.result = "skipped"
             run.notes.append(reason)
@@ -456,8 +470,10 @@ class CollectorScheduler:
                 return errors, True
             until = self.client.banned_until()
             if until and index + 1 < len(steps):
-                run.notes.append(f"{', '.join(steps[index + 1:])}: not run, Binance has banned this IP "
-                                 f"until {iso(int(until * 1000))}")
+                run.notes.append(
+                    f"{', '.join(steps[index + 1 :])}: not run, Binance has banned this IP "
+                    f"until {iso(int(until * 1000))}"
+                )
                 break
         return errors, False
 
@@ -492,8 +508,11 @@ class CollectorScheduler:
             if until <= now:
                 break
             if not announced:
-                log.warning("Binance has banned this IP until %s: run #%d waits for the ban to end",
-                            iso(int(until * 1000)), run.id)
+                log.warning(
+                    "Binance has banned this IP until %s: run #%d waits for the ban to end",
+                    iso(int(until * 1000)),
+                    run.id,
+                )
                 with self._lock:
                     self._ban_until = until
                     self._persist()
@@ -595,10 +614,15 @@ class CollectorScheduler:
             lock.acquire(timeout=0.5)
         except Timeout:
             other = read_state_file(self.lake_root)
-            who = f" (pid {other.get('pid')} on {other.get('host')}, since {other.get('started_at')})" \
-                if other.get("pid") else ""
-            raise SchedulerError(f"another scheduler is already running on {self.lake_root}{who}; "
-                                 "stop it first, or use another --lake") from None
+            who = (
+                f" (pid {other.get('pid')} on {other.get('host')}, since {other.get('started_at')})"
+                if other.get("pid")
+                else ""
+            )
+            raise SchedulerError(
+                f"another scheduler is already running on {self.lake_root}{who}; "
+                "stop it first, or use another --lake"
+            ) from None
         self._file_lock = lock
 
     def _restore_state(self) -> None:
@@ -630,8 +654,10 @@ class CollectorScheduler:
             requests=list(self._requests),
         )
         try:
-            write_bytes_atomic(meta_dir(self.lake_root) / STATE_FILE,
-                               json.dumps(document, indent=1, sort_keys=True).encode("utf-8"))
+            write_bytes_atomic(
+                meta_dir(self.lake_root) / STATE_FILE,
+                json.dumps(document, indent=1, sort_keys=True).encode("utf-8"),
+            )
         except OSError as exc:  # a full disk must not stop the schedule
             log.error("cannot write the scheduler state: %s", exc)
 
@@ -660,7 +686,9 @@ class CollectorScheduler:
             self.resume()
             return {"outcome": f"resumed; next run at {_iso(self._next_fire)}"}
         symbols = request.get("symbols")
-        if symbols is not None and not (isinstance(symbols, list) and all(isinstance(s, str) for s in symbols)):
+        if symbols is not None and not (
+            isinstance(symbols, list) and all(isinstance(s, str) for s in symbols)
+        ):
             raise ValueError("symbols must be a list of strings")
         run = self.trigger_manual_collection(request.get("collection_type") or "full", symbols, wait=False)
         if run.result == "skipped":
@@ -716,18 +744,32 @@ class SchedulerControl:
         if self.is_running():
             return document
         if not document:
-            return {"status": "stopped", "error": None, "next_run_time": None, "last_run": None,
-                    "current_run": None, "active": False, "note": "no scheduler has run on this lake"}
+            return {
+                "status": "stopped",
+                "error": None,
+                "next_run_time": None,
+                "last_run": None,
+                "current_run": None,
+                "active": False,
+                "note": "no scheduler has run on this lake",
+            }
         if document.get("status") != "stopped":
-            document["note"] = (f"the scheduler process (pid {document.get('pid')}) ended without "
-                                "stopping cleanly")
+            document["note"] = (
+                f"the scheduler process (pid {document.get('pid')}) ended without stopping cleanly"
+            )
             if document.get("current_run"):
                 document["note"] += f"; run #{document['current_run']['id']} was interrupted"
         document.update(status="stopped", next_run_time=None, current_run=None, active=False)
         return document
 
-    def request(self, action: str, *, collection_type: str | None = None,
-                crypto_symbols: Sequence[str] | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
+    def request(
+        self,
+        action: str,
+        *,
+        collection_type: str | None = None,
+        crypto_symbols: Sequence[str] | None = None,
+        timeout_s: float = 10.0,
+    ) -> dict[str, Any]:
         """Ask the running scheduler to ``trigger`` a run, ``pause`` or ``resume``.
 
         Returns:
@@ -742,11 +784,17 @@ class SchedulerControl:
         if collection_type is not None and collection_type not in COLLECTION_TYPES:
             raise ValueError(f"collection_type must be one of {', '.join(COLLECTION_TYPES)}")
         if not self.is_running():
-            raise SchedulerError(f"no scheduler is running on {self.lake_root}; start one with `cryptolake run`")
+            raise SchedulerError(
+                f"no scheduler is running on {self.lake_root}; start one with `cryptolake run`"
+            )
         request_id = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
-        body = {"action": action, "collection_type": collection_type or "full",
-                "symbols": list(crypto_symbols) if crypto_symbols is not None else None,
-                "requested_at": iso(int(time.time() * 1000)), "pid": os.getpid()}
+        body = {
+            "action": action,
+            "collection_type": collection_type or "full",
+            "symbols": list(crypto_symbols) if crypto_symbols is not None else None,
+            "requested_at": iso(int(time.time() * 1000)),
+            "pid": os.getpid(),
+        }
         path = meta_dir(self.lake_root) / CONTROL_DIR / f"{request_id}.json"
         write_bytes_atomic(path, json.dumps(body).encode("utf-8"))
         deadline = time.monotonic() + timeout_s
@@ -756,8 +804,10 @@ class SchedulerControl:
                     return dict(ack)
             time.sleep(self.poll_s)
         path.unlink(missing_ok=True)
-        raise SchedulerError(f"the scheduler on {self.lake_root} did not answer within {timeout_s:g} s; "
-                             "the request was withdrawn")
+        raise SchedulerError(
+            f"the scheduler on {self.lake_root} did not answer within {timeout_s:g} s; "
+            "the request was withdrawn"
+        )
 
     def wait_for_run(self, run_id: int, timeout_s: float | None = None) -> dict[str, Any]:
         """Block until run ``run_id`` has finished; returns its record (``result``, ``error``, ...).
@@ -787,8 +837,10 @@ def parse_cron(expression: str) -> Trigger:
     try:
         return cron_trigger(expression)
     except ValueError as exc:
-        raise ConfigError(f"invalid cron expression {expression!r}: {exc}; expected 5 fields "
-                          "(minute hour day month weekday) such as '0 */6 * * *'") from None
+        raise ConfigError(
+            f"invalid cron expression {expression!r}: {exc}; expected 5 fields "
+            "(minute hour day month weekday) such as '0 */6 * * *'"
+        ) from None
 
 
 def read_state_file(lake_root: str | Path) -> dict[str, Any]:

@@ -7,8 +7,8 @@ Everything here is pure: no I/O, no clock. Times are integer milliseconds since 
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import polars as pl
 
@@ -69,9 +69,7 @@ class Interval:
 
     def __post_init__(self) -> None:
         if self.name not in INTERVALS:
-            raise ValueError(
-                f"unknown interval {self.name!r}; expected one of {', '.join(INTERVALS)}"
-            )
+            raise ValueError(f"unknown interval {self.name!r}; expected one of {', '.join(INTERVALS)}")
 
     @property
     def is_monthly(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
@@ -22,19 +23,19 @@ from cryptolake.schema import HOUR_MS, KLINE_COLUMNS, Interval
 from cryptolake.timeutils import to_ms
 
 from .conftest import FAKE_NOW_MS
+from .helpers import expected_klines
 
 
 def oracle(exchange: FakeExchange, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
-    """The fake's own closed candles, typed like the client's output."""
-    from cryptolake.sources.binance import _to_frame
-
-    return _to_frame(exchange.klines(symbol, interval, start_ms, end_ms))
+    """The fake's own closed candles, typed like the client's output (built without its parser)."""
+    return expected_klines(exchange.klines(symbol, interval, start_ms, end_ms))
 
 
 def page_requests(exchange: FakeExchange) -> list[dict[str, str]]:
     """Parameters of kline page requests (those with both startTime and endTime)."""
     return [
-        r.params for r in exchange.stats().log
+        r.params
+        for r in exchange.stats().log
         if r.path == "/api/v3/klines" and "endTime" in r.params and "startTime" in r.params
     ]
 
@@ -220,19 +221,29 @@ def test_ban_from_weight_abuse_is_real(fake_exchange: FakeExchange) -> None:
     """The fake bans a client that ignores a 429, as Binance does (a raw httpx client here)."""
     fake_exchange.set_weight_limit(4, window_s=60)
     with httpx.Client(base_url=fake_exchange.base_url) as raw:
-        statuses = [raw.get("/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1h"}).status_code
-                    for _ in range(4)]
+        statuses = [
+            raw.get("/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1h"}).status_code
+            for _ in range(4)
+        ]
     assert statuses == [200, 200, 429, 418]
 
 
 @pytest.mark.parametrize(
     "fault",
-    [Fault.http(500), Fault.http(503), Fault.drop(), Fault.malformed(), Fault.slow(3.0),
-     Fault.http(400, code=-1008, msg="Server is currently overloaded with other requests.")],
+    [
+        Fault.http(500),
+        Fault.http(503),
+        Fault.drop(),
+        Fault.malformed(),
+        Fault.slow(3.0),
+        Fault.http(400, code=-1008, msg="Server is currently overloaded with other requests."),
+    ],
     ids=["500", "503", "drop", "malformed", "slow", "busy"],
 )
 def test_transient_faults_are_retried(fake_exchange: FakeExchange, ban_file: Path, fault: Fault) -> None:
-    with BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=1.0, ban_file=ban_file) as client:
+    with BinanceClient(
+        base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=1.0, ban_file=ban_file
+    ) as client:
         client.test_connectivity()
         fake_exchange.inject(Fault(**{**vars(fault), "path": "/api/v3/klines", "times": 2}))
         frame = client.get_klines("BTCUSDT", "1h", "2024-01-01", "2024-01-02")
@@ -248,7 +259,9 @@ def test_retries_give_up_with_a_clear_error(client: BinanceClient, fake_exchange
     assert fake_exchange.stats().by_path["/api/v3/klines"] == 4  # 1 + max_retries
 
 
-def test_malformed_payload_gives_up_as_bad_payload(client: BinanceClient, fake_exchange: FakeExchange) -> None:
+def test_malformed_payload_gives_up_as_bad_payload(
+    client: BinanceClient, fake_exchange: FakeExchange
+) -> None:
     client.test_connectivity()
     fake_exchange.inject(Fault.malformed(path="/api/v3/klines", times=10))
     with pytest.raises(BadPayload):
@@ -268,7 +281,9 @@ def test_invalid_interval(client: BinanceClient) -> None:
         client.get_klines("BTCUSDT", "1H", "2024-01-01", "2024-01-02")
 
 
-def test_451_says_restricted_location_and_which_setting(client: BinanceClient, fake_exchange: FakeExchange) -> None:
+def test_451_says_restricted_location_and_which_setting(
+    client: BinanceClient, fake_exchange: FakeExchange
+) -> None:
     fake_exchange.set_restricted(True)
     with pytest.raises(RestrictedLocation) as info:
         client.get_klines("BTCUSDT", "1h", "2024-01-01", "2024-01-02")
@@ -281,8 +296,10 @@ def test_hundreds_of_requests_under_a_low_weight_limit_never_hit_429(
     fake_exchange: FakeExchange, ban_file: Path
 ) -> None:
     fake_exchange.set_weight_limit(160, window_s=1)
-    clients = [BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, ban_file=ban_file,
-                             concurrency=8) for _ in range(2)]
+    clients = [
+        BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, ban_file=ban_file, concurrency=8)
+        for _ in range(2)
+    ]
     symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT"]
     errors: list[BaseException] = []
 
@@ -313,13 +330,16 @@ def test_every_transport_error_becomes_a_source_error() -> None:
         return [cls] + [s for sub in cls.__subclasses__() for s in subclasses(sub)]
 
     for error in subclasses(httpx.TransportError):
+
         def handler(request: httpx.Request, error: type = error) -> httpx.Response:
             raise error("boom", request=request) if error is not httpx.TransportError else error("boom")
 
         transport = httpx.MockTransport(handler)
-        with BinanceClient(base_url="http://fake.invalid", max_retries=0, transport=transport) as client:
-            with pytest.raises(SourceError):
-                client.get_server_time_ms()
+        with (
+            BinanceClient(base_url="http://fake.invalid", max_retries=0, transport=transport) as client,
+            pytest.raises(SourceError),
+        ):
+            client.get_server_time_ms()
 
 
 def test_works_inside_a_running_event_loop(client: BinanceClient) -> None:
@@ -329,3 +349,19 @@ def test_works_inside_a_running_event_loop(client: BinanceClient) -> None:
         return client.get_klines("BTCUSDT", "1h", "2024-01-01", "2024-03-01").height
 
     assert asyncio.run(notebook_cell()) == 60 * 24
+
+
+def test_two_processes_recording_bans_at_once_lose_none(tmp_path: Path) -> None:
+    ban_file = tmp_path / "_meta" / "binance-bans.json"
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom cryptolake.sources.ratelimit import BanBook\n"
+        "book = BanBook(Path(sys.argv[1]))\n"
+        "for i in range(60):\n    book.record(f'{sys.argv[2]}-{i}.example', 600)\n"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", code, str(ban_file), name]) for name in ("a", "b", "c")
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=60) == 0
+    recorded = json.loads(ban_file.read_text())
+    assert len(recorded) == 180  # every ban of every process, none written over

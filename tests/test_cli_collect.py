@@ -33,8 +33,9 @@ from cryptolake.fake_exchange import FakeExchange
 from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob
 from cryptolake.lake.layout import month_bounds, temp_name
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS
-from cryptolake.sources.binance import _to_frame
 from cryptolake.timeutils import to_ms
+
+from .helpers import expected_klines
 
 _ENV_NAMES = {name for spec in SPECS for name in (spec.env, spec.legacy_env) if name} | {"CRYPTOLAKE_CONFIG"}
 
@@ -66,12 +67,21 @@ def collect(lake: Path, fx: FakeExchange, *args: Any) -> Result:
 
 def collect_argv(lake: Path, fx: FakeExchange, *args: str) -> list[str]:
     """``python -m cryptolake collect ...`` for a child process."""
-    return [sys.executable, "-m", "cryptolake", "collect", *args, "--lake", str(lake),
-            "--base-url", fx.base_url]
+    return [
+        sys.executable,
+        "-m",
+        "cryptolake",
+        "collect",
+        *args,
+        "--lake",
+        str(lake),
+        "--base-url",
+        fx.base_url,
+    ]
 
 
 def oracle(fx: FakeExchange, symbol: str, start: Any, interval: str = "1h") -> pl.DataFrame:
-    return _to_frame(fx.klines(symbol, interval, to_ms(start), fx.now_ms() + 1))
+    return expected_klines(fx.klines(symbol, interval, to_ms(start), fx.now_ms() + 1))
 
 
 def stored(lake: Path, symbol: str, interval: str = "1h") -> pl.DataFrame:
@@ -126,7 +136,9 @@ def one_line_error(result: Result) -> str:
 # -- collect: content, idempotence -----------------------------------------------------------
 
 
-def test_collect_stores_the_oracle_and_a_rerun_changes_nothing(fake_exchange: FakeExchange, lake: Path) -> None:
+def test_collect_stores_the_oracle_and_a_rerun_changes_nothing(
+    fake_exchange: FakeExchange, lake: Path
+) -> None:
     fake_exchange.set_now(to_ms("2024-03-13T00:30:00Z"))  # the outage (2024-03-12 04:00-09:00) inside
 
     first = collect(lake, fake_exchange, "--symbols", "BTC,ETHUSDT", "--since", "2024-02-25")
@@ -148,7 +160,9 @@ def test_collect_stores_the_oracle_and_a_rerun_changes_nothing(fake_exchange: Fa
     reports = json.loads(again.stdout)
     assert [r["direction"] for r in reports] == ["backward", "forward"]
     assert all(r["total_rows_added"] == 0 and r["failed"] == {} for r in reports)
-    assert all(s["rows_added"] == 0 and s["files_written"] == 0 for r in reports for s in r["symbols"].values())
+    assert all(
+        s["rows_added"] == 0 and s["files_written"] == 0 for r in reports for s in r["symbols"].values()
+    )
     assert snapshot(lake) == before
     assert_frame_equal(duck(lake), lake_table)
 
@@ -188,8 +202,13 @@ def test_sigkill_mid_collection_leaves_readable_files_and_a_rerun_completes_the_
     args = ("--symbols", "BTC,ETH,SOL", "--since", "2021-01-01")
     fake_exchange.set_latency(0.02)  # ~180 batches of ~40 ms: the run lasts a few seconds
     with open(cli_env / "child.err", "w") as err:
-        child = subprocess.Popen(collect_argv(killed_lake, fake_exchange, *args, "--quiet"),
-                                 cwd=cli_env, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+        child = subprocess.Popen(
+            collect_argv(killed_lake, fake_exchange, *args, "--quiet"),
+            cwd=cli_env,
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         deadline = time.monotonic() + 60
         while child.poll() is None and len(data_files(killed_lake)) < 6 and time.monotonic() < deadline:
@@ -277,9 +296,17 @@ HOLD_LOCK = textwrap.dedent(
 )
 
 
-def test_a_second_writer_fails_with_no_wait_or_waits_for_the_lock(fake_exchange: FakeExchange, lake: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lake)], cwd=lake.parent, env=clean_env(),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def test_a_second_writer_fails_with_no_wait_or_waits_for_the_lock(
+    fake_exchange: FakeExchange, lake: Path
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lake)],
+        cwd=lake.parent,
+        env=clean_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     waiter: subprocess.Popen[str] | None = None
     try:
         assert holder.stdout is not None and holder.stdin is not None
@@ -292,9 +319,14 @@ def test_a_second_writer_fails_with_no_wait_or_waits_for_the_lock(fake_exchange:
         assert "another cryptolake process is writing" in one_line_error(refused)
         assert not data_files(lake)
 
-        waiter = subprocess.Popen(collect_argv(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-31"),
-                                  cwd=lake.parent, env=clean_env(), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
+        waiter = subprocess.Popen(
+            collect_argv(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-31"),
+            cwd=lake.parent,
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         lines: queue.Queue[str] = queue.Queue()
         stream = waiter.stderr
         assert stream is not None
@@ -333,19 +365,25 @@ def test_backward_only_and_forward_only(fake_exchange: FakeExchange, lake: Path)
         frame = stored(lake, "BTCUSDT")
         return (frame["open_time"][0].isoformat(), frame["open_time"][-1].isoformat(), frame.height)
 
-    first = collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-30", "--backward-only", "--json")
+    first = collect(
+        lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-30", "--backward-only", "--json"
+    )
     assert first.exit_code == 0, first.stderr
     assert [r["direction"] for r in json.loads(first.stdout)] == ["backward"]
     assert bounds() == ("2025-12-30T00:00:00+00:00", "2025-12-31T23:00:00+00:00", 48)
 
     fake_exchange.advance(3 * HOUR_MS)  # three more closed candles, and a new open one
-    older = collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-28", "--backward-only", "--json")
+    older = collect(
+        lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-28", "--backward-only", "--json"
+    )
     assert older.exit_code == 0, older.stderr
     (report,) = json.loads(older.stdout)
     assert report["direction"] == "backward" and report["total_rows_added"] == 48
     assert bounds() == ("2025-12-28T00:00:00+00:00", "2025-12-31T23:00:00+00:00", 96)  # nothing newer
 
-    newer = collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--forward-only", "--json")
+    newer = collect(
+        lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--forward-only", "--json"
+    )
     assert newer.exit_code == 0, newer.stderr
     (report,) = json.loads(newer.stdout)
     assert report["direction"] == "forward" and report["total_rows_added"] == 3
@@ -409,7 +447,10 @@ def test_status_json_table_and_symbols(fake_exchange: FakeExchange, lake: Path) 
         entry = status["symbols"][symbol]
         assert {"rows", "first_open_time", "last_open_time", "last_run_at", "last_error"} <= set(entry)
         assert entry["rows"] == 24 and entry["last_error"] is None
-        assert (entry["first_open_time"], entry["last_open_time"]) == ("2025-12-31T00:00:00Z", "2025-12-31T23:00:00Z")
+        assert (entry["first_open_time"], entry["last_open_time"]) == (
+            "2025-12-31T00:00:00Z",
+            "2025-12-31T23:00:00Z",
+        )
         assert entry["last_run_at"].endswith("Z")
 
     table = invoke("status", "--lake", lake)
@@ -433,7 +474,9 @@ def test_status_json_table_and_symbols(fake_exchange: FakeExchange, lake: Path) 
 # -- intervals -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("interval", "since", "folder"), [("1d", "2024-02-20", "1d"), ("1M", "2024-01-01", "1mo")])
+@pytest.mark.parametrize(
+    ("interval", "since", "folder"), [("1d", "2024-02-20", "1d"), ("1M", "2024-01-01", "1mo")]
+)
 def test_daily_and_monthly_intervals(
     fake_exchange: FakeExchange, lake: Path, interval: str, since: str, folder: str
 ) -> None:

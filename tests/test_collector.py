@@ -23,11 +23,12 @@ from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob, store
 from cryptolake.lake.layout import month_bounds
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS, Interval
-from cryptolake.sources.binance import BinanceClient, _to_frame
-from cryptolake.timeutils import to_ms
+from cryptolake.sources.binance import BinanceClient
 from cryptolake.sources.ratelimit import forget_shared_state
+from cryptolake.timeutils import to_ms
 
 from .conftest import FAKE_NOW_MS
+from .helpers import expected_klines
 
 OUTAGE = (to_ms("2024-03-12T04:00:00Z"), to_ms("2024-03-12T09:00:00Z"))
 TS_MS_UTC = pa.timestamp("ms", tz="UTC")
@@ -36,11 +37,17 @@ TS_MS_UTC = pa.timestamp("ms", tz="UTC")
 # -- helpers -------------------------------------------------------------------------------
 
 
-def oracle(fx: FakeExchange, symbol: str, start: Any, end: Any | None = None, interval: str = "1h",
-           closed_only: bool = True) -> pl.DataFrame:
+def oracle(
+    fx: FakeExchange,
+    symbol: str,
+    start: Any,
+    end: Any | None = None,
+    interval: str = "1h",
+    closed_only: bool = True,
+) -> pl.DataFrame:
     """The closed candles the fake exchange has for ``[start, end)`` (end: its now)."""
     end_ms = fx.now_ms() + 1 if end is None else to_ms(end)
-    return _to_frame(fx.klines(symbol, interval, to_ms(start), end_ms, closed_only=closed_only))
+    return expected_klines(fx.klines(symbol, interval, to_ms(start), end_ms, closed_only=closed_only))
 
 
 def lake_frame(root: Path, symbol: str, interval: str = "1h") -> pl.DataFrame:
@@ -83,8 +90,16 @@ def assert_files_well_formed(root: Path) -> int:
         assert table.schema.field("open_time").type == TS_MS_UTC
         assert table.schema.field("close_time").type == TS_MS_UTC
         assert table.schema.field("trades").type == pa.int64()
-        for name in ("open", "high", "low", "close", "volume", "quote_volume",
-                     "taker_buy_base_volume", "taker_buy_quote_volume"):
+        for name in (
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "quote_volume",
+            "taker_buy_base_volume",
+            "taker_buy_quote_volume",
+        ):
             assert table.schema.field(name).type == pa.float64()
         opens = table.column("open_time").cast(pa.int64()).to_pylist()
         assert opens == sorted(set(opens)), f"{path} is not sorted by unique open_time"
@@ -173,7 +188,9 @@ def test_forward_adds_exactly_the_newly_closed_candles(
     collector = CryptoCollector(client, lake=lake)
     collector.collect_backward("2025-12-30", ["BTC", "SOL"])
     december = snapshot(lake)
-    assert lake_frame(lake, "BTCUSDT")["open_time"].max() == datetime.fromisoformat("2025-12-31T23:00:00+00:00")
+    assert lake_frame(lake, "BTCUSDT")["open_time"].max() == datetime.fromisoformat(
+        "2025-12-31T23:00:00+00:00"
+    )
 
     fake_exchange.advance(3 * HOUR_MS)  # now 2026-01-01T03:30Z: 00:00, 01:00, 02:00 closed, 03:00 open
     report = collector.collect_forward()
@@ -189,7 +206,10 @@ def test_forward_adds_exactly_the_newly_closed_candles(
         assert_frame_equal(stored, oracle(fake_exchange, symbol, "2025-12-30"))
         assert stored.height == 48 + 3
         # The fake does serve a still-open 03:00 candle; the lake never has it.
-        assert oracle(fake_exchange, symbol, "2026-01-01", closed_only=False)["open_time"].dt.epoch("ms").max() == still_open
+        assert (
+            oracle(fake_exchange, symbol, "2026-01-01", closed_only=False)["open_time"].dt.epoch("ms").max()
+            == still_open
+        )
         assert still_open not in stored["open_time"].dt.epoch("ms").to_list()
         assert (stored["close_time"].dt.epoch("ms") < fake_exchange.now_ms()).all()
     # Only the new month's files were written; December's are untouched.
@@ -210,8 +230,14 @@ def test_forward_adds_exactly_the_newly_closed_candles(
     ],
 )
 def test_a_symbol_listed_after_since_starts_at_its_listing_candle(
-    fake_exchange: FakeExchange, client: BinanceClient, lake: Path,
-    name: str, since: str, now: str, batch_hours: int, first_open: str,
+    fake_exchange: FakeExchange,
+    client: BinanceClient,
+    lake: Path,
+    name: str,
+    since: str,
+    now: str,
+    batch_hours: int,
+    first_open: str,
 ) -> None:
     fake_exchange.set_now(to_ms(now))
     symbol = name if name.endswith("USDT") else name + "USDT"
@@ -239,7 +265,9 @@ def test_a_symbol_listed_after_since_starts_at_its_listing_candle(
 # -- failures --------------------------------------------------------------------------------
 
 
-def test_an_invalid_symbol_fails_alone(fake_exchange: FakeExchange, client: BinanceClient, lake: Path) -> None:
+def test_an_invalid_symbol_fails_alone(
+    fake_exchange: FakeExchange, client: BinanceClient, lake: Path
+) -> None:
     collector = CryptoCollector(client, lake=lake)
     report = collector.collect_backward("2025-12-30", ["BTC", "NOPE", "ETH"])
 
@@ -304,12 +332,15 @@ def test_an_ip_ban_stops_every_symbol_and_leaves_valid_files(fake_exchange: Fake
     ban_file = lake / "_meta" / "binance-bans.json"
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     since = "2025-09-01"  # 2,928 candles a symbol: 3 pages each
-    with BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=5, concurrency=4,
-                       ban_file=ban_file) as binance:
+    with BinanceClient(
+        base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=5, concurrency=4, ban_file=ban_file
+    ) as binance:
         collector = CryptoCollector(binance, lake=lake, batch_size_hours=24)
         # Two klines requests pass, then a 418.
-        fake_exchange.inject(Fault.slow(0.0, path="/api/v3/klines", times=2),
-                             Fault.ban(retry_after_s=30, path="/api/v3/klines"))
+        fake_exchange.inject(
+            Fault.slow(0.0, path="/api/v3/klines", times=2),
+            Fault.ban(retry_after_s=30, path="/api/v3/klines"),
+        )
         report = collector.collect_backward(since, symbols)
 
         assert set(report.failed) == set(symbols)  # every symbol reports the stop
@@ -356,7 +387,11 @@ def test_without_symbols_the_top_n_are_collected(
     assert report.ok
     assert set(report.results) == {"BTCUSDT", "ETHUSDT"}  # not USDC / FDUSD (stablecoins)
     for result in report.results.values():
-        assert (result.rows_added, result.batches, result.expected_rows) == (72, 1, 72)  # one month, one write
+        assert (result.rows_added, result.batches, result.expected_rows) == (
+            72,
+            1,
+            72,
+        )  # one month, one write
     status = collector.get_collection_status()
     assert status["total_records_collected"] == duck(lake).height == 144
     assert status["interval"] == "1h" and status["lake"] == str(lake)
@@ -388,7 +423,9 @@ def test_batch_size_bounds_each_write_while_requests_are_full_pages(
     assert [e.kind for e in events][0] == "planned" and events[-1].kind == "done"
     # ... but fetched in one request: the one that also finds the symbol's first candle.
     klines = [r.params for r in fake_exchange.stats().log if r.path == "/api/v3/klines"]
-    assert klines == [{"symbol": "BTCUSDT", "interval": "1h", "startTime": str(to_ms("2025-12-22")), "limit": "1000"}]
+    assert klines == [
+        {"symbol": "BTCUSDT", "interval": "1h", "startTime": str(to_ms("2025-12-22")), "limit": "1000"}
+    ]
     assert_frame_equal(lake_frame(lake, "BTCUSDT"), oracle(fake_exchange, "BTCUSDT", "2025-12-22"))
 
 
@@ -397,8 +434,13 @@ def test_batch_size_bounds_each_write_while_requests_are_full_pages(
     [("1d", "2024-02-20", "interval=1d", None), ("1M", "2024-01-01", "interval=1mo", 24)],
 )
 def test_daily_and_monthly_candles_match_the_oracle(
-    fake_exchange: FakeExchange, client: BinanceClient, lake: Path,
-    interval: str, since: str, folder: str, rows: int | None,
+    fake_exchange: FakeExchange,
+    client: BinanceClient,
+    lake: Path,
+    interval: str,
+    since: str,
+    folder: str,
+    rows: int | None,
 ) -> None:
     collector = CryptoCollector(client, lake=lake, interval=interval, batch_size_hours=24 * 400)
     report = collector.collect_backward(since, ["ETH"])

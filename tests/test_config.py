@@ -34,12 +34,13 @@ def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_precedence_file_dotenv_env_flag(tmp_path: Path) -> None:
-    toml = write(tmp_path / "c.toml", '[binance]\ntimeout_s = 11\nconcurrency = 3\nmax_retries = 4\n'
-                 '[collection]\ntop_n = 7\n')
+    toml = write(
+        tmp_path / "c.toml",
+        "[binance]\ntimeout_s = 11\nconcurrency = 3\nmax_retries = 4\n[collection]\ntop_n = 7\n",
+    )
     dotenv = write(tmp_path / ".env", "CRYPTOLAKE_BINANCE_TIMEOUT_S=12\nCRYPTOLAKE_BINANCE_CONCURRENCY=5\n")
     environ = {"CRYPTOLAKE_BINANCE_TIMEOUT_S": "13"}
-    settings = load_settings(toml, environ, dotenv_file=dotenv,
-                             overrides={"collection.top_n": (9, "--top")})
+    settings = load_settings(toml, environ, dotenv_file=dotenv, overrides={"collection.top_n": (9, "--top")})
     assert settings.binance.max_retries == 4 and settings.sources["binance.max_retries"] == str(toml)
     assert settings.binance.concurrency == 5
     assert settings.sources["binance.concurrency"] == ".env CRYPTOLAKE_BINANCE_CONCURRENCY"
@@ -64,7 +65,9 @@ def test_original_design_names(tmp_path: Path) -> None:
 
 
 def test_prefixed_name_wins_over_original_name() -> None:
-    settings = load_settings(None, {"TOP_N_CRYPTOS": "20", "CRYPTOLAKE_COLLECTION_TOP_N": "30"}, dotenv_file=None)
+    settings = load_settings(
+        None, {"TOP_N_CRYPTOS": "20", "CRYPTOLAKE_COLLECTION_TOP_N": "30"}, dotenv_file=None
+    )
     assert settings.collection.top_n == 30
 
 
@@ -84,11 +87,18 @@ def test_lists_from_env_as_csv_or_toml_array() -> None:
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        ({"CRYPTOLAKE_BINANCE_TIMEOUT_S": "abc"},
-         "binance.timeout_s = 'abc' (from environment CRYPTOLAKE_BINANCE_TIMEOUT_S) is invalid: expected a number > 0"),
-        ({"TOP_N_CRYPTOS": "0"},
-         "collection.top_n = '0' (from environment TOP_N_CRYPTOS) is invalid: expected a whole number from 1 to 1000"),
-        ({"COLLECTION_SCHEDULE": "every hour"}, "scheduler.schedule = 'every hour' (from environment COLLECTION_SCHEDULE) is invalid: expected a 5-field cron expression"),
+        (
+            {"CRYPTOLAKE_BINANCE_TIMEOUT_S": "abc"},
+            "binance.timeout_s = 'abc' (from environment CRYPTOLAKE_BINANCE_TIMEOUT_S) is invalid: expected a number > 0",
+        ),
+        (
+            {"TOP_N_CRYPTOS": "0"},
+            "collection.top_n = '0' (from environment TOP_N_CRYPTOS) is invalid: expected a whole number from 1 to 1000",
+        ),
+        (
+            {"COLLECTION_SCHEDULE": "every hour"},
+            "scheduler.schedule = 'every hour' (from environment COLLECTION_SCHEDULE) is invalid: expected a 5-field cron expression",
+        ),
         ({"CRYPTOLAKE_COLLECTION_INTERVAL": "1H"}, "expected one of 1s 1m"),
         ({"COLLECTION_START_DATE": "yesterday"}, "expected a date YYYY-MM-DD"),
         ({"CRYPTOLAKE_BINANCE_BASE_URL": "ftp://x"}, "expected an http(s) URL"),
@@ -140,14 +150,18 @@ def test_dsn_redaction() -> None:
 
 def test_repo_config_toml_lists_every_setting_with_its_default() -> None:
     document = tomllib.loads((REPO / "config.toml").read_text(encoding="utf-8"))
-    in_file = {f"{section}.{name}": value for section, table in document.items() for name, value in table.items()}
+    in_file = {
+        f"{section}.{name}": value for section, table in document.items() for name, value in table.items()
+    }
     assert set(in_file) == {spec.key for spec in SPECS}
     settings = load_settings(REPO / "config.toml", {}, dotenv_file=None)
     defaults = load_settings(None, {}, dotenv_file=None)
     assert [row[1] for row in settings.describe()] == [row[1] for row in defaults.describe()]
 
 
-def test_config_command_shows_sources_and_redacts_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_command_shows_sources_and_redacts_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "config.toml", "[lake]\nroot = 'mylake'\n")
     write(tmp_path / ".env", "BINANCE_API_KEY=key-very-secret\n")
@@ -159,7 +173,10 @@ def test_config_command_shows_sources_and_redacts_secrets(tmp_path: Path, monkey
 
     rows = {row["key"]: row for row in json.loads(result.output)}
     assert rows["lake.root"]["value"] == "mylake" and rows["lake.root"]["source"] == "config.toml"
-    assert rows["binance.api_key"]["value"] == "***" and rows["binance.api_key"]["source"] == ".env BINANCE_API_KEY"
+    assert (
+        rows["binance.api_key"]["value"] == "***"
+        and rows["binance.api_key"]["source"] == ".env BINANCE_API_KEY"
+    )
     assert rows["postgres.dsn"]["value"] == "postgresql://u:***@h/db"
     assert rows["binance.base_url"]["source"] == "--base-url"
     table = CliRunner().invoke(cli, ["config"])

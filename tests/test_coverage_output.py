@@ -19,8 +19,15 @@ CJK = "币安人生USDT"
 
 def row(symbol: str, month: str, present: int, expected: int = 744, **extra: Any) -> dict[str, Any]:
     percent = round(100.0 * min(present, expected) / expected, 2)
-    return {"symbol": symbol, "interval": "1h", "month": month, "expected": expected, "present": present,
-            "completeness_percent": percent, **extra}
+    return {
+        "symbol": symbol,
+        "interval": "1h",
+        "month": month,
+        "expected": expected,
+        "present": present,
+        "completeness_percent": percent,
+        **extra,
+    }
 
 
 def three_years(symbol: str, present: int = 744) -> list[dict[str, Any]]:
@@ -51,14 +58,31 @@ def test_text_fits_80_columns_for_12_character_symbols_over_3_years() -> None:
     assert all(display_width(line) <= 80 for line in text.splitlines()), text
     assert len(data_lines(text)) == 9
     header = next(line for line in text.splitlines() if line.startswith("symbol"))
-    assert header.split()[2:] == ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    assert header.split()[2:] == [
+        "Jan",
+        "Feb",
+        "Mar",
+        "Apr",
+        "May",
+        "Jun",
+        "Jul",
+        "Aug",
+        "Sep",
+        "Oct",
+        "Nov",
+        "Dec",
+    ]
     assert text.splitlines()[0] == "completeness % (1h)"
     assert "\x1b" not in text
 
 
 def test_text_cells_complete_floored_empty_and_not_expected() -> None:
-    rows = [row("BTCUSDT", "2024-01", 744), row("BTCUSDT", "2024-02", 9996, 10000),
-            row("BTCUSDT", "2024-03", 0), row("BTCUSDT", "2024-04", 739)]
+    rows = [
+        row("BTCUSDT", "2024-01", 744),
+        row("BTCUSDT", "2024-02", 9996, 10000),
+        row("BTCUSDT", "2024-03", 0),
+        row("BTCUSDT", "2024-04", 739),
+    ]
     cells = cells_of(coverage_text(rows), "BTCUSDT", "2024")
     assert cells == ["100", "99.9", "0", "99.3", *[NOT_EXPECTED] * 8]
 
@@ -84,8 +108,10 @@ def test_cjk_symbol_lines_align() -> None:
     assert display_width(CJK) == 12
     assert len({display_width(line) for line in lines}) == 1, text
     # The year column starts at the same display column on every line.
-    year_columns = {display_width(line[: line.index(word)]) for line, word in
-                    zip(lines, ["year", *["2023", "2024", "2025"] * 2], strict=True)}
+    year_columns = {
+        display_width(line[: line.index(word)])
+        for line, word in zip(lines, ["year", *["2023", "2024", "2025"] * 2], strict=True)
+    }
     assert len(year_columns) == 1, text
     assert all(display_width(line) <= 80 for line in lines)
 
@@ -102,8 +128,11 @@ def test_nothing_is_truncated() -> None:
 def test_symbols_and_years_sorted_and_summary() -> None:
     rows = [row("ETHUSDT", "2025-01", 744), row("BTCUSDT", "2025-02", 0), row("BTCUSDT", "2024-12", 700)]
     text = coverage_text(rows)
-    assert [line.split()[:2] for line in data_lines(text)] == [["BTCUSDT", "2024"], ["BTCUSDT", "2025"],
-                                                                ["ETHUSDT", "2025"]]
+    assert [line.split()[:2] for line in data_lines(text)] == [
+        ["BTCUSDT", "2024"],
+        ["BTCUSDT", "2025"],
+        ["ETHUSDT", "2025"],
+    ]
     assert "2 of 3 symbol-months below 100% (1 empty)" in text
     assert coverage_text([]) == "no coverage rows"
 
@@ -149,8 +178,11 @@ def test_label_for_font_escapes_only_missing_characters() -> None:
 
 def test_plot_labels_prefers_a_font_covering_every_label(monkeypatch: pytest.MonkeyPatch) -> None:
     ascii_map = {code: 1 for code in range(32, 127)}
-    charmaps = {"default.ttf": ascii_map, "partial.ttf": {**ascii_map, ord("币"): 1},
-                "cjk.ttc": {**ascii_map, **{ord(char): 1 for char in "币安人生"}}}
+    charmaps = {
+        "default.ttf": ascii_map,
+        "partial.ttf": {**ascii_map, ord("币"): 1},
+        "cjk.ttc": {**ascii_map, **{ord(char): 1 for char in "币安人生"}},
+    }
     monkeypatch.setattr(coverage_plot, "_charmap", charmaps.__getitem__)
     monkeypatch.setattr(coverage_plot, "_default_font_path", lambda: "default.ttf")
     monkeypatch.setattr(coverage_plot, "_candidate_fonts", lambda: ["partial.ttf", "cjk.ttc"])
@@ -179,8 +211,12 @@ def test_png_colours_99_and_100_differently(tmp_path: Path) -> None:
     from matplotlib.colors import to_rgb
     from matplotlib.image import imread
 
-    rows = [row("BTCUSDT", "2024-01", 744), row("BTCUSDT", "2024-02", 737),
-            row(CJK, "2024-01", 0), row(CJK, "2024-02", 744)]
+    rows = [
+        row("BTCUSDT", "2024-01", 744),
+        row("BTCUSDT", "2024-02", 737),
+        row(CJK, "2024-01", 0),
+        row(CJK, "2024-02", 744),
+    ]
     # filterwarnings = error: a "Glyph missing" warning for the CJK label fails this test.
     out = draw_coverage(rows, tmp_path / "sub" / "coverage.png", title="cryptolake coverage (1h)")
     assert out == tmp_path / "sub" / "coverage.png" and out.stat().st_size > 0

@@ -21,8 +21,10 @@ from cryptolake.gaps import missing_runs, split_by_windows
 from cryptolake.lake import ARROW_SCHEMA, Lake, partition_path
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.schema import KLINE_COLUMNS, Interval
-from cryptolake.sources.binance import BinanceClient, _to_frame
+from cryptolake.sources.binance import BinanceClient
 from cryptolake.timeutils import iso, to_ms
+
+from .helpers import expected_klines
 
 OUTAGE_FIRST, OUTAGE_LAST = "2024-03-12T04:00:00Z", "2024-03-12T08:00:00Z"
 APRIL = to_ms("2024-04-01T00:30:00Z")
@@ -30,12 +32,16 @@ APRIL = to_ms("2024-04-01T00:30:00Z")
 
 def synthetic(grid: Interval, open_times: list[int]) -> pl.DataFrame:
     """Candles at the given open times (values irrelevant to gap finding)."""
-    rows = [[t, "1", "2", "0.5", "1.5", "10", grid.close_time(grid.floor(t)), "15", 3, "4", "6", "0"]
-            for t in open_times]
-    return _to_frame(rows)
+    rows = [
+        [t, "1", "2", "0.5", "1.5", "10", grid.close_time(grid.floor(t)), "15", 3, "4", "6", "0"]
+        for t in open_times
+    ]
+    return expected_klines(rows)
 
 
-def oracle_gaps(grid: Interval, present: set[int], start_ms: int, end_ms: int) -> list[tuple[str, str, int, str]]:
+def oracle_gaps(
+    grid: Interval, present: set[int], start_ms: int, end_ms: int
+) -> list[tuple[str, str, int, str]]:
     """Plain Python: walk every expected open time, from the start or the first stored candle,
     whichever is earlier; consecutive absent ones form a gap."""
     expected = list(grid.open_times(min([start_ms, *present]), end_ms))
@@ -50,8 +56,13 @@ def oracle_gaps(grid: Interval, present: set[int], start_ms: int, end_ms: int) -
             runs.append([t])
     out = []
     for run in runs:
-        where = ("backward" if not stored or run[-1] < stored[0] else
-                 "forward" if run[0] > stored[-1] else "internal")
+        where = (
+            "backward"
+            if not stored or run[-1] < stored[0]
+            else "forward"
+            if run[0] > stored[-1]
+            else "internal"
+        )
         out.append((iso(run[0]), iso(run[-1]), len(run), where))
     return out
 
@@ -67,8 +78,11 @@ def test_missing_runs_match_a_set_difference(present: set[int], first: int, last
     assert all(b[0] > a[1] + 1 for a, b in zip(runs, runs[1:], strict=False))  # maximal runs
 
 
-@given(st.integers(0, 40), st.integers(0, 40),
-       st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), st.sampled_from("ab")), max_size=4))
+@given(
+    st.integers(0, 40),
+    st.integers(0, 40),
+    st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50), st.sampled_from("ab")), max_size=4),
+)
 def test_split_by_windows_labels_every_slot_by_the_last_covering_window(
     lo: int, span: int, raw: list[tuple[int, int, str]]
 ) -> None:
@@ -96,7 +110,9 @@ GRIDS = {  # interval: (anchor near a month and year boundary, slots)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 @pytest.mark.parametrize("interval", list(GRIDS))
-def test_detector_matches_the_python_oracle(interval: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_detector_matches_the_python_oracle(
+    interval: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     grid = Interval(interval)
     anchor, slots = GRIDS[interval]
     expected = list(grid.open_times(to_ms(anchor), grid.add(to_ms(anchor), slots)))
@@ -107,16 +123,21 @@ def test_detector_matches_the_python_oracle(interval: str, data: st.DataObject, 
     end_ms = grid.next_open(expected[-1])
     start_ms = expected[start]
     detector = DataGapDetector(root, interval, start_date=start_ms)
-    found = [(iso(g.start_ms), iso(g.end_ms), g.count, g.position)
-             for g in detector.find_all_gaps("BTCUSDT", end_date=end_ms)]
+    found = [
+        (iso(g.start_ms), iso(g.end_ms), g.count, g.position)
+        for g in detector.find_all_gaps("BTCUSDT", end_date=end_ms)
+    ]
     assert found == oracle_gaps(grid, present, start_ms, end_ms)
     summary = detector.get_collection_summary("BTCUSDT", end_date=end_ms)
     expected_count = grid.count(min(start_ms, *present), end_ms)
     assert summary["expected_candles"] == expected_count
     missing = sum(g[2] for g in oracle_gaps(grid, present, start_ms, end_ms))
     # Cut, never rounded up: only a complete range is 100%.
-    assert summary["completeness_percent"] == int(1e6 * (expected_count - missing) / expected_count) / 1e4 or (
-        abs(summary["completeness_percent"] - 100 * (expected_count - missing) / expected_count) < 1e-4)
+    assert summary["completeness_percent"] == int(
+        1e6 * (expected_count - missing) / expected_count
+    ) / 1e4 or (
+        abs(summary["completeness_percent"] - 100 * (expected_count - missing) / expected_count) < 1e-4
+    )
     assert (summary["completeness_percent"] == 100) == (missing == 0)
 
 
@@ -128,7 +149,9 @@ def test_off_grid_and_duplicate_rows_are_reported_and_not_counted_as_present(tmp
     rows = pl.concat([rows, rows.slice(1, 1)])  # and a duplicate
     path = partition_path(tmp_path, "1h", "BTCUSDT", "2024-01")
     path.parent.mkdir(parents=True)
-    pq.write_table(rows.to_arrow().cast(ARROW_SCHEMA), path)  # written by "another tool": no cryptolake footer
+    pq.write_table(
+        rows.to_arrow().cast(ARROW_SCHEMA), path
+    )  # written by "another tool": no cryptolake footer
     gaps = DataGapDetector(tmp_path, "1h").find_all_gaps("BTCUSDT", end_date=times[-1] + 3_600_000)
     kinds = {(g.kind, iso(g.start_ms), g.count) for g in gaps}
     assert ("duplicate", iso(times[1]), 1) in kinds
@@ -158,16 +181,22 @@ def april_exchange() -> FakeExchange:
 
 @pytest.fixture
 def april_client(april_exchange: FakeExchange, tmp_path: Path) -> BinanceClient:
-    with BinanceClient(base_url=april_exchange.base_url, retry_delay=0.01, max_retries=1,
-                       ban_file=tmp_path / "bans.json") as client:
+    with BinanceClient(
+        base_url=april_exchange.base_url, retry_delay=0.01, max_retries=1, ban_file=tmp_path / "bans.json"
+    ) as client:
         yield client
 
 
 def klines_requests(exchange: FakeExchange, first: str, last: str) -> int:
     """Klines requests that asked for any slot in ``[first, last]``."""
     lo, hi = to_ms(first), to_ms(last)
-    return sum(1 for r in exchange.stats().log if r.path == "/api/v3/klines"
-               and int(r.params.get("startTime", 0)) <= hi and int(r.params.get("endTime", 1 << 62)) >= lo)
+    return sum(
+        1
+        for r in exchange.stats().log
+        if r.path == "/api/v3/klines"
+        and int(r.params.get("startTime", 0)) <= hi
+        and int(r.params.get("endTime", 1 << 62)) >= lo
+    )
 
 
 def test_an_outage_is_an_exchange_gap_confirmed_once_and_not_refetched(
@@ -187,7 +216,8 @@ def test_an_outage_is_an_exchange_gap_confirmed_once_and_not_refetched(
     assert report.remaining == {"exchange_gap": 5}
     gaps = collector.detector().find_all_gaps("BTCUSDT", "2024-03-10")
     assert [(g.kind, g.start_time.isoformat(), g.count) for g in gaps] == [
-        ("exchange_gap", "2024-03-12T04:00:00+00:00", 5)]
+        ("exchange_gap", "2024-03-12T04:00:00+00:00", 5)
+    ]
     summary = collector.detector().get_collection_summary("BTCUSDT", "2024-03-10")
     assert summary["gaps_by_kind"] == {"exchange_gap": {"gaps": 1, "candles": 5}}
 
@@ -231,31 +261,46 @@ def test_a_symbol_listed_after_the_start_date_expects_nothing_before_its_listing
     collector = CryptoCollector(client, lake=lake)
     assert collector.collect_backward("2025-06-01", ["NEW"]).ok
     # With the listing recorded by the collector, even an offline detector knows.
-    offline = DataGapDetector(lake, "1h", start_date="2025-06-01", clock=lambda: fake_exchange.now_ms() / 1000)
+    offline = DataGapDetector(
+        lake, "1h", start_date="2025-06-01", clock=lambda: fake_exchange.now_ms() / 1000
+    )
     assert offline.find_backward_gaps("NEWUSDT") == []
     summary = offline.get_collection_summary("NEWUSDT")
     assert summary["first_candle"] == "2025-06-15T10:00:00Z" and summary["completeness_percent"] == 100.0
 
 
-def test_cli_gaps_json_fill_gaps_and_coverage(fake_exchange: FakeExchange, client: BinanceClient, tmp_path: Path) -> None:
+def test_cli_gaps_json_fill_gaps_and_coverage(
+    fake_exchange: FakeExchange, client: BinanceClient, tmp_path: Path
+) -> None:
     lake = tmp_path / "lake"
     collector = CryptoCollector(client, lake=lake)
     assert collector.collect_backward("2025-12-20", ["BTC", "ETH"]).ok
     # Punch a hole: drop 3 hours from BTC's December partition.
     path = partition_path(lake, "1h", "BTCUSDT", "2025-12")
     table = pq.read_table(path)
-    keep = pl.from_arrow(table).filter(~pl.col("open_time").dt.hour().is_in([1, 2, 3])
-                                       | (pl.col("open_time").dt.day() != 24))
+    keep = pl.from_arrow(table).filter(
+        ~pl.col("open_time").dt.hour().is_in([1, 2, 3]) | (pl.col("open_time").dt.day() != 24)
+    )
     pq.write_table(keep.to_arrow().cast(ARROW_SCHEMA), path)
     runner = CliRunner()
     args = ["--lake", str(lake), "--base-url", fake_exchange.base_url, "--since", "2025-12-20"]
     result = runner.invoke(cli, ["gaps", *args, "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == [{
-        "symbol": "BTCUSDT", "interval": "1h", "kind": "missing", "position": "internal",
-        "start_time": "2025-12-24T01:00:00Z", "end_time": "2025-12-24T03:00:00Z", "count": 3}]
+    assert json.loads(result.output) == [
+        {
+            "symbol": "BTCUSDT",
+            "interval": "1h",
+            "kind": "missing",
+            "position": "internal",
+            "start_time": "2025-12-24T01:00:00Z",
+            "end_time": "2025-12-24T03:00:00Z",
+            "count": 3,
+        }
+    ]
 
-    result = runner.invoke(cli, ["fill-gaps", "--lake", str(lake), "--base-url", fake_exchange.base_url, "--quiet"])
+    result = runner.invoke(
+        cli, ["fill-gaps", "--lake", str(lake), "--base-url", fake_exchange.base_url, "--quiet"]
+    )
     assert result.exit_code == 0, result.output
     assert "filled 3 1h candles for 2 symbols; remaining: none" in result.output
     assert json.loads(runner.invoke(cli, ["gaps", *args, "--json"]).output) == []
@@ -268,7 +313,9 @@ def test_cli_gaps_json_fill_gaps_and_coverage(fake_exchange: FakeExchange, clien
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = json.loads(runner.invoke(cli, ["coverage", *args, "--json"]).output)
     assert {(r["symbol"], r["month"], r["completeness_percent"]) for r in rows} == {
-        ("BTCUSDT", "2025-12", 100.0), ("ETHUSDT", "2025-12", 100.0)}
+        ("BTCUSDT", "2025-12", 100.0),
+        ("ETHUSDT", "2025-12", 100.0),
+    }
 
     # The DuckDB database file in the lake has the views, from any working directory.
     con = duckdb.connect(str(lake / "cryptolake.duckdb"), read_only=True)
@@ -292,7 +339,12 @@ def test_sql_formats_and_bad_sql(fake_exchange: FakeExchange, client: BinanceCli
     csv = runner.invoke(cli, ["sql", query, "--lake", str(lake), "--format", "csv"]).output.splitlines()
     assert csv[0] == "symbol,open_time,close" and csv[1].startswith("BTCUSDT,2025-12-31T00:00:00.000Z,")
     out = tmp_path / "out.parquet"
-    assert runner.invoke(cli, ["sql", query, "--lake", str(lake), "--format", "parquet", "-o", str(out)]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli, ["sql", query, "--lake", str(lake), "--format", "parquet", "-o", str(out)]
+        ).exit_code
+        == 0
+    )
     assert pq.read_table(out).num_rows == 2
 
     before = {p: p.stat().st_mtime_ns for p in lake.rglob("*.parquet")}
@@ -302,11 +354,18 @@ def test_sql_formats_and_bad_sql(fake_exchange: FakeExchange, client: BinanceCli
         assert result.output.startswith("error: SQL error:") and len(result.output.strip().splitlines()) == 1
     assert {p: p.stat().st_mtime_ns for p in lake.rglob("*.parquet")} == before
     assert not (Path.cwd() / "x.csv").exists()
-    assert set(KLINE_COLUMNS) <= set(json.loads(runner.invoke(
-        cli, ["sql", "SELECT * FROM klines LIMIT 1", "--lake", str(lake), "--format", "json"]).output)[0])
+    assert set(KLINE_COLUMNS) <= set(
+        json.loads(
+            runner.invoke(
+                cli, ["sql", "SELECT * FROM klines LIMIT 1", "--lake", str(lake), "--format", "json"]
+            ).output
+        )[0]
+    )
 
 
-def test_the_writer_records_off_grid_rows_in_the_footer_so_such_partitions_are_scanned(tmp_path: Path) -> None:
+def test_the_writer_records_off_grid_rows_in_the_footer_so_such_partitions_are_scanned(
+    tmp_path: Path,
+) -> None:
     grid = Interval("1h")
     times = [to_ms("2024-01-01") + i * 3_600_000 for i in range(5)]
     times[2] += 60_000  # 02:01: off the hourly grid; 02:00 is missing
@@ -316,7 +375,9 @@ def test_the_writer_records_off_grid_rows_in_the_footer_so_such_partitions_are_s
     scan = DataGapDetector(tmp_path, "1h").scan(end_date=times[-1] + 3_600_000)
     assert scan.scanned_partitions == 1
     assert [(g.kind, iso(g.start_ms)) for g in scan.gaps] == [
-        ("missing", "2024-01-01T02:00:00Z"), ("off_grid", "2024-01-01T02:01:00Z")]
+        ("missing", "2024-01-01T02:00:00Z"),
+        ("off_grid", "2024-01-01T02:01:00Z"),
+    ]
 
 
 def test_a_delisted_symbol_expects_nothing_after_its_last_candle(
@@ -329,7 +390,9 @@ def test_a_delisted_symbol_expects_nothing_after_its_last_candle(
     assert [g for g in online.find_all_gaps("LUNAUSDT") if g.kind == "missing"] == []
     assert collector.detect_and_fill_gaps(["LUNA"]).remaining.get("missing", 0) == 0
     # Offline, nobody can tell a delisting from a download we did not make.
-    offline = DataGapDetector(lake, "1h", start_date="2022-05-01", clock=lambda: fake_exchange.now_ms() / 1000)
+    offline = DataGapDetector(
+        lake, "1h", start_date="2022-05-01", clock=lambda: fake_exchange.now_ms() / 1000
+    )
     assert [g.position for g in offline.find_all_gaps("LUNAUSDT")] == ["forward"]
 
 
@@ -345,4 +408,5 @@ def test_an_outage_cut_by_a_batch_edge_is_one_exchange_gap(
     assert collector.collect_backward(start, ["BTC"]).ok
     gaps = DataGapDetector(tmp_path / "lake", "1h", client=client).find_all_gaps("BTCUSDT", start)
     assert [(g.kind, iso(g.start_ms), iso(g.end_ms), g.count) for g in gaps] == [
-        ("exchange_gap", OUTAGE_FIRST, OUTAGE_LAST, 5)]
+        ("exchange_gap", OUTAGE_FIRST, OUTAGE_LAST, 5)
+    ]

@@ -30,8 +30,11 @@ DSN = f"postgresql://cl:{SECRET_PASSWORD}@127.0.0.1:1/market"
 
 def lake_bytes(root: Path) -> dict[str, str]:
     """Every file under the lake, by relative path: its SHA-256."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +47,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         cwd = os.getcwd()
         os.chdir(base)
         try:
-            result = runner.invoke(cli, ["collect", "--symbols", "BTC,ETH", "--since", "2025-12-28", "--lake",
-                                         str(lake), "--base-url", fx.base_url, "--quiet"], env=env)
+            result = runner.invoke(
+                cli,
+                [
+                    "collect",
+                    "--symbols",
+                    "BTC,ETH",
+                    "--since",
+                    "2025-12-28",
+                    "--lake",
+                    str(lake),
+                    "--base-url",
+                    fx.base_url,
+                    "--quiet",
+                ],
+                env=env,
+            )
             assert result.exit_code == 0, result.output
             assert runner.invoke(cli, ["gaps", "--lake", str(lake), "--base-url", fx.base_url]).exit_code == 0
         finally:
@@ -59,10 +76,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         busy = socket.socket()
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        yield {"base": base, "lake": lake, "fx": fx, "env": env, "file": a_file, "busy_port": busy.getsockname()[1],
-               "fifo": base / "a-fifo",
-               "bad_toml": _write(base / "bad.toml", "[lake\nroot = 1"),
-               "unknown_key": _write(base / "unknown.toml", "[binance]\ntimeouts = 5\n")}
+        yield {
+            "base": base,
+            "lake": lake,
+            "fx": fx,
+            "env": env,
+            "file": a_file,
+            "busy_port": busy.getsockname()[1],
+            "fifo": base / "a-fifo",
+            "bad_toml": _write(base / "bad.toml", "[lake\nroot = 1"),
+            "unknown_key": _write(base / "unknown.toml", "[binance]\ntimeouts = 5\n"),
+        }
         busy.close()
 
 
@@ -123,8 +147,15 @@ def cases(w: dict[str, Any]) -> list[tuple[list[str], dict[str, str]]]:
         (["fill-gaps", "--symbols", "../../etc", *net], {}),
         # sql
         (["sql", "DELETE FROM klines", *at], {}),
-        (["sql", f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{lake}/klines' (FORMAT parquet, PARTITION_BY (x), "
-                 "OVERWRITE)", *at], {}),
+        (
+            [
+                "sql",
+                f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{lake}/klines' (FORMAT parquet, PARTITION_BY (x), "
+                "OVERWRITE)",
+                *at,
+            ],
+            {},
+        ),
         (["sql", f"COPY (SELECT 1 AS x) TO '{partition}' (FORMAT parquet)", *at], {}),
         (["sql", f"EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{partition}' (FORMAT parquet)", *at], {}),
         (["sql", "SELECT 1", "--output", f"{lake}/_meta/collection_state.json", *at], {}),
@@ -167,7 +198,10 @@ def cases(w: dict[str, Any]) -> list[tuple[list[str], dict[str, str]]]:
         (["load", "postgres", *at], {}),
         (["load", "postgres", "--dsn", f"postgresql://u:{SECRET_PASSWORD}@[bad", *at], {}),
         (["load", "postgres", "--dsn", f"postgresql://u:{SECRET_PASSWORD}@host:port/db", *at], {}),
-        (["load", "postgres", "--dsn", f"host=127.0.0.1 port=1 password={SECRET_PASSWORD} dbname=x", *at], {}),
+        (
+            ["load", "postgres", "--dsn", f"host=127.0.0.1 port=1 password={SECRET_PASSWORD} dbname=x", *at],
+            {},
+        ),
         (["load", "postgres", "--dsn", "mysql://root@localhost/x", *at], {}),
         (["load", "postgres", "--lake", missing], {}),
         (["load", "postgres", "--symbols", "../x", *at], {}),

@@ -295,14 +295,18 @@ def test_listings_ignore_anything_off_layout(filled: Lake) -> None:
     assert filled.symbols("1d") == []
 
 
-def test_partition_stats_come_from_footers(filled: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_partition_stats_come_from_commit_records_without_opening_a_parquet_reader(
+    filled: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
     filled.write_klines("1h", "ETHUSDT", candles([0]))
 
-    def no_data_pages(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("partition_stats read data pages")
+    def no_parquet_reader(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("partition_stats opened a Parquet reader")
 
-    monkeypatch.setattr(store.pl, "read_parquet", no_data_pages)
-    monkeypatch.setattr(store.pq, "read_table", no_data_pages)
+    for name in ("ParquetFile", "read_table", "read_metadata", "read_schema"):
+        monkeypatch.setattr(store.pq, name, no_parquet_reader)
+    for name in ("read_parquet", "scan_parquet"):
+        monkeypatch.setattr(store.pl, name, no_parquet_reader)
     stats = filled.partition_stats("1h")
     assert [(s.symbol, s.month, s.rows) for s in stats] == [
         ("BTCUSDT", "2024-01", 2),
@@ -463,7 +467,8 @@ def test_lock_removes_stale_temp_files_only(filled: Lake) -> None:
 
 _writes = st.lists(
     st.tuples(st.lists(st.integers(0, 80), max_size=40), st.sampled_from([1.0, 2.0, float("nan")])),
-    min_size=1, max_size=4,
+    min_size=1,
+    max_size=4,
 )
 
 
@@ -482,7 +487,8 @@ def test_successive_writes_equal_the_pure_merge_and_count_exactly(
         incoming = merge_klines(candles([]), batch)  # last duplicate wins, as in the lake
         added = sum(1 for t in incoming["open_time"].to_list() if t not in before)
         changed = sum(
-            1 for t, row in zip(incoming["open_time"].to_list(), incoming.rows(), strict=True)
+            1
+            for t, row in zip(incoming["open_time"].to_list(), incoming.rows(), strict=True)
             if t in before and not _same_row(before[t], row)
         )
         result = lake.write_klines("1h", "BTCUSDT", batch)
@@ -495,8 +501,10 @@ def test_successive_writes_equal_the_pure_merge_and_count_exactly(
 
 
 def _same_row(a: tuple, b: tuple) -> bool:
-    return all(x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
-               for x, y in zip(a, b, strict=True))
+    return all(
+        x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 # -- trusting footers only for files cryptolake committed ------------------------------------
@@ -545,7 +553,9 @@ def test_commit_records_stay_out_of_every_reader(filled: Lake) -> None:
     assert len(list(filled.root.rglob(".cryptolake-commit.json"))) == 2
     con = duckdb.connect()
     try:
-        assert con.sql(f"SELECT count(*) FROM read_parquet('{klines_glob(filled.root)}')").fetchall() == [(5,)]
+        assert con.sql(f"SELECT count(*) FROM read_parquet('{klines_glob(filled.root)}')").fetchall() == [
+            (5,)
+        ]
     finally:
         con.close()
     import pyarrow.dataset as ds
@@ -564,8 +574,12 @@ def test_a_rewrite_that_matches_size_and_time_is_still_untrusted(lake: Lake) -> 
     rows = table.to_pylist()
     rows[5] = dict(rows[4])  # an hour replaced by a copy of the one before: same row count
     kept = {k: v for k, v in table.schema.metadata.items() if k.startswith(b"cryptolake.")}
-    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema).replace_schema_metadata(kept), path,
-                   compression="zstd", write_statistics=True)
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=table.schema).replace_schema_metadata(kept),
+        path,
+        compression="zstd",
+        write_statistics=True,
+    )
     # A forger who also matched the size and the modification time: the record says exactly
     # what the file's stat says now; only the footer's hash still tells the files apart.
     record = json.loads(record_path.read_text())
@@ -590,3 +604,21 @@ def test_a_rewrite_with_the_same_bytes_and_the_old_time_is_untrusted_by_its_chan
     os.utime(path, ns=(original.st_atime_ns, original.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (original.st_size, original.st_mtime_ns)
     assert not store.is_committed(path)
+
+
+def test_partition_stats_of_a_file_another_tool_wrote_read_its_footer_and_no_data_page(lake: Lake) -> None:
+    path = partition_path(lake.root, "1h", "SOLUSDT", "2024-02")
+    path.parent.mkdir(parents=True)
+    pq.write_table(candles([2, 3, 4]).to_arrow().cast(ARROW_SCHEMA), path)  # no commit record: foreign
+    # Zero everything between the leading magic and the footer: any read of a data page fails,
+    # while the footer (schema, row count, statistics) stays whole.
+    data = bytearray(path.read_bytes())
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    data[4:footer_start] = bytes(footer_start - 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(Exception):  # noqa: B017 - whatever pyarrow raises: the pages are unreadable
+        pq.read_table(path)
+
+    (stats,) = lake.partition_stats("1h", "SOLUSDT")
+    assert (stats.month, stats.rows) == ("2024-02", 3)
+    assert (stats.first_open_ms, stats.last_open_ms) == (JAN_31_22H + 2 * HOUR_MS, JAN_31_22H + 4 * HOUR_MS)

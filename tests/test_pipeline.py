@@ -60,8 +60,11 @@ def test_a_multi_symbol_run_sends_one_request_per_1000_candles_and_one_time_and_
 
     # The first request (from the start, no end) brings 1,000 candles; the rest are pages counted
     # back from the end: full ones, but for the one that meets the first.
-    requests = sorted((int(r.params["startTime"]), int(r.params.get("endTime", -1)) + 1) for r in stats.log
-                      if r.path == KLINES and r.params["symbol"] == "BTCUSDT")
+    requests = sorted(
+        (int(r.params["startTime"]), int(r.params.get("endTime", -1)) + 1)
+        for r in stats.log
+        if r.path == KLINES and r.params["symbol"] == "BTCUSDT"
+    )
     assert requests[0] == (to_ms("2025-03-01"), 0)
     sizes = [(hi - lo) // 3_600_000 for lo, hi in requests[1:]]
     assert sizes[1:] == [1000] * (pages - 2) and 0 < sizes[0] < 1000
@@ -100,7 +103,9 @@ def test_an_unknown_symbol_is_refused_from_the_symbol_list_without_a_klines_requ
     collector = CryptoCollector(client, lake=tmp_path / "lake")
     backward, forward = collector.collect("2025-12-01", ["NOPE", "BTC"])
 
-    assert backward.failed == {"NOPEUSDT": "Binance does not know symbol 'NOPEUSDT' (code -1121: Invalid symbol.)"}
+    assert backward.failed == {
+        "NOPEUSDT": "Binance does not know symbol 'NOPEUSDT' (code -1121: Invalid symbol.)"
+    }
     assert backward.results["NOPEUSDT"].unknown_symbol and backward.results["BTCUSDT"].ok
     requested = {r.params["symbol"] for r in fake_exchange.stats().log if r.path == KLINES}
     assert requested == {"BTCUSDT"}
@@ -151,18 +156,28 @@ def test_a_second_collect_during_a_long_run_completes_and_the_lake_holds_both(
     lake = tmp_path / "lake"
     fake_exchange.set_latency(0.05)
     slow = {**clean_env(), "CRYPTOLAKE_BINANCE_CONCURRENCY": "1"}  # 81 requests, one at a time: seconds
-    first = subprocess.Popen(collect_argv(lake, fake_exchange, "--symbols", "BTC,ETH,SOL", "--since", "2023-01-01",
-                                          "--quiet"), cwd=tmp_path, env=slow, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        collect_argv(lake, fake_exchange, "--symbols", "BTC,ETH,SOL", "--since", "2023-01-01", "--quiet"),
+        cwd=tmp_path,
+        env=slow,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not list(lake.rglob("data.parquet")) and time.monotonic() < deadline and first.poll() is None:
             time.sleep(0.01)
         assert first.poll() is None, "the first run ended before the second one could start"
         # The second run shares a symbol with the first (SOL) and starts while it writes.
-        second = subprocess.run(collect_argv(lake, fake_exchange, "--symbols", "SOL,XRP", "--since", "2024-06-01",
-                                             "--quiet"), cwd=tmp_path, env=clean_env(), capture_output=True,
-                                text=True, timeout=120)
+        second = subprocess.run(
+            collect_argv(lake, fake_exchange, "--symbols", "SOL,XRP", "--since", "2024-06-01", "--quiet"),
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert second.returncode == 0, second.stderr
         assert first.poll() is None, "the second run waited for the first to end"
         out, err = first.communicate(timeout=120)
@@ -173,8 +188,12 @@ def test_a_second_collect_during_a_long_run_completes_and_the_lake_holds_both(
     assert first.returncode == 0, err
     fake_exchange.set_latency(0.0)
     check_files(lake)
-    for pair, since in (("BTCUSDT", "2023-01-01"), ("ETHUSDT", "2023-01-01"), ("SOLUSDT", "2023-01-01"),
-                        ("XRPUSDT", "2024-06-01")):
+    for pair, since in (
+        ("BTCUSDT", "2023-01-01"),
+        ("ETHUSDT", "2023-01-01"),
+        ("SOLUSDT", "2023-01-01"),
+        ("XRPUSDT", "2024-06-01"),
+    ):
         assert_frame_equal(stored(lake, pair), oracle(fake_exchange, pair, since))
 
 
@@ -195,7 +214,9 @@ def test_pages_held_or_requested_stay_within_the_bound_however_long_the_history(
     with BinanceClient(base_url=fake_exchange.base_url, concurrency=4) as client:
         collector = CryptoCollector(client, lake=tmp_path / "lake", interval="1m", batch_size_hours=24)
         (report,) = collector.collect("2025-10-01", ["BTC"], forward=False)  # 132k candles: 133 pages
-    assert report.ok and report.total_rows_added == slots("2025-10-01", Interval("1m").floor(FAKE_NOW_MS), "1m")
+    assert report.ok and report.total_rows_added == slots(
+        "2025-10-01", Interval("1m").floor(FAKE_NOW_MS), "1m"
+    )
     assert len(peaks) == 133
     held, bound = max(peaks)
     assert held < bound == 4 * 4 + 2 * 3  # requests in flight x 4, two units of 24 h (1,440 candles: 3 pages)
@@ -208,14 +229,17 @@ def test_until_is_an_inclusive_end_as_a_date_or_a_time_and_a_later_run_goes_on(
     fake_exchange: FakeExchange, cli_env: Path
 ) -> None:
     lake = cli_env / "lake"
-    result = collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--until", "2025-12-10")
+    result = collect(
+        lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--until", "2025-12-10"
+    )
     assert result.exit_code == 0, result.stderr
     frame = stored(lake, "BTCUSDT")
     assert iso(to_ms(frame["open_time"][0])) == "2025-12-01T00:00:00Z"
     assert iso(to_ms(frame["open_time"][-1])) == "2025-12-10T23:00:00Z"  # the whole of the 10th
 
-    result = collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01",
-                     "--until", "2025-12-12T05:30:00Z")
+    result = collect(
+        lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--until", "2025-12-12T05:30:00Z"
+    )
     assert result.exit_code == 0, result.stderr
     assert iso(to_ms(stored(lake, "BTCUSDT")["open_time"][-1])) == "2025-12-12T05:00:00Z"
 
@@ -233,9 +257,12 @@ def test_since_takes_a_utc_time_and_until_before_it_is_refused_in_one_line(
     assert_frame_equal(stored(lake, "ETHUSDT"), oracle(fake_exchange, "ETHUSDT", "2025-12-20T06:00:00Z"))
 
     for until, why in (("2025-12-19", "before the start"), ("yesterday", "invalid --until")):
-        refused = collect(lake, fake_exchange, "--symbols", "ETH", "--since", "2025-12-20T06:00:00Z",
-                          "--until", until)
-        assert refused.exit_code == 2 and why in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+        refused = collect(
+            lake, fake_exchange, "--symbols", "ETH", "--since", "2025-12-20T06:00:00Z", "--until", until
+        )
+        assert (
+            refused.exit_code == 2 and why in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+        )
 
 
 # -- a fast start ----------------------------------------------------------------------------------
@@ -245,7 +272,9 @@ HEAVY = ("duckdb", "polars", "pyarrow", "httpx", "apscheduler", "numpy", "rich")
 
 @pytest.mark.parametrize("argv", [["--help"], ["config"], ["collect", "--help"]])
 def test_help_and_config_load_no_heavy_library(argv: list[str], tmp_path: Path) -> None:
-    shutil.copy(Path(__file__).parent.parent / "config.toml", tmp_path)  # the shipped settings, read and checked
+    shutil.copy(
+        Path(__file__).parent.parent / "config.toml", tmp_path
+    )  # the shipped settings, read and checked
     code = (
         "import sys\n"
         "from cryptolake.cli import main\n"
@@ -254,19 +283,27 @@ def test_help_and_config_load_no_heavy_library(argv: list[str], tmp_path: Path) 
         f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
         "print('LOADED', __import__('json').dumps(heavy), file=sys.stderr)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stderr.rsplit("LOADED", 1)[1])
     assert loaded == []
 
 
 def test_the_public_names_still_import_from_the_package() -> None:
-    code = ("import sys, cryptolake\n"
-            "assert 'polars' not in sys.modules\n"
-            "from cryptolake import CryptoCollector, BinanceClient, DataGapDetector, CollectorScheduler\n"
-            "assert CryptoCollector.__module__ == 'cryptolake.collector'\n"
-            "assert set(cryptolake.__all__) <= set(dir(cryptolake))\n")
+    code = (
+        "import sys, cryptolake\n"
+        "assert 'polars' not in sys.modules\n"
+        "from cryptolake import CryptoCollector, BinanceClient, DataGapDetector, CollectorScheduler\n"
+        "assert CryptoCollector.__module__ == 'cryptolake.collector'\n"
+        "assert set(cryptolake.__all__) <= set(dir(cryptolake))\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
@@ -281,24 +318,35 @@ def test_the_default_schedule_that_skips_the_cron_parser_is_a_valid_cron_express
     assert fire == datetime(2026, 1, 1, 6, tzinfo=UTC)
 
 
-def test_until_never_leaves_a_hole_before_the_stored_range(fake_exchange: FakeExchange, cli_env: Path) -> None:
+def test_until_never_leaves_a_hole_before_the_stored_range(
+    fake_exchange: FakeExchange, cli_env: Path
+) -> None:
     lake = cli_env / "lake"
     assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-11-01").exit_code == 0
-    result = collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-09-01", "--until", "2025-09-10")
+    result = collect(
+        lake, fake_exchange, "--symbols", "BTC", "--since", "2025-09-01", "--until", "2025-09-10"
+    )
     assert result.exit_code == 0, result.stderr
-    assert "note: BTCUSDT: collected up to the earliest stored candle (2025-11-01T00:00:00Z), past --until" in result.stderr
+    assert (
+        "note: BTCUSDT: collected up to the earliest stored candle (2025-11-01T00:00:00Z), past --until"
+        in result.stderr
+    )
     assert_frame_equal(stored(lake, "BTCUSDT"), oracle(fake_exchange, "BTCUSDT", "2025-09-01"))  # contiguous
 
 
 def test_forward_only_on_an_empty_lake_says_why_nothing_was_collected(
     fake_exchange: FakeExchange, cli_env: Path
 ) -> None:
-    result = collect(cli_env / "lake", fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--forward-only")
+    result = collect(
+        cli_env / "lake", fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--forward-only"
+    )
     assert result.exit_code == 0
     assert "note: BTCUSDT: nothing stored yet: collect backward first" in result.stderr
 
 
-def test_no_wait_fails_at_once_while_another_live_process_collects(fake_exchange: FakeExchange, cli_env: Path) -> None:
+def test_no_wait_fails_at_once_while_another_live_process_collects(
+    fake_exchange: FakeExchange, cli_env: Path
+) -> None:
     lake = cli_env / "lake"
     assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-30").exit_code == 0
     meta = lake / "_meta"
@@ -310,7 +358,9 @@ def test_no_wait_fails_at_once_while_another_live_process_collects(fake_exchange
         assert refused.exit_code == 1 and "another cryptolake process is writing to" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
         assert KLINES not in fake_exchange.stats().by_path  # nothing was asked
-        assert collect(lake, fake_exchange, "--symbols", "ETH", "--since", "2025-12-30").exit_code == 0  # waits: fine
+        assert (
+            collect(lake, fake_exchange, "--symbols", "ETH", "--since", "2025-12-30").exit_code == 0
+        )  # waits: fine
     finally:
         other.kill()
         other.wait()

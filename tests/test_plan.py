@@ -22,8 +22,13 @@ def slots(grid: Interval, lo: int, hi: int) -> list[int]:
     return list(grid.open_times(lo, hi))
 
 
-windows = st.tuples(st.sampled_from(sorted(GRIDS)), st.integers(0, 5000), st.integers(0, 5000), st.booleans(),
-                    st.integers(1, 3000))
+windows = st.tuples(
+    st.sampled_from(sorted(GRIDS)),
+    st.integers(0, 5000),
+    st.integers(0, 5000),
+    st.booleans(),
+    st.integers(1, 3000),
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -46,7 +51,9 @@ def test_pages_cover_the_window_exactly_in_the_fewest_requests(case: tuple[str, 
 
 @settings(max_examples=150, deadline=None)
 @given(windows)
-def test_units_lie_in_one_month_cover_the_window_and_keep_the_commit_order(case: tuple[str, int, int, bool, int]) -> None:
+def test_units_lie_in_one_month_cover_the_window_and_keep_the_commit_order(
+    case: tuple[str, int, int, bool, int],
+) -> None:
     interval, a, n, descending, batch = case
     grid = Interval(interval)
     lo = grid.add(grid.ceil(BASE), a % 200)
@@ -71,7 +78,9 @@ def test_units_lie_in_one_month_cover_the_window_and_keep_the_commit_order(case:
 
 @settings(max_examples=100, deadline=None)
 @given(windows, st.integers(1, 1000))
-def test_each_unit_needs_exactly_the_pages_that_overlap_it(case: tuple[str, int, int, bool, int], first: int) -> None:
+def test_each_unit_needs_exactly_the_pages_that_overlap_it(
+    case: tuple[str, int, int, bool, int], first: int
+) -> None:
     interval, a, n, descending, batch = case
     grid = Interval(interval)
     lo = grid.add(grid.ceil(BASE), a % 200)

@@ -29,3 +29,42 @@ def test_original_design_signatures() -> None:
         assert callable(getattr(cryptolake.CryptoCollector, method))
     backward = inspect.signature(cryptolake.CryptoCollector.collect_backward)
     assert list(backward.parameters)[1:] == ["start_date", "crypto_symbols"]
+
+
+def test_every_public_name_is_in_all_and_every_exception_is_public() -> None:
+    import cryptolake.errors
+
+    public = {name for name in dir(cryptolake) if not name.startswith("_")}
+    assert public == set(cryptolake.__all__) - {"__version__"}
+    exceptions = {
+        name
+        for name, value in vars(cryptolake.errors).items()
+        if isinstance(value, type) and issubclass(value, BaseException) and not name.startswith("_")
+    }
+    assert exceptions <= set(cryptolake.__all__)
+    for name in exceptions:
+        assert getattr(cryptolake, name) is getattr(cryptolake.errors, name)
+
+
+def test_every_exception_class_of_the_package_lives_in_errors() -> None:
+    import importlib
+    import pkgutil
+
+    stray = []
+    for info in pkgutil.walk_packages(cryptolake.__path__, "cryptolake."):
+        if info.name in (
+            "cryptolake.errors",
+            "cryptolake.fake_exchange",
+            "cryptolake.coverage_plot",
+        ) or info.name.startswith("cryptolake.cli"):
+            continue  # the fake's wire errors, the plot's optional import, the CLI's usage errors are not the library's
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and not name.startswith("_")
+            ):
+                stray.append(f"{info.name}.{name}")
+    assert stray == []

@@ -24,16 +24,29 @@ from .test_cli_collect import clean_env
 
 
 def lake_bytes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _can_mount_read_only(probe: Path) -> bool:
     if shutil.which("unshare") is None:
         return False
-    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                             f'mount --bind "{probe}" "{probe}" && mount -o remount,bind,ro "{probe}" '
-                             f'&& ! touch "{probe}/x" 2>/dev/null'], capture_output=True)
+    result = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount --bind "{probe}" "{probe}" && mount -o remount,bind,ro "{probe}" '
+            f'&& ! touch "{probe}/x" 2>/dev/null',
+        ],
+        capture_output=True,
+    )
     return result.returncode == 0
 
 
@@ -47,8 +60,14 @@ def read_only(tmp_path: Path) -> Iterator[Any]:
             for path in [lake, *lake.rglob("*")]:
                 path.chmod(path.stat().st_mode & ~0o222)
                 touched.append(path)
-            return subprocess.run([sys.executable, "-m", "cryptolake", *args], capture_output=True, text=True,
-                                  env=clean_env(), cwd=tmp_path, timeout=120)
+            return subprocess.run(
+                [sys.executable, "-m", "cryptolake", *args],
+                capture_output=True,
+                text=True,
+                env=clean_env(),
+                cwd=tmp_path,
+                timeout=120,
+            )
 
         yield run_with_modes
         for path in touched:
@@ -61,9 +80,27 @@ def read_only(tmp_path: Path) -> Iterator[Any]:
 
     def run_with_mount(lake: Path, *args: str) -> subprocess.CompletedProcess[str]:
         script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
-        return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(lake),
-                               sys.executable, "-m", "cryptolake", *args], capture_output=True, text=True,
-                              env=clean_env(), cwd=tmp_path, timeout=120)
+        return subprocess.run(
+            [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                str(lake),
+                sys.executable,
+                "-m",
+                "cryptolake",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            cwd=tmp_path,
+            timeout=120,
+        )
 
     yield run_with_mount
 
@@ -77,21 +114,32 @@ def test_reading_commands_work_on_a_read_only_lake_and_writing_ones_refuse(
     before = lake_bytes(lake)
     net = ["--lake", str(lake), "--base-url", fake_exchange.base_url]
 
-    for args in (["gaps", *net], ["gaps", "--json", "--offline", "--lake", str(lake)], ["coverage", *net],
-                 ["status", "--lake", str(lake)], ["sql", "SELECT count(*) AS n FROM klines", "--lake", str(lake)],
-                 ["bans", "--lake", str(lake)]):
+    for args in (
+        ["gaps", *net],
+        ["gaps", "--json", "--offline", "--lake", str(lake)],
+        ["coverage", *net],
+        ["status", "--lake", str(lake)],
+        ["sql", "SELECT count(*) AS n FROM klines", "--lake", str(lake)],
+        ["bans", "--lake", str(lake)],
+    ):
         result = read_only(lake, *args)
         assert result.returncode == 0, (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert "96" in read_only(lake, "sql", "SELECT count(*) AS n FROM klines", "--lake", str(lake)).stdout
 
-    for args in (["collect", "--symbols", "BTC", "--since", "2025-12-01", *net], ["fill-gaps", *net],
-                 ["run", "--symbols", "BTC", "--since", "2025-12-30", "--run-now", *net],
-                 ["forget", "BTC", "--lake", str(lake)]):
+    for args in (
+        ["collect", "--symbols", "BTC", "--since", "2025-12-01", *net],
+        ["fill-gaps", *net],
+        ["run", "--symbols", "BTC", "--since", "2025-12-30", "--run-now", *net],
+        ["forget", "BTC", "--lake", str(lake)],
+    ):
         result = read_only(lake, *args)
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and "read-only" in lines[0].lower(), (args, lines)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "read-only" in lines[0].lower(), (
+            args,
+            lines,
+        )
     assert lake_bytes(lake) == before
 
 
@@ -105,10 +153,28 @@ def test_output_through_a_bind_mount_of_a_folder_inside_the_lake_is_refused(
     assert CryptoCollector(client, lake=lake).collect_backward("2025-12-30", ["BTC"]).ok
     alias = tmp_path / "alias"
     alias.mkdir()
-    script = ('mount --bind "$0/_meta" "$1" && exec "$2" -m cryptolake sql "SELECT 1 AS x" --format csv '
-              '--output "$1/x.csv" --lake "$0"')
-    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(lake), str(alias),
-                             sys.executable], capture_output=True, text=True, env=clean_env(), cwd=tmp_path,
-                            timeout=120)
+    script = (
+        'mount --bind "$0/_meta" "$1" && exec "$2" -m cryptolake sql "SELECT 1 AS x" --format csv '
+        '--output "$1/x.csv" --lake "$0"'
+    )
+    result = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            str(lake),
+            str(alias),
+            sys.executable,
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2 and "inside the lake" in result.stderr, result.stderr
     assert not (lake / "_meta" / "x.csv").exists()

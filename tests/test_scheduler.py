@@ -35,10 +35,11 @@ from cryptolake.lake import Lake, partition_path
 from cryptolake.lake.store import write_parquet_atomic
 from cryptolake.scheduler import SchedulerControl, SchedulerEvent, SchedulerRun
 from cryptolake.schema import HOUR_MS
-from cryptolake.sources.binance import BinanceClient, _to_frame
+from cryptolake.sources.binance import BinanceClient
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 from .conftest import FAKE_NOW_MS
+from .helpers import expected_klines
 from .test_cli_collect import check_files, clean_env, invoke
 
 T = TypeVar("T")
@@ -89,7 +90,9 @@ class ScriptedCollector(CryptoCollector):
     def collect_forward(self, crypto_symbols: Sequence[str] | None = None) -> CollectionReport:
         return self._step("forward", crypto_symbols)
 
-    def collect_backward(self, start_date: Any, crypto_symbols: Sequence[str] | None = None) -> CollectionReport:
+    def collect_backward(
+        self, start_date: Any, crypto_symbols: Sequence[str] | None = None
+    ) -> CollectionReport:
         return self._step("backward", crypto_symbols)
 
     def detect_and_fill_gaps(self, crypto_symbols: Sequence[str] | None = None) -> CollectionReport:
@@ -105,8 +108,12 @@ class ScriptedCollector(CryptoCollector):
         outcome = self.outcomes.get(step, []).pop(0) if self.outcomes.get(step) else None
         if isinstance(outcome, Exception):
             raise outcome
-        report.results["BTCUSDT"] = SymbolResult("BTCUSDT", step, rows_added=0 if outcome else 1,  # type: ignore[arg-type]
-                                                 error=outcome)
+        report.results["BTCUSDT"] = SymbolResult(
+            "BTCUSDT",
+            step,
+            rows_added=0 if outcome else 1,  # type: ignore[arg-type]
+            error=outcome,
+        )
         return report
 
 
@@ -123,8 +130,9 @@ def lake_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def offline_client(lake_root: Path, clock: FakeClock) -> Iterator[BinanceClient]:
     """A client that is never asked anything but whether a ban is recorded."""
-    with BinanceClient(base_url="http://127.0.0.1:9", ban_file=lake_root / "_meta" / "binance-bans.json",
-                       clock=clock) as client:
+    with BinanceClient(
+        base_url="http://127.0.0.1:9", ban_file=lake_root / "_meta" / "binance-bans.json", clock=clock
+    ) as client:
         yield client
 
 
@@ -145,12 +153,15 @@ def schedulers() -> Iterator[list[CollectorScheduler]]:
 
 
 @pytest.fixture
-def make_scheduler(schedulers: list[CollectorScheduler], clock: FakeClock) -> Callable[..., CollectorScheduler]:
+def make_scheduler(
+    schedulers: list[CollectorScheduler], clock: FakeClock
+) -> Callable[..., CollectorScheduler]:
     def make(collector: CryptoCollector, cron: str = "0 */6 * * *", **kwargs: Any) -> CollectorScheduler:
         kwargs.setdefault("start_date", "2025-12-30")
         # A long poll: the background thread (when started) stays idle; the test drives it.
-        scheduler = CollectorScheduler(collector.client, collector, cron, clock=clock, sleep=clock.sleep,
-                                       poll_interval_s=60, **kwargs)
+        scheduler = CollectorScheduler(
+            collector.client, collector, cron, clock=clock, sleep=clock.sleep, poll_interval_s=60, **kwargs
+        )
         schedulers.append(scheduler)
         return scheduler
 
@@ -164,7 +175,9 @@ def tick(scheduler: CollectorScheduler) -> SchedulerRun | None:
     return run
 
 
-def advance(scheduler: CollectorScheduler, clock: FakeClock, until: str, step_s: float = 900) -> list[SchedulerRun]:
+def advance(
+    scheduler: CollectorScheduler, clock: FakeClock, until: str, step_s: float = 900
+) -> list[SchedulerRun]:
     """Move the clock to ``until`` in steps, ticking at each; the runs launched."""
     runs = []
     end = to_ms(until) / 1000
@@ -199,8 +212,9 @@ def recorder(scheduler: CollectorScheduler, kinds: Sequence[str] | None = None) 
         ("0 9 * * sat,sun", "2026-01-01T00:30:00Z", "2026-01-03T09:00:00Z"),
     ],
 )
-def test_cron_expressions_give_the_next_run_time(scripted: ScriptedCollector, make_scheduler: Any,
-                                                 clock: FakeClock, cron: str, now: str, next_run: str) -> None:
+def test_cron_expressions_give_the_next_run_time(
+    scripted: ScriptedCollector, make_scheduler: Any, clock: FakeClock, cron: str, now: str, next_run: str
+) -> None:
     clock.set(now)
     scheduler = make_scheduler(scripted, cron)
 
@@ -230,13 +244,16 @@ def test_three_days_of_schedule_run_every_six_hours_as_full_cycles(
 
     fire_times = [iso(to_ms(r.scheduled_for)) for r in runs]  # type: ignore[arg-type]
     assert fire_times == [f"2026-01-0{d}T{h:02d}:00:00Z" for d in (1, 2, 3) for h in (0, 6, 12, 18)][1:] + [
-        "2026-01-04T00:00:00Z"]
+        "2026-01-04T00:00:00Z"
+    ]
     assert all(r.trigger == "scheduled" and r.collection_type == "full" and r.ok for r in runs)
     assert scripted.steps == STEPS_OF_A_FULL_RUN * 12
     status = scheduler.get_status()
     assert status["status"] == "idle" and status["next_run_time"] == "2026-01-04T06:00:00Z"
     assert status["counts"] == {"runs": 12, "succeeded": 12, "failed": 0, "skipped": 0, "stopped": 0}
-    assert status["last_run"]["start"] == "2026-01-04T00:00:00Z" and status["last_run"]["result"] == "succeeded"
+    assert (
+        status["last_run"]["start"] == "2026-01-04T00:00:00Z" and status["last_run"]["result"] == "succeeded"
+    )
 
 
 def test_fire_times_missed_while_asleep_collapse_into_one_run(
@@ -300,9 +317,14 @@ def test_a_failed_run_sets_error_with_the_reason_and_the_next_run_goes_ahead(
     assert scripted.steps == STEPS_OF_A_FULL_RUN  # a failed step does not stop the next one
     status = scheduler.get_status()
     assert status["status"] == "error"
-    assert status["error"] == status["last_run"]["error"] == (
-        "forward: Binance timed out on /api/v3/klines; "
-        "gaps: 1 of 1 symbols failed (BTCUSDT: Binance does not know symbol 'BTCUSDT')")
+    assert (
+        status["error"]
+        == status["last_run"]["error"]
+        == (
+            "forward: Binance timed out on /api/v3/klines; "
+            "gaps: 1 of 1 symbols failed (BTCUSDT: Binance does not know symbol 'BTCUSDT')"
+        )
+    )
     assert status["next_run_time"] == "2026-01-01T12:00:00Z"
 
     scripted.outcomes = {"backward": [RuntimeError("a bug")]}
@@ -344,8 +366,9 @@ def test_pause_and_resume(scripted: ScriptedCollector, make_scheduler: Any, cloc
     ("collection_type", "steps"),
     [("forward", ["forward"]), ("backward", ["backward"]), ("gaps", ["gaps"]), ("full", STEPS_OF_A_FULL_RUN)],
 )
-def test_manual_triggers_run_their_steps(scripted: ScriptedCollector, make_scheduler: Any,
-                                         collection_type: str, steps: list[str]) -> None:
+def test_manual_triggers_run_their_steps(
+    scripted: ScriptedCollector, make_scheduler: Any, collection_type: str, steps: list[str]
+) -> None:
     scheduler = make_scheduler(scripted, crypto_symbols=["SOL"])
 
     run = scheduler.trigger_manual_collection(collection_type, crypto_symbols=["BTC", "ETH"])
@@ -354,13 +377,18 @@ def test_manual_triggers_run_their_steps(scripted: ScriptedCollector, make_sched
     assert scripted.steps == steps and list(run.reports) == steps
     assert run.total_rows_added == len(steps)
     # The trigger's symbols replace the scheduler's; a full run's backward step gets pairs.
-    expected = {"forward": ["BTC", "ETH"], "gaps": ["BTC", "ETH"],
-                "backward": ["BTCUSDT", "ETHUSDT"] if collection_type == "full" else ["BTC", "ETH"]}
+    expected = {
+        "forward": ["BTC", "ETH"],
+        "gaps": ["BTC", "ETH"],
+        "backward": ["BTCUSDT", "ETHUSDT"] if collection_type == "full" else ["BTC", "ETH"],
+    }
     assert [list(s or []) for s in scripted.symbols_seen] == [expected[s] for s in steps]
     assert scheduler.get_status()["last_run"]["type"] == collection_type
 
 
-def test_a_manual_trigger_can_return_before_the_run_ends(scripted: ScriptedCollector, make_scheduler: Any) -> None:
+def test_a_manual_trigger_can_return_before_the_run_ends(
+    scripted: ScriptedCollector, make_scheduler: Any
+) -> None:
     scheduler = make_scheduler(scripted)
     scripted.gate.clear()
 
@@ -397,8 +425,17 @@ def test_listeners_receive_started_succeeded_failed_and_skipped(
     scheduler.remove_listener(received.append)
     scheduler.trigger_manual_collection("forward")
 
-    assert everything == [("started", 1), ("succeeded", 1), ("started", 2), ("failed", 2),
-                          ("started", 3), ("skipped", 4), ("succeeded", 3), ("started", 5), ("succeeded", 5)]
+    assert everything == [
+        ("started", 1),
+        ("succeeded", 1),
+        ("started", 2),
+        ("failed", 2),
+        ("started", 3),
+        ("skipped", 4),
+        ("succeeded", 3),
+        ("started", 5),
+        ("succeeded", 5),
+    ]
     assert failures == [("failed", 2)]
     assert len(received) == 7 and received[3].run.error == "forward: down"
     assert all(e.at == from_ms(to_ms(clock.now_iso())) for e in received)
@@ -410,7 +447,7 @@ def test_listeners_receive_started_succeeded_failed_and_skipped(
 
 
 def oracle(fx: FakeExchange, symbol: str, start: str) -> pl.DataFrame:
-    return _to_frame(fx.klines(symbol, "1h", to_ms(start), fx.now_ms() + 1))
+    return expected_klines(fx.klines(symbol, "1h", to_ms(start), fx.now_ms() + 1))
 
 
 def stored(root: Path, symbol: str) -> pl.DataFrame:
@@ -455,8 +492,11 @@ def test_a_gaps_trigger_fills_a_hole(
     scheduler = make_scheduler(real_collector, crypto_symbols=["BTC"], start_date="2025-12-30")
     assert scheduler.trigger_manual_collection("backward").ok
     hole = (from_ms(to_ms("2025-12-31T10:00:00Z")), from_ms(to_ms("2025-12-31T14:00:00Z")))
-    holed = Lake(lake_root).read_partition("1h", "BTCUSDT", "2025-12").filter(
-        ~pl.col("open_time").is_between(*hole))
+    holed = (
+        Lake(lake_root)
+        .read_partition("1h", "BTCUSDT", "2025-12")
+        .filter(~pl.col("open_time").is_between(*hole))
+    )
     write_parquet_atomic(partition_path(lake_root, "1h", "BTCUSDT", "2025-12"), holed, interval="1h")
     assert stored(lake_root, "BTCUSDT").height == 48 - 5
 
@@ -470,9 +510,15 @@ def test_a_gaps_trigger_fills_a_hole(
 def test_a_recorded_ban_is_waited_out_not_hammered(
     lake_root: Path, clock: FakeClock, make_scheduler: Any
 ) -> None:
-    with FakeExchange(now=FAKE_NOW_MS, clock=clock) as fx, BinanceClient(
-        base_url=fx.base_url, retry_delay=0.01, ban_file=lake_root / "_meta" / "binance-bans.json", clock=clock
-    ) as client:
+    with (
+        FakeExchange(now=FAKE_NOW_MS, clock=clock) as fx,
+        BinanceClient(
+            base_url=fx.base_url,
+            retry_delay=0.01,
+            ban_file=lake_root / "_meta" / "binance-bans.json",
+            clock=clock,
+        ) as client,
+    ):
         collector = CryptoCollector(client, lake=lake_root, clock=clock)
         scheduler = make_scheduler(collector, crypto_symbols=["BTC"], start_date="2025-12-30")
         assert scheduler.trigger_manual_collection("backward").ok
@@ -483,7 +529,9 @@ def test_a_recorded_ban_is_waited_out_not_hammered(
 
         assert banned.result == "failed" and "banned this IP" in (banned.error or "")
         assert list(banned.reports) == ["forward"]
-        assert banned.notes == ["gaps, backward: not run, Binance has banned this IP until 2026-01-01T02:30:00Z"]
+        assert banned.notes == [
+            "gaps, backward: not run, Binance has banned this IP until 2026-01-01T02:30:00Z"
+        ]
         assert scheduler.get_status()["status"] == "error"
         until = client.banned_until()
         assert until == clock() + 7200
@@ -537,8 +585,9 @@ def test_state_lock_and_requests_from_another_process(
     assert control.state()["status"] == "paused" and control.state()["next_run_time"] is None
     ack = serve_request(scheduler, lambda: control.request("resume"))
     assert ack["outcome"] == "resumed; next run at 2026-01-01T06:00:00Z"
-    ack = serve_request(scheduler, lambda: control.request("trigger", collection_type="forward",
-                                                          crypto_symbols=["ETH"]))
+    ack = serve_request(
+        scheduler, lambda: control.request("trigger", collection_type="forward", crypto_symbols=["ETH"])
+    )
     assert ack["outcome"] == "started run #1 (forward)"
     assert control.wait_for_run(ack["run_id"], timeout_s=10)["result"] == "succeeded"
     assert scripted.symbols_seen == [["ETH"]]
@@ -594,8 +643,19 @@ def cli_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def run_argv(lake: Path, fx: FakeExchange, *args: str) -> list[str]:
-    return [sys.executable, "-m", "cryptolake", "run", "--lake", str(lake), "--base-url", fx.base_url,
-            "--schedule", NEVER_IN_A_TEST, *args]
+    return [
+        sys.executable,
+        "-m",
+        "cryptolake",
+        "run",
+        "--lake",
+        str(lake),
+        "--base-url",
+        fx.base_url,
+        "--schedule",
+        NEVER_IN_A_TEST,
+        *args,
+    ]
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 20) -> Any:
@@ -620,9 +680,13 @@ def test_the_run_process_is_watched_steered_and_stopped_from_outside(
 ) -> None:
     control = SchedulerControl(cli_lake)
     err = open(cli_lake.parent / "run.err", "w+")  # noqa: SIM115 - read after the process ends
-    process = subprocess.Popen(run_argv(cli_lake, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-12-30",
-                                        "--run-now"),
-                               cwd=cli_lake.parent, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+    process = subprocess.Popen(
+        run_argv(cli_lake, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-12-30", "--run-now"),
+        cwd=cli_lake.parent,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
     try:
         wait_for(lambda: (control.state().get("last_run") or {}).get("result"), "the first run")
 
@@ -636,12 +700,19 @@ def test_the_run_process_is_watched_steered_and_stopped_from_outside(
         table = invoke("status", "--lake", cli_lake)
         assert f"scheduler: idle; pid {process.pid}, schedule '{NEVER_IN_A_TEST}' UTC" in table.stdout
 
-        second = subprocess.run(run_argv(cli_lake, fake_exchange), cwd=cli_lake.parent, env=clean_env(),
-                                capture_output=True, text=True, timeout=60)
+        second = subprocess.run(
+            run_argv(cli_lake, fake_exchange),
+            cwd=cli_lake.parent,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 1
         assert len(second.stderr.strip().splitlines()) == 1, second.stderr
         assert second.stderr.startswith(
-            f"error: another scheduler is already running on {cli_lake} (pid {process.pid}")
+            f"error: another scheduler is already running on {cli_lake} (pid {process.pid}"
+        )
 
         fake_exchange.advance(2 * HOUR_MS)
         trigger = invoke("scheduler", "trigger", "--type", "forward", "--wait", "--lake", cli_lake)
@@ -674,12 +745,18 @@ def test_the_run_process_is_watched_steered_and_stopped_from_outside(
 
 
 @pytest.mark.slow
-def test_sigterm_mid_run_finishes_the_write_and_exits_143(fake_exchange: FakeExchange, cli_lake: Path) -> None:
+def test_sigterm_mid_run_finishes_the_write_and_exits_143(
+    fake_exchange: FakeExchange, cli_lake: Path
+) -> None:
     fake_exchange.set_latency(0.02)  # a long backward run: a few seconds
-    process = subprocess.Popen(run_argv(cli_lake, fake_exchange, "--symbols", "BTC,ETH,SOL", "--since",
-                                        "2021-01-01", "--run-now"),
-                               cwd=cli_lake.parent, env=clean_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        run_argv(cli_lake, fake_exchange, "--symbols", "BTC,ETH,SOL", "--since", "2021-01-01", "--run-now"),
+        cwd=cli_lake.parent,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(lambda: list(cli_lake.rglob("data.parquet")), "the first partition")
         process.send_signal(signal.SIGTERM)
@@ -709,15 +786,26 @@ def test_configuration_reads_weekdays_as_cron_does(cli_lake: Path) -> None:
 def test_a_scheduler_that_died_shows_as_stopped_with_a_note(lake_root: Path) -> None:
     meta = lake_root / "_meta"
     meta.mkdir(parents=True)
-    (meta / "scheduler.json").write_text(json.dumps({
-        "status": "running", "pid": 4242, "next_run_time": "2026-01-01T06:00:00Z",
-        "current_run": {"id": 7, "type": "full"}, "last_run": None}))
+    (meta / "scheduler.json").write_text(
+        json.dumps(
+            {
+                "status": "running",
+                "pid": 4242,
+                "next_run_time": "2026-01-01T06:00:00Z",
+                "current_run": {"id": 7, "type": "full"},
+                "last_run": None,
+            }
+        )
+    )
     (meta / "scheduler.lock").touch()  # left behind by a SIGKILLed process, not held
 
     state = SchedulerControl(lake_root).state()
 
     assert state["status"] == "stopped" and state["next_run_time"] is None and state["current_run"] is None
-    assert state["note"] == "the scheduler process (pid 4242) ended without stopping cleanly; run #7 was interrupted"
+    assert (
+        state["note"]
+        == "the scheduler process (pid 4242) ended without stopping cleanly; run #7 was interrupted"
+    )
 
 
 def test_run_refuses_an_invalid_cron_expression_in_one_line(cli_lake: Path) -> None:
@@ -725,7 +813,9 @@ def test_run_refuses_an_invalid_cron_expression_in_one_line(cli_lake: Path) -> N
 
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: configuration error: scheduler.schedule = '0 25 * * *'")
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: configuration error: scheduler.schedule = '0 25 * * *'"
+    )
     assert not (cli_lake / "_meta" / "scheduler.lock").exists()
 
 

@@ -47,7 +47,10 @@ def lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def small_lake(fake_exchange: FakeExchange, lake: Path) -> Path:
-    assert collect(lake, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-12-30", "--quiet").exit_code == 0
+    assert (
+        collect(lake, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-12-30", "--quiet").exit_code
+        == 0
+    )
     return lake
 
 
@@ -72,7 +75,11 @@ def test_every_duckdb_type_renders_in_every_format(small_lake: Path, tmp_path: P
     assert as_json.exit_code == 0, as_json.output
     (row,) = json.loads(as_json.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
     assert row["iv"] == "1 year 2 months 3 days 04:05:06.5"
-    assert row["list"] == [1.5, None] and row["struct"] == {"a": 1, "b": "x", "c": None} and row["map"] == {"k": 1}
+    assert (
+        row["list"] == [1.5, None]
+        and row["struct"] == {"a": 1, "b": "x", "c": None}
+        and row["map"] == {"k": 1}
+    )
     assert row["dec"] == 1.25 and row["huge"] == 2**127 - 1 and row["nan"] is None and row["neg_inf"] is None
     assert row["tstz"] == "2024-01-01T00:00:00.000Z" and row["ttz"] == "12:34:56+02" and row["bit"] == "101"
     assert row["tns"] == "2024-01-01 00:00:00.123456789" and row["arr"] == [1, 2] and row["nothing"] is None
@@ -81,10 +88,16 @@ def test_every_duckdb_type_renders_in_every_format(small_lake: Path, tmp_path: P
     csv = invoke("sql", EVERY_TYPE, "--format", "csv", "--lake", small_lake)
     assert csv.exit_code == 0, csv.output
     header, line = csv.stdout.splitlines()
-    assert header.startswith("iv,list,struct,map,dec") and '"[1.5,NaN]"' in line and "2024-01-01T00:00:00.000Z" in line
+    assert (
+        header.startswith("iv,list,struct,map,dec")
+        and '"[1.5,NaN]"' in line
+        and "2024-01-01T00:00:00.000Z" in line
+    )
 
     out = tmp_path / "every.parquet"
-    assert invoke("sql", EVERY_TYPE, "--format", "parquet", "--output", out, "--lake", small_lake).exit_code == 0
+    assert (
+        invoke("sql", EVERY_TYPE, "--format", "parquet", "--output", out, "--lake", small_lake).exit_code == 0
+    )
     back = pq.read_table(out)
     assert back.column("iv").to_pylist() == ["1 year 2 months 3 days 04:05:06.5"]
     assert back.column("list").to_pylist()[0][0] == 1.5 and math.isnan(back.column("nan").to_pylist()[0])
@@ -107,8 +120,16 @@ def test_a_big_table_is_capped_with_a_note_and_csv_json_give_everything(small_la
 
 def test_sql_output_files_are_written_whole_and_never_into_the_lake(small_lake: Path, tmp_path: Path) -> None:
     out = tmp_path / "candles.csv"
-    result = invoke("sql", "SELECT symbol, open_time, close FROM klines ORDER BY symbol, open_time",
-                    "--format", "csv", "--output", out, "--lake", small_lake)
+    result = invoke(
+        "sql",
+        "SELECT symbol, open_time, close FROM klines ORDER BY symbol, open_time",
+        "--format",
+        "csv",
+        "--output",
+        out,
+        "--lake",
+        small_lake,
+    )
     assert result.exit_code == 0 and result.stdout == ""
     assert len(out.read_text().splitlines()) == 1 + 96
     link = tmp_path / "sneaky.csv"
@@ -122,7 +143,9 @@ def test_an_unreadable_metadata_file_empties_its_view_with_a_warning(small_lake:
     (small_lake / "_meta" / "windows.parquet").write_bytes(b"PAR1 not really")
     result = invoke("sql", "SELECT count(*) AS n FROM klines", "--lake", small_lake)
     assert result.exit_code == 0 and "96" in result.stdout
-    assert "warning: the exchange_windows view is empty" in result.stderr and "windows.parquet" in result.stderr
+    assert (
+        "warning: the exchange_windows view is empty" in result.stderr and "windows.parquet" in result.stderr
+    )
     assert invoke("sql", "SELECT count(*) AS n FROM exchange_windows", "--lake", small_lake).exit_code == 0
 
 
@@ -132,10 +155,16 @@ def test_the_views_file_opens_in_the_duckdb_1_x_cli(fake_exchange: FakeExchange,
         pytest.skip("the duckdb CLI is not installed (it comes with the test extra: duckdb-cli)")
     version = subprocess.run([cli, "--version"], capture_output=True, text=True, check=True).stdout
     assert version.startswith("v1."), version  # the reader the README names
-    assert invoke("gaps", "--lake", small_lake, "--base-url", fake_exchange.base_url).exit_code == 0  # writes it
+    assert (
+        invoke("gaps", "--lake", small_lake, "--base-url", fake_exchange.base_url).exit_code == 0
+    )  # writes it
     for query, expected in (("SELECT count(*) FROM klines", "96"), ("SELECT count(*) FROM coverage", "2")):
-        result = subprocess.run([cli, "-csv", "-noheader", str(small_lake / DATABASE_FILE), "-c", query],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [cli, "-csv", "-noheader", str(small_lake / DATABASE_FILE), "-c", query],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == expected
     with duckdb.connect(str(small_lake / DATABASE_FILE), read_only=True) as con:  # and in this DuckDB
@@ -161,8 +190,18 @@ def test_gaps_fill_gaps_and_coverage_judge_each_symbol_from_its_own_start(
     # A failed backward window (before the first stored candle) is what both commands see and fill.
     meta, now = LakeMeta(lake), fake_exchange.now_ms()
     meta.record_start("1h", "BTCUSDT", to_ms("2025-11-20"), now)
-    meta.record_window(Window("1h", "BTCUSDT", "failed", to_ms("2025-11-20"), to_ms("2025-11-30T23:00Z"), now, now,
-                              error="HTTP 502"))
+    meta.record_window(
+        Window(
+            "1h",
+            "BTCUSDT",
+            "failed",
+            to_ms("2025-11-20"),
+            to_ms("2025-11-30T23:00Z"),
+            now,
+            now,
+            error="HTTP 502",
+        )
+    )
     listed = json.loads(invoke("gaps", "--json", *url).stdout)
     assert [(g["kind"], g["position"], g["count"]) for g in listed] == [("failed", "backward", 11 * 24)]
     filled = invoke("fill-gaps", *url)
@@ -176,8 +215,9 @@ def test_gaps_fill_gaps_and_coverage_judge_each_symbol_from_its_own_start(
 
 
 def _start(argv: list[str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        argv, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.mark.slow
@@ -186,8 +226,23 @@ def test_collect_stops_on_the_first_signal_records_the_run_and_exits_128_plus_n(
     fake_exchange: FakeExchange, lake: Path, signum: int
 ) -> None:
     fake_exchange.set_latency(0.03)  # long enough to be interrupted
-    process = _start([sys.executable, "-m", "cryptolake", "collect", "--symbols", "BTC,ETH,SOL", "--since",
-                      "2021-01-01", "--lake", str(lake), "--base-url", fake_exchange.base_url], lake.parent)
+    process = _start(
+        [
+            sys.executable,
+            "-m",
+            "cryptolake",
+            "collect",
+            "--symbols",
+            "BTC,ETH,SOL",
+            "--since",
+            "2021-01-01",
+            "--lake",
+            str(lake),
+            "--base-url",
+            fake_exchange.base_url,
+        ],
+        lake.parent,
+    )
     deadline = time.monotonic() + 30
     while not list(lake.rglob("data.parquet")) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -204,17 +259,37 @@ def test_collect_stops_on_the_first_signal_records_the_run_and_exits_128_plus_n(
     assert "stopped" in {entry["last_outcome"] for entry in state.values()}
     # The next run completes the job.
     fake_exchange.set_latency(0)
-    assert collect(lake, fake_exchange, "--symbols", "BTC,ETH,SOL", "--since", "2021-01-01", "--quiet").exit_code == 0
+    assert (
+        collect(lake, fake_exchange, "--symbols", "BTC,ETH,SOL", "--since", "2021-01-01", "--quiet").exit_code
+        == 0
+    )
     assert_frame_equal(stored(lake, "ETHUSDT"), oracle(fake_exchange, "ETHUSDT", "2021-01-01"))
 
 
 @pytest.mark.slow
-def test_a_second_signal_aborts_at_once_and_leaves_every_file_whole(fake_exchange: FakeExchange, lake: Path) -> None:
+def test_a_second_signal_aborts_at_once_and_leaves_every_file_whole(
+    fake_exchange: FakeExchange, lake: Path
+) -> None:
     from cryptolake.fake_exchange import Fault
 
     fake_exchange.set_latency(0.02)
-    process = _start([sys.executable, "-m", "cryptolake", "collect", "--symbols", "BTC,ETH", "--since",
-                      "2019-01-01", "--lake", str(lake), "--base-url", fake_exchange.base_url], lake.parent)
+    process = _start(
+        [
+            sys.executable,
+            "-m",
+            "cryptolake",
+            "collect",
+            "--symbols",
+            "BTC,ETH",
+            "--since",
+            "2019-01-01",
+            "--lake",
+            str(lake),
+            "--base-url",
+            fake_exchange.base_url,
+        ],
+        lake.parent,
+    )
     deadline = time.monotonic() + 30
     while not list(lake.rglob("data.parquet")) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -234,8 +309,21 @@ def test_a_second_signal_aborts_at_once_and_leaves_every_file_whole(fake_exchang
 def test_fill_gaps_treats_sigterm_like_collect(fake_exchange: FakeExchange, lake: Path) -> None:
     assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-31", "--quiet").exit_code == 0
     fake_exchange.set_latency(0.05)
-    process = _start([sys.executable, "-m", "cryptolake", "fill-gaps", "--since", "2021-01-01", "--lake", str(lake),
-                      "--base-url", fake_exchange.base_url], lake.parent)
+    process = _start(
+        [
+            sys.executable,
+            "-m",
+            "cryptolake",
+            "fill-gaps",
+            "--since",
+            "2021-01-01",
+            "--lake",
+            str(lake),
+            "--base-url",
+            fake_exchange.base_url,
+        ],
+        lake.parent,
+    )
     before = len(list(lake.rglob("data.parquet")))
     deadline = time.monotonic() + 30
     while len(list(lake.rglob("data.parquet"))) == before and time.monotonic() < deadline:
@@ -250,14 +338,27 @@ def test_fill_gaps_treats_sigterm_like_collect(fake_exchange: FakeExchange, lake
 
 
 @pytest.mark.slow
-def test_a_backfill_under_20_percent_faults_completes_without_a_ban(fake_exchange: FakeExchange, lake: Path) -> None:
+def test_a_backfill_under_20_percent_faults_completes_without_a_ban(
+    fake_exchange: FakeExchange, lake: Path
+) -> None:
     fake_exchange.set_chaos(0.2, seed=11)
     symbols = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE"]
     # One retry per request: a window's attempt then fails 4% of the time, so some windows fail
     # an attempt and must be tried again later in the run.
     env = {"CRYPTOLAKE_BINANCE_RETRY_DELAY_S": "0.01", "CRYPTOLAKE_BINANCE_MAX_RETRIES": "1"}
-    result = invoke_env(env, "collect", "--symbols", ",".join(symbols), "--since", "2023-01-01", "--quiet",
-                        "--lake", lake, "--base-url", fake_exchange.base_url)
+    result = invoke_env(
+        env,
+        "collect",
+        "--symbols",
+        ",".join(symbols),
+        "--since",
+        "2023-01-01",
+        "--quiet",
+        "--lake",
+        lake,
+        "--base-url",
+        fake_exchange.base_url,
+    )
     assert result.exit_code == 0, result.output
     stats = fake_exchange.stats()
     assert sum(stats.chaos_faults.values()) > 30 and stats.by_status.get(418, 0) == 0
@@ -324,8 +425,13 @@ def test_bans_shows_and_clears_recorded_bans(small_lake: Path) -> None:
     assert "no ban recorded" in invoke("bans", "--lake", small_lake).stdout
 
 
-def test_forget_removes_a_symbols_records_and_with_data_its_candles(fake_exchange: FakeExchange, lake: Path) -> None:
-    assert collect(lake, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-12-30", "--quiet").exit_code == 0
+def test_forget_removes_a_symbols_records_and_with_data_its_candles(
+    fake_exchange: FakeExchange, lake: Path
+) -> None:
+    assert (
+        collect(lake, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-12-30", "--quiet").exit_code
+        == 0
+    )
     assert invoke("gaps", "--lake", lake, "--base-url", fake_exchange.base_url).exit_code == 0
     result = invoke("forget", "ETH", "--lake", lake)
     assert result.exit_code == 0 and "forgot ETHUSDT (1h): state removed" in result.stdout
@@ -351,8 +457,10 @@ def test_a_cron_expression_that_never_fires_is_refused() -> None:
 def test_an_unknown_cryptolake_variable_is_a_warning_naming_the_closest_setting(lake: Path) -> None:
     result = invoke_env({"CRYPTOLAKE_BINANCE_TIMEOUTS": "5"}, "config", "--json")
     assert result.exit_code == 0
-    assert ("warning: environment variable CRYPTOLAKE_BINANCE_TIMEOUTS is not a cryptolake setting and is "
-            "ignored; did you mean CRYPTOLAKE_BINANCE_TIMEOUT_S?") in result.stderr
+    assert (
+        "warning: environment variable CRYPTOLAKE_BINANCE_TIMEOUTS is not a cryptolake setting and is "
+        "ignored; did you mean CRYPTOLAKE_BINANCE_TIMEOUT_S?"
+    ) in result.stderr
 
 
 # -- secrets ------------------------------------------------------------------------------------
@@ -362,9 +470,30 @@ def test_an_unknown_cryptolake_variable_is_a_warning_naming_the_closest_setting(
 def test_the_scheduler_log_never_shows_the_dsn_password(fake_exchange: FakeExchange, lake: Path) -> None:
     env = {**clean_env(), "CRYPTOLAKE_POSTGRES_DSN": "postgresql://u:Hunter2-S3cret@127.0.0.1:1/market"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "cryptolake", "--debug", "run", "--symbols", "BTC", "--since", "2025-12-31",
-         "--run-now", "--schedule", "0 0 1 1 *", "--lake", str(lake), "--base-url", fake_exchange.base_url],
-        cwd=lake.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "cryptolake",
+            "--debug",
+            "run",
+            "--symbols",
+            "BTC",
+            "--since",
+            "2025-12-31",
+            "--run-now",
+            "--schedule",
+            "0 0 1 1 *",
+            "--lake",
+            str(lake),
+            "--base-url",
+            fake_exchange.base_url,
+        ],
+        cwd=lake.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         state = lake / "_meta" / "scheduler.json"
@@ -374,8 +503,15 @@ def test_the_scheduler_log_never_shows_the_dsn_password(fake_exchange: FakeExcha
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
     assert "after run: cannot connect to PostgreSQL at postgresql://u:***@127.0.0.1:1/market" in err, err
-    for text in (out, err, *(p.read_text(errors="replace") for p in lake.rglob("*") if p.is_file()
-                             and p.suffix in (".json", ".lock", ""))):
+    for text in (
+        out,
+        err,
+        *(
+            p.read_text(errors="replace")
+            for p in lake.rglob("*")
+            if p.is_file() and p.suffix in (".json", ".lock", "")
+        ),
+    ):
         assert "Hunter2-S3cret" not in text
 
 
@@ -409,14 +545,22 @@ def test_a_429_storm_mid_backfill_is_waited_out_without_a_ban(ban_file: Path, la
 # -- from a hostile review ------------------------------------------------------------------------
 
 
-def test_json_and_parquet_keep_every_digit_of_huge_integers_and_decimals(small_lake: Path, tmp_path: Path) -> None:
-    query = ("SELECT 340282366920938463463374607431768211455::UHUGEINT AS uh, "
-             "(-170141183460469231731687303715884105727)::HUGEINT AS h, "
-             "12345678901234567890.1234567890::DECIMAL(38, 10) AS d, [0.1::DECIMAL(3, 1), 2.5::DECIMAL(3, 1)] AS ld")
+def test_json_and_parquet_keep_every_digit_of_huge_integers_and_decimals(
+    small_lake: Path, tmp_path: Path
+) -> None:
+    query = (
+        "SELECT 340282366920938463463374607431768211455::UHUGEINT AS uh, "
+        "(-170141183460469231731687303715884105727)::HUGEINT AS h, "
+        "12345678901234567890.1234567890::DECIMAL(38, 10) AS d, [0.1::DECIMAL(3, 1), 2.5::DECIMAL(3, 1)] AS ld"
+    )
     text = invoke("sql", query, "--format", "json", "--lake", small_lake).stdout
     (row,) = json.loads(text, parse_float=str, parse_int=str)  # the digits exactly as written
-    assert row == {"uh": str(2**128 - 1), "h": str(-(2**127) + 1), "d": "12345678901234567890.1234567890",
-                   "ld": ["0.1", "2.5"]}
+    assert row == {
+        "uh": str(2**128 - 1),
+        "h": str(-(2**127) + 1),
+        "d": "12345678901234567890.1234567890",
+        "ld": ["0.1", "2.5"],
+    }
     out = tmp_path / "huge.parquet"
     assert invoke("sql", query, "--format", "parquet", "-o", out, "--lake", small_lake).exit_code == 0
     assert pq.read_table(out).column("uh").to_pylist() == [str(2**128 - 1)]  # as text: Parquet has no UINT128
@@ -425,22 +569,38 @@ def test_json_and_parquet_keep_every_digit_of_huge_integers_and_decimals(small_l
 def test_completeness_is_cut_never_rounded_up_to_100(fake_exchange: FakeExchange, lake: Path) -> None:
     from cryptolake.gaps import percent
 
-    assert percent(43_199, 43_200, 2) == 99.99 and percent(743, 744, 2) == 99.86 and percent(744, 744, 2) == 100
+    assert (
+        percent(43_199, 43_200, 2) == 99.99 and percent(743, 744, 2) == 99.86 and percent(744, 744, 2) == 100
+    )
     url = ["--lake", lake, "--base-url", fake_exchange.base_url]
-    assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--interval", "1m",
-                   "--quiet").exit_code == 0
+    assert (
+        collect(
+            lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--interval", "1m", "--quiet"
+        ).exit_code
+        == 0
+    )
     path = next(lake.rglob("month=2025-12/data.parquet"))
     table = pq.read_table(path)
     pq.write_table(table.slice(1), path)  # one minute of December's 44,640 gone (another tool)
     rows = json.loads(invoke("coverage", "--interval", "1m", "--json", *url).stdout)
-    december = [(r["present"], r["expected"], r["completeness_percent"]) for r in rows if r["month"] == "2025-12"]
+    december = [
+        (r["present"], r["expected"], r["completeness_percent"]) for r in rows if r["month"] == "2025-12"
+    ]
     assert december == [(44_639, 44_640, 99.99)]
-    incomplete = invoke("sql", "SELECT month FROM coverage WHERE completeness_percent < 100", "--format", "csv",
-                        "--lake", lake).stdout.splitlines()
+    incomplete = invoke(
+        "sql",
+        "SELECT month FROM coverage WHERE completeness_percent < 100",
+        "--format",
+        "csv",
+        "--lake",
+        lake,
+    ).stdout.splitlines()
     assert incomplete == ["month", "2025-12"]
 
 
-def test_rows_in_another_months_folder_are_misplaced_and_never_merged(fake_exchange: FakeExchange, lake: Path) -> None:
+def test_rows_in_another_months_folder_are_misplaced_and_never_merged(
+    fake_exchange: FakeExchange, lake: Path
+) -> None:
     url = ["--lake", lake, "--base-url", fake_exchange.base_url]
     assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01", "--quiet").exit_code == 0
     december = next(lake.rglob("month=2025-12/data.parquet"))
@@ -449,7 +609,8 @@ def test_rows_in_another_months_folder_are_misplaced_and_never_merged(fake_excha
     november.write_bytes(december.read_bytes())  # another tool put December's rows under November
     gaps = json.loads(invoke("gaps", "--since", "2025-12-01", "--json", *url).stdout)
     assert [(g["kind"], g["start_time"], g["end_time"], g["count"]) for g in gaps] == [
-        ("misplaced", "2025-12-01T00:00:00Z", "2025-12-31T23:00:00Z", 744)]
+        ("misplaced", "2025-12-01T00:00:00Z", "2025-12-31T23:00:00Z", 744)
+    ]
     coverage = json.loads(invoke("coverage", "--since", "2025-12-01", "--json", *url).stdout)
     assert all(r["present"] <= r["expected"] for r in coverage)
     before = november.read_bytes()
@@ -479,13 +640,28 @@ def test_sql_output_never_replaces_a_device_a_pipe_or_a_symlink(small_lake: Path
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_waiting_for_another_writer_stops_at_once(fake_exchange: FakeExchange, lake: Path) -> None:
+def test_ctrl_c_while_waiting_for_another_writer_stops_at_once(
+    fake_exchange: FakeExchange, lake: Path
+) -> None:
     from cryptolake.lake import Lake as LakeStore
 
     assert collect(lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-30", "--quiet").exit_code == 0
     with LakeStore(lake).writer_lock():  # another writer holds the lake
-        process = _start([sys.executable, "-m", "cryptolake", "collect", "--symbols", "ETH", "--lake", str(lake),
-                          "--base-url", fake_exchange.base_url], lake.parent)
+        process = _start(
+            [
+                sys.executable,
+                "-m",
+                "cryptolake",
+                "collect",
+                "--symbols",
+                "ETH",
+                "--lake",
+                str(lake),
+                "--base-url",
+                fake_exchange.base_url,
+            ],
+            lake.parent,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (lake / "_meta" / "collection_state.json").exists():
             time.sleep(0.05)
@@ -501,8 +677,23 @@ def test_ctrl_c_while_waiting_for_another_writer_stops_at_once(fake_exchange: Fa
 def test_a_stop_does_not_wait_out_a_rate_limit_window(lake: Path) -> None:
     # A weight budget of 40 a minute: after a few pages the collector waits for the next window.
     with FakeExchange(now=to_ms("2026-01-01T00:30:00Z"), weight_limit=40, ban_grace_requests=16) as fx:
-        process = _start([sys.executable, "-m", "cryptolake", "collect", "--symbols", "BTC,ETH", "--since",
-                          "2023-01-01", "--lake", str(lake), "--base-url", fx.base_url], lake.parent)
+        process = _start(
+            [
+                sys.executable,
+                "-m",
+                "cryptolake",
+                "collect",
+                "--symbols",
+                "BTC,ETH",
+                "--since",
+                "2023-01-01",
+                "--lake",
+                str(lake),
+                "--base-url",
+                fx.base_url,
+            ],
+            lake.parent,
+        )
         deadline = time.monotonic() + 30
         while fx.stats().requests < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -551,13 +742,16 @@ def test_an_api_key_that_cannot_be_a_header_is_refused_without_showing_it(lake: 
         assert "binance.api_key = *** " in result.output
 
 
-@pytest.mark.parametrize(("dsn", "secret"), [
-    ("host=127.0.0.1 password=PWF\\ sekrit1 dbname=x", "sekrit1"),
-    ("host=127.0.0.1 password=PWN'sekrit2 dbname=x", "sekrit2"),
-    ("postgresql://u:PWCx@sekrit3@127.0.0.1:1/x", "sekrit3"),
-    ("postgresql://h/x?password=sekrit4&sslmode=disable", "sekrit4"),
-    ("password='a b\\' sekrit5' host=x", "sekrit5"),
-])
+@pytest.mark.parametrize(
+    ("dsn", "secret"),
+    [
+        ("host=127.0.0.1 password=PWF\\ sekrit1 dbname=x", "sekrit1"),
+        ("host=127.0.0.1 password=PWN'sekrit2 dbname=x", "sekrit2"),
+        ("postgresql://u:PWCx@sekrit3@127.0.0.1:1/x", "sekrit3"),
+        ("postgresql://h/x?password=sekrit4&sslmode=disable", "sekrit4"),
+        ("password='a b\\' sekrit5' host=x", "sekrit5"),
+    ],
+)
 def test_every_shape_of_dsn_password_is_hidden_whole(small_lake: Path, dsn: str, secret: str) -> None:
     from cryptolake.redact import redact_dsn
 
@@ -568,8 +762,10 @@ def test_every_shape_of_dsn_password_is_hidden_whole(small_lake: Path, dsn: str,
 
 def test_parquet_keeps_nested_128_bit_integers_exact(small_lake: Path, tmp_path: Path) -> None:
     out = tmp_path / "nested.parquet"
-    query = ("SELECT [340282366920938463463374607431768211455::UHUGEINT] AS lu, "
-             "{'x': (-170141183460469231731687303715884105727)::HUGEINT} AS sh, [1, 2] AS plain")
+    query = (
+        "SELECT [340282366920938463463374607431768211455::UHUGEINT] AS lu, "
+        "{'x': (-170141183460469231731687303715884105727)::HUGEINT} AS sh, [1, 2] AS plain"
+    )
     assert invoke("sql", query, "--format", "parquet", "-o", out, "--lake", small_lake).exit_code == 0
     table = pq.read_table(out)
     assert json.loads(table.column("lu")[0].as_py(), parse_int=str) == [str(2**128 - 1)]
@@ -578,13 +774,15 @@ def test_parquet_keeps_nested_128_bit_integers_exact(small_lake: Path, tmp_path:
 
 
 def test_repeated_column_names_never_take_a_name_the_query_chose(small_lake: Path) -> None:
-    (row,) = json.loads(invoke("sql", "SELECT 1 AS h, 2 AS h, 3 AS h_2", "--format", "json",
-                               "--lake", small_lake).stdout)
+    (row,) = json.loads(
+        invoke("sql", "SELECT 1 AS h, 2 AS h, 3 AS h_2", "--format", "json", "--lake", small_lake).stdout
+    )
     assert row == {"h": 1, "h_3": 2, "h_2": 3}
 
 
-def test_coverage_png_goes_exactly_where_it_is_told(fake_exchange: FakeExchange, small_lake: Path,
-                                                    tmp_path: Path) -> None:
+def test_coverage_png_goes_exactly_where_it_is_told(
+    fake_exchange: FakeExchange, small_lake: Path, tmp_path: Path
+) -> None:
     url = ["--lake", small_lake, "--base-url", fake_exchange.base_url]
     plain = tmp_path / "cov"  # no .png: still a PNG at exactly that path
     assert invoke("coverage", "--png", plain, *url).exit_code == 0
@@ -612,7 +810,9 @@ def test_a_ban_file_dated_in_the_future_is_believed_three_days_from_its_change_t
     assert BanBook(path, clock=lambda: changed + MAX_BAN_S + 1).banned_until("h") == 0
 
 
-def test_a_start_date_and_time_is_a_utc_time_and_a_malformed_one_is_refused_in_one_line(tmp_path: Path) -> None:
+def test_a_start_date_and_time_is_a_utc_time_and_a_malformed_one_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "odd.toml"
     config.write_text("[collection]\nstart_date = 2024-01-01T05:00:00+02:00\n")
     result = invoke("--config", config, "config", "--json")
@@ -632,8 +832,12 @@ def test_sql_sees_the_lake_as_status_and_gaps_do(small_lake: Path) -> None:
     assert count.splitlines() == ["n", "96"]  # the folder the layout does not allow is not read
     foreign = next(small_lake.rglob("month=2025-12/data.parquet"))
     table = pq.read_table(foreign)
-    pq.write_table(table.set_column(table.schema.get_field_index("trades"), "trades",
-                                    table.column("trades").cast("double")), foreign)
+    pq.write_table(
+        table.set_column(
+            table.schema.get_field_index("trades"), "trades", table.column("trades").cast("double")
+        ),
+        foreign,
+    )
     for args in (["sql", "SELECT count(*) FROM klines"], ["status"]):
         refused = invoke(*args, "--lake", small_lake)
         assert refused.exit_code == 1 and "does not match the candle schema" in one_line_error(refused)
@@ -647,8 +851,18 @@ def test_status_lists_a_symbol_known_only_by_its_recorded_start(small_lake: Path
 
 @pytest.mark.slow
 def test_sql_stops_at_once_on_sigterm_with_143(small_lake: Path) -> None:
-    process = _start([sys.executable, "-m", "cryptolake", "sql", "SELECT sum(hash(range)) FROM range(10000000000)",
-                      "--lake", str(small_lake)], small_lake.parent)
+    process = _start(
+        [
+            sys.executable,
+            "-m",
+            "cryptolake",
+            "sql",
+            "SELECT sum(hash(range)) FROM range(10000000000)",
+            "--lake",
+            str(small_lake),
+        ],
+        small_lake.parent,
+    )
     time.sleep(2.5)
     process.send_signal(signal.SIGTERM)
     started = time.monotonic()

@@ -79,7 +79,9 @@ class LakeMeta:
         self._lock = threading.Lock()
         # The last read of each file, by its identity on disk (inode, size, change time): a
         # collection settles its windows once per partition commit, and the file rarely changes.
-        self._cache: dict[Path, tuple[tuple[int, int, int], pl.DataFrame, dict[tuple[str, str], list[Any]]]] = {}
+        self._cache: dict[
+            Path, tuple[tuple[int, int, int], pl.DataFrame, dict[tuple[str, str], list[Any]]]
+        ] = {}
 
     @property
     def windows_path(self) -> Path:
@@ -130,13 +132,24 @@ class LakeMeta:
             self._write(self.windows_path, pl.concat([frame.filter(~same), row.cast(WINDOW_SCHEMA)]))
 
     def forget_windows(
-        self, interval: str, symbol: str, kind: WindowKind, start_ms: int, end_ms: int, *, within: bool = False
+        self,
+        interval: str,
+        symbol: str,
+        kind: WindowKind,
+        start_ms: int,
+        end_ms: int,
+        *,
+        within: bool = False,
     ) -> list[Window]:
         """Drop ``kind`` windows of a symbol that overlap ``[start_ms, end_ms]`` (with ``within``:
         that lie inside it); returns them."""
         with self._lock:
             frame = self._read(self.windows_path, WINDOW_SCHEMA)
-            lo, hi = (pl.col("start_time"), pl.col("end_time")) if within else (pl.col("end_time"), pl.col("start_time"))
+            lo, hi = (
+                (pl.col("start_time"), pl.col("end_time"))
+                if within
+                else (pl.col("end_time"), pl.col("start_time"))
+            )
             hit = (
                 (pl.col("interval") == interval) & (pl.col("symbol") == symbol) & (pl.col("kind") == kind)
                 & (lo >= _ms(start_ms)) & (hi <= _ms(end_ms))
@@ -147,7 +160,13 @@ class LakeMeta:
             return [_window(row) for row in dropped.iter_rows(named=True)]
 
     def settle_windows(
-        self, interval: str, symbol: str, start_ms: int, end_ms: int, outages: list[tuple[int, int]], now_ms: int
+        self,
+        interval: str,
+        symbol: str,
+        start_ms: int,
+        end_ms: int,
+        outages: list[tuple[int, int]],
+        now_ms: int,
     ) -> None:
         """Record what one successful fetch of ``[start_ms, end_ms]`` proved, in one rewrite: its
         ``failed`` windows are gone, its old ``exchange_gap`` windows are replaced by ``outages``
@@ -156,41 +175,74 @@ class LakeMeta:
         with self._lock:
             frame = self._read(self.windows_path, WINDOW_SCHEMA)
             if not outages and not any(
-                start_ms <= end and start <= end_ms if kind == "failed" else start_ms <= start and end <= end_ms
+                start_ms <= end and start <= end_ms
+                if kind == "failed"
+                else start_ms <= start and end <= end_ms
                 for kind, start, end in self._keys(self.windows_path).get((interval, symbol), ())
                 if kind in ("failed", "exchange_gap")
             ):
                 return  # no record the fetch settles and nothing found: nothing to rewrite
             mine = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
-            failed = mine & (pl.col("kind") == "failed") & (pl.col("end_time") >= _ms(start_ms)) & (
-                pl.col("start_time") <= _ms(end_ms))
-            gaps = mine & (pl.col("kind") == "exchange_gap") & (pl.col("start_time") >= _ms(start_ms)) & (
-                pl.col("end_time") <= _ms(end_ms))
+            failed = (
+                mine
+                & (pl.col("kind") == "failed")
+                & (pl.col("end_time") >= _ms(start_ms))
+                & (pl.col("start_time") <= _ms(end_ms))
+            )
+            gaps = (
+                mine
+                & (pl.col("kind") == "exchange_gap")
+                & (pl.col("start_time") >= _ms(start_ms))
+                & (pl.col("end_time") <= _ms(end_ms))
+            )
             old = {(w.start_ms, w.end_ms): w for w in map(_window, frame.filter(gaps).iter_rows(named=True))}
             if not outages and frame.filter(failed | gaps).is_empty():
                 return
             grid = Interval(interval)
-            neighbours = [w for w in map(_window, frame.filter(mine & (pl.col("kind") == "exchange_gap") & ~gaps)
-                                         .iter_rows(named=True))]
+            neighbours = [
+                w
+                for w in map(
+                    _window,
+                    frame.filter(mine & (pl.col("kind") == "exchange_gap") & ~gaps).iter_rows(named=True),
+                )
+            ]
             merged: list[Window] = []
             rows = []
             for first, last in outages:
                 previous = old.get((first, last))
-                recorded, attempts = (previous.recorded_ms, previous.attempts + 1) if previous else (now_ms, 1)
+                recorded, attempts = (
+                    (previous.recorded_ms, previous.attempts + 1) if previous else (now_ms, 1)
+                )
                 # One outage cut by a batch edge is found in two fetches: the halves join up.
                 for w in neighbours:
                     if grid.next_open(w.end_ms) == first or grid.next_open(last) == w.start_ms:
                         first, last = min(first, w.start_ms), max(last, w.end_ms)
                         recorded, attempts = min(recorded, w.recorded_ms), max(attempts, w.attempts)
                         merged.append(w)
-                rows.append({"interval": interval, "symbol": symbol, "kind": "exchange_gap", "start_time": first,
-                             "end_time": last, "recorded_at": recorded, "checked_at": now_ms, "attempts": attempts,
-                             "error": None})
+                rows.append(
+                    {
+                        "interval": interval,
+                        "symbol": symbol,
+                        "kind": "exchange_gap",
+                        "start_time": first,
+                        "end_time": last,
+                        "recorded_at": recorded,
+                        "checked_at": now_ms,
+                        "attempts": attempts,
+                        "error": None,
+                    }
+                )
             for w in merged:
-                gaps = gaps | (mine & (pl.col("kind") == "exchange_gap") & (pl.col("start_time") == _ms(w.start_ms))
-                               & (pl.col("end_time") == _ms(w.end_ms)))
-            added = pl.DataFrame(rows, schema={**WINDOW_SCHEMA, **{c: pl.Int64() for c in _TIMES}}, orient="row")
-            added = added.with_columns(pl.col(c).cast(_TIME) for c in _TIMES).cast(WINDOW_SCHEMA)  # type: ignore[arg-type]
+                gaps = gaps | (
+                    mine
+                    & (pl.col("kind") == "exchange_gap")
+                    & (pl.col("start_time") == _ms(w.start_ms))
+                    & (pl.col("end_time") == _ms(w.end_ms))
+                )
+            added = pl.DataFrame(
+                rows, schema={**WINDOW_SCHEMA, **{c: pl.Int64() for c in _TIMES}}, orient="row"
+            )
+            added = added.with_columns(pl.col(c).cast(_TIME) for c in _TIMES).cast(WINDOW_SCHEMA)
             self._write(self.windows_path, pl.concat([frame.filter(~(failed | gaps)), added]))
 
     # -- listings ------------------------------------------------------------------------
@@ -198,7 +250,9 @@ class LakeMeta:
     def listings(self, interval: str) -> dict[str, int]:
         """``{symbol: first open time (ms)}`` recorded for ``interval``."""
         frame = self._read(self.listings_path, LISTING_SCHEMA).filter(pl.col("interval") == interval)
-        return dict(zip(frame["symbol"].to_list(), frame["first_open_time"].dt.epoch("ms").to_list(), strict=True))
+        return dict(
+            zip(frame["symbol"].to_list(), frame["first_open_time"].dt.epoch("ms").to_list(), strict=True)
+        )
 
     def record_listing(self, interval: str, symbol: str, first_open_ms: int, checked_ms: int) -> None:
         """Remember a symbol's first candle for ``interval`` (replacing an older record)."""
@@ -206,8 +260,12 @@ class LakeMeta:
             frame = self._read(self.listings_path, LISTING_SCHEMA)
             same = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
             row = pl.DataFrame(
-                {"interval": [interval], "symbol": [symbol], "first_open_time": [first_open_ms],
-                 "checked_at": [checked_ms]}
+                {
+                    "interval": [interval],
+                    "symbol": [symbol],
+                    "first_open_time": [first_open_ms],
+                    "checked_at": [checked_ms],
+                }
             ).with_columns(pl.col("first_open_time", "checked_at").cast(_TIME))
             self._write(self.listings_path, pl.concat([frame.filter(~same), row.cast(LISTING_SCHEMA)]))
 
@@ -227,7 +285,12 @@ class LakeMeta:
             if previous and min(previous) <= start_ms:
                 return
             row = pl.DataFrame(
-                {"interval": [interval], "symbol": [symbol], "start_time": [start_ms], "recorded_at": [recorded_ms]}
+                {
+                    "interval": [interval],
+                    "symbol": [symbol],
+                    "start_time": [start_ms],
+                    "recorded_at": [recorded_ms],
+                }
             ).with_columns(pl.col("start_time", "recorded_at").cast(_TIME))
             self._write(self.starts_path, pl.concat([frame.filter(~same), row.cast(START_SCHEMA)]))
 
@@ -236,8 +299,11 @@ class LakeMeta:
     def symbols(self, interval: str) -> set[str]:
         """Symbols the metadata knows for ``interval`` (a start, a listing or a window)."""
         found: set[str] = set()
-        for path, schema in ((self.starts_path, START_SCHEMA), (self.listings_path, LISTING_SCHEMA),
-                             (self.windows_path, WINDOW_SCHEMA)):
+        for path, schema in (
+            (self.starts_path, START_SCHEMA),
+            (self.listings_path, LISTING_SCHEMA),
+            (self.windows_path, WINDOW_SCHEMA),
+        ):
             frame = self._read(path, schema).filter(pl.col("interval") == interval)
             found.update(frame["symbol"].to_list())
         return found
@@ -247,8 +313,11 @@ class LakeMeta:
         how many records went."""
         dropped = 0
         with self._lock:
-            for path, schema in ((self.starts_path, START_SCHEMA), (self.listings_path, LISTING_SCHEMA),
-                                 (self.windows_path, WINDOW_SCHEMA)):
+            for path, schema in (
+                (self.starts_path, START_SCHEMA),
+                (self.listings_path, LISTING_SCHEMA),
+                (self.windows_path, WINDOW_SCHEMA),
+            ):
                 frame = self._read(path, schema)
                 hit = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
                 count = frame.filter(hit).height
@@ -278,17 +347,26 @@ class LakeMeta:
         except FileNotFoundError:
             return pl.DataFrame(schema=schema)
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise LakeError(f"cannot read lake metadata {path} ({exc}); move it aside: cryptolake starts "
-                            "a new one and learns its records again") from exc
+            raise LakeError(
+                f"cannot read lake metadata {path} ({exc}); move it aside: cryptolake starts "
+                "a new one and learns its records again"
+            ) from exc
         if frame.schema != schema:
-            raise LakeError(f"lake metadata {path} has columns {dict(frame.schema)}; expected {dict(schema)}; "
-                            "move it aside: cryptolake starts a new one and learns its records again")
+            raise LakeError(
+                f"lake metadata {path} has columns {dict(frame.schema)}; expected {dict(schema)}; "
+                "move it aside: cryptolake starts a new one and learns its records again"
+            )
         if identity is not None:
             keys: dict[tuple[str, str], list[Any]] = {}
             if "kind" in frame.columns:  # the windows file: each one's kind and slots, for a quick look
-                spans = zip(frame["interval"].to_list(), frame["symbol"].to_list(), frame["kind"].to_list(),
-                            frame["start_time"].dt.epoch("ms").to_list(), frame["end_time"].dt.epoch("ms").to_list(),
-                            strict=True)
+                spans = zip(
+                    frame["interval"].to_list(),
+                    frame["symbol"].to_list(),
+                    frame["kind"].to_list(),
+                    frame["start_time"].dt.epoch("ms").to_list(),
+                    frame["end_time"].dt.epoch("ms").to_list(),
+                    strict=True,
+                )
                 for interval, symbol, kind, start, end in spans:
                     keys.setdefault((interval, symbol), []).append((kind, start, end))
             self._cache[path] = (identity, frame, keys)

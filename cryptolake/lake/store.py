@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import pyarrow as pa
@@ -186,8 +186,8 @@ class Lake:
             A LazyFrame with ``symbol`` plus ``KLINE_COLUMNS``.
         """
         wanted = self.symbols(interval) if symbols is None else list(symbols)
-        frames = [self._scan_symbol(interval, sym, start_ms, end_ms) for sym in dict.fromkeys(wanted)]
-        frames = [f for f in frames if f is not None]
+        scans = [self._scan_symbol(interval, sym, start_ms, end_ms) for sym in dict.fromkeys(wanted)]
+        frames = [f for f in scans if f is not None]
         if not frames:
             return _empty_scan()
         lazy = pl.concat(frames, how="vertical")
@@ -257,14 +257,19 @@ class Lake:
         first, last = times[0].value, times[-1].value
         month = layout.month_of(first)
         opens = times.cast(pa.int64()).to_pylist()
-        increasing = all(a < b for a, b in zip(opens, opens[1:]))
+        increasing = all(a < b for a, b in zip(opens, opens[1:], strict=False))
         if not increasing or layout.month_of(last) != month or not table.schema.equals(ARROW_SCHEMA):
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
             return self.write_klines(interval, symbol, frame)
         added, changed, written = self._merge_month(interval, symbol, month, table)
-        return WriteResult(rows_added=added, rows_changed=changed, files_written=int(written),
-                           files_unchanged=int(not written), months=(month,))
+        return WriteResult(
+            rows_added=added,
+            rows_changed=changed,
+            files_written=int(written),
+            files_unchanged=int(not written),
+            months=(month,),
+        )
 
     def _merge_month(self, interval: str, symbol: str, month: str, fresh: pa.Table) -> tuple[int, int, bool]:
         """Merge one month's sorted, unique candles into its partition: ``(added, changed, written)``.
@@ -429,7 +434,7 @@ class Lake:
             return
         for name in names:
             for prefix in (WAIT_MARKER, ACTIVE_MARKER):
-                pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+                pid = name[len(prefix) :].split("-", 1)[0] if name.startswith(prefix) else ""
                 if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
                     (folder / name).unlink(missing_ok=True)
 
@@ -442,7 +447,7 @@ class Lake:
         for name in names:
             if not name.startswith(prefix):
                 continue
-            pid = name[len(prefix):].split("-", 1)[0]
+            pid = name[len(prefix) :].split("-", 1)[0]
             if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
                 return True
         return False
@@ -550,9 +555,11 @@ def _tidy(table: pa.Table, path: Path, month: str) -> pa.Table:
         low, high = layout.month_bounds(month)
         first, last = _first_open(table), _last_open(table)
         if first < low or last >= high:
-            raise LakeError(f"partition {path} holds candles outside {month} (written by another tool?); "
-                            "`cryptolake gaps` lists them as misplaced: move the file aside, and the next "
-                            "collection fetches its month again")
+            raise LakeError(
+                f"partition {path} holds candles outside {month} (written by another tool?); "
+                "`cryptolake gaps` lists them as misplaced: move the file aside, and the next "
+                "collection fetches its month again"
+            )
     return frame.unique(_KEY, keep="last", maintain_order=True).sort(_KEY).to_arrow().cast(ARROW_SCHEMA)
 
 
@@ -599,8 +606,13 @@ def _record_commit(path: Path, stat: os.stat_result, footer_sha256: str, facts: 
     Written in place and not fsynced: a record lost or torn in a crash only makes the file
     untrusted (it no longer parses, or names an older file), which is safe.
     """
-    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
-              "footer_sha256": footer_sha256, **facts}
+    record = {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "ctime_ns": stat.st_ctime_ns,
+        "footer_sha256": footer_sha256,
+        **facts,
+    }
     layout.commit_path(path).write_bytes(json.dumps(record).encode())
 
 
@@ -626,20 +638,31 @@ def check_partition(path: Path) -> None:
         stat = path.stat()
     except OSError as exc:
         raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
-    if record is not None and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns:
+    if (
+        record is not None
+        and record.get("size") == stat.st_size
+        and record.get("mtime_ns") == stat.st_mtime_ns
+    ):
         return
     try:
         footer, tail, _ = _footer_bytes(path)
         meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
     except (pa.ArrowException, OSError) as exc:
-        raise LakeError(f"cannot read Parquet footer of {path}: {exc}; move the file aside: the next "
-                        "collection fetches its month again") from exc
+        raise LakeError(
+            f"cannot read Parquet footer of {path}: {exc}; move the file aside: the next "
+            "collection fetches its month again"
+        ) from exc
     _check_schema(path, meta.schema.to_arrow_schema())
 
 
 def _matches(record: dict[str, Any] | None, stat: os.stat_result, footer_sha256: str) -> bool:
-    return (record is not None and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
-            and record.get("ctime_ns") == stat.st_ctime_ns and record.get("footer_sha256") == footer_sha256)
+    return (
+        record is not None
+        and record.get("size") == stat.st_size
+        and record.get("mtime_ns") == stat.st_mtime_ns
+        and record.get("ctime_ns") == stat.st_ctime_ns
+        and record.get("footer_sha256") == footer_sha256
+    )
 
 
 def _footer_sha256(data: bytes | pa.Buffer) -> str:
@@ -662,17 +685,19 @@ def _read_table(path: Path) -> tuple[pa.Table, bool] | None:
     except FileNotFoundError:
         return None
     except (pa.ArrowException, OSError) as exc:
-        raise LakeError(f"cannot read Parquet partition {path}: {exc}; move the file aside: the next collection "
-                        "fetches its month again") from exc
+        raise LakeError(
+            f"cannot read Parquet partition {path}: {exc}; move the file aside: the next collection "
+            "fetches its month again"
+        ) from exc
     return table, is_committed(path, stat, _footer_sha256(data))
 
 
 def _first_open(table: pa.Table) -> int:
-    return pc.min(table.column(_KEY)).value  # type: ignore[no-any-return]
+    return int(pc.min(table.column(_KEY)).value)
 
 
 def _last_open(table: pa.Table) -> int:
-    return pc.max(table.column(_KEY)).value  # type: ignore[no-any-return]
+    return int(pc.max(table.column(_KEY)).value)
 
 
 @cache
@@ -716,10 +741,18 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
         raise
     _fsync_dir(path.parent)
     if interval is not None:
-        _record_commit(path, stat, _footer_sha256(data), {
-            "rows": table.num_rows, "off_grid_rows": off_grid, "interval": interval,
-            "first_open_ms": min(times, default=None), "last_open_ms": max(times, default=None),
-        })
+        _record_commit(
+            path,
+            stat,
+            _footer_sha256(data),
+            {
+                "rows": table.num_rows,
+                "off_grid_rows": off_grid,
+                "interval": interval,
+                "first_open_ms": min(times, default=None),
+                "last_open_ms": max(times, default=None),
+            },
+        )
 
 
 def _make_dirs_durably(folder: Path) -> None:
@@ -786,9 +819,9 @@ def _off_grid_rows(table: pa.Table, grid: Interval, times: list[int] | None = No
     if table.num_rows == 0:
         return 0
     if grid.is_monthly:
-        times = pl.from_arrow(table.column(_KEY))
-        assert isinstance(times, pl.Series)
-        return int((times != times.dt.truncate("1mo")).sum())
+        opens = pl.from_arrow(table.column(_KEY))
+        assert isinstance(opens, pl.Series)
+        return int((opens != opens.dt.truncate("1mo")).sum())
     step = grid.fixed_ms
     assert step is not None
     origin = grid.origin_ms
@@ -807,19 +840,34 @@ def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
         raise LakeError(f"cannot read Parquet footer of {path}: {exc}") from exc
     footer_sha256 = hashlib.sha256(footer).hexdigest()
     record = _commit_record(path)
-    if _matches(record, stat, footer_sha256) and {"rows", "first_open_ms", "last_open_ms", "off_grid_rows"} <= set(
+    if _matches(record, stat, footer_sha256) and {
+        "rows",
+        "first_open_ms",
+        "last_open_ms",
+        "off_grid_rows",
+    } <= set(
         record  # type: ignore[arg-type]
     ):
         # The very file cryptolake committed (and checked against the schema as it wrote it):
         # its record says what its footer says, without parsing the footer.
         assert record is not None
-        return PartitionStats(symbol, month, int(record["rows"]), record["first_open_ms"], record["last_open_ms"],
-                              path, stat.st_size, int(record["off_grid_rows"]))
+        return PartitionStats(
+            symbol,
+            month,
+            int(record["rows"]),
+            record["first_open_ms"],
+            record["last_open_ms"],
+            path,
+            stat.st_size,
+            int(record["off_grid_rows"]),
+        )
     try:
         meta = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
     except (pa.ArrowException, OSError) as exc:
-        raise LakeError(f"cannot read Parquet footer of {path}: {exc}; move the file aside: the next "
-                        "collection fetches its month again") from exc
+        raise LakeError(
+            f"cannot read Parquet footer of {path}: {exc}; move the file aside: the next "
+            "collection fetches its month again"
+        ) from exc
     arrow_schema = meta.schema.to_arrow_schema()
     _check_schema(path, arrow_schema)
     first, last = _open_time_range(path, meta)
@@ -859,7 +907,7 @@ def _open_time_range(path: Path, meta: pq.FileMetaData) -> tuple[int | None, int
 def _open_time_range_from_data(path: Path) -> tuple[int | None, int | None]:
     column = pq.ParquetFile(path).read(columns=[_KEY]).column(_KEY)  # one open: a whole file
     times = pl.Series(_KEY, column).dt.epoch("ms")
-    return (None, None) if times.is_empty() else (int(times.min()), int(times.max()))
+    return (None, None) if times.is_empty() else (int(cast(int, times.min())), int(cast(int, times.max())))
 
 
 def _overlaps(month: str, start_ms: int | None, end_ms: int | None) -> bool:

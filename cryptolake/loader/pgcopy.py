@@ -39,7 +39,9 @@ def encode_rows(table: pa.Table, constants: Sequence[str] = ()) -> bytes:
     if not all(texts):
         raise ValueError("constant text values must not be empty")
     first = len(texts)
-    packed = np.empty(table.num_rows, dtype=_row_layout(tuple(len(t) for t in texts), tuple(table.schema.types)))
+    packed = np.empty(
+        table.num_rows, dtype=_row_layout(tuple(len(t) for t in texts), tuple(table.schema.types))
+    )
     packed["count"] = first + table.num_columns
     for i, text in enumerate(texts):
         packed[f"l{i}"] = len(text)
@@ -88,6 +90,8 @@ def _drop_null_values(packed: np.ndarray, nulls: list[tuple[int, np.ndarray]]) -
     raw = packed.view(np.uint8).reshape(len(packed), packed.dtype.itemsize)
     keep = np.ones(raw.shape, dtype=bool)
     for j, mask in nulls:
-        offset = packed.dtype.fields[f"v{j}"][1]
+        fields = packed.dtype.fields
+        assert fields is not None  # a structured dtype
+        offset = fields[f"v{j}"][1]
         keep[mask, offset : offset + 8] = False
     return raw[keep].tobytes()

@@ -56,12 +56,14 @@ def check_name(what: str, name: str) -> str:
     if not isinstance(name, str) or _NAME_RE.match(name) is None:
         raise LoaderError(
             f"invalid PostgreSQL {what} name {name!r}: use 1 to 63 letters, digits or '_', "
-            "not starting with a digit")
+            "not starting with a digit"
+        )
     return name
 
 
-def create_table(q: Any, schema: str, name: str, types: dict[str, str], key: Sequence[str],
-                 nullable: Sequence[str]) -> Any:
+def create_table(
+    q: Any, schema: str, name: str, types: dict[str, str], key: Sequence[str], nullable: Sequence[str]
+) -> Any:
     """``CREATE TABLE IF NOT EXISTS``; text columns use the "C" collation (byte order: fast keys)."""
     columns = [
         q.SQL("{} {}{}{}").format(
@@ -73,7 +75,8 @@ def create_table(q: Any, schema: str, name: str, types: dict[str, str], key: Seq
         for column, kind in types.items()
     ]
     return q.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
-        q.Identifier(schema, name), q.SQL(", ").join(columns), _names(q, key))
+        q.Identifier(schema, name), q.SQL(", ").join(columns), _names(q, key)
+    )
 
 
 def create_candle_table(q: Any, schema: str, table: str) -> Any:
@@ -85,9 +88,12 @@ def create_state_table(q: Any, schema: str) -> Any:
 
 
 def create_stage_table(q: Any) -> Any:
-    columns = q.SQL(", ").join(q.SQL("{} {}").format(q.Identifier(c), q.SQL(COLUMN_TYPES[c])) for c in KLINE_COLUMNS)
+    columns = q.SQL(", ").join(
+        q.SQL("{} {}").format(q.Identifier(c), q.SQL(COLUMN_TYPES[c])) for c in KLINE_COLUMNS
+    )
     return q.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
-        q.Identifier(STAGE_TABLE), columns)
+        q.Identifier(STAGE_TABLE), columns
+    )
 
 
 def check_shape(conn: Any, schema: str, name: str, types: dict[str, str], key: Sequence[str]) -> bool:
@@ -98,7 +104,9 @@ def check_shape(conn: Any, schema: str, name: str, types: dict[str, str], key: S
     """
     row = conn.execute(
         "SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s", (schema, name)).fetchone()
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, name),
+    ).fetchone()
     if row is None:
         return False
     oid, kind = row
@@ -110,24 +118,35 @@ def check_shape(conn: Any, schema: str, name: str, types: dict[str, str], key: S
         for column, kind, required in conn.execute(
             "SELECT attname, format_type(atttypid, atttypmod), "
             "attnotnull AND NOT atthasdef AND attidentity = '' AND attgenerated = '' "
-            "FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped", (oid,))
+            "FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
+            (oid,),
+        )
     }
     problems = [f"missing column {c} ({t})" for c, t in types.items() if c not in found]
-    problems += [f"column {c} is {found[c][0]}, expected {t}" for c, t in types.items()
-                 if c in found and found[c][0] != t]
-    problems += [f"extra column {c} is NOT NULL without a default" for c, (_, required) in found.items()
-                 if c not in types and required]
+    problems += [
+        f"column {c} is {found[c][0]}, expected {t}"
+        for c, t in types.items()
+        if c in found and found[c][0] != t
+    ]
+    problems += [
+        f"extra column {c} is NOT NULL without a default"
+        for c, (_, required) in found.items()
+        if c not in types and required
+    ]
     unique = conn.execute(
         "SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_index i "
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
         "WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL "
-        "AND i.indnkeyatts = i.indnatts GROUP BY i.indexrelid", (oid,)).fetchall()
+        "AND i.indnkeyatts = i.indnatts GROUP BY i.indexrelid",
+        (oid,),
+    ).fetchall()
     if sorted(key) not in [list(columns) for (columns,) in unique]:
         problems.append(f"no primary key or unique index on ({', '.join(key)})")
     if problems:
         raise LoaderRejected(
             f"{shown} exists but does not have the shape the loader needs: {'; '.join(problems)}. "
-            "Nothing was changed; choose another --schema/--table, or migrate or drop that table")
+            "Nothing was changed; choose another --schema/--table, or migrate or drop that table"
+        )
     return True
 
 
@@ -167,13 +186,20 @@ class Statements:
 
     @classmethod
     def build(cls, q: Any, conn: Any, schema: str, table: str) -> Statements:
-        target, state, stage = q.Identifier(schema, table), q.Identifier(schema, STATE_TABLE), q.Identifier(STAGE_TABLE)
-        in_month = q.SQL("exchange = %s AND interval = %s AND symbol = %s AND open_time >= %s AND open_time < %s")
+        target, state, stage = (
+            q.Identifier(schema, table),
+            q.Identifier(schema, STATE_TABLE),
+            q.Identifier(STAGE_TABLE),
+        )
+        in_month = q.SQL(
+            "exchange = %s AND interval = %s AND symbol = %s AND open_time >= %s AND open_time < %s"
+        )
         values = KLINE_COLUMNS[1:]
         record_head = q.SQL("INSERT INTO {} ({}, synced_at) VALUES ").format(state, _names(q, cls.RECORD))
         record_row = q.SQL("({}, now())").format(q.SQL(", ").join([q.Placeholder()] * len(cls.RECORD)))
         record_tail = q.SQL(" ON CONFLICT ({}) DO UPDATE SET {}").format(
-            _names(q, STATE_KEY), _assign(q, [c for c in cls.RECORD if c not in STATE_KEY] + ["synced_at"]))
+            _names(q, STATE_KEY), _assign(q, [c for c in cls.RECORD if c not in STATE_KEY] + ["synced_at"])
+        )
         record = q.Composed([record_head, record_row, record_tail])
         upsert = q.SQL(
             "DELETE FROM {target} AS t WHERE {in_month} AND NOT EXISTS "
@@ -190,14 +216,18 @@ class Statements:
         state_key = q.SQL(" AND ").join(q.SQL("{} = %s").format(q.Identifier(c)) for c in STATE_KEY)
         parts = {
             "replace": q.SQL("BEGIN; DELETE FROM {} WHERE {}; {}").format(target, in_month, record),
-            "copy_table": q.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, _names(q, TABLE_COLUMNS)),
+            "copy_table": q.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                target, _names(q, TABLE_COLUMNS)
+            ),
             "copy_stage": q.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(stage),
             "upsert": upsert,
             # Rare, and synchronous: a removal is durable when the sync returns.
-            "remove": q.SQL("BEGIN; SET LOCAL synchronous_commit = on; DELETE FROM {} WHERE {}; "
-                            "DELETE FROM {} WHERE {}").format(target, in_month, state, state_key),
-            "flush": q.SQL("BEGIN; SET LOCAL synchronous_commit = on; "
-                           "UPDATE {} SET synced_at = synced_at WHERE {}").format(state, state_key),
+            "remove": q.SQL(
+                "BEGIN; SET LOCAL synchronous_commit = on; DELETE FROM {} WHERE {}; DELETE FROM {} WHERE {}"
+            ).format(target, in_month, state, state_key),
+            "flush": q.SQL(
+                "BEGIN; SET LOCAL synchronous_commit = on; UPDATE {} SET synced_at = synced_at WHERE {}"
+            ).format(state, state_key),
             "delete_range": q.SQL("DELETE FROM {} WHERE {}").format(target, in_month),
             "record_head": record_head,
             "record_row": record_row,

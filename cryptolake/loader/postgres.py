@@ -161,8 +161,11 @@ class _ConnectionLost(Exception):
         first, last = self.partitions[0], self.partitions[-1]
         if len(self.partitions) == 1:
             return f"{first.symbol} {first.month}", "that partition was"
-        return (f"{len(self.partitions)} new partitions in one transaction, {first.symbol} {first.month} "
-                f"to {last.symbol} {last.month}", "they were")
+        return (
+            f"{len(self.partitions)} new partitions in one transaction, {first.symbol} {first.month} "
+            f"to {last.symbol} {last.month}",
+            "they were",
+        )
 
 
 class PostgresLoader:
@@ -237,8 +240,9 @@ class PostgresLoader:
 
     # -- the sync ------------------------------------------------------------------------
 
-    def sync(self, interval: str = "1h", symbols: Sequence[str] | None = None, *,
-             full: bool = False) -> SyncReport:
+    def sync(
+        self, interval: str = "1h", symbols: Sequence[str] | None = None, *, full: bool = False
+    ) -> SyncReport:
         """Make the table match the lake's ``interval`` partitions (of ``symbols``, or all).
 
         Creates the schema, table and state table when missing. Sends new and changed
@@ -274,7 +278,8 @@ class PostgresLoader:
                 raise LoaderError(
                     f"the lake at {self.lake.root} has no {interval} partitions"
                     f"{' for ' + ','.join(wanted) if wanted else ''}, but {self.target} holds "
-                    f"{len(records)} synced ones; refusing to delete them all (check --lake)")
+                    f"{len(records)} synced ones; refusing to delete them all (check --lake)"
+                )
             todo = [p for p in partitions if p.changed]
             gone = sorted(set(records) - {(p.symbol, p.month) for p in partitions})
             outcome = self._send_all(conn, sql, interval, todo)
@@ -294,8 +299,13 @@ class PostgresLoader:
             failures=tuple(outcome.failures),
         )
 
-    def _partitions(self, interval: str, wanted: list[str] | None,
-                    records: dict[tuple[str, str], tuple[int, bytes]], full: bool) -> list[_Partition]:
+    def _partitions(
+        self,
+        interval: str,
+        wanted: list[str] | None,
+        records: dict[tuple[str, str], tuple[int, bytes]],
+        full: bool,
+    ) -> list[_Partition]:
         """The lake partitions in scope that must be sent: new, or changed since their record.
 
         A partition is unchanged when its size and the SHA-256 of its bytes match the record.
@@ -308,12 +318,20 @@ class PostgresLoader:
             for month in self.lake.months(interval, symbol):
                 path = layout.partition_path(self.lake.root, interval, symbol, month)
                 record = records.get((symbol, month))
-                found.append(_Partition(symbol, month, path, synced=record is not None,
-                                        changed=full or record is None or _changed(path, record)))
+                found.append(
+                    _Partition(
+                        symbol,
+                        month,
+                        path,
+                        synced=record is not None,
+                        changed=full or record is None or _changed(path, record),
+                    )
+                )
         return found
 
-    def _send_all(self, conn: psycopg.Connection[Any], sql: Statements, interval: str,
-                  todo: list[_Partition]) -> _Outcome:
+    def _send_all(
+        self, conn: psycopg.Connection[Any], sql: Statements, interval: str, todo: list[_Partition]
+    ) -> _Outcome:
         """Send partitions over up to ``workers`` connections; stop at the first lost connection.
 
         This thread reads, decodes and encodes partitions ahead (CPU); one thread per connection
@@ -363,8 +381,10 @@ class PostgresLoader:
                     errors.append(exc)
                     stop.set()
 
-        senders = [threading.Thread(target=send, args=(c,), name=f"cryptolake-pg-{i}", daemon=True)
-                   for i, c in enumerate(connections)]
+        senders = [
+            threading.Thread(target=send, args=(c,), name=f"cryptolake-pg-{i}", daemon=True)
+            for i, c in enumerate(connections)
+        ]
         for thread in senders:
             thread.start()
         try:
@@ -418,12 +438,22 @@ class PostgresLoader:
         if first is not None and last is not None and (first < low or last >= high):
             raise LakeError(f"partition {partition.path} holds candles outside {partition.month}")
         if table.num_rows and _has_repeated_open_times(table):
-            raise LakeError(f"partition {partition.path} holds an open time more than once (written by another "
-                            "tool?): `cryptolake gaps` lists them; the next collection of that month rewrites it "
-                            "with one candle per open time")
+            raise LakeError(
+                f"partition {partition.path} holds an open time more than once (written by another "
+                "tool?): `cryptolake gaps` lists them; the next collection of that month rewrites it "
+                "with one candle per open time"
+            )
         keys = (layout.EXCHANGE, interval, partition.symbol)
-        record = (self.table, *keys, partition.month, table.num_rows, _utc_or_none(first), _utc_or_none(last),
-                  len(data), hashlib.sha256(data).digest())
+        record = (
+            self.table,
+            *keys,
+            partition.month,
+            table.num_rows,
+            _utc_or_none(first),
+            _utc_or_none(last),
+            len(data),
+            hashlib.sha256(data).digest(),
+        )
         # A changed partition goes to the staging table (lake columns only); a new one straight
         # into the table, with the key columns in front.
         rows = encode_rows(table) if partition.synced else encode_rows(table, keys)
@@ -489,12 +519,16 @@ class PostgresLoader:
                 raise _ConnectionLost(jobs, exc) from exc
             conn.rollback()
             first = jobs[0].partition
-            what = (f"partition {first.symbol} {first.month}" if len(jobs) == 1 else
-                    f"a batch of {len(jobs)} partitions from {first.symbol} {first.month}")
+            what = (
+                f"partition {first.symbol} {first.month}"
+                if len(jobs) == 1
+                else f"a batch of {len(jobs)} partitions from {first.symbol} {first.month}"
+            )
             raise LoaderRejected(f"PostgreSQL refused {what}: {_one_line(exc, self._dsn)}") from exc
 
-    def _remove(self, conn: psycopg.Connection[Any], sql: Statements, interval: str, symbol: str,
-                month: str) -> int:
+    def _remove(
+        self, conn: psycopg.Connection[Any], sql: Statements, interval: str, symbol: str, month: str
+    ) -> int:
         """Delete a partition that is gone from the lake, and its record; returns rows deleted."""
         keys = (layout.EXCHANGE, interval, symbol)
         low, high = layout.month_bounds(month)
@@ -506,7 +540,9 @@ class PostgresLoader:
             cur.execute("COMMIT")
         return deleted
 
-    def _flush(self, conn: psycopg.Connection[Any], sql: Statements, interval: str, key: tuple[str, str]) -> None:
+    def _flush(
+        self, conn: psycopg.Connection[Any], sql: Statements, interval: str, key: tuple[str, str]
+    ) -> None:
         """One synchronous commit: it makes every asynchronous commit before it durable."""
         conn.execute(sql.flush, (self.table, layout.EXCHANGE, interval, *key))
         conn.execute("COMMIT")
@@ -517,10 +553,12 @@ class PostgresLoader:
         """Check existing tables, create missing ones, in one transaction (nothing on error)."""
         q = self._pg.sql
         with conn.transaction():
-            table_exists = pgtables.check_shape(conn, self.schema, self.table, pgtables.COLUMN_TYPES,
-                                                pgtables.PRIMARY_KEY)
-            state_exists = pgtables.check_shape(conn, self.schema, STATE_TABLE, pgtables.STATE_TYPES,
-                                                pgtables.STATE_KEY)
+            table_exists = pgtables.check_shape(
+                conn, self.schema, self.table, pgtables.COLUMN_TYPES, pgtables.PRIMARY_KEY
+            )
+            state_exists = pgtables.check_shape(
+                conn, self.schema, STATE_TABLE, pgtables.STATE_TYPES, pgtables.STATE_KEY
+            )
             # Only what is missing is created: a role without CREATE rights can sync into
             # tables that someone else created.
             if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone():
@@ -530,29 +568,42 @@ class PostgresLoader:
             if not table_exists:
                 conn.execute(pgtables.create_candle_table(q, self.schema, self.table))
                 # Records of an earlier table of that name (dropped since) describe nothing.
-                conn.execute(q.SQL("DELETE FROM {} WHERE target_table = %s").format(
-                    q.Identifier(self.schema, STATE_TABLE)), (self.table,))
+                conn.execute(
+                    q.SQL("DELETE FROM {} WHERE target_table = %s").format(
+                        q.Identifier(self.schema, STATE_TABLE)
+                    ),
+                    (self.table,),
+                )
             if self.timescale:
                 self._make_hypertable(conn)
         return Statements.build(q, conn, self.schema, self.table)
 
     def _make_hypertable(self, conn: psycopg.Connection[Any]) -> None:
-        available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
         if available is None:
             raise LoaderRejected(
                 "TimescaleDB was asked for (--timescale, setting postgres.timescale) but this PostgreSQL "
-                "server does not offer the timescaledb extension; install it, or sync without it")
+                "server does not offer the timescaledb extension; install it, or sync without it"
+            )
         conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         target = self._pg.sql.Identifier(self.schema, self.table).as_string(conn)
-        conn.execute("SELECT create_hypertable(%s::regclass, 'open_time', if_not_exists => TRUE, "
-                     "migrate_data => TRUE)", (target,))
+        conn.execute(
+            "SELECT create_hypertable(%s::regclass, 'open_time', if_not_exists => TRUE, "
+            "migrate_data => TRUE)",
+            (target,),
+        )
 
-    def _records(self, conn: psycopg.Connection[Any], interval: str,
-                 wanted: list[str] | None) -> dict[tuple[str, str], tuple[int, bytes]]:
+    def _records(
+        self, conn: psycopg.Connection[Any], interval: str, wanted: list[str] | None
+    ) -> dict[tuple[str, str], tuple[int, bytes]]:
         """``{(symbol, month): (size_bytes, sha256)}`` recorded for this table and interval."""
         q = self._pg.sql
-        query = q.SQL("SELECT symbol, month, size_bytes, sha256 FROM {} WHERE target_table = %s "
-                      "AND exchange = %s AND interval = %s").format(q.Identifier(self.schema, STATE_TABLE))
+        query = q.SQL(
+            "SELECT symbol, month, size_bytes, sha256 FROM {} WHERE target_table = %s "
+            "AND exchange = %s AND interval = %s"
+        ).format(q.Identifier(self.schema, STATE_TABLE))
         params: list[Any] = [self.table, layout.EXCHANGE, interval]
         if wanted is not None:
             query += q.SQL(" AND symbol = ANY(%s)")
@@ -567,7 +618,9 @@ class PostgresLoader:
         try:
             given = pg.conninfo.conninfo_to_dict(self._dsn)
         except pg.ProgrammingError as exc:
-            raise LoaderError(f"invalid PostgreSQL DSN {redact_dsn(self._dsn)}: {_one_line(exc, self._dsn)}") from None
+            raise LoaderError(
+                f"invalid PostgreSQL DSN {redact_dsn(self._dsn)}: {_one_line(exc, self._dsn)}"
+            ) from None
         options: dict[str, Any] = {}
         if "connect_timeout" not in given:
             options["connect_timeout"] = max(1, round(self._connect_timeout_s))
@@ -601,9 +654,13 @@ class PostgresLoader:
     def _sync_lock(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
         """Session advisory lock on the target, so two syncs into one table never interleave."""
         key = f"{_LOCK_NAMESPACE}{self.schema}.{self.table}"
-        (locked,) = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
+        assert row is not None  # SELECT of a function returns one row
+        (locked,) = row
         if not locked:
-            raise LoaderError(f"another cryptolake sync into {self.target} is running; try again when it has finished")
+            raise LoaderError(
+                f"another cryptolake sync into {self.target} is running; try again when it has finished"
+            )
         try:
             yield
         finally:
@@ -620,18 +677,32 @@ class PostgresLoader:
             if self._conn.broken or self._conn.closed:
                 raise LoaderUnavailable(
                     f"lost the connection to PostgreSQL at {redact_dsn(self._dsn)}: "
-                    f"{_one_line(exc, self._dsn)}; run the sync again") from None
-            raise LoaderRejected(f"PostgreSQL refused to {doing} {self.target}: {_one_line(exc, self._dsn)}") from None
+                    f"{_one_line(exc, self._dsn)}; run the sync again"
+                ) from None
+            raise LoaderRejected(
+                f"PostgreSQL refused to {doing} {self.target}: {_one_line(exc, self._dsn)}"
+            ) from None
 
 
-def sync_postgres(lake: Lake | str | Path, dsn: str, interval: str = "1h", symbols: Sequence[str] | None = None,
-                  *, schema: str = "cryptolake", table: str = "klines", timescale: bool = False,
-                  workers: int = 2, full: bool = False) -> SyncReport:
+def sync_postgres(
+    lake: Lake | str | Path,
+    dsn: str,
+    interval: str = "1h",
+    symbols: Sequence[str] | None = None,
+    *,
+    schema: str = "cryptolake",
+    table: str = "klines",
+    timescale: bool = False,
+    workers: int = 2,
+    full: bool = False,
+) -> SyncReport:
     """Connect, sync once, disconnect: :class:`PostgresLoader` for one call (the scheduler's use).
 
     Args and Raises: as :class:`PostgresLoader` and :meth:`PostgresLoader.sync`.
     """
-    with PostgresLoader(lake, dsn, schema=schema, table=table, timescale=timescale, workers=workers) as loader:
+    with PostgresLoader(
+        lake, dsn, schema=schema, table=table, timescale=timescale, workers=workers
+    ) as loader:
         return loader.sync(interval, symbols, full=full)
 
 

@@ -14,11 +14,12 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -49,8 +50,19 @@ from cryptolake.timeutils import from_ms, iso, to_ms
 log = logging.getLogger("cryptolake.binance")
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
-_ARROW_SCHEMA = pa.schema([(name, _TIMESTAMP if name in ("open_time", "close_time") else
-                            pa.int64() if kind == pl.Int64 else pa.float64()) for name, kind in KLINE_SCHEMA.items()])
+_ARROW_SCHEMA = pa.schema(
+    [
+        (
+            name,
+            _TIMESTAMP
+            if name in ("open_time", "close_time")
+            else pa.int64()
+            if kind == pl.Int64
+            else pa.float64(),
+        )
+        for name, kind in KLINE_SCHEMA.items()
+    ]
+)
 _EMPTY_TABLE = _ARROW_SCHEMA.empty_table()
 
 DEFAULT_BASE_URL = "https://data-api.binance.vision"
@@ -276,7 +288,9 @@ class BinanceClient:
         """``{symbol: status}`` (``TRADING``, ``BREAK``, ...) of every symbol the exchange lists,
         from one exchange info answer (reused for ``max_age_s``)."""
         info = self.get_exchange_info(max_age_s=max_age_s)
-        return {str(e.get("symbol")): str(e.get("status", "")) for e in info["symbols"] if isinstance(e, dict)}
+        return {
+            str(e.get("symbol")): str(e.get("status", "")) for e in info["symbols"] if isinstance(e, dict)
+        }
 
     def get_top_by_market_cap(self, limit: int = 50) -> list[TopCrypto]:
         """The ``limit`` TRADING spot pairs in the quote asset with the largest 24 h quote volume.
@@ -382,11 +396,17 @@ class BinanceClient:
                     start_ms, end_ms = max(start_ms, first_ms), min(end_ms, last_ms + 1)
         frame = self._fetch_range(symbol, grid, start_ms, end_ms)
         frame = frame.filter(pl.col("close_time") < from_ms(now_ms))
-        return frame.to_arrow() if as_arrow else frame  # type: ignore[return-value]
+        return frame.to_arrow() if as_arrow else frame
 
     def get_klines_page(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None, limit: int = PAGE_LIMIT,
-        *, as_arrow: bool = False,
+        self,
+        symbol: str,
+        interval: str,
+        start_ms: int,
+        end_ms: int | None = None,
+        limit: int = PAGE_LIMIT,
+        *,
+        as_arrow: bool = False,
     ) -> pl.DataFrame:
         """One klines request: up to ``limit`` candles opening at or after ``start_ms`` (and
         before ``end_ms``, if given), open or closed. No server time, no look-ups: the caller
@@ -397,16 +417,17 @@ class BinanceClient:
         if end_ms is not None:
             params["endTime"] = end_ms - 1
         table = self._klines_table(symbol, grid.name, params)
-        return table if as_arrow else _from_arrow(table)  # type: ignore[return-value]
+        return table if as_arrow else _from_arrow(table)
 
-    def get_klines_range(self, symbol: str, interval: str, start_ms: int, end_ms: int, *,
-                         as_arrow: bool = False) -> pl.DataFrame:
+    def get_klines_range(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, as_arrow: bool = False
+    ) -> pl.DataFrame:
         """Every candle opening in ``[start_ms, end_ms)`` in as few requests as the range allows
         (one per 1,000 candles, one more only if off-grid candles fill a page early). No server
         time, no look-ups: the caller bounds the range by the exchange's clock."""
         grid = _interval(interval)
         table = self._fetch_table(symbol, grid, start_ms, end_ms) if start_ms < end_ms else _EMPTY_TABLE
-        return table if as_arrow else _from_arrow(table)  # type: ignore[return-value]
+        return table if as_arrow else _from_arrow(table)
 
     def first_open_time(self, symbol: str, interval: str) -> int | None:
         """Open time (ms) of the symbol's first candle for ``interval``; None if it has none."""
@@ -476,14 +497,23 @@ class BinanceClient:
         query = {"symbol": symbol, "interval": interval, **params}
         page = self._get("/api/v3/klines", query, weight=2, symbol=symbol)
         # Checked with builtins mapped over the rows (C speed: this runs for every page).
-        if not isinstance(page, list) or (page and (set(map(type, page)) != {list} or min(map(len, page)) < 11)):
+        if not isinstance(page, list) or (
+            page and (set(map(type, page)) != {list} or min(map(len, page)) < 11)
+        ):
             raise BadPayload(f"unexpected klines payload for {symbol} {interval}: {str(page)[:200]}")
         return page
 
     # -- transport, weight, retries, errors ------------------------------------------------
 
-    def _get(self, path: str, params: dict[str, Any], *, weight: int, symbol: str | None = None,
-             parse: Callable[[bytes], Any] | None = None) -> Any:
+    def _get(
+        self,
+        path: str,
+        params: dict[str, Any],
+        *,
+        weight: int,
+        symbol: str | None = None,
+        parse: Callable[[bytes], Any] | None = None,
+    ) -> Any:
         if weight > 1 and not self._limiter.calibrated and path != "/api/v3/exchangeInfo":
             self._calibrate(symbol)
         retrying = tenacity.Retrying(
@@ -522,8 +552,14 @@ class BinanceClient:
         else:
             self._sleep(seconds)
 
-    def _send(self, path: str, params: dict[str, Any], weight: int, symbol: str | None,
-              parse: Callable[[bytes], Any] | None = None) -> Any:
+    def _send(
+        self,
+        path: str,
+        params: dict[str, Any],
+        weight: int,
+        symbol: str | None,
+        parse: Callable[[bytes], Any] | None = None,
+    ) -> Any:
         if self._cancel.is_set():
             raise Interrupted(f"stopped before sending {path}")
         banned_until = self._bans.banned_until(self._host)
@@ -545,8 +581,13 @@ class BinanceClient:
                 self._limiter.release(reservation, headers)
         return self._payload(response, path, symbol, parse)
 
-    def _payload(self, response: httpx.Response, path: str, symbol: str | None,
-                 parse: Callable[[bytes], Any] | None = None) -> Any:
+    def _payload(
+        self,
+        response: httpx.Response,
+        path: str,
+        symbol: str | None,
+        parse: Callable[[bytes], Any] | None = None,
+    ) -> Any:
         status = response.status_code
         if status == 200:
             try:
@@ -563,12 +604,15 @@ class BinanceClient:
             log.warning("Binance rate limit hit (429); sending nothing for %.0f s", retry_after)
             raise RateLimited(
                 f"Binance rate limit exceeded on {path}: {msg} (another process on this IP may be using the "
-                "weight; try again in a minute, or lower binance.weight_share)", retry_after_s=retry_after
+                "weight; try again in a minute, or lower binance.weight_share)",
+                retry_after_s=retry_after,
             )
         if status == 451:
             raise RestrictedLocation(_RESTRICTED_HINT.format(url=self.base_url))
         if status >= 500 or status == 403 or code in _TRANSIENT_CODES:
-            raise ExchangeUnavailable(f"Binance answered HTTP {status} on {path}: {msg or response.text[:100]}")
+            raise ExchangeUnavailable(
+                f"Binance answered HTTP {status} on {path}: {msg or response.text[:100]}"
+            )
         if code == -1121:
             raise InvalidSymbol(symbol or "?", status=status, msg=msg)
         raise RequestRejected(
@@ -610,9 +654,13 @@ _RAW_COLUMNS = [*KLINE_COLUMNS, "ignore"]
 _CSV_READ = pacsv.ReadOptions(column_names=_RAW_COLUMNS, use_threads=False)
 _CSV_PARSE = pacsv.ParseOptions(quote_char=False)
 _CSV_CONVERT = pacsv.ConvertOptions(
-    column_types={name: pa.int64() if name in ("open_time", "close_time") or kind == pl.Int64 else pa.float64()
-                  for name, kind in KLINE_SCHEMA.items()},
-    include_columns=list(KLINE_COLUMNS), null_values=[], strings_can_be_null=False,
+    column_types={
+        name: pa.int64() if name in ("open_time", "close_time") or kind == pl.Int64 else pa.float64()
+        for name, kind in KLINE_SCHEMA.items()
+    },
+    include_columns=list(KLINE_COLUMNS),
+    null_values=[],
+    strings_can_be_null=False,
 )
 
 
@@ -635,8 +683,12 @@ def _parse_klines(body: bytes) -> pa.Table:
         rows = text.count(b"],[") + 1
         csv = text[2:-2].replace(b"],[", b"\n").replace(b'"', b"")
         try:
-            table = pacsv.read_csv(io.BytesIO(csv), read_options=_CSV_READ, parse_options=_CSV_PARSE,
-                                   convert_options=_CSV_CONVERT)
+            table = pacsv.read_csv(
+                io.BytesIO(csv),
+                read_options=_CSV_READ,
+                parse_options=_CSV_PARSE,
+                convert_options=_CSV_CONVERT,
+            )
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             table = None
         if table is not None and table.num_rows == rows:
@@ -681,10 +733,13 @@ def _to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
 
 
 def _to_table_fast(rows: Sequence[Sequence[Any]]) -> pa.Table:
-    columns = list(zip(*rows))
-    arrays = [pa.array(columns[i], type=pa.int64()) if name in ("open_time", "close_time") or kind == pl.Int64
-              else pa.array(columns[i], type=pa.string()).cast(pa.float64())
-              for i, (name, kind) in enumerate(KLINE_SCHEMA.items())]
+    columns = list(zip(*rows, strict=False))  # rows may carry more than the 11 fields read
+    arrays = [
+        pa.array(columns[i], type=pa.int64())
+        if name in ("open_time", "close_time") or kind == pl.Int64
+        else pa.array(columns[i], type=pa.string()).cast(pa.float64())
+        for i, (name, kind) in enumerate(KLINE_SCHEMA.items())
+    ]
     table = _from_columns(arrays)
     return table if table is not None else _to_frame(rows).to_arrow().cast(_ARROW_SCHEMA)
 
@@ -699,15 +754,22 @@ def _to_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
     """Binance's 12-field kline arrays as a typed, open-time-sorted, de-duplicated frame."""
     if not rows:
         return pl.DataFrame(schema=KLINE_SCHEMA)
-    columns = list(zip(*rows))
+    columns = list(zip(*rows, strict=False))  # rows may carry more than the 11 fields read
     frame = pl.DataFrame(
-        {name: pl.Series(name, columns[i], dtype=pl.String if i not in (0, 6, 8) else pl.Int64, strict=False)
-         for i, name in enumerate(KLINE_COLUMNS)}
+        {
+            name: pl.Series(
+                name, columns[i], dtype=pl.String if i not in (0, 6, 8) else pl.Int64, strict=False
+            )
+            for i, name in enumerate(KLINE_COLUMNS)
+        }
     )
-    time_unit = "us" if frame["open_time"].max() > 10**14 else "ms"  # type: ignore[operator]
+    time_unit: Literal["us", "ms"] = "us" if frame["open_time"].max() > 10**14 else "ms"  # type: ignore[operator]
     return (
         frame.with_columns(
-            [pl.col(c).cast(pl.Datetime(time_unit, "UTC")).dt.cast_time_unit("ms") for c in ("open_time", "close_time")]
+            [
+                pl.col(c).cast(pl.Datetime(time_unit, "UTC")).dt.cast_time_unit("ms")
+                for c in ("open_time", "close_time")
+            ]
             + [pl.col(c).cast(pl.Float64) for c, t in KLINE_SCHEMA.items() if t == pl.Float64]
         )
         .unique("open_time", keep="last")
@@ -734,8 +796,14 @@ def _retry_after_s(response: httpx.Response) -> float:
 
 
 def _banned(host: str, until: float, retry_after_s: float, ban_file: Path | None = None) -> IPBanned:
-    where = (f" (recorded in {ban_file}; `cryptolake bans` shows it, `cryptolake bans --clear` forgets it "
-             "once it is over)") if ban_file is not None else ""
+    where = (
+        (
+            f" (recorded in {ban_file}; `cryptolake bans` shows it, `cryptolake bans --clear` forgets it "
+            "once it is over)"
+        )
+        if ban_file is not None
+        else ""
+    )
     return IPBanned(
         f"Binance has banned this IP on {host} until {iso(int(until * 1000))} (HTTP 418); "
         f"nothing is sent until then{where}",

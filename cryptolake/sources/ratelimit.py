@@ -15,9 +15,12 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+
+from filelock import FileLock
 
 from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import Interrupted
@@ -113,9 +116,7 @@ class WeightLimiter:
         with self._cond:
             self._inflight -= reservation.weight
             used = _used_weight(headers or {}, self.window_s)
-            if used is not None and reservation.window == self._window == self._window_of(
-                self._clock()
-            ):
+            if used is not None and reservation.window == self._window == self._window_of(self._clock()):
                 self._used = max(self._used, used)
             self._cond.notify_all()
 
@@ -194,8 +195,8 @@ class BanBook:
 
     def record(self, host: str, retry_after_s: float) -> float:
         """Record a ban of ``retry_after_s`` seconds (at most :data:`MAX_BAN_S`); returns when it ends."""
-        with self._lock:
-            self._reload()
+        with self._lock, self._file_lock():
+            self._reload(fresh=True)
             now = self._clock()
             until = max(min(self._until.get(host, 0.0), now + MAX_BAN_S), now + min(retry_after_s, MAX_BAN_S))
             self._until[host] = until
@@ -214,8 +215,8 @@ class BanBook:
 
         Only for a ban known to be over (Binance answers 418 again if it is not, and the new ban
         is recorded again)."""
-        with self._lock:
-            self._reload()
+        with self._lock, self._file_lock():
+            self._reload(fresh=True)
             gone = {h: u for h, u in self._until.items() if host is None or h == host}
             for name in gone:
                 del self._until[name]
@@ -223,7 +224,19 @@ class BanBook:
                 self._save()
             return gone
 
-    def _reload(self) -> None:
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Other processes' read-modify-write of the file waits for ours (``<file>.lock``), so two
+        processes banned at once never lose each other's ban."""
+        if self.path is None:
+            yield
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(self.path.with_name(self.path.name + ".lock"), thread_local=False):
+            yield
+
+    def _reload(self, fresh: bool = False) -> None:
+        """Merge the file's bans in (only when it changed, unless ``fresh``)."""
         if self.path is None:
             return
         try:
@@ -231,7 +244,7 @@ class BanBook:
         except FileNotFoundError:
             return
         stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._file_stamp:
+        if stamp == self._file_stamp and not fresh:
             return
         try:
             on_disk = json.loads(self.path.read_text(encoding="utf-8"))
@@ -267,7 +280,6 @@ def shared_limiter(host: str, share: float) -> WeightLimiter:
         if limiter is None:
             limiter = _LIMITERS[host] = WeightLimiter(share=share)
         return limiter
-
 
 
 def forget_shared_state() -> None:
