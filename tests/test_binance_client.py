@@ -365,3 +365,17 @@ def test_two_processes_recording_bans_at_once_lose_none(tmp_path: Path) -> None:
         assert writer.wait(timeout=60) == 0
     recorded = json.loads(ban_file.read_text())
     assert len(recorded) == 180  # every ban of every process, none written over
+
+
+def test_clients_share_a_weight_budget_only_with_the_same_host_and_share(fake_exchange: FakeExchange) -> None:
+    from cryptolake.sources.ratelimit import WeightLimiter
+
+    url = fake_exchange.base_url
+    with BinanceClient(base_url=url) as a, BinanceClient(base_url=url) as b:
+        assert a._limiter is b._limiter  # one process, one host, one share: one budget
+    with BinanceClient(base_url=url, weight_share=0.5) as half, BinanceClient(base_url=url) as default:
+        assert half._limiter is not default._limiter  # a second share is not silently ignored
+        assert half._limiter.budget == 3000 and default._limiter.budget == 5400
+    own = WeightLimiter(limit=100, share=1.0)
+    with BinanceClient(base_url=url, weight_limiter=own) as client:
+        assert client._limiter is own

@@ -137,6 +137,8 @@ class BinanceClient:
         transport: an httpx transport (a seam for tests and proxies).
         clock: epoch seconds now; only used to judge ban expiry.
         sleep: how to sleep between retries.
+        weight_limiter: the weight budget to draw from; default: the one this process shares
+            among all clients of the same host and ``weight_share``.
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class BinanceClient:
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        weight_limiter: WeightLimiter | None = None,
     ) -> None:
         if max_retries < 0 or concurrency < 1 or timeout_s <= 0 or retry_delay < 0:
             raise ValueError("max_retries >= 0, concurrency >= 1, timeout_s > 0, retry_delay >= 0")
@@ -171,7 +174,7 @@ class BinanceClient:
         self._api_key = api_key or None
         self._api_secret = api_secret or None
         self._host = urlsplit(self.base_url).netloc
-        self._limiter: WeightLimiter = shared_limiter(self._host, weight_share)
+        self._limiter: WeightLimiter = weight_limiter or shared_limiter(self._host, weight_share)
         self._bans = BanBook(Path(ban_file) if ban_file else None, clock=clock)
         self._clock = clock
         self._sleep = sleep

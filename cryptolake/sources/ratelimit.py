@@ -270,15 +270,19 @@ class BanBook:
 
 
 _REGISTRY_LOCK = threading.Lock()
-_LIMITERS: dict[str, WeightLimiter] = {}
+_LIMITERS: dict[tuple[str, float], WeightLimiter] = {}
 
 
 def shared_limiter(host: str, share: float) -> WeightLimiter:
-    """The process-wide limiter for ``host`` (one weight budget per IP and host per process)."""
+    """The process-wide limiter for ``host`` and ``share``: every client of the process that
+    talks to one host with one share uses one weight budget. Clients asking for different
+    shares of the same host get budgets of their own (each allows itself its share), rather than
+    one of them being silently ignored."""
     with _REGISTRY_LOCK:
-        limiter = _LIMITERS.get(host)
+        key = (host, float(share))
+        limiter = _LIMITERS.get(key)
         if limiter is None:
-            limiter = _LIMITERS[host] = WeightLimiter(share=share)
+            limiter = _LIMITERS[key] = WeightLimiter(share=share)
         return limiter
 
 
