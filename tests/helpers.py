@@ -1,4 +1,5 @@
-"""Helpers shared by the test modules: the expected candles, built without the code under test.
+"""Helpers shared by the test modules: the expected candles, built without the code under test,
+and the CLI's runners and checks of a lake.
 
 ``expected_klines`` turns the fake exchange's raw 12-field kline arrays into the lake's frame field
 by field, as Binance documents them, so that a mistake in the client's parser (two columns
@@ -7,13 +8,26 @@ swapped, a time unit wrong) makes the tests that compare against it fail.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
+import pyarrow.parquet as pq
+from click.testing import CliRunner, Result
 
+from cryptolake.cli import cli
+from cryptolake.config import SPECS
+from cryptolake.fake_exchange import FakeExchange
+from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob
+from cryptolake.lake.layout import month_bounds
 from cryptolake.schema import KLINE_SCHEMA
+from cryptolake.timeutils import to_ms
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -40,3 +54,103 @@ def expected_klines(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
         "taker_buy_quote_volume": [float(r[10]) for r in rows],
     }
     return pl.DataFrame(data, schema=KLINE_SCHEMA).sort("open_time")
+
+
+_ENV_NAMES = {name for spec in SPECS for name in (spec.env, spec.legacy_env) if name} | {"CRYPTOLAKE_CONFIG"}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without any cryptolake setting (for child processes)."""
+    return {k: v for k, v in os.environ.items() if k not in _ENV_NAMES and not k.startswith("CRYPTOLAKE_")}
+
+
+def invoke(*args: Any) -> Result:
+    """Run the CLI in-process; an exception other than SystemExit is a bug, so re-raise it."""
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def collect(lake: Path, fx: FakeExchange, *args: Any) -> Result:
+    return invoke("collect", *args, "--lake", lake, "--base-url", fx.base_url)
+
+
+def collect_argv(lake: Path, fx: FakeExchange, *args: str) -> list[str]:
+    """``python -m cryptolake collect ...`` for a child process."""
+    return [
+        sys.executable,
+        "-m",
+        "cryptolake",
+        "collect",
+        *args,
+        "--lake",
+        str(lake),
+        "--base-url",
+        fx.base_url,
+    ]
+
+
+def oracle(fx: FakeExchange, symbol: str, start: Any, interval: str = "1h") -> pl.DataFrame:
+    return expected_klines(fx.klines(symbol, interval, to_ms(start), fx.now_ms() + 1))
+
+
+def stored(lake: Path, symbol: str, interval: str = "1h") -> pl.DataFrame:
+    return Lake(lake).scan(interval, [symbol]).collect().drop("symbol").sort("open_time")
+
+
+def duck(lake: Path) -> pl.DataFrame:
+    """The whole lake as plain DuckDB reads it, sorted (times as stored: ms, UTC)."""
+    con = duckdb.connect()
+    try:
+        frame = con.sql(
+            f"SELECT * FROM read_parquet('{klines_glob(lake)}', hive_partitioning = true) "
+            "ORDER BY interval, symbol, open_time"
+        ).pl()
+    finally:
+        con.close()
+    return frame.with_columns(
+        pl.col("open_time", "close_time").dt.convert_time_zone("UTC").dt.cast_time_unit("ms")
+    )
+
+
+def data_files(lake: Path) -> list[Path]:
+    return sorted(lake.rglob("data.parquet"))
+
+
+def snapshot(lake: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in data_files(lake)}
+
+
+def check_files(lake: Path) -> int:
+    """Every partition is complete, readable Parquet with the documented schema, sorted by
+    unique open_time inside its month; returns the total rows."""
+    total = 0
+    for path in data_files(lake):
+        table = pq.read_table(path)
+        assert table.schema.equals(ARROW_SCHEMA), path
+        opens = table.column("open_time").to_pylist()
+        assert opens == sorted(set(opens)), path
+        lo, hi = month_bounds(path.parent.name.removeprefix("month="))
+        assert all(lo <= to_ms(t) < hi for t in opens), path
+        total += table.num_rows
+    return total
+
+
+def one_line_error(result: Result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def lake_bytes(root: Path) -> dict[str, str]:
+    """Every file under the lake, by relative path: its SHA-256 (to prove nothing changed)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

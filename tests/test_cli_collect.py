@@ -18,119 +18,35 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner, Result
 from polars.testing import assert_frame_equal
 
-from cryptolake.cli import cli
-from cryptolake.config import SPECS
 from cryptolake.fake_exchange import FakeExchange
-from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob
-from cryptolake.lake.layout import month_bounds, temp_name
+from cryptolake.lake import Lake
+from cryptolake.lake.layout import temp_name
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS
 from cryptolake.timeutils import to_ms
 
-from .helpers import expected_klines
-
-_ENV_NAMES = {name for spec in SPECS for name in (spec.env, spec.legacy_env) if name} | {"CRYPTOLAKE_CONFIG"}
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without any cryptolake setting (for child processes)."""
-    return {k: v for k, v in os.environ.items() if k not in _ENV_NAMES and not k.startswith("CRYPTOLAKE_")}
+from .helpers import (
+    check_files,
+    clean_env,
+    collect,
+    collect_argv,
+    data_files,
+    duck,
+    invoke,
+    one_line_error,
+    oracle,
+    snapshot,
+    stored,
+)
 
 
 @pytest.fixture
 def lake(cli_env: Path) -> Path:
     return cli_env / "lake"
-
-
-def invoke(*args: Any) -> Result:
-    """Run the CLI in-process; an exception other than SystemExit is a bug, so re-raise it."""
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def collect(lake: Path, fx: FakeExchange, *args: Any) -> Result:
-    return invoke("collect", *args, "--lake", lake, "--base-url", fx.base_url)
-
-
-def collect_argv(lake: Path, fx: FakeExchange, *args: str) -> list[str]:
-    """``python -m cryptolake collect ...`` for a child process."""
-    return [
-        sys.executable,
-        "-m",
-        "cryptolake",
-        "collect",
-        *args,
-        "--lake",
-        str(lake),
-        "--base-url",
-        fx.base_url,
-    ]
-
-
-def oracle(fx: FakeExchange, symbol: str, start: Any, interval: str = "1h") -> pl.DataFrame:
-    return expected_klines(fx.klines(symbol, interval, to_ms(start), fx.now_ms() + 1))
-
-
-def stored(lake: Path, symbol: str, interval: str = "1h") -> pl.DataFrame:
-    return Lake(lake).scan(interval, [symbol]).collect().drop("symbol").sort("open_time")
-
-
-def duck(lake: Path) -> pl.DataFrame:
-    """The whole lake as plain DuckDB reads it, sorted (times as stored: ms, UTC)."""
-    con = duckdb.connect()
-    try:
-        frame = con.sql(
-            f"SELECT * FROM read_parquet('{klines_glob(lake)}', hive_partitioning = true) "
-            "ORDER BY interval, symbol, open_time"
-        ).pl()
-    finally:
-        con.close()
-    return frame.with_columns(
-        pl.col("open_time", "close_time").dt.convert_time_zone("UTC").dt.cast_time_unit("ms")
-    )
-
-
-def data_files(lake: Path) -> list[Path]:
-    return sorted(lake.rglob("data.parquet"))
-
-
-def snapshot(lake: Path) -> dict[Path, tuple[int, int]]:
-    return {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in data_files(lake)}
-
-
-def check_files(lake: Path) -> int:
-    """Every partition is complete, readable Parquet with the documented schema, sorted by
-    unique open_time inside its month; returns the total rows."""
-    total = 0
-    for path in data_files(lake):
-        table = pq.read_table(path)
-        assert table.schema.equals(ARROW_SCHEMA), path
-        opens = table.column("open_time").to_pylist()
-        assert opens == sorted(set(opens)), path
-        lo, hi = month_bounds(path.parent.name.removeprefix("month="))
-        assert all(lo <= to_ms(t) < hi for t in opens), path
-        total += table.num_rows
-    return total
-
-
-def one_line_error(result: Result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 # -- collect: content, idempotence -----------------------------------------------------------

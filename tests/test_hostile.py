@@ -7,7 +7,6 @@ with a PostgreSQL DSN and an API key in the environment whose secret parts must 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from collections.abc import Iterator
@@ -22,19 +21,12 @@ from cryptolake.fake_exchange import FakeExchange
 from cryptolake.redact import forget_secrets
 from cryptolake.timeutils import to_ms
 
+from .helpers import lake_bytes
+
 SECRET_PASSWORD = "S3CRET-PASSWORD-x9"
 SECRET_KEY = "APIKEY-S3CRET-77"
 SECRETS = (SECRET_PASSWORD, SECRET_KEY, "S3CRET")
 DSN = f"postgresql://cl:{SECRET_PASSWORD}@127.0.0.1:1/market"
-
-
-def lake_bytes(root: Path) -> dict[str, str]:
-    """Every file under the lake, by relative path: its SHA-256."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from cryptolake.schema import Interval
 from cryptolake.timeutils import iso, to_ms
 
 from .conftest import FAKE_NOW_MS
-from .test_cli_collect import check_files, clean_env, collect, collect_argv, oracle, stored
+from .helpers import check_files, clean_env, collect, collect_argv, oracle, stored
 
 KLINES = "/api/v3/klines"
 END_1H = Interval("1h").floor(FAKE_NOW_MS)  # the open candle at the fake's now: never fetched

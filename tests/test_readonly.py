@@ -5,7 +5,6 @@ otherwise."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,15 +19,7 @@ from cryptolake import CryptoCollector
 from cryptolake.fake_exchange import FakeExchange
 from cryptolake.sources.binance import BinanceClient
 
-from .test_cli_collect import clean_env
-
-
-def lake_bytes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+from .helpers import clean_env, lake_bytes
 
 
 def _can_mount_read_only(probe: Path) -> bool:

@@ -39,8 +39,7 @@ from cryptolake.sources.binance import BinanceClient
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 from .conftest import FAKE_NOW_MS
-from .helpers import expected_klines
-from .test_cli_collect import check_files, clean_env, invoke
+from .helpers import check_files, clean_env, expected_klines, invoke
 
 T = TypeVar("T")
 STEPS_OF_A_FULL_RUN = ["forward", "gaps", "backward"]

@@ -34,7 +34,7 @@ from cryptolake.sources.binance import BinanceClient
 from cryptolake.sources.ratelimit import MAX_BAN_S, BanBook
 from cryptolake.timeutils import to_ms
 
-from .test_cli_collect import check_files, clean_env, collect, invoke, one_line_error, oracle, stored
+from .helpers import check_files, clean_env, collect, invoke, one_line_error, oracle, stored
 
 
 @pytest.fixture
