@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time se
     from cryptolake.loader import PostgresLoader, SyncReport
     from cryptolake.scheduler import CollectorScheduler
     from cryptolake.sources.binance import BinanceClient, PriceData, TopCrypto
+    from cryptolake.status import collection_status
 
 __all__ = [
     "BadPayload",
@@ -76,6 +77,7 @@ __all__ = [
     "TopCrypto",
     "Transient",
     "__version__",
+    "collection_status",
 ]
 
 # Where each public name lives. They are imported on first use (PEP 562), so that `import
@@ -116,6 +118,7 @@ _LAZY: dict[str, str] = {
     "SyncReport": "cryptolake.loader",
     "TopCrypto": "cryptolake.sources.binance",
     "Transient": "cryptolake.errors",
+    "collection_status": "cryptolake.status",
 }
 
 

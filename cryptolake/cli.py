@@ -472,11 +472,11 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
         cryptolake status --json
     """
     from cryptolake.cli_scheduler import scheduler_line, scheduler_summary
+    from cryptolake.status import collection_status
 
     settings = settings_from(ctx, lake=lake, interval=interval)
     existing_lake(settings)
-    with make_client(settings) as client:
-        status = make_collector(settings, client).get_collection_status()
+    status = collection_status(settings.lake.root, settings.collection.interval)  # no exchange client
     status.update(scheduler_summary(settings.lake.root))
     if as_json:
         click.echo(json.dumps(status, indent=2))
@@ -627,22 +627,12 @@ def _scan(settings: Settings, symbols: str | None, since: str | None, offline: b
     (unless the lake is read-only: then the report is only printed)."""
     from contextlib import nullcontext
 
-    from cryptolake.gaps import save_report
-    from cryptolake.query import refresh_database
-
-    root = existing_lake(settings)
+    existing_lake(settings)
     start = checked_since(settings) if since is not None else None
     with nullcontext(None) if offline else make_client(settings) as client:
         detector = _detector(settings, client)
         wanted = known_pairs(settings, symbols, detector.known_symbols())
-        scan = detector.scan(wanted, start)
-    try:
-        save_report(detector.lake, scan)
-    except OSError as exc:
-        logging.getLogger("cryptolake.gaps").debug("report not saved (read-only lake?): %s", exc)
-    else:
-        refresh_database(root)
-    return scan
+        return detector.report(wanted, start)
 
 
 def known_pairs(settings: Settings, symbols: str | None, known: list[str]) -> list[str] | None:

@@ -30,6 +30,7 @@ from cryptolake.pipeline import CommitGate, FetchWindow, Pipeline
 from cryptolake.results import CollectionReport, Direction, ProgressEvent, SymbolResult, _iso_dt
 from cryptolake.schema import DAY_MS, HOUR_MS, Interval
 from cryptolake.sources.binance import BinanceClient
+from cryptolake.status import STATE_FILE, _state_document, collection_status
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 __all__ = [
@@ -42,8 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("cryptolake.collector")
-
-STATE_FILE = "collection_state.json"
 
 
 class CryptoCollector:
@@ -555,36 +554,8 @@ class CryptoCollector:
     # -- state and status ------------------------------------------------------------------
 
     def get_collection_status(self) -> dict[str, Any]:
-        """Rows, first and last candle per symbol (from Parquet footers), plus each symbol's
-        last run and last error, and ``total_records_collected`` over the interval. Every symbol
-        the lake knows is listed: with candles, a collection state or a recorded start."""
-        stats = self.lake.partition_stats(self.interval)
-        state = self._load_state()
-        symbols: dict[str, dict[str, Any]] = {}
-        for part in stats:
-            entry = symbols.setdefault(part.symbol, {"rows": 0, "months": 0, "first": None, "last": None})
-            entry["rows"] += part.rows
-            entry["months"] += 1
-            if part.first_open_ms is not None:
-                entry["first"] = min(filter(None, (entry["first"], part.first_open_ms)))
-                entry["last"] = max(filter(None, (entry["last"], part.last_open_ms)))
-        for symbol in [*state, *self.meta.starts(self.interval)]:  # known without candles yet, too
-            symbols.setdefault(symbol, {"rows": 0, "months": 0, "first": None, "last": None})
-        return {
-            "lake": str(self.lake.root),
-            "interval": self.interval,
-            "total_records_collected": sum(e["rows"] for e in symbols.values()),
-            "symbols": {
-                symbol: {
-                    "rows": e["rows"],
-                    "months": e["months"],
-                    "first_open_time": iso(e["first"]) if e["first"] is not None else None,
-                    "last_open_time": iso(e["last"]) if e["last"] is not None else None,
-                    **state.get(symbol, {}),
-                }
-                for symbol, e in sorted(symbols.items())
-            },
-        }
+        """:func:`collection_status` of this collector's lake and interval."""
+        return collection_status(self.lake, self.interval)
 
     def _state_path(self) -> Path:
         return meta_dir(self.lake.root) / STATE_FILE
@@ -594,11 +565,7 @@ class CryptoCollector:
 
     def _state_document(self) -> dict[str, Any]:
         """The whole collection state (every interval); empty if there is none or it is torn."""
-        try:
-            document = json.loads(self._state_path().read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):
-            return {}
-        return document if isinstance(document, dict) else {}
+        return _state_document(self.lake.root)
 
     def _save_state(self, report: CollectionReport) -> None:
         with self._state_lock:

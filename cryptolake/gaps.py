@@ -23,6 +23,7 @@ the other partitions are scanned.
 from __future__ import annotations
 
 import io
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ GapKind = Literal["missing", "exchange_gap", "failed", "off_grid", "duplicate", 
 Position = Literal["backward", "internal", "forward"]
 #: Kinds that are empty grid slots (the others are stored rows that break the grid).
 SLOT_KINDS: tuple[str, ...] = ("missing", "exchange_gap", "failed")
+log = logging.getLogger("cryptolake.gaps")
+
 DAY_MS = 24 * HOUR_MS
 
 
@@ -209,6 +212,26 @@ class DataGapDetector:
     ) -> list[Gap]:
         """Gaps of many symbols (None: every stored symbol) from one query, sorted."""
         return self.scan(symbols, start_date, end_date).gaps
+
+    def report(
+        self,
+        symbols: Iterable[str] | None = None,
+        start_date: date | datetime | str | int | None = None,
+        end_date: date | datetime | str | int | None = None,
+    ) -> GapScan:
+        """:meth:`scan`, then store it as the lake's gap report (``_meta/gaps.parquet``) and
+        refresh the DuckDB views (``gaps``, ``coverage``), as ``cryptolake gaps`` does. On a lake
+        that cannot be written (a read-only mount), the scan is returned and nothing is stored."""
+        found = self.scan(symbols, start_date, end_date)
+        try:
+            save_report(self.lake, found)
+        except OSError as exc:
+            log.debug("gap report not saved (read-only lake?): %s", exc)
+            return found
+        from cryptolake.query import refresh_database  # duckdb: only when a report is kept
+
+        refresh_database(self.lake.root)
+        return found
 
     def scan(
         self,

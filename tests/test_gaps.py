@@ -410,3 +410,16 @@ def test_an_outage_cut_by_a_batch_edge_is_one_exchange_gap(
     assert [(g.kind, iso(g.start_ms), iso(g.end_ms), g.count) for g in gaps] == [
         ("exchange_gap", OUTAGE_FIRST, OUTAGE_LAST, 5)
     ]
+
+
+def test_report_scans_stores_the_report_and_refreshes_the_views(tmp_path: Path) -> None:
+    import duckdb
+
+    grid = Interval("1h")
+    opens = [to_ms("2024-01-01") + i * 3_600_000 for i in range(48) if i not in (5, 6, 30)]
+    Lake(tmp_path).write_klines("1h", "BTCUSDT", synthetic(grid, opens))
+    scan = DataGapDetector(tmp_path, "1h").report(end_date=to_ms("2024-01-03"))
+    assert [(g.kind, g.count) for g in scan.gaps] == [("missing", 2), ("missing", 1)]
+    assert (tmp_path / "_meta" / "gaps.parquet").is_file()
+    with duckdb.connect(str(tmp_path / "cryptolake.duckdb"), read_only=True) as con:
+        assert con.sql("SELECT sum(count) FROM gaps").fetchall() == [(3,)]

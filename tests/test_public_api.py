@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import cryptolake
 
@@ -68,3 +69,30 @@ def test_every_exception_class_of_the_package_lives_in_errors() -> None:
             ):
                 stray.append(f"{info.name}.{name}")
     assert stray == []
+
+
+def test_collection_status_needs_no_exchange_client(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from cryptolake import BinanceClient, CryptoCollector, collection_status
+    from cryptolake.fake_exchange import FakeExchange
+
+    from .conftest import FAKE_NOW_MS
+
+    lake = tmp_path / "lake"
+    with FakeExchange(now=FAKE_NOW_MS) as fx, BinanceClient(base_url=fx.base_url) as client:
+        collector = CryptoCollector(client, lake=lake)
+        collector.collect("2025-12-30", ["BTC"])
+        assert collection_status(lake, "1h") == collector.get_collection_status()
+    assert collection_status(lake)["symbols"]["BTCUSDT"]["rows"] == 48  # Dec 30 and 31; Jan 1 00:00 is open
+    code = (
+        "import sys\nfrom cryptolake.cli import main\n"
+        f"sys.argv = ['cryptolake', 'status', '--lake', {str(lake)!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('HTTPX' if 'httpx' in sys.modules else 'NO-HTTPX', file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert "BTCUSDT" in done.stdout and done.stderr.strip().endswith("NO-HTTPX"), done.stderr

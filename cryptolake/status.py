@@ -1,0 +1,60 @@
+"""What the lake holds, read without an exchange client: rows, months, first and last candle per
+symbol and interval, and each symbol's last collection run (from ``_meta/collection_state.json``,
+which the collector writes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptolake.lake import Lake, meta_dir
+from cryptolake.lake.meta import LakeMeta
+from cryptolake.timeutils import iso
+
+#: The collector's record of each symbol's last run, by interval (in ``<lake>/_meta``).
+STATE_FILE = "collection_state.json"
+
+
+def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str, Any]:
+    """What the lake holds for ``interval``, without an exchange client or a request: rows,
+    months, first and last candle per symbol (from commit records and Parquet footers), each
+    symbol's last run and last error, and ``total_records_collected``. Every symbol the lake
+    knows is listed: with candles, a collection state or a recorded start."""
+    store = lake if isinstance(lake, Lake) else Lake(lake)
+    state = dict(_state_document(store.root).get(interval, {}))
+    symbols: dict[str, dict[str, Any]] = {}
+    for part in store.partition_stats(interval):
+        entry = symbols.setdefault(part.symbol, {"rows": 0, "months": 0, "first": None, "last": None})
+        entry["rows"] += part.rows
+        entry["months"] += 1
+        if part.first_open_ms is not None:
+            entry["first"] = min(filter(None, (entry["first"], part.first_open_ms)))
+            entry["last"] = max(filter(None, (entry["last"], part.last_open_ms)))
+    for symbol in [*state, *LakeMeta(store.root).starts(interval)]:  # known without candles yet, too
+        symbols.setdefault(symbol, {"rows": 0, "months": 0, "first": None, "last": None})
+    return {
+        "lake": str(store.root),
+        "interval": interval,
+        "total_records_collected": sum(e["rows"] for e in symbols.values()),
+        "symbols": {
+            symbol: {
+                "rows": e["rows"],
+                "months": e["months"],
+                "first_open_time": iso(e["first"]) if e["first"] is not None else None,
+                "last_open_time": iso(e["last"]) if e["last"] is not None else None,
+                **state.get(symbol, {}),
+            }
+            for symbol, e in sorted(symbols.items())
+        },
+    }
+
+
+def _state_document(root: Path) -> dict[str, Any]:
+    """The whole collection state (every interval); empty if there is none or it is torn."""
+    try:
+        document = json.loads((meta_dir(root) / STATE_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
