@@ -300,6 +300,24 @@ def symbols_command(
     )
 
 
+def _named_symbols(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--symbols``, checked once for every command: given but naming nothing (``""``, ``" , "``)
+    is refused at once, so it never silently means "the top N" or "all"."""
+    if value is not None and not [name for name in value.split(",") if name.strip()]:
+        raise UsageProblem(f"invalid --symbols {value!r}: give base assets or pairs such as BTC,ETHUSDT")
+    return value
+
+
+def symbols_option(default_text: str) -> Callable[[F], F]:
+    """``--symbols`` (comma-separated base assets or pairs); ``default_text`` says what none means."""
+    return click.option(
+        "--symbols",
+        default=None,
+        callback=_named_symbols,
+        help=f"Comma-separated base assets or pairs (BTC,ETHUSDT); {default_text}.",
+    )
+
+
 def interval_option(func: F) -> F:
     return click.option(
         "--interval", default=None, help="Candle interval, 1s ... 1M (setting collection.interval)."
@@ -328,7 +346,7 @@ def make_collector(
 
 
 @cli.command("collect")
-@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT).")
+@symbols_option("default: the top N pairs (--top)")
 @click.option("--top", type=int, default=None, help="Collect the top N pairs by 24h quote volume.")
 @click.option(
     "--since",
@@ -392,11 +410,6 @@ def collect_command(
     )
     start = checked_since(settings)
     end = checked_until(until, start)
-    if symbols is not None and not settings.collection.symbols:
-        # An explicit but empty --symbols must not silently become "the top N".
-        raise UsageProblem(
-            f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)"
-        )
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
     if wanted is not None:
         _pairs(settings, wanted)  # refuse a bad name before the lake is created
@@ -639,13 +652,11 @@ def known_pairs(settings: Settings, symbols: str | None, known: list[str]) -> li
     """The pairs ``--symbols`` names (None without it), each of which the lake must hold.
 
     Raises:
-        UsageProblem: an empty or malformed list, or a symbol the lake has no record of.
+        UsageProblem: a malformed name, or a symbol the lake has no record of.
     """
     if symbols is None:
         return None
-    if not settings.collection.symbols:
-        raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT")
-    wanted = _pairs(settings, settings.collection.symbols)
+    wanted = _pairs(settings, settings.collection.symbols)  # --symbols names something: its callback says so
     unknown = [s for s in wanted if s not in known]
     if unknown:
         held = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "") or "nothing"
@@ -720,7 +731,7 @@ def offline_option(func: F) -> F:
 def scan_options(func: F) -> F:
     """The options of the commands that judge the lake's completeness (gaps, coverage)."""
     for option in reversed((
-        click.option("--symbols", default=None, help="Comma-separated base assets or pairs (default: all stored)."),
+        symbols_option("default: all stored"),
         click.option("--since", default=None, help="Expected start YYYY-MM-DD (setting collection.start_date)."),
         interval_option, lake_option, base_url_option, offline_option,
     )):  # fmt: skip
@@ -769,7 +780,7 @@ def gaps_command(
 
 
 @cli.command("fill-gaps")
-@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (default: all stored).")
+@symbols_option("default: all stored")
 @click.option(
     "--since", default=None, help="Also fill from this date (or the listing) up to the first stored candle."
 )
@@ -1098,9 +1109,7 @@ def load_group() -> None:
     "--schema", default=None, help="Schema of the table (setting postgres.schema, default cryptolake)."
 )
 @click.option("--table", default=None, help="Table to sync into (setting postgres.table, default klines).")
-@click.option(
-    "--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT); default: all."
-)
+@symbols_option("default: all")
 @interval_option
 @lake_option
 @click.option(
@@ -1162,10 +1171,6 @@ def load_postgres_command(
     existing_lake(settings)
     wanted = None
     if symbols is not None:
-        if not settings.collection.symbols:
-            raise UsageProblem(
-                f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT"
-            )
         wanted = _pairs(settings, settings.collection.symbols)
         from cryptolake.lake import Lake
 

@@ -29,6 +29,7 @@ from cryptolake.cli import (
     make_client,
     make_collector,
     settings_from,
+    symbols_option,
 )
 from cryptolake.cli_errors import UsageProblem
 from cryptolake.cli_signals import StopSignals
@@ -78,7 +79,7 @@ def postgres_sync_hook(settings: Settings) -> Callable[[Any], str] | None:
     "--since", default=None, help="Collect history back to this date (setting collection.start_date)."
 )
 @click.option("--top", type=int, default=None, help="Collect the top N pairs by 24h quote volume.")
-@click.option("--symbols", default=None, help="Comma-separated base assets or pairs (BTC,ETHUSDT).")
+@symbols_option("default: the top N pairs (--top)")
 @interval_option
 @lake_option
 @base_url_option
@@ -122,10 +123,6 @@ def run_command(
         schedule=schedule,
     )
     start = checked_since(settings)
-    if symbols is not None and not settings.collection.symbols:
-        raise UsageProblem(
-            f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT (or --top N)"
-        )
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
     if wanted is not None:
         _pairs(settings, wanted)  # refuse a bad name before the lake is created
@@ -176,9 +173,7 @@ def scheduler_group() -> None:
     show_default=True,
     help="forward, backward, gaps, or full (all three).",
 )
-@click.option(
-    "--symbols", default=None, help="Comma-separated base assets or pairs; default: the scheduler's."
-)
+@symbols_option("default: the scheduler's")
 @click.option("--wait", is_flag=True, help="Wait for the run to finish; exit 1 if it failed.")
 @lake_option
 @json_option
@@ -196,8 +191,6 @@ def trigger_command(
 
     settings = settings_from(ctx, lake=lake, symbols=symbols)
     existing_lake(settings)
-    if symbols is not None and not settings.collection.symbols:
-        raise UsageProblem(f"invalid --symbols {symbols!r}: give base assets or pairs such as BTC,ETHUSDT")
     wanted = _pairs(settings, settings.collection.symbols) if symbols is not None else None
     control = SchedulerControl(settings.lake.root)
     ack = control.request("trigger", collection_type=collection_type, crypto_symbols=wanted)

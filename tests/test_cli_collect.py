@@ -411,3 +411,28 @@ def test_daily_and_monthly_intervals(
     assert status["total_records_collected"] == want.height
     # Another interval of the same lake is separate.
     assert json.loads(invoke("status", "--json", "--lake", lake).stdout)["total_records_collected"] == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["collect"],
+        ["fill-gaps"],
+        ["gaps"],
+        ["coverage"],
+        ["run"],
+        ["scheduler", "trigger"],
+        ["load", "postgres", "--dsn", "postgresql://nobody@127.0.0.1:1/x"],
+    ],
+)
+@pytest.mark.parametrize("names", ["", " , ", ","])
+def test_symbols_naming_nothing_is_refused_the_same_way_by_every_command(
+    command: list[str], names: str, lake: Path
+) -> None:
+    result = invoke(*command, "--symbols", names, "--lake", lake)
+    assert result.exit_code == 2
+    assert (
+        one_line_error(result)
+        == f"error: invalid --symbols {names!r}: give base assets or pairs such as BTC,ETHUSDT"
+    )
+    assert not lake.exists()
