@@ -51,8 +51,8 @@ import httpx
 import numpy as np
 from common import NOW, fake_exchange
 
-from cryptolake.fake_exchange import FakeExchange, FakeSymbol, default_symbols
 from cryptolake.schema import Interval
+from cryptolake.testing import FakeExchange, FakeSymbol, default_symbols
 from cryptolake.timeutils import to_ms
 
 EXTRA_SYMBOLS = 50
@@ -133,7 +133,7 @@ def run_stats(url: str) -> dict:
         for record in log:
             by_path_weight[record["path"]] = by_path_weight.get(record["path"], 0) + record["weight"]
     else:  # the log is bounded: fall back to the fixed weights
-        from cryptolake.fake_exchange import request_weight
+        from cryptolake.testing import request_weight
 
         by_path_weight = {path: n * request_weight(path, {}) for path, n in stats["by_path"].items()}
         weight = sum(by_path_weight.values())

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import NOW, fake_exchange, fake_stats  # noqa: E402
 
-from cryptolake.fake_exchange import FakeExchange  # noqa: E402
+from cryptolake.testing import FakeExchange  # noqa: E402
 from cryptolake.timeutils import to_ms  # noqa: E402
 
 PG_DSN = os.environ.get("CRYPTOLAKE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")

@@ -1046,7 +1046,7 @@ def fake_exchange_command(
 
         cryptolake fake-exchange --port 8080 --latency-ms 50
     """
-    from cryptolake.fake_exchange import FakeSymbol, default_symbols, serve
+    from cryptolake.testing import FakeSymbol, default_symbols, serve
     from cryptolake.timeutils import parse_datetime, to_ms
 
     try:

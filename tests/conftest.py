@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from cryptolake.fake_exchange import FakeExchange
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.sources.ratelimit import forget_shared_state
+from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
 
 settings.register_profile("dev", max_examples=60, deadline=None, print_blob=True)

@@ -23,10 +23,10 @@ from click.testing import CliRunner, Result
 
 from cryptolake.cli import cli
 from cryptolake.config import SPECS
-from cryptolake.fake_exchange import FakeExchange
 from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob
 from cryptolake.lake.layout import month_bounds
 from cryptolake.schema import KLINE_SCHEMA
+from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

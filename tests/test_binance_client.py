@@ -18,8 +18,8 @@ import pytest
 
 from cryptolake import BinanceClient, InvalidSymbol, IPBanned, PriceData, RestrictedLocation
 from cryptolake.errors import BadPayload, ExchangeUnavailable, RequestRejected, SourceError
-from cryptolake.fake_exchange import FakeExchange, Fault
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS, Interval
+from cryptolake.testing import FakeExchange, Fault
 from cryptolake.timeutils import to_ms
 
 from .conftest import FAKE_NOW_MS

@@ -23,10 +23,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from cryptolake.fake_exchange import FakeExchange
 from cryptolake.lake import Lake
 from cryptolake.lake.layout import temp_name
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS
+from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
 
 from .helpers import (

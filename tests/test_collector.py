@@ -18,13 +18,13 @@ from polars.testing import assert_frame_equal
 from cryptolake import CryptoCollector
 from cryptolake.collector import ProgressEvent
 from cryptolake.errors import InvalidSymbolName, IPBanned
-from cryptolake.fake_exchange import FakeExchange, Fault
 from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob, store
 from cryptolake.lake.layout import month_bounds
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS, Interval
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.sources.ratelimit import forget_shared_state
+from cryptolake.testing import FakeExchange, Fault
 from cryptolake.timeutils import to_ms
 
 from .conftest import FAKE_NOW_MS

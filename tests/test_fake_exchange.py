@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cryptolake.fake_exchange import (
+from cryptolake.schema import HOUR_MS, Interval
+from cryptolake.testing import (
     DEFAULT_CHAOS_KINDS,
     DEFAULT_NOW_MS,
     RATE_LIMIT_STORM,
@@ -29,7 +30,6 @@ from cryptolake.fake_exchange import (
     Fault,
     default_symbols,
 )
-from cryptolake.schema import HOUR_MS, Interval
 from cryptolake.timeutils import to_ms
 
 KLINES = "/api/v3/klines"
@@ -1022,7 +1022,7 @@ def test_default_universe() -> None:
 
 def test_serve_runs_until_sigterm() -> None:
     root = Path(__file__).resolve().parents[1]
-    code = "from cryptolake.fake_exchange import serve; serve(port=0, latency_s=0)"
+    code = "from cryptolake.testing import serve; serve(port=0, latency_s=0)"
     process = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -1065,7 +1065,7 @@ def serving(code: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
 
 def test_serve_with_chaos() -> None:
     code = (
-        "from cryptolake.fake_exchange import serve; "
+        "from cryptolake.testing import serve; "
         "serve(port=0, chaos_rate=1.0, chaos_seed=3, chaos_kinds='5xx,busy')"
     )
     with serving(code) as (url, process), httpx.Client(base_url=url) as c:

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from cryptolake import CryptoCollector, DataGapDetector
 from cryptolake.cli import cli
-from cryptolake.fake_exchange import FakeExchange, Fault
 from cryptolake.gaps import missing_runs, split_by_windows
 from cryptolake.lake import ARROW_SCHEMA, Lake, partition_path
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.schema import KLINE_COLUMNS, Interval
 from cryptolake.sources.binance import BinanceClient
+from cryptolake.testing import FakeExchange, Fault
 from cryptolake.timeutils import iso, to_ms
 
 from .helpers import expected_klines

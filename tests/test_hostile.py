@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from cryptolake.cli import cli
-from cryptolake.fake_exchange import FakeExchange
 from cryptolake.redact import forget_secrets
+from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
 
 from .helpers import lake_bytes

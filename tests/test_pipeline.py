@@ -21,11 +21,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cryptolake import BinanceClient, CryptoCollector
-from cryptolake.fake_exchange import FakeExchange
 from cryptolake.lake import Lake
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.pipeline import Pipeline
 from cryptolake.schema import Interval
+from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import iso, to_ms
 
 from .conftest import FAKE_NOW_MS

@@ -56,6 +56,7 @@ def test_every_exception_class_of_the_package_lives_in_errors() -> None:
         if info.name in (
             "cryptolake.errors",
             "cryptolake.fake_exchange",
+            "cryptolake.testing.wire",
             "cryptolake.coverage_plot",
         ) or info.name.startswith("cryptolake.cli"):
             continue  # the fake's wire errors, the plot's optional import, the CLI's usage errors are not the library's
@@ -76,7 +77,7 @@ def test_collection_status_needs_no_exchange_client(tmp_path: Path) -> None:
     import sys
 
     from cryptolake import BinanceClient, CryptoCollector, collection_status
-    from cryptolake.fake_exchange import FakeExchange
+    from cryptolake.testing import FakeExchange
 
     from .conftest import FAKE_NOW_MS
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from cryptolake import CryptoCollector
-from cryptolake.fake_exchange import FakeExchange
 from cryptolake.sources.binance import BinanceClient
+from cryptolake.testing import FakeExchange
 
 from .helpers import clean_env, lake_bytes
 

@@ -30,12 +30,12 @@ from cryptolake import CollectorScheduler, CryptoCollector, SchedulerError
 from cryptolake.collector import CollectionReport, SymbolResult
 from cryptolake.config import load_settings
 from cryptolake.errors import ConfigError, ExchangeUnavailable
-from cryptolake.fake_exchange import FakeExchange, Fault
 from cryptolake.lake import Lake, partition_path
 from cryptolake.lake.store import write_parquet_atomic
 from cryptolake.scheduler import SchedulerControl, SchedulerEvent, SchedulerRun
 from cryptolake.schema import HOUR_MS
 from cryptolake.sources.binance import BinanceClient
+from cryptolake.testing import FakeExchange, Fault
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 from .conftest import FAKE_NOW_MS

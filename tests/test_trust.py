@@ -26,12 +26,12 @@ from polars.testing import assert_frame_equal
 from cryptolake import CryptoCollector
 from cryptolake.config import load_settings
 from cryptolake.errors import ConfigError
-from cryptolake.fake_exchange import FakeExchange
 from cryptolake.lake import Lake
 from cryptolake.lake.meta import LakeMeta, Window
 from cryptolake.query import DATABASE_FILE
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.sources.ratelimit import MAX_BAN_S, BanBook
+from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
 
 from .helpers import check_files, clean_env, collect, invoke, one_line_error, oracle, stored
@@ -270,7 +270,7 @@ def test_collect_stops_on_the_first_signal_records_the_run_and_exits_128_plus_n(
 def test_a_second_signal_aborts_at_once_and_leaves_every_file_whole(
     fake_exchange: FakeExchange, lake: Path
 ) -> None:
-    from cryptolake.fake_exchange import Fault
+    from cryptolake.testing import Fault
 
     fake_exchange.set_latency(0.02)
     process = _start(
@@ -378,7 +378,7 @@ def invoke_env(env: dict[str, str], *args: Any) -> Any:
 def test_a_window_whose_retries_are_spent_is_tried_again_later_in_the_run(
     fake_exchange: FakeExchange, client: BinanceClient, lake: Path
 ) -> None:
-    from cryptolake.fake_exchange import Fault
+    from cryptolake.testing import Fault
 
     collector = CryptoCollector(client, lake=lake)
     fake_exchange.inject(Fault.http(502, path="/api/v3/klines", times=client.max_retries + 1))
@@ -391,7 +391,7 @@ def test_a_window_whose_retries_are_spent_is_tried_again_later_in_the_run(
 def test_a_window_that_keeps_failing_fails_its_symbol_after_its_attempts(
     fake_exchange: FakeExchange, client: BinanceClient, lake: Path
 ) -> None:
-    from cryptolake.fake_exchange import Fault
+    from cryptolake.testing import Fault
 
     collector = CryptoCollector(client, lake=lake, window_attempts=3)
     fake_exchange.inject(Fault.http(502, path="/api/v3/klines", times=1000))
@@ -709,7 +709,7 @@ def test_a_stop_does_not_wait_out_a_rate_limit_window(lake: Path) -> None:
 def test_a_failing_listing_lookup_is_tried_again_and_if_it_keeps_failing_is_recorded(
     fake_exchange: FakeExchange, client: BinanceClient, lake: Path
 ) -> None:
-    from cryptolake.fake_exchange import Fault
+    from cryptolake.testing import Fault
 
     # The plan's first request (the listing) fails with every retry once: planned again, then fine.
     fake_exchange.inject(Fault.http(502, path="/api/v3/klines", times=client.max_retries + 1))

@@ -1,0 +1,736 @@
+"""The fake Binance spot REST exchange: clock, knobs, request admission (weights, bans, faults),
+endpoints and the control API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from cryptolake.schema import INTERVALS, Interval
+from cryptolake.testing.faults import (
+    _CHAOS_5XX,
+    CHAOS_KINDS,
+    DEFAULT_CHAOS_KINDS,
+    RATE_LIMIT_STORM,
+    Fault,
+    _Chaos,
+)
+from cryptolake.testing.market import DEFAULT_NOW_MS, DEFAULT_OUTAGES, _Market, _row_list
+from cryptolake.testing.stats import FakeStats, RequestRecord
+from cryptolake.testing.symbols import FakeSymbol, default_symbols
+from cryptolake.testing.weights import MAX_BAN_S, _window_label, request_weight
+from cryptolake.testing.wire import (
+    _STATUSES,
+    CONTROL_PREFIX,
+    JSON_CONTENT_TYPE,
+    MSG_BUSY,
+    MSG_INVALID_PARAM,
+    MSG_RESTRICTED,
+    MSG_TIMEOUT,
+    MSG_UNKNOWN,
+    _ApiError,
+    _error_body,
+    _illegal,
+    _json_bytes,
+    _long_param,
+    _mandatory,
+    _Reply,
+    _symbols_param,
+    _zero_offset,
+)
+from cryptolake.timeutils import to_ms
+
+# --------------------------------------------------------------------------------------------
+# The exchange
+# --------------------------------------------------------------------------------------------
+
+
+def _as_ms(value: int | datetime) -> int:
+    if isinstance(value, datetime):
+        return to_ms(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected int milliseconds or a datetime, got {type(value).__name__}")
+    return value
+
+
+def _delta_ms(delta: int | timedelta) -> int:
+    if isinstance(delta, timedelta):
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    return _as_ms(delta)
+
+
+class FakeExchange:
+    """A Binance-spot-compatible REST server on 127.0.0.1 (see the module docstring).
+
+    ``now`` is the exchange's clock for candles (frozen unless ``follow_wall_clock``);
+    weight windows and bans follow real time from ``clock`` (``time.time``; tests may inject
+    their own). ``max_log`` bounds the request log (and the number of weight windows kept).
+    ``cache_rows``: keep the JSON text of up to this many closed candles and serve them again
+    without recomputing (0: none); for load tests, where the fake must not be the bottleneck.
+
+    ``ban_grace_requests``: Binance bans an IP that keeps sending after a 429 but does not say
+    how many requests that were already in flight it forgives. With the default 0 the first
+    request to arrive inside a 429's ``Retry-After`` is banned; with N, the first N such requests
+    get a 429 too (a concurrent client with N requests in flight when the 429 reaches it is not
+    banned for those; the next one is).
+    """
+
+    def __init__(
+        self,
+        *,
+        symbols: list[FakeSymbol] | None = None,
+        now: int | datetime | None = None,
+        follow_wall_clock: bool = False,
+        weight_limit: int = 6000,
+        weight_window_s: int = 60,
+        latency_s: float = 0.0,
+        outages: list[tuple[int, int]] | None = None,
+        ban_s: float = 120.0,
+        ban_grace_requests: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.time,
+        max_log: int = 100_000,
+        cache_rows: int = 0,
+    ) -> None:
+        self._market = _Market(
+            default_symbols() if symbols is None else symbols,
+            DEFAULT_OUTAGES if outages is None else outages,
+            cache_rows,
+        )
+        self._clock = clock
+        self._follow = follow_wall_clock
+        self._now_anchor = DEFAULT_NOW_MS if now is None else _as_ms(now)
+        self._wall_anchor = clock()
+        self._host, self._port = host, port
+        self._ban_s = ban_s
+        self._ban_grace = max(0, int(ban_grace_requests))
+        self._max_log = max_log
+        self._lock = threading.Lock()
+        self._server: Any = None  # a server.HTTPServer while started
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._latency_s = latency_s
+        self._weight_limit, self._window_s = weight_limit, weight_window_s
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        """Forget faults, stats, bans and weight (caller holds the lock or is __init__)."""
+        self._faults: list[list[Any]] = []  # [fault, remaining uses]
+        self._chaos: _Chaos | None = None
+        self._storm_until = 0.0
+        self._storm_retry_s = 1
+        self._restricted = False
+        self._window_id: int | None = None
+        self._used = 0
+        self._retry_until = 0.0  # a request before this (after a 429) gets banned
+        self._grace_left = 0  # ... unless it is one of the requests in flight that are forgiven
+        self._banned_until = 0.0
+        self._ban_count = 0
+        self._requests = 0
+        self._by_path: dict[str, int] = {}
+        self._by_status: dict[int, int] = {}
+        self._rate_limited = 0
+        self._banned = 0
+        self._chaos_faults: dict[str, int] = {}
+        self._storm_rate_limited = 0
+        self._max_window_weight = 0
+        self._window_weights: dict[int, int] = {}
+        self._log: deque[RequestRecord] = deque(maxlen=self._max_log)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> FakeExchange:
+        """Bind (port 0: the OS picks one) and serve in a daemon thread."""
+        if self._server is not None:
+            return self
+        from cryptolake.testing.server import _Handler, _Server  # the HTTP layer sits above the exchange
+
+        server = _Server((self._host, self._port), _Handler)
+        server.exchange = self
+        self._server = server
+        self._port = server.server_address[1]
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"fake-exchange-{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeExchange:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    # -- clock and knobs ---------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """The exchange's current time in ms."""
+        with self._lock:
+            return self._now_locked()
+
+    def _now_locked(self) -> int:
+        if not self._follow:
+            return self._now_anchor
+        return self._now_anchor + int((self._clock() - self._wall_anchor) * 1000)
+
+    def set_now(self, t: int | datetime) -> None:
+        """Set the exchange's time (it keeps following the wall clock if it did)."""
+        with self._lock:
+            self._now_anchor, self._wall_anchor = _as_ms(t), self._clock()
+
+    def advance(self, delta: int | timedelta) -> None:
+        """Move the exchange's time forward by ``delta`` (int: ms)."""
+        with self._lock:
+            self._now_anchor += _delta_ms(delta)
+
+    def inject(self, *faults: Fault) -> None:
+        """Queue faults; each is consumed, in order, by the next matching API requests."""
+        with self._lock:
+            self._faults.extend([fault, fault.times] for fault in faults)
+
+    def set_chaos(
+        self,
+        rate: float,
+        *,
+        kinds: Iterable[str] = DEFAULT_CHAOS_KINDS,
+        seed: int = 0,
+        paths: Iterable[str] | None = ("/api/v3/klines",),
+        slow_s: float = 1.0,
+    ) -> None:
+        """Make each API request on ``paths`` (None: every API path) fail with probability
+        ``rate`` (0 turns chaos off), the kind drawn uniformly from ``kinds`` by a
+        ``random.Random(seed)``: the same seed and request sequence give the same outcomes.
+
+        Kinds: ``5xx`` (500/502/503/504 with a Binance error body), ``timeout`` (504, -1007),
+        ``busy`` (503, -1008), ``drop`` (close the connection unanswered), ``malformed`` (200
+        with the first half of the real body) and the opt-in ``slow`` (the normal answer after
+        ``slow_s`` seconds). Failed requests cost no weight and never arm the 429 -> 418 rule;
+        ``slow`` answers are normal ones and are charged. Injected faults, bans, storms and the
+        weight limit come first; a request they answer draws nothing.
+        """
+        rate = float(rate)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"chaos rate must be within [0, 1], got {rate}")
+        chosen = tuple(dict.fromkeys(kinds))
+        unknown = [kind for kind in chosen if kind not in CHAOS_KINDS]
+        if unknown or not chosen:
+            raise ValueError(f"chaos kinds must be a non-empty subset of {CHAOS_KINDS}, got {list(chosen)}")
+        if slow_s < 0:
+            raise ValueError("slow_s must be >= 0")
+        if isinstance(paths, str):
+            paths = (paths,)
+        chaos = _Chaos(
+            rate, chosen, None if paths is None else frozenset(paths), float(slow_s), random.Random(seed)
+        )
+        with self._lock:
+            self._chaos = chaos if rate > 0 else None
+
+    def rate_limit_storm(self, seconds: float, retry_after_s: int = 1) -> None:
+        """For the next ``seconds`` (of ``clock``), answer every API request with a real 429
+        and ``Retry-After: retry_after_s``: it arms the 418 rule like any 429, so a client that
+        sends again before Retry-After has passed gets banned. ``seconds <= 0`` ends a storm.
+        """
+        if retry_after_s < 1:
+            raise ValueError("retry_after_s must be >= 1")
+        with self._lock:
+            self._storm_until = self._clock() + float(seconds)
+            self._storm_retry_s = int(retry_after_s)
+
+    def set_restricted(self, restricted: bool) -> None:
+        """True: every API request gets Binance's HTTP 451 geo-block."""
+        with self._lock:
+            self._restricted = bool(restricted)
+
+    def set_latency(self, latency_s: float) -> None:
+        """Seconds added before every API response."""
+        with self._lock:
+            self._latency_s = float(latency_s)
+
+    def set_weight_limit(self, limit: int, window_s: int | None = None) -> None:
+        """Change the REQUEST_WEIGHT limit (and window length)."""
+        with self._lock:
+            self._weight_limit = int(limit)
+            if window_s is not None:
+                self._window_s = int(window_s)
+
+    def reset(self) -> None:
+        """Clear faults, chaos, storms, stats, bans, weight counters and the restricted flag.
+
+        Symbols, now, outages, latency and the weight limit are kept.
+        """
+        with self._lock:
+            self._reset_state()
+
+    def stats(self) -> FakeStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            return FakeStats(
+                requests=self._requests,
+                by_path=dict(self._by_path),
+                by_status=dict(self._by_status),
+                rate_limited=self._rate_limited,
+                banned=self._banned,
+                chaos_faults=dict(self._chaos_faults),
+                storm_rate_limited=self._storm_rate_limited,
+                max_window_weight=self._max_window_weight,
+                window_weights=[(float(wid * self._window_s), w) for wid, w in self._window_weights.items()],
+                log=list(self._log),
+            )
+
+    @property
+    def symbols(self) -> list[FakeSymbol]:
+        """The universe (including symbols not listed yet at now)."""
+        return list(self._market.symbols.values())
+
+    def klines(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, closed_only: bool = True
+    ) -> list[list]:
+        """Oracle: the 12-field arrays the API returns for candles opening in
+        ``[start_ms, end_ms)``; ``closed_only`` drops the still-open candle."""
+        now = self.now_ms()
+        sym = self._market.symbols.get(symbol)
+        if sym is None:
+            raise KeyError(f"unknown symbol {symbol!r}")
+        iv = Interval(interval)
+        bounds = self._market.bounds(sym, iv, now)
+        if bounds is None or end_ms <= start_ms:
+            return []
+        first, last = bounds
+        opens = self._market.forward(iv, max(first, iv.ceil(start_ms)), min(last, end_ms - 1), None)
+        rows = self._market.rows(sym, iv, opens, now)
+        if closed_only and rows and rows[-1][6] >= now:
+            rows.pop()
+        return [_row_list(row) for row in rows]
+
+    # -- request handling --------------------------------------------------------------------
+
+    def _dispatch(self, method: str, target: str, headers: Any, body: bytes) -> _Reply:
+        """Answer one HTTP request (called from handler threads)."""
+        parts = urlsplit(target)
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            params.setdefault(key, value)
+        if parts.path.startswith(CONTROL_PREFIX):
+            return self._control(method, parts.path, params, body)
+        micro = (headers.get("X-MBX-TIME-UNIT") or "").upper() == "MICROSECOND"
+        return self._api(method, parts.path, params, micro)
+
+    def _api(self, method: str, path: str, params: dict[str, str], micro: bool) -> _Reply:
+        """The API pipeline: 451, bans, storms, faults, weight, chaos, then the endpoint."""
+        weight = request_weight(path, params) if method == "GET" else 0
+        with self._lock:
+            reply, fault, charged, chaos = self._admit(path, weight)
+            now = self._now_locked()
+            latency = self._latency_s
+        if reply is None:
+            reply = self._endpoint(method, path, params, micro, now)
+            if fault is not None:
+                reply = self._apply_fault(fault, reply)
+        with self._lock:
+            used = self._used
+            self._record(path, params, 0 if reply.drop else reply.status, charged, used, chaos)
+        reply.headers.append((self._weight_header(), str(used)))
+        reply.headers.append(("Content-Type", JSON_CONTENT_TYPE))
+        reply.delay_s += latency
+        return reply
+
+    def _weight_header(self) -> str:
+        num, unit = _window_label(self._window_s)
+        return f"X-MBX-USED-WEIGHT-{num}{unit[0]}"
+
+    def _admit(self, path: str, weight: int) -> tuple[_Reply | None, Fault | None, int, str | None]:
+        """Decide, under the lock, whether the request is refused before reaching the endpoint.
+
+        Returns (refusal or None, fault to apply to the normal answer or None, weight charged,
+        chaos kind or ``RATE_LIMIT_STORM`` or None).
+        """
+        t = self._clock()
+        window_id = int(t // self._window_s)
+        if window_id != self._window_id:
+            self._window_id, self._used = window_id, 0
+        self._touch_window()
+        if self._restricted:
+            return _Reply(451, _error_body(0, MSG_RESTRICTED)), None, 0, None
+        if t < self._banned_until:
+            return self._ban_reply(t), None, 0, None
+        if t < self._retry_until and self._grace_left > 0:
+            self._grace_left -= 1  # was in flight when the 429 went out: another 429, no ban
+            num, unit = _window_label(self._window_s)
+            retry = max(1, math.ceil(self._retry_until - t))
+            return (
+                _Reply(
+                    429,
+                    _error_body(
+                        -1003,
+                        f"Too much request weight used; current limit is "
+                        f"{self._weight_limit} request weight per {num} {unit}.",
+                    ),
+                    [("Retry-After", str(retry))],
+                ),
+                None,
+                0,
+                None,
+            )
+        if t < self._retry_until:
+            length = min(self._ban_s * 2**self._ban_count, MAX_BAN_S)
+            self._ban_count += 1
+            self._banned_until = t + length
+            return self._ban_reply(t), None, 0, None
+        if t < self._storm_until:
+            return self._rate_limit_reply(t, self._storm_retry_s), None, 0, RATE_LIMIT_STORM
+        fault = self._peek_fault(path)
+        if fault is not None and fault.kind in ("drop", "rate_limit", "ban"):
+            self._consume_fault(fault)
+            return self._fault_refusal(fault, t), None, 0, None
+        if self._used + weight > self._weight_limit:
+            retry = max(1, math.ceil((window_id + 1) * self._window_s - t))
+            return self._rate_limit_reply(t, retry), None, 0, None
+        chaos = None
+        if fault is not None:
+            self._consume_fault(fault)
+        elif self._chaos is not None:
+            chaos = self._chaos.draw(path)
+            if chaos == "malformed":  # the real body, cut; no weight, like every chaos failure
+                return None, Fault.malformed(), 0, chaos
+            if chaos == "slow":  # a normal (charged) answer, only late
+                fault = Fault.slow(self._chaos.slow_s)
+            elif chaos is not None:
+                return self._chaos_reply(chaos), None, 0, chaos
+        self._used += weight
+        self._touch_window()
+        return None, fault, weight, chaos
+
+    def _touch_window(self) -> None:
+        """Record the current window's weight (every window that saw traffic)."""
+        assert self._window_id is not None
+        self._window_weights[self._window_id] = self._used
+        self._max_window_weight = max(self._max_window_weight, self._used)
+        while len(self._window_weights) > self._max_log:
+            del self._window_weights[next(iter(self._window_weights))]
+
+    def _peek_fault(self, path: str) -> Fault | None:
+        for fault, _ in self._faults:
+            if fault.path is None or fault.path == path:
+                return fault
+        return None
+
+    def _consume_fault(self, fault: Fault) -> None:
+        for i, entry in enumerate(self._faults):
+            if entry[0] is fault:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._faults[i]
+                return
+
+    def _fault_refusal(self, fault: Fault, t: float) -> _Reply:
+        """The answer to a ``drop``, ``rate_limit`` or ``ban`` fault."""
+        if fault.kind == "drop":
+            return _Reply(0, drop=True)
+        if fault.kind == "rate_limit":
+            return self._rate_limit_reply(t, fault.retry_after_s)
+        self._banned_until = max(self._banned_until, t + fault.retry_after_s)
+        return self._ban_reply(t)
+
+    def _chaos_reply(self, kind: str) -> _Reply:
+        """The refusal of a failing chaos kind (``5xx``, ``timeout``, ``busy``, ``drop``).
+
+        Nothing here arms the 418 rule: these are Binance-side failures, not rate limits.
+        """
+        assert self._chaos is not None
+        if kind == "drop":
+            return _Reply(0, drop=True)
+        if kind == "timeout":  # Binance's backend timeout: 504 with -1007, status unknown
+            return _Reply(504, _error_body(-1007, MSG_TIMEOUT))
+        if kind == "busy":
+            return _Reply(503, _error_body(-1008, MSG_BUSY))
+        status = sorted(_CHAOS_5XX)[self._chaos.rng.randrange(len(_CHAOS_5XX))]
+        return _Reply(status, _error_body(*_CHAOS_5XX[status]))
+
+    def _rate_limit_reply(self, t: float, retry_after_s: int) -> _Reply:
+        """A 429 that arms the ban rule until ``Retry-After`` has passed."""
+        if t >= self._retry_until:
+            self._grace_left = self._ban_grace
+        self._retry_until = max(self._retry_until, t + retry_after_s)
+        num, unit = _window_label(self._window_s)
+        msg = (
+            f"Too much request weight used; current limit is {self._weight_limit} request "
+            f"weight per {num} {unit}. Please use WebSocket Streams for live updates to avoid "
+            "polling the API."
+        )
+        return _Reply(429, _error_body(-1003, msg), [("Retry-After", str(retry_after_s))])
+
+    def _ban_reply(self, t: float) -> _Reply:
+        """A 418 for the current ban."""
+        until_ms = int(self._banned_until * 1000)
+        msg = (
+            f"Way too much request weight used; IP banned until {until_ms}. Please use "
+            "WebSocket Streams for live updates to avoid bans."
+        )
+        retry = max(1, math.ceil(self._banned_until - t))
+        return _Reply(418, _error_body(-1003, msg), [("Retry-After", str(retry))])
+
+    @staticmethod
+    def _apply_fault(fault: Fault, reply: _Reply) -> _Reply:
+        """Turn the normal answer into a ``status``, ``malformed`` or ``slow`` fault's answer."""
+        if fault.kind == "status":
+            code = -1000 if fault.code is None else fault.code
+            return _Reply(fault.status, _error_body(code, fault.msg or MSG_UNKNOWN))
+        if fault.kind == "malformed":
+            return _Reply(200, reply.body[: max(1, len(reply.body) // 2)])
+        reply.delay_s += fault.delay_s
+        return reply
+
+    def _record(
+        self, path: str, params: dict[str, str], status: int, weight: int, used: int, chaos: str | None = None
+    ) -> None:
+        self._requests += 1
+        self._by_path[path] = self._by_path.get(path, 0) + 1
+        self._by_status[status] = self._by_status.get(status, 0) + 1
+        if status == 429:
+            self._rate_limited += 1
+        elif status == 418:
+            self._banned += 1
+        if chaos == RATE_LIMIT_STORM:
+            self._storm_rate_limited += 1
+        elif chaos is not None:
+            self._chaos_faults[chaos] = self._chaos_faults.get(chaos, 0) + 1
+        self._log.append(RequestRecord(time.monotonic(), path, dict(params), status, weight, used, chaos))
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def _endpoint(self, method: str, path: str, params: dict[str, str], micro: bool, now: int) -> _Reply:
+        """Run the endpoint for ``path``; Binance errors become 4xx JSON answers."""
+        handler = _ENDPOINTS.get(path)
+        if handler is None:
+            return _Reply(404, _error_body(-1000, f"Unknown endpoint: {path}"))
+        if method != "GET":
+            return _Reply(405, _error_body(-1000, f"Method {method} not allowed for {path}"))
+        try:
+            body = handler(self, params, micro, now)
+        except _ApiError as exc:
+            return _Reply(exc.status, _error_body(exc.code, exc.msg))
+        return _Reply(200, body)
+
+    def _ep_ping(self, params: dict[str, str], micro: bool, now: int) -> bytes:
+        return b"{}"
+
+    def _ep_time(self, params: dict[str, str], micro: bool, now: int) -> bytes:
+        return _json_bytes({"serverTime": now * 1000 if micro else now})
+
+    def _ep_exchange_info(self, params: dict[str, str], micro: bool, now: int) -> bytes:
+        status = params.get("symbolStatus") or None
+        if status is not None and status not in _STATUSES:
+            raise _ApiError(-1122, "Invalid symbolStatus.")
+        chosen = self._chosen_symbols(params, now)
+        if status is not None:
+            if chosen is not None:
+                raise _ApiError(-1128, "Combination of optional parameters invalid.")
+            chosen = [s for s in self._market.visible(now) if s.status_at(now) == status]
+        if chosen is None:
+            chosen = self._market.visible(now)
+        num, unit = _window_label(self._window_s)
+        data = {
+            "timezone": "UTC",
+            "serverTime": now * 1000 if micro else now,
+            "rateLimits": [
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": unit,
+                    "intervalNum": num,
+                    "limit": self._weight_limit,
+                },
+                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 300000},
+            ],
+            "exchangeFilters": [],
+            "symbols": [self._market.symbol_info(sym, now) for sym in chosen],
+        }
+        return _json_bytes(data)
+
+    def _chosen_symbols(self, params: dict[str, str], now: int) -> list[FakeSymbol] | None:
+        """Symbols named by ``symbol`` or ``symbols`` (-1121 if unknown); None if neither."""
+        single = params.get("symbol")
+        names = _symbols_param(params)
+        if single is not None and names is not None:
+            raise _ApiError(-1128, "Combination of optional parameters invalid.")
+        if single is not None:
+            names = [single]
+        if names is None:
+            return None
+        chosen = []
+        for name in names:
+            sym = self._market.lookup(name, now)
+            if sym is None:
+                raise _ApiError(-1121, "Invalid symbol.")
+            chosen.append(sym)
+        return chosen
+
+    def _ep_ticker(self, params: dict[str, str], micro: bool, now: int) -> bytes:
+        kind = params.get("type", "FULL")
+        if kind not in ("FULL", "MINI"):
+            raise _illegal("type", "FULL, MINI")
+        status = params.get("symbolStatus") or None
+        if status is not None and status not in _STATUSES:
+            raise _ApiError(-1122, "Invalid symbolStatus.")
+        chosen = self._chosen_symbols(params, now)
+        single = params.get("symbol") is not None
+        if chosen is None:
+            chosen = self._market.visible(now)
+        if status is not None:
+            if single and chosen[0].status_at(now) != status:
+                raise _ApiError(-1220, "The symbol's status does not match the requested symbolStatus.")
+            chosen = [s for s in chosen if s.status_at(now) == status]
+        tickers = [self._market.ticker(sym, now, kind == "MINI") for sym in chosen]
+        if micro:
+            for ticker in tickers:
+                ticker["openTime"] *= 1000
+                ticker["closeTime"] *= 1000
+        return _json_bytes(tickers[0] if single else tickers)
+
+    def _ep_klines(self, params: dict[str, str], micro: bool, now: int) -> bytes:
+        name = params.get("symbol")
+        if not name:
+            raise _mandatory("symbol")
+        interval = params.get("interval")
+        if not interval:
+            raise _mandatory("interval")
+        start = _long_param(params, "startTime")
+        end = _long_param(params, "endTime")
+        limit = _long_param(params, "limit")
+        if interval not in INTERVALS:
+            raise _ApiError(-1120, "Invalid interval.")
+        if limit is None:
+            limit = 500
+        elif not 1 <= limit <= 1000:
+            raise _ApiError(-1130, MSG_INVALID_PARAM)
+        zone = params.get("timeZone")
+        if zone is not None and zone != "" and not _zero_offset(zone):
+            raise _ApiError(-1130, MSG_INVALID_PARAM)
+        if start is not None and end is not None and start > end:
+            raise _ApiError(-1023, "Start time is greater than end time.")
+        sym = self._market.lookup(name, now)
+        if sym is None:
+            raise _ApiError(-1121, "Invalid symbol.")
+        if micro:  # open_us >= start_us  <=>  open_ms >= ceil(start_us / 1000)
+            start = None if start is None else -(-start // 1000)
+            end = None if end is None else end // 1000
+        iv = Interval(interval)
+        opens = self._market.select(sym, iv, now, start, end, limit)
+        return ("[" + ",".join(self._market.rows_json(sym, iv, opens, now, micro)) + "]").encode()
+
+    # -- control endpoints -------------------------------------------------------------------
+
+    def _control(self, method: str, path: str, params: dict[str, str], body: bytes) -> _Reply:
+        """``/fake/*``: drive the fake from another process (no weight, not in stats)."""
+        try:
+            data = self._control_action(method, path, params, body)
+        except (KeyError, ValueError, TypeError) as exc:
+            return _Reply(
+                400,
+                _json_bytes({"error": f"{type(exc).__name__}: {exc}"}),
+                [("Content-Type", JSON_CONTENT_TYPE)],
+            )
+        if data is None:
+            return _Reply(
+                404,
+                _json_bytes({"error": f"unknown control call {method} {path}"}),
+                [("Content-Type", JSON_CONTENT_TYPE)],
+            )
+        return _Reply(200, _json_bytes(data), [("Content-Type", JSON_CONTENT_TYPE)])
+
+    def _control_action(
+        self, method: str, path: str, params: dict[str, str], body: bytes
+    ) -> dict[str, Any] | None:
+        action = path[len(CONTROL_PREFIX) :]
+        if method == "GET" and action == "stats":
+            return self.stats().to_json(include_log=params.get("log") in ("1", "true"))
+        if method != "POST":
+            return None
+        if action == "now":
+            self.set_now(int(params["ms"]))
+        elif action == "advance":
+            self.advance(int(params["ms"]))
+        elif action == "reset":
+            self.reset()
+        elif action == "faults":
+            items = json.loads(body or b"[]")
+            if not isinstance(items, list):
+                raise ValueError("expected a JSON list of faults")
+            self.inject(*(Fault(**item) for item in items))
+        elif action == "chaos":
+            self.set_chaos(float(params["rate"]), **_chaos_options(params))
+        elif action == "storm":
+            self.rate_limit_storm(float(params["seconds"]), int(params.get("retry_after", "1")))
+        elif action == "restricted":
+            self.set_restricted(params.get("on", "1") in ("1", "true"))
+        elif action == "latency":
+            self.set_latency(float(params["s"]))
+        elif action == "weight":
+            window = params.get("window_s")
+            self.set_weight_limit(int(params["limit"]), None if window is None else int(window))
+        else:
+            return None
+        return {"ok": True, "now": self.now_ms()}
+
+
+def _chaos_options(params: dict[str, str]) -> dict[str, Any]:
+    """``set_chaos`` keywords from ``/fake/chaos`` query parameters (``kinds`` and ``paths``
+    comma-separated; ``paths=*`` means every API path)."""
+    options: dict[str, Any] = {}
+    if params.get("kinds"):
+        options["kinds"] = [kind.strip() for kind in params["kinds"].split(",") if kind.strip()]
+    if "seed" in params:
+        options["seed"] = int(params["seed"])
+    if "paths" in params:
+        raw = params["paths"].strip()
+        options["paths"] = None if raw in ("", "*") else [p.strip() for p in raw.split(",")]
+    if "slow_s" in params:
+        options["slow_s"] = float(params["slow_s"])
+    return options
+
+
+_ENDPOINTS: dict[str, Callable[[FakeExchange, dict[str, str], bool, int], bytes]] = {
+    "/api/v3/ping": FakeExchange._ep_ping,
+    "/api/v3/time": FakeExchange._ep_time,
+    "/api/v3/exchangeInfo": FakeExchange._ep_exchange_info,
+    "/api/v3/ticker/24hr": FakeExchange._ep_ticker,
+    "/api/v3/klines": FakeExchange._ep_klines,
+    "/api/v3/uiKlines": FakeExchange._ep_klines,
+}
