@@ -24,8 +24,10 @@ market, clock and faults:
 - :mod:`~cryptolake.testing.weights`: request weights and ban lengths;
 - :mod:`~cryptolake.testing.faults`: injected faults, chaos, 429 storms;
 - :mod:`~cryptolake.testing.stats`: the request log and statistics;
-- :mod:`~cryptolake.testing.exchange`: :class:`FakeExchange` (clock, knobs, admission, endpoints,
-  control API);
+- :mod:`~cryptolake.testing.binance_rest`: Binance's spot REST endpoints (the first venue);
+- :mod:`~cryptolake.testing.control`: the ``/fake/*`` control API;
+- :mod:`~cryptolake.testing.exchange`: :class:`FakeExchange` (clock, knobs, request admission:
+  weights, bans, faults; statistics);
 - :mod:`~cryptolake.testing.server`: the HTTP server and :func:`serve`.
 
 Deviations from Binance worth knowing:

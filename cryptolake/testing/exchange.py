@@ -4,7 +4,6 @@ endpoints and the control API."""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import socket
@@ -16,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from cryptolake.schema import INTERVALS, Interval
+from cryptolake.schema import Interval
+from cryptolake.testing import binance_rest, control
 from cryptolake.testing.faults import (
     _CHAOS_5XX,
     CHAOS_KINDS,
@@ -30,23 +30,14 @@ from cryptolake.testing.stats import FakeStats, RequestRecord
 from cryptolake.testing.symbols import FakeSymbol, default_symbols
 from cryptolake.testing.weights import MAX_BAN_S, _window_label, request_weight
 from cryptolake.testing.wire import (
-    _STATUSES,
     CONTROL_PREFIX,
     JSON_CONTENT_TYPE,
     MSG_BUSY,
-    MSG_INVALID_PARAM,
     MSG_RESTRICTED,
     MSG_TIMEOUT,
     MSG_UNKNOWN,
-    _ApiError,
     _error_body,
-    _illegal,
-    _json_bytes,
-    _long_param,
-    _mandatory,
     _Reply,
-    _symbols_param,
-    _zero_offset,
 )
 from cryptolake.timeutils import to_ms
 
@@ -534,203 +525,10 @@ class FakeExchange:
             self._chaos_faults[chaos] = self._chaos_faults.get(chaos, 0) + 1
         self._log.append(RequestRecord(time.monotonic(), path, dict(params), status, weight, used, chaos))
 
-    # -- endpoints ---------------------------------------------------------------------------
+    # -- the venues and the control API (one module each) --------------------------------------
 
     def _endpoint(self, method: str, path: str, params: dict[str, str], micro: bool, now: int) -> _Reply:
-        """Run the endpoint for ``path``; Binance errors become 4xx JSON answers."""
-        handler = _ENDPOINTS.get(path)
-        if handler is None:
-            return _Reply(404, _error_body(-1000, f"Unknown endpoint: {path}"))
-        if method != "GET":
-            return _Reply(405, _error_body(-1000, f"Method {method} not allowed for {path}"))
-        try:
-            body = handler(self, params, micro, now)
-        except _ApiError as exc:
-            return _Reply(exc.status, _error_body(exc.code, exc.msg))
-        return _Reply(200, body)
-
-    def _ep_ping(self, params: dict[str, str], micro: bool, now: int) -> bytes:
-        return b"{}"
-
-    def _ep_time(self, params: dict[str, str], micro: bool, now: int) -> bytes:
-        return _json_bytes({"serverTime": now * 1000 if micro else now})
-
-    def _ep_exchange_info(self, params: dict[str, str], micro: bool, now: int) -> bytes:
-        status = params.get("symbolStatus") or None
-        if status is not None and status not in _STATUSES:
-            raise _ApiError(-1122, "Invalid symbolStatus.")
-        chosen = self._chosen_symbols(params, now)
-        if status is not None:
-            if chosen is not None:
-                raise _ApiError(-1128, "Combination of optional parameters invalid.")
-            chosen = [s for s in self._market.visible(now) if s.status_at(now) == status]
-        if chosen is None:
-            chosen = self._market.visible(now)
-        num, unit = _window_label(self._window_s)
-        data = {
-            "timezone": "UTC",
-            "serverTime": now * 1000 if micro else now,
-            "rateLimits": [
-                {
-                    "rateLimitType": "REQUEST_WEIGHT",
-                    "interval": unit,
-                    "intervalNum": num,
-                    "limit": self._weight_limit,
-                },
-                {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 300000},
-            ],
-            "exchangeFilters": [],
-            "symbols": [self._market.symbol_info(sym, now) for sym in chosen],
-        }
-        return _json_bytes(data)
-
-    def _chosen_symbols(self, params: dict[str, str], now: int) -> list[FakeSymbol] | None:
-        """Symbols named by ``symbol`` or ``symbols`` (-1121 if unknown); None if neither."""
-        single = params.get("symbol")
-        names = _symbols_param(params)
-        if single is not None and names is not None:
-            raise _ApiError(-1128, "Combination of optional parameters invalid.")
-        if single is not None:
-            names = [single]
-        if names is None:
-            return None
-        chosen = []
-        for name in names:
-            sym = self._market.lookup(name, now)
-            if sym is None:
-                raise _ApiError(-1121, "Invalid symbol.")
-            chosen.append(sym)
-        return chosen
-
-    def _ep_ticker(self, params: dict[str, str], micro: bool, now: int) -> bytes:
-        kind = params.get("type", "FULL")
-        if kind not in ("FULL", "MINI"):
-            raise _illegal("type", "FULL, MINI")
-        status = params.get("symbolStatus") or None
-        if status is not None and status not in _STATUSES:
-            raise _ApiError(-1122, "Invalid symbolStatus.")
-        chosen = self._chosen_symbols(params, now)
-        single = params.get("symbol") is not None
-        if chosen is None:
-            chosen = self._market.visible(now)
-        if status is not None:
-            if single and chosen[0].status_at(now) != status:
-                raise _ApiError(-1220, "The symbol's status does not match the requested symbolStatus.")
-            chosen = [s for s in chosen if s.status_at(now) == status]
-        tickers = [self._market.ticker(sym, now, kind == "MINI") for sym in chosen]
-        if micro:
-            for ticker in tickers:
-                ticker["openTime"] *= 1000
-                ticker["closeTime"] *= 1000
-        return _json_bytes(tickers[0] if single else tickers)
-
-    def _ep_klines(self, params: dict[str, str], micro: bool, now: int) -> bytes:
-        name = params.get("symbol")
-        if not name:
-            raise _mandatory("symbol")
-        interval = params.get("interval")
-        if not interval:
-            raise _mandatory("interval")
-        start = _long_param(params, "startTime")
-        end = _long_param(params, "endTime")
-        limit = _long_param(params, "limit")
-        if interval not in INTERVALS:
-            raise _ApiError(-1120, "Invalid interval.")
-        if limit is None:
-            limit = 500
-        elif not 1 <= limit <= 1000:
-            raise _ApiError(-1130, MSG_INVALID_PARAM)
-        zone = params.get("timeZone")
-        if zone is not None and zone != "" and not _zero_offset(zone):
-            raise _ApiError(-1130, MSG_INVALID_PARAM)
-        if start is not None and end is not None and start > end:
-            raise _ApiError(-1023, "Start time is greater than end time.")
-        sym = self._market.lookup(name, now)
-        if sym is None:
-            raise _ApiError(-1121, "Invalid symbol.")
-        if micro:  # open_us >= start_us  <=>  open_ms >= ceil(start_us / 1000)
-            start = None if start is None else -(-start // 1000)
-            end = None if end is None else end // 1000
-        iv = Interval(interval)
-        opens = self._market.select(sym, iv, now, start, end, limit)
-        return ("[" + ",".join(self._market.rows_json(sym, iv, opens, now, micro)) + "]").encode()
-
-    # -- control endpoints -------------------------------------------------------------------
+        return binance_rest.answer(self, method, path, params, micro, now)
 
     def _control(self, method: str, path: str, params: dict[str, str], body: bytes) -> _Reply:
-        """``/fake/*``: drive the fake from another process (no weight, not in stats)."""
-        try:
-            data = self._control_action(method, path, params, body)
-        except (KeyError, ValueError, TypeError) as exc:
-            return _Reply(
-                400,
-                _json_bytes({"error": f"{type(exc).__name__}: {exc}"}),
-                [("Content-Type", JSON_CONTENT_TYPE)],
-            )
-        if data is None:
-            return _Reply(
-                404,
-                _json_bytes({"error": f"unknown control call {method} {path}"}),
-                [("Content-Type", JSON_CONTENT_TYPE)],
-            )
-        return _Reply(200, _json_bytes(data), [("Content-Type", JSON_CONTENT_TYPE)])
-
-    def _control_action(
-        self, method: str, path: str, params: dict[str, str], body: bytes
-    ) -> dict[str, Any] | None:
-        action = path[len(CONTROL_PREFIX) :]
-        if method == "GET" and action == "stats":
-            return self.stats().to_json(include_log=params.get("log") in ("1", "true"))
-        if method != "POST":
-            return None
-        if action == "now":
-            self.set_now(int(params["ms"]))
-        elif action == "advance":
-            self.advance(int(params["ms"]))
-        elif action == "reset":
-            self.reset()
-        elif action == "faults":
-            items = json.loads(body or b"[]")
-            if not isinstance(items, list):
-                raise ValueError("expected a JSON list of faults")
-            self.inject(*(Fault(**item) for item in items))
-        elif action == "chaos":
-            self.set_chaos(float(params["rate"]), **_chaos_options(params))
-        elif action == "storm":
-            self.rate_limit_storm(float(params["seconds"]), int(params.get("retry_after", "1")))
-        elif action == "restricted":
-            self.set_restricted(params.get("on", "1") in ("1", "true"))
-        elif action == "latency":
-            self.set_latency(float(params["s"]))
-        elif action == "weight":
-            window = params.get("window_s")
-            self.set_weight_limit(int(params["limit"]), None if window is None else int(window))
-        else:
-            return None
-        return {"ok": True, "now": self.now_ms()}
-
-
-def _chaos_options(params: dict[str, str]) -> dict[str, Any]:
-    """``set_chaos`` keywords from ``/fake/chaos`` query parameters (``kinds`` and ``paths``
-    comma-separated; ``paths=*`` means every API path)."""
-    options: dict[str, Any] = {}
-    if params.get("kinds"):
-        options["kinds"] = [kind.strip() for kind in params["kinds"].split(",") if kind.strip()]
-    if "seed" in params:
-        options["seed"] = int(params["seed"])
-    if "paths" in params:
-        raw = params["paths"].strip()
-        options["paths"] = None if raw in ("", "*") else [p.strip() for p in raw.split(",")]
-    if "slow_s" in params:
-        options["slow_s"] = float(params["slow_s"])
-    return options
-
-
-_ENDPOINTS: dict[str, Callable[[FakeExchange, dict[str, str], bool, int], bytes]] = {
-    "/api/v3/ping": FakeExchange._ep_ping,
-    "/api/v3/time": FakeExchange._ep_time,
-    "/api/v3/exchangeInfo": FakeExchange._ep_exchange_info,
-    "/api/v3/ticker/24hr": FakeExchange._ep_ticker,
-    "/api/v3/klines": FakeExchange._ep_klines,
-    "/api/v3/uiKlines": FakeExchange._ep_klines,
-}
+        return control.answer(self, method, path, params, body)
