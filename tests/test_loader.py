@@ -735,7 +735,7 @@ def test_the_scheduler_syncs_postgres_after_each_run_when_a_dsn_is_configured(
     server: psycopg.Connection[Any], schema: str, tmp_path: Path, fake_exchange: Any, client: Any
 ) -> None:
     from cryptolake import CollectorScheduler, CryptoCollector
-    from cryptolake.cli_scheduler import postgres_sync_hook
+    from cryptolake.cli.scheduler import postgres_sync_hook
     from cryptolake.config import load_settings
 
     root = tmp_path / "lake"

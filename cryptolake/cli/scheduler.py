@@ -16,11 +16,12 @@ from typing import Any
 
 import click
 
-from cryptolake.cli import (
+from cryptolake.cli.app import cli
+from cryptolake.cli.failures import UsageProblem
+from cryptolake.cli.options import (
     _pairs,
     base_url_option,
     checked_since,
-    cli,
     creatable_lake,
     existing_lake,
     interval_option,
@@ -31,8 +32,7 @@ from cryptolake.cli import (
     settings_from,
     symbols_option,
 )
-from cryptolake.cli_errors import UsageProblem
-from cryptolake.cli_signals import StopSignals
+from cryptolake.cli.signals import StopSignals
 from cryptolake.config import Settings
 from cryptolake.errors import LoaderError
 from cryptolake.scheduler_types import COLLECTION_TYPES  # not cryptolake.scheduler: keeps --help fast

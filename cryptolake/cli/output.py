@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptolake.atomic import write_file_atomic
-from cryptolake.cli_errors import UsageProblem
+from cryptolake.cli.failures import UsageProblem
 
 if TYPE_CHECKING:
     from cryptolake.query import SqlResult

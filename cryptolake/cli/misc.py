@@ -1,0 +1,198 @@
+"""``config``, ``symbols`` and ``fake-exchange``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cryptolake.cli.app import cli
+from cryptolake.cli.failures import UsageProblem
+from cryptolake.cli.options import (
+    base_url_option,
+    json_option,
+    lake_option,
+    make_client,
+    print_table,
+    settings_from,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+@cli.command("config")
+@lake_option
+@base_url_option
+@json_option
+@click.pass_context
+def config_command(ctx: click.Context, lake: str | None, base_url: str | None, as_json: bool) -> None:
+    """Print the effective configuration and where each value comes from (secrets redacted).
+
+    Example:
+
+        CRYPTOLAKE_BINANCE_TIMEOUT_S=30 cryptolake config
+    """
+    settings = settings_from(ctx, lake=lake, base_url=base_url)
+    rows = settings.describe()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [dict(zip(("key", "value", "source", "env"), row, strict=True)) for row in rows], indent=2
+            )
+        )
+        return
+    print_table(
+        "cryptolake configuration", ["key", "value", "source", "environment name"], [list(r) for r in rows]
+    )
+
+
+@cli.command("symbols")
+@lake_option
+@base_url_option
+@click.option("--top", type=int, default=None, help="Size of the universe (setting collection.top_n).")
+@json_option
+@click.pass_context
+def symbols_command(
+    ctx: click.Context, lake: str | None, base_url: str | None, top: int | None, as_json: bool
+) -> None:
+    """List the current top-N universe: TRADING spot pairs ranked by 24 h quote volume.
+
+    Example:
+
+        cryptolake symbols --top 10
+    """
+    settings = settings_from(ctx, lake=lake, base_url=base_url, top=top)
+    with make_client(settings) as client:
+        top_pairs = client.get_top_by_market_cap(settings.collection.top_n)
+    if as_json:
+        click.echo(json.dumps([vars(p) for p in top_pairs], indent=2))
+        return
+    print_table(
+        f"top {settings.collection.top_n} {settings.collection.quote_asset} pairs by 24h quote volume",
+        ["rank", "symbol", "base", "price", "24h quote volume"],
+        [
+            [p.rank, p.symbol, p.base_asset, f"{p.current_price:g}", f"{p.quote_volume_24h:,.0f}"]
+            for p in top_pairs
+        ],
+    )
+
+
+@cli.command("fake-exchange")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port)."
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(0, 60_000),
+    default=0.0,
+    show_default=True,
+    help="Added to every response.",
+)
+@click.option(
+    "--weight-limit",
+    type=click.IntRange(1),
+    default=6000,
+    show_default=True,
+    help="Request weight per window.",
+)
+@click.option(
+    "--weight-window-s", type=click.IntRange(1), default=60, show_default=True, help="Weight window, seconds."
+)
+@click.option("--now", "now", default=None, help="The exchange's clock (ISO 8601 UTC); default: real time.")
+@click.option("--frozen", is_flag=True, help="Keep the exchange's clock still instead of ticking.")
+@click.option(
+    "--extra-symbols",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    show_default=True,
+    help="Add N synthetic USDT pairs (S0001USDT ...), listed 2017-09-01, for load tests.",
+)
+@click.option(
+    "--chaos",
+    "chaos_rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of klines requests that fail at random (5xx, -1007/-1008, dropped, malformed).",
+)
+@click.option("--chaos-seed", type=int, default=0, show_default=True, help="Seed of the random failures.")
+@click.option(
+    "--ban-grace",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Requests arriving inside a 429's Retry-After that still get a 429 (in flight) before a 418.",
+)
+@click.option(
+    "--cache-rows",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Serve up to N closed candles again from memory instead of recomputing them (load tests).",
+)
+def fake_exchange_command(
+    host: str,
+    port: int,
+    latency_ms: float,
+    weight_limit: int,
+    weight_window_s: int,
+    now: str | None,
+    frozen: bool,
+    extra_symbols: int,
+    chaos_rate: float,
+    chaos_seed: int,
+    ban_grace: int,
+    cache_rows: int,
+) -> None:
+    """Serve a Binance-compatible fake exchange (deterministic candles) for offline use.
+
+    Point cryptolake at it with --base-url http://127.0.0.1:PORT.
+
+    Example:
+
+        cryptolake fake-exchange --port 8080 --latency-ms 50
+    """
+    from cryptolake.testing import FakeSymbol, default_symbols, serve
+    from cryptolake.timeutils import parse_datetime, to_ms
+
+    try:
+        start = to_ms(parse_datetime(now)) if now else to_ms(_utcnow())
+    except ValueError:
+        raise click.BadParameter(f"{now!r} is not an ISO 8601 time", param_hint="--now") from None
+    listed = to_ms("2017-09-01")
+    symbols = default_symbols() + [
+        FakeSymbol(
+            f"S{i:04d}USDT", f"S{i:04d}", "USDT", listed_ms=listed, base_price=10.0 + i, volume_scale=0.001
+        )
+        for i in range(1, extra_symbols + 1)
+    ]
+    try:
+        serve(
+            host=host,
+            port=port,
+            now=start,
+            follow_wall_clock=not frozen,
+            latency_s=latency_ms / 1000,
+            weight_limit=weight_limit,
+            weight_window_s=weight_window_s,
+            symbols=symbols,
+            chaos_rate=chaos_rate,
+            chaos_seed=chaos_seed,
+            ban_grace_requests=ban_grace,
+            cache_rows=cache_rows,
+        )
+    except OSError as exc:
+        raise UsageProblem(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another --port, "
+            "or --port 0 for any free one; --host must be an address of this machine)"
+        ) from None
+
+
+def _utcnow() -> Any:
+    from datetime import datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,306 @@
+"""What the commands share: their options (``--lake``, ``--symbols`` checked once, ...), settings
+resolution, the lake-path checks and the objects a command builds (client, collector)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cryptolake.cli.failures import UsageProblem
+from cryptolake.config import Settings, load_settings
+from cryptolake.errors import InvalidSymbolName
+from cryptolake.redact import register_secret
+
+if TYPE_CHECKING:
+    from cryptolake.collector import CryptoCollector
+    from cryptolake.sources.binance import BinanceClient
+
+F = Callable[..., Any]
+
+
+def lake_option(func: F) -> F:
+    return click.option(
+        "--lake",
+        "lake",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Lake directory (setting lake.root, default data/lake).",
+    )(func)
+
+
+def base_url_option(func: F) -> F:
+    return click.option(
+        "--base-url", "base_url", default=None, help="Binance REST host (setting binance.base_url)."
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
+
+
+def settings_from(ctx: click.Context, **flags: Any) -> Settings:
+    """Resolve settings with the given flag values on top (None = flag not given)."""
+    names = {
+        "lake": "lake.root", "base_url": "binance.base_url", "interval": "collection.interval",
+        "since": "collection.start_date", "top": "collection.top_n", "symbols": "collection.symbols",
+        "schedule": "scheduler.schedule", "dsn": "postgres.dsn",
+    }  # fmt: skip
+    overrides = {
+        names[name]: (value, f"--{name.replace('_', '-')}")
+        for name, value in flags.items()
+        if value is not None
+    }
+    return resolve_settings(ctx, overrides)
+
+
+def resolve_settings(ctx: click.Context, overrides: dict[str, tuple[Any, str]]) -> Settings:
+    """Load the settings once per command: register their secrets for redaction and print each
+    warning (an unknown ``CRYPTOLAKE_`` variable) on stderr."""
+    settings = load_settings(ctx.obj.get("config_file"), os.environ, overrides=overrides)
+    for secret in settings.secrets():
+        register_secret(secret)
+    for warning in settings.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return settings
+
+
+def make_client(settings: Settings, ban_file: Path | None = None) -> BinanceClient:
+    """A BinanceClient configured from settings."""
+    from cryptolake.sources.binance import BinanceClient
+
+    b = settings.binance
+    return BinanceClient(
+        api_key=b.api_key or None,
+        api_secret=b.api_secret or None,
+        max_retries=b.max_retries,
+        retry_delay=b.retry_delay_s,
+        base_url=b.base_url,
+        timeout_s=b.timeout_s,
+        concurrency=b.concurrency,
+        weight_share=b.weight_share,
+        quote_asset=settings.collection.quote_asset,
+        excluded_bases=settings.collection.excluded_bases,
+        ban_file=ban_file if ban_file is not None else settings.lake.root / "_meta" / "binance-bans.json",
+    )
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A table on stdout: rich on a terminal, plain aligned text (nothing cut) otherwise."""
+    from cryptolake.cli.output import plain_table, rich_table
+
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    if sys.stdout.isatty():
+        click.echo(rich_table(title, columns, cells), nl=False)
+    else:
+        click.echo((f"{title}\n" if title else "") + plain_table(columns, cells), nl=False)
+
+
+def existing_lake(settings: Settings) -> Path:
+    """The lake root, which must already be a lake (a folder with ``klines/`` or ``_meta/``):
+    commands that only read or repair never create one from a mistyped path.
+
+    Raises:
+        UsageProblem: the path is a file, missing, or a folder that holds no lake.
+    """
+    from cryptolake.lake import is_lake
+
+    root = settings.lake.root
+    where = f"{root} (from {settings.sources['lake.root']})"
+    check_lake_path(settings)
+    if not is_lake(root):
+        missing = "does not exist" if not root.exists() else "holds no lake (no klines/ or _meta/ folder)"
+        raise UsageProblem(
+            f"lake {where} {missing}; check --lake / lake.root, or collect into it first "
+            f"with `cryptolake collect --lake {root}`"
+        )
+    return root
+
+
+def check_lake_path(settings: Settings) -> Path:
+    """The lake root, refused when it names a file (a lake is a folder)."""
+    root = settings.lake.root
+    if root.exists() and not root.is_dir():
+        raise UsageProblem(
+            f"lake {root} (from {settings.sources['lake.root']}) is a file, not a folder; "
+            "point --lake / lake.root at a folder"
+        )
+    return root
+
+
+def creatable_lake(settings: Settings) -> Path:
+    """The lake root for a command that creates the lake (collect, run): made now if missing,
+    so a path that cannot hold a lake is refused before anything else happens."""
+    from cryptolake.cli.failures import describe_os_error
+
+    root = check_lake_path(settings)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageProblem(
+            f"cannot create the lake {root} (from {settings.sources['lake.root']}): {describe_os_error(exc)}"
+        ) from None
+    return root
+
+
+def _named_symbols(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--symbols``, checked once for every command: given but naming nothing (``""``, ``" , "``)
+    is refused at once, so it never silently means "the top N" or "all"."""
+    if value is not None and not [name for name in value.split(",") if name.strip()]:
+        raise UsageProblem(f"invalid --symbols {value!r}: give base assets or pairs such as BTC,ETHUSDT")
+    return value
+
+
+def symbols_option(default_text: str) -> Callable[[F], F]:
+    """``--symbols`` (comma-separated base assets or pairs); ``default_text`` says what none means."""
+    return click.option(
+        "--symbols",
+        default=None,
+        callback=_named_symbols,
+        help=f"Comma-separated base assets or pairs (BTC,ETHUSDT); {default_text}.",
+    )
+
+
+def interval_option(func: F) -> F:
+    return click.option(
+        "--interval", default=None, help="Candle interval, 1s ... 1M (setting collection.interval)."
+    )(func)
+
+
+def make_collector(
+    settings: Settings, client: BinanceClient, *, wait: bool = True, progress: Any = None
+) -> CryptoCollector:
+    """A CryptoCollector over the configured lake."""
+    from cryptolake.collector import CryptoCollector
+
+    return CryptoCollector(
+        client,
+        top_n_cryptos=settings.collection.top_n,
+        batch_size_hours=settings.collection.batch_size_hours,
+        lake=settings.lake.root,
+        interval=settings.collection.interval,
+        wait_for_lock=wait,
+        on_progress=progress,
+        on_lock_wait=lambda: click.echo(
+            f"waiting: another cryptolake process is writing to {settings.lake.root}", err=True
+        ),
+        exchange_gap_recheck_days=settings.collection.exchange_gap_recheck_days,
+    )
+
+
+def _detector(settings: Settings, client: BinanceClient | None) -> Any:
+    from cryptolake.gaps import DataGapDetector
+
+    return DataGapDetector(
+        settings.lake.root, settings.collection.interval, client=client,
+        exchange_gap_recheck_days=settings.collection.exchange_gap_recheck_days,
+    )  # fmt: skip
+
+
+def _scan(settings: Settings, symbols: str | None, since: str | None, offline: bool) -> Any:
+    """Detect gaps as the gaps/coverage commands do, and store the report for the DuckDB views
+    (unless the lake is read-only: then the report is only printed)."""
+    from contextlib import nullcontext
+
+    existing_lake(settings)
+    start = checked_since(settings) if since is not None else None
+    with nullcontext(None) if offline else make_client(settings) as client:
+        detector = _detector(settings, client)
+        wanted = known_pairs(settings, symbols, detector.known_symbols())
+        return detector.report(wanted, start)
+
+
+def known_pairs(settings: Settings, symbols: str | None, known: list[str]) -> list[str] | None:
+    """The pairs ``--symbols`` names (None without it), each of which the lake must hold.
+
+    Raises:
+        UsageProblem: a malformed name, or a symbol the lake has no record of.
+    """
+    if symbols is None:
+        return None
+    wanted = _pairs(settings, settings.collection.symbols)  # --symbols names something: its callback says so
+    unknown = [s for s in wanted if s not in known]
+    if unknown:
+        held = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "") or "nothing"
+        raise UsageProblem(
+            f"the lake {settings.lake.root} holds no {settings.collection.interval} candles of "
+            f"{', '.join(unknown)} (it holds {held}); collect them first, or check --symbols "
+            "and --interval"
+        )
+    return wanted
+
+
+def checked_since(settings: Settings) -> Any:
+    """The start date, refused when it lies in the future (nothing could be collected)."""
+    from datetime import date, datetime
+
+    start: date = settings.collection.start_date
+    now = datetime.now(UTC)
+    if start > (now if isinstance(start, datetime) else now.date()):
+        shown = start.isoformat().replace("+00:00", "Z")
+        raise UsageProblem(
+            f"start {shown} (from {settings.sources['collection.start_date']}) is in the "
+            f"future (today is {now.date()} UTC): no candle before it can be collected"
+        )
+    return start
+
+
+def checked_until(until: str | None, start: Any) -> Any:
+    """``--until``: a date (that whole day) or an ISO time, UTC, not before the start."""
+    from datetime import UTC, date, datetime
+
+    if until is None:
+        return None
+    text = until.strip()
+    try:
+        end: date = date.fromisoformat(text)
+        last: datetime = datetime(end.year, end.month, end.day, 23, 59, 59, tzinfo=UTC)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise UsageProblem(
+                f"invalid --until {until!r}: give a date YYYY-MM-DD or a UTC time such as "
+                "2024-06-30T12:00:00Z"
+            ) from None
+        end = last = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    first = start if isinstance(start, datetime) else datetime(start.year, start.month, start.day, tzinfo=UTC)
+    if last < first:
+        raise UsageProblem(
+            f"--until {until} is before the start {first.isoformat().replace('+00:00', 'Z')}: "
+            "nothing to collect"
+        )
+    return end
+
+
+def _pairs(settings: Settings, names: Any) -> list[str]:
+    from cryptolake.collector import pair_symbols
+
+    try:
+        return pair_symbols(names, settings.collection.quote_asset)
+    except InvalidSymbolName as exc:
+        raise UsageProblem(str(exc)) from None
+
+
+def offline_option(func: F) -> F:
+    return click.option(
+        "--offline",
+        is_flag=True,
+        help="Do not ask the exchange (judge forward gaps by this machine's clock).",
+    )(func)
+
+
+def scan_options(func: F) -> F:
+    """The options of the commands that judge the lake's completeness (gaps, coverage)."""
+    for option in reversed((
+        symbols_option("default: all stored"),
+        click.option("--since", default=None, help="Expected start YYYY-MM-DD (setting collection.start_date)."),
+        interval_option, lake_option, base_url_option, offline_option,
+    )):  # fmt: skip
+        func = option(func)
+    return func
