@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,3 +155,21 @@ def lake_bytes(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+class VirtualClock:
+    """Epoch seconds that pass only when someone sleeps: give ``now`` as the ``clock`` and ``sleep``
+    as the ``sleep`` of a client (and ``now`` as the fake exchange's ``clock``), and waiting for a
+    rate-limit window takes no wall time."""
+
+    def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00Z
+        self._t = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._t
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self._t += max(0.0, seconds)

@@ -23,7 +23,7 @@ from cryptolake.testing import FakeExchange, Fault
 from cryptolake.timeutils import to_ms
 
 from .conftest import FAKE_NOW_MS
-from .helpers import expected_klines
+from .helpers import VirtualClock, expected_klines
 
 
 def oracle(exchange: FakeExchange, symbol: str, interval: str, start_ms: int, end_ms: int) -> pl.DataFrame:
@@ -166,18 +166,31 @@ def test_connectivity_and_server_time(client: BinanceClient, fake_exchange: Fake
 # -- limits, bans, retries, errors ------------------------------------------------------------
 
 
-def test_429_then_nothing_sent_until_retry_after(client: BinanceClient, fake_exchange: FakeExchange) -> None:
-    client.test_connectivity()
-    fake_exchange.inject(Fault.rate_limit(retry_after_s=1, path="/api/v3/klines"))
-    frame = client.get_klines("BTCUSDT", "1h", "2024-01-01", "2024-01-02")
-    assert frame.height == 24
-    log = fake_exchange.stats().log
-    limited = [i for i, r in enumerate(log) if r.status == 429]
-    assert len(limited) == 1
-    after = log[limited[0] + 1 :]
-    assert after, "the client never retried"
-    assert min(r.t for r in after) - log[limited[0]].t >= 0.95
-    assert fake_exchange.stats().banned == 0
+def test_429_then_nothing_sent_until_retry_after(ban_file: Path) -> None:
+    clock = VirtualClock()  # shared by both sides: Retry-After passes without wall time
+    with (
+        FakeExchange(now=FAKE_NOW_MS, clock=clock.now) as fake_exchange,
+        BinanceClient(
+            base_url=fake_exchange.base_url,
+            retry_delay=0.01,
+            ban_file=ban_file,
+            clock=clock.now,
+            sleep=clock.sleep,
+        ) as client,
+    ):
+        client.test_connectivity()
+        fake_exchange.inject(Fault.rate_limit(retry_after_s=30, path="/api/v3/klines"))
+        began = clock.now()
+        frame = client.get_klines("BTCUSDT", "1h", "2024-01-01", "2024-01-02")
+        assert frame.height == 24
+        log = fake_exchange.stats().log
+        limited = [i for i, r in enumerate(log) if r.status == 429]
+        assert len(limited) == 1
+        after = log[limited[0] + 1 :]
+        assert after, "the client never retried"
+        # The fake bans a request inside Retry-After (its clock is the virtual one): none was.
+        assert fake_exchange.stats().banned == 0
+        assert clock.now() - began >= 30
 
 
 def test_418_stops_everything_and_is_recorded_for_other_processes(ban_file: Path) -> None:
@@ -292,35 +305,45 @@ def test_451_says_restricted_location_and_which_setting(
     assert fake_exchange.stats().by_status[451] == 1  # not retried
 
 
-def test_hundreds_of_requests_under_a_low_weight_limit_never_hit_429(
-    fake_exchange: FakeExchange, ban_file: Path
-) -> None:
-    fake_exchange.set_weight_limit(160, window_s=1)
-    clients = [
-        BinanceClient(base_url=fake_exchange.base_url, retry_delay=0.01, ban_file=ban_file, concurrency=8)
-        for _ in range(2)
-    ]
-    symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT"]
-    errors: list[BaseException] = []
+def test_hundreds_of_requests_under_a_low_weight_limit_never_hit_429(ban_file: Path) -> None:
+    """Binance's one-minute window, 160 weight in it: the clients wait for each next window on a
+    virtual clock that the fake exchange shares, so minutes pass without any wall time."""
+    clock = VirtualClock()
+    with FakeExchange(now=FAKE_NOW_MS, clock=clock.now, weight_limit=160, weight_window_s=60) as exchange:
+        clients = [
+            BinanceClient(
+                base_url=exchange.base_url,
+                retry_delay=0.01,
+                ban_file=ban_file,
+                concurrency=8,
+                clock=clock.now,
+                sleep=clock.sleep,
+            )
+            for _ in range(2)
+        ]
+        symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT"]
+        errors: list[BaseException] = []
+        began = clock.now()
 
-    def fetch(client: BinanceClient, symbol: str) -> None:
-        try:
-            client.get_klines(symbol, "1h", "2018-06-01", "2026-01-01")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        def fetch(client: BinanceClient, symbol: str) -> None:
+            try:
+                client.get_klines(symbol, "1h", "2018-06-01", "2026-01-01")
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
 
-    threads = [threading.Thread(target=fetch, args=(clients[i % 2], s)) for i, s in enumerate(symbols)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    stats = fake_exchange.stats()
+        threads = [threading.Thread(target=fetch, args=(clients[i % 2], s)) for i, s in enumerate(symbols)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stats = exchange.stats()
+        for c in clients:
+            c.close()
     assert not errors
     assert stats.requests >= 250
     assert stats.rate_limited == 0 and stats.banned == 0
     assert stats.max_window_weight <= 160
-    for c in clients:
-        c.close()
+    assert clock.now() - began >= 60 * (2 * stats.requests // 160 - 1)  # minutes passed, virtually
 
 
 def test_every_transport_error_becomes_a_source_error() -> None:

@@ -34,7 +34,7 @@ from cryptolake.sources.ratelimit import MAX_BAN_S, BanBook
 from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
 
-from .helpers import check_files, clean_env, collect, invoke, one_line_error, oracle, stored
+from .helpers import VirtualClock, check_files, clean_env, collect, invoke, one_line_error, oracle, stored
 
 
 @pytest.fixture
@@ -520,9 +520,15 @@ def test_a_429_storm_mid_backfill_is_waited_out_without_a_ban(ban_file: Path, la
     import threading
 
     # The fake forgives the requests already in flight when a 429 goes out (at most the client's
-    # concurrency); a client that sent anything after seeing the 429 would be banned.
-    with FakeExchange(now=to_ms("2026-01-01T00:30:00Z"), ban_grace_requests=16, latency_s=0.01) as fx:
-        with BinanceClient(base_url=fx.base_url, retry_delay=0.01, ban_file=ban_file) as client:
+    # concurrency); a client that sent anything after seeing the 429 would be banned. Both sides
+    # share a virtual clock: the storm and every Retry-After pass without wall time.
+    clock = VirtualClock()
+    with FakeExchange(
+        now=to_ms("2026-01-01T00:30:00Z"), ban_grace_requests=16, latency_s=0.01, clock=clock.now
+    ) as fx:
+        with BinanceClient(
+            base_url=fx.base_url, retry_delay=0.01, ban_file=ban_file, clock=clock.now, sleep=clock.sleep
+        ) as client:
             collector = CryptoCollector(client, lake=lake)
 
             def storm_when_the_first_partition_lands() -> None:

@@ -135,8 +135,9 @@ class BinanceClient:
         excluded_bases: base assets (fnmatch patterns) left out of the top-N universe.
         ban_file: where 418 bans are recorded so that other processes honour them too.
         transport: an httpx transport (a seam for tests and proxies).
-        clock: epoch seconds now; only used to judge ban expiry.
-        sleep: how to sleep between retries.
+        clock: epoch seconds now: ban expiry and the weight windows.
+        sleep: how to sleep between retries and, if not ``time.sleep``, for the weight budget (a
+            test's virtual clock: no wall time passes).
         weight_limiter: the weight budget to draw from; default: the one this process shares
             among all clients of the same host and ``weight_share``.
     """
@@ -174,7 +175,9 @@ class BinanceClient:
         self._api_key = api_key or None
         self._api_secret = api_secret or None
         self._host = urlsplit(self.base_url).netloc
-        self._limiter: WeightLimiter = weight_limiter or shared_limiter(self._host, weight_share)
+        self._limiter: WeightLimiter = weight_limiter or shared_limiter(
+            self._host, weight_share, clock=clock, sleep=None if sleep is time.sleep else sleep
+        )
         self._bans = BanBook(Path(ban_file) if ban_file else None, clock=clock)
         self._clock = clock
         self._sleep = sleep

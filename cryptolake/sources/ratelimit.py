@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -47,6 +48,10 @@ class WeightLimiter:
         limit: the exchange's weight limit per window.
         window_s: window length in seconds (windows are aligned to the Unix epoch, as Binance's).
         share: fraction of ``limit`` this process allows itself (0 < share <= 1).
+        clock: epoch seconds now (windows, pauses).
+        sleep: how to wait for a window or a pause to pass; None (the default) waits on the
+            limiter's condition, so that a release or a cancel wakes it at once. Tests give a
+            function that advances their own ``clock`` instead, and no wall time passes.
     """
 
     def __init__(
@@ -55,11 +60,13 @@ class WeightLimiter:
         window_s: float = DEFAULT_WINDOW_S,
         share: float = 0.9,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if not 0 < share <= 1:
             raise ValueError("share must be in (0, 1]")
         self._cond = threading.Condition()
         self._clock = clock
+        self._sleep = sleep
         self.limit = limit
         self.window_s = window_s
         self.share = share
@@ -93,7 +100,7 @@ class WeightLimiter:
                     raise Interrupted("stopped while waiting for request weight")
                 now = self._clock()
                 if now < self._pause_until:
-                    self._cond.wait(self._pause_until - now)
+                    self._wait(self._pause_until - now)
                     continue
                 window = self._window_of(now)
                 if window != self._window:
@@ -104,7 +111,18 @@ class WeightLimiter:
                     self._inflight += weight
                     return Reservation(window, weight)
                 margin = min(0.25, self.window_s * 0.02)
-                self._cond.wait((window + 1) * self.window_s + margin - now)
+                self._wait((window + 1) * self.window_s + margin - now)
+
+    def _wait(self, seconds: float) -> None:
+        """Wait (holding the condition) for ``seconds``, or until notified."""
+        if self._sleep is None:
+            self._cond.wait(seconds)
+            return
+        self._cond.release()
+        try:
+            self._sleep(max(0.0, seconds))
+        finally:
+            self._cond.acquire()
 
     def wake(self) -> None:
         """Wake every waiting :meth:`acquire` so that it looks at its ``cancel`` again."""
@@ -270,19 +288,24 @@ class BanBook:
 
 
 _REGISTRY_LOCK = threading.Lock()
-_LIMITERS: dict[tuple[str, float], WeightLimiter] = {}
+_LIMITERS: dict[tuple[Any, ...], WeightLimiter] = {}
 
 
-def shared_limiter(host: str, share: float) -> WeightLimiter:
+def shared_limiter(
+    host: str,
+    share: float,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] | None = None,
+) -> WeightLimiter:
     """The process-wide limiter for ``host`` and ``share``: every client of the process that
     talks to one host with one share uses one weight budget. Clients asking for different
     shares of the same host get budgets of their own (each allows itself its share), rather than
     one of them being silently ignored."""
     with _REGISTRY_LOCK:
-        key = (host, float(share))
+        key = (host, float(share), clock, sleep)  # a test's own clock gets a budget of its own
         limiter = _LIMITERS.get(key)
         if limiter is None:
-            limiter = _LIMITERS[key] = WeightLimiter(share=share)
+            limiter = _LIMITERS[key] = WeightLimiter(share=share, clock=clock, sleep=sleep)
         return limiter
 
 
