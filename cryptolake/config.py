@@ -144,7 +144,15 @@ def _list(value: Any) -> tuple[str, ...]:
 
 
 def _symbols(value: Any) -> tuple[str, ...]:
-    return tuple(item.upper() for item in _list(value))
+    """Symbols or base assets; an empty value means "the top N", but a list with an empty name in
+    it (``","``, ``"BTC,,ETH"``, ``"BTC,"``) is a mistake, not a request for the top N."""
+    listed = isinstance(value, str) and value.strip() and not value.strip().startswith("[")
+    if listed and any(not part.strip() for part in value.split(",")):
+        raise _Invalid("comma-separated base assets or pairs such as BTC,ETHUSDT, with no empty name")
+    names = _list(value)
+    if any(not name for name in names):
+        raise _Invalid("comma-separated base assets or pairs such as BTC,ETHUSDT, with no empty name")
+    return tuple(name.upper() for name in names)
 
 
 def _base_url(value: Any) -> str:

@@ -221,7 +221,13 @@ class DataGapDetector:
     ) -> GapScan:
         """:meth:`scan`, then store it as the lake's gap report (``_meta/gaps.parquet``) and
         refresh the DuckDB views (``gaps``, ``coverage``), as ``cryptolake gaps`` does. On a lake
-        that cannot be written (a read-only mount), the scan is returned and nothing is stored."""
+        that cannot be written (a read-only mount), the scan is returned and nothing is stored.
+
+        Raises:
+            LakeError: there is no lake at the detector's path (nothing is created there).
+        """
+        if not self.lake.root.is_dir():
+            raise LakeError(f"no lake at {self.lake.root}: collect into it first, or check the path")
         found = self.scan(symbols, start_date, end_date)
         try:
             save_report(self.lake, found)

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cryptolake.errors import LakeError
 from cryptolake.lake import Lake, meta_dir
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.timeutils import iso
@@ -21,8 +22,14 @@ def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str
     """What the lake holds for ``interval``, without an exchange client or a request: rows,
     months, first and last candle per symbol (from commit records and Parquet footers), each
     symbol's last run and last error, and ``total_records_collected``. Every symbol the lake
-    knows is listed: with candles, a collection state or a recorded start."""
+    knows is listed: with candles, a collection state or a recorded start.
+
+    Raises:
+        LakeError: there is no lake at that path (nothing is created).
+    """
     store = lake if isinstance(lake, Lake) else Lake(lake)
+    if not store.root.is_dir():
+        raise LakeError(f"no lake at {store.root}: collect into it first, or check the path")
     state = dict(_state_document(store.root).get(interval, {}))
     symbols: dict[str, dict[str, Any]] = {}
     for part in store.partition_stats(interval):

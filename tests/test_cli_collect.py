@@ -425,7 +425,7 @@ def test_daily_and_monthly_intervals(
         ["load", "postgres", "--dsn", "postgresql://nobody@127.0.0.1:1/x"],
     ],
 )
-@pytest.mark.parametrize("names", ["", " , ", ","])
+@pytest.mark.parametrize("names", ["", " , ", ",", "BTC,,ETH", "BTC,"])
 def test_symbols_naming_nothing_is_refused_the_same_way_by_every_command(
     command: list[str], names: str, lake: Path
 ) -> None:
@@ -433,6 +433,16 @@ def test_symbols_naming_nothing_is_refused_the_same_way_by_every_command(
     assert result.exit_code == 2
     assert (
         one_line_error(result)
-        == f"error: invalid --symbols {names!r}: give base assets or pairs such as BTC,ETHUSDT"
+        == f"error: invalid --symbols {names!r}: give base assets or pairs such as BTC,ETHUSDT, with no empty name"
     )
+    assert not lake.exists()
+
+
+@pytest.mark.parametrize("names", [",", "BTC,,ETH", "BTC,"])
+def test_symbols_setting_with_an_empty_name_is_refused_not_taken_for_the_top_n(
+    names: str, lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRYPTOLAKE_COLLECTION_SYMBOLS", names)
+    result = invoke("collect", "--lake", lake, "--base-url", "http://127.0.0.1:9")
+    assert result.exit_code == 2 and "with no empty name" in one_line_error(result)
     assert not lake.exists()

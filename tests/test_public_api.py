@@ -97,3 +97,16 @@ def test_collection_status_needs_no_exchange_client(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
     )
     assert "BTCUSDT" in done.stdout and done.stderr.strip().endswith("NO-HTTPX"), done.stderr
+
+
+def test_the_library_reports_a_missing_lake_and_creates_nothing(tmp_path: Path) -> None:
+    import pytest
+
+    from cryptolake import DataGapDetector, LakeError, collection_status
+
+    typo = tmp_path / "no-such-lake"
+    with pytest.raises(LakeError, match="no lake at"):
+        collection_status(typo)
+    with pytest.raises(LakeError, match="no lake at"):
+        DataGapDetector(typo, "1h").report()
+    assert not typo.exists()

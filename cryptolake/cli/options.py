@@ -151,8 +151,10 @@ def creatable_lake(settings: Settings) -> Path:
 def _named_symbols(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--symbols``, checked once for every command: given but naming nothing (``""``, ``" , "``)
     is refused at once, so it never silently means "the top N" or "all"."""
-    if value is not None and not [name for name in value.split(",") if name.strip()]:
-        raise UsageProblem(f"invalid --symbols {value!r}: give base assets or pairs such as BTC,ETHUSDT")
+    if value is not None and any(not name.strip() for name in value.split(",")):
+        raise UsageProblem(
+            f"invalid --symbols {value!r}: give base assets or pairs such as BTC,ETHUSDT, with no empty name"
+        )
     return value
 
 
