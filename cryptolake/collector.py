@@ -29,7 +29,7 @@ from cryptolake.lake.meta import LakeMeta
 from cryptolake.pipeline import CommitGate, FetchWindow, Pipeline
 from cryptolake.results import CollectionReport, Direction, ProgressEvent, SymbolResult, _iso_dt
 from cryptolake.schema import DAY_MS, HOUR_MS, Interval
-from cryptolake.sources.binance import BinanceClient
+from cryptolake.sources.base import KlineSource
 from cryptolake.status import STATE_FILE, _state_document, collection_status
 from cryptolake.timeutils import from_ms, iso, to_ms
 
@@ -71,7 +71,7 @@ class CryptoCollector:
 
     def __init__(
         self,
-        binance_client: BinanceClient,
+        binance_client: KlineSource,
         top_n_cryptos: int = 50,
         batch_size_hours: int = 720,
         *,
@@ -226,9 +226,7 @@ class CryptoCollector:
         handler): requests waiting for weight or a retry give up at once. A collection that
         starts afterwards runs normally."""
         self._stop.set()
-        cancel = getattr(self.client, "cancel_pending", None)
-        if cancel is not None:
-            cancel()
+        self.client.cancel_pending()
 
     # -- one run -----------------------------------------------------------------------------
 
@@ -243,9 +241,7 @@ class CryptoCollector:
         reports = {step: CollectionReport(step, self.interval, started_at=started) for step in steps}
         results = {step: {s: SymbolResult(s, step) for s in symbols} for step in steps}
         self._stop.clear()
-        resume = getattr(self.client, "resume", None)
-        if resume is not None:
-            resume()
+        self.client.resume()
         self._end_ms = None
         gate = CommitGate(self.lake, on_wait=self.on_lock_wait, cancel=self._stop)
         with contextlib.ExitStack() as active:
@@ -428,11 +424,8 @@ class CryptoCollector:
     def _statuses(self) -> dict[str, str] | None:
         """``{symbol: status}`` from one exchange-info answer; None if it cannot be had (the
         klines requests then tell an unknown symbol)."""
-        statuses = getattr(self.client, "symbol_statuses", None)
-        if statuses is None:
-            return None
         try:
-            return dict(statuses())
+            return dict(self.client.symbol_statuses())
         except Interrupted:
             raise
         except CryptolakeError as exc:
@@ -492,7 +485,7 @@ class CryptoCollector:
     def _window_backoff_s(self, failures: int) -> float:
         """The pause before a failed page is asked again: 2, 4, 8, 16 ... x the client's first
         retry delay (capped at a minute), with up to 25% jitter."""
-        base = max(0.0, float(getattr(self.client, "retry_delay", 1.0)))
+        base = max(0.0, float(self.client.retry_delay))
         delay = min(60.0, base * 2 ** (failures + 1))
         return delay * (1 + 0.25 * random.random())
 

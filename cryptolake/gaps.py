@@ -40,7 +40,7 @@ from cryptolake.errors import CryptolakeError, Interrupted, LakeError, SourceErr
 from cryptolake.lake import Lake, PartitionStats, meta_dir
 from cryptolake.lake.meta import LakeMeta, Window
 from cryptolake.schema import HOUR_MS, Interval
-from cryptolake.sources.binance import BinanceClient
+from cryptolake.sources.base import KlineSource
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 GapKind = Literal["missing", "exchange_gap", "failed", "off_grid", "duplicate", "misplaced"]
@@ -143,7 +143,7 @@ class DataGapDetector:
         lake: Lake | str | Path,
         interval: str = "1h",
         *,
-        client: BinanceClient | None = None,
+        client: KlineSource | None = None,
         start_date: date | datetime | str | int | None = None,
         exchange_gap_recheck_days: float = 30,
         clock: Callable[[], float] = time.time,

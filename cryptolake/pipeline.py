@@ -43,7 +43,7 @@ from cryptolake.lake.meta import LakeMeta, Window
 from cryptolake.plan import PAGE_CANDLES, WindowPlan, plan_window
 from cryptolake.results import Direction, ProgressEvent, SymbolResult
 from cryptolake.schema import Interval
-from cryptolake.sources.binance import BinanceClient
+from cryptolake.sources.base import KlineSource
 from cryptolake.timeutils import from_ms
 
 log = logging.getLogger("cryptolake.collector")
@@ -202,7 +202,7 @@ class Pipeline:
 
     def __init__(
         self,
-        client: BinanceClient,
+        client: KlineSource,
         lake: Lake,
         meta: LakeMeta,
         gate: CommitGate,
@@ -226,7 +226,7 @@ class Pipeline:
         self.backoff_s = backoff_s
         self.now_ms = now_ms
         self.emit = emit
-        self.concurrency = max(1, int(getattr(client, "concurrency", 8)))
+        self.concurrency = max(1, int(client.concurrency))
         unit_pages = -(-batch_candles // PAGE_CANDLES) + 1
         #: Pages requested or held at once, over the whole run.
         self.max_pages = 4 * self.concurrency + 2 * unit_pages

@@ -54,7 +54,7 @@ from cryptolake.timeutils import from_ms, iso, to_ms
 
 if TYPE_CHECKING:
     from cryptolake.collector import CollectionReport, CryptoCollector
-    from cryptolake.sources.binance import BinanceClient
+    from cryptolake.sources.base import KlineSource
 
 log = logging.getLogger("cryptolake.scheduler")
 
@@ -175,7 +175,7 @@ class CollectorScheduler:
 
     def __init__(
         self,
-        binance_client: BinanceClient,
+        binance_client: KlineSource,
         crypto_collector: CryptoCollector,
         schedule_cron: str = "0 */6 * * *",
         start_date: date | datetime | str = _DEFAULT_START_DATE,

@@ -110,3 +110,15 @@ def test_the_library_reports_a_missing_lake_and_creates_nothing(tmp_path: Path) 
     with pytest.raises(LakeError, match="no lake at"):
         DataGapDetector(typo, "1h").report()
     assert not typo.exists()
+
+
+def test_the_binance_client_is_a_kline_source_and_the_collector_needs_nothing_else() -> None:
+    import typing
+
+    from cryptolake import BinanceClient, CryptoCollector, DataGapDetector
+    from cryptolake.sources import KlineSource
+
+    with BinanceClient(base_url="http://127.0.0.1:9") as client:
+        assert isinstance(client, KlineSource) and client.exchange == "binance"
+    assert typing.get_type_hints(CryptoCollector.__init__)["binance_client"] is KlineSource
+    assert typing.get_type_hints(DataGapDetector.__init__)["client"] == KlineSource | None

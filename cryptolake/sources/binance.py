@@ -168,6 +168,7 @@ class BinanceClient:
                 raise ValueError(f"{name} must be printable ASCII without spaces or control characters")
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
+        self.exchange = "binance"
         self.retry_delay = retry_delay
         self.concurrency = concurrency
         self.quote_asset = quote_asset.upper()
