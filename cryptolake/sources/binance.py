@@ -9,24 +9,20 @@ and in a running Jupyter kernel.
 from __future__ import annotations
 
 import fnmatch
-import io
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import tenacity
 
 from cryptolake._version import __version__
@@ -43,27 +39,19 @@ from cryptolake.errors import (
     SourceError,
     Transient,
 )
-from cryptolake.schema import KLINE_COLUMNS, KLINE_SCHEMA, Interval
+from cryptolake.schema import Interval
+from cryptolake.sources.klines import (
+    ARROW_SCHEMA,
+    EMPTY_TABLE,
+    parse_klines_body,
+    rows_to_frame,
+    table_to_frame,
+)
 from cryptolake.sources.ratelimit import BanBook, WeightLimiter, parse_rate_limits, shared_limiter
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 log = logging.getLogger("cryptolake.binance")
 
-_TIMESTAMP = pa.timestamp("ms", tz="UTC")
-_ARROW_SCHEMA = pa.schema(
-    [
-        (
-            name,
-            _TIMESTAMP
-            if name in ("open_time", "close_time")
-            else pa.int64()
-            if kind == pl.Int64
-            else pa.float64(),
-        )
-        for name, kind in KLINE_SCHEMA.items()
-    ]
-)
-_EMPTY_TABLE = _ARROW_SCHEMA.empty_table()
 
 DEFAULT_BASE_URL = "https://data-api.binance.vision"
 PAGE_LIMIT = 1000  # Binance's maximum klines per request; never ask for more.
@@ -424,7 +412,7 @@ class BinanceClient:
         if end_ms is not None:
             params["endTime"] = end_ms - 1
         table = self._klines_table(symbol, grid.name, params)
-        return table if as_arrow else _from_arrow(table)
+        return table if as_arrow else table_to_frame(table)
 
     def get_klines_range(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, *, as_arrow: bool = False
@@ -433,8 +421,8 @@ class BinanceClient:
         (one per 1,000 candles, one more only if off-grid candles fill a page early). No server
         time, no look-ups: the caller bounds the range by the exchange's clock."""
         grid = _interval(interval)
-        table = self._fetch_table(symbol, grid, start_ms, end_ms) if start_ms < end_ms else _EMPTY_TABLE
-        return table if as_arrow else _from_arrow(table)
+        table = self._fetch_table(symbol, grid, start_ms, end_ms) if start_ms < end_ms else EMPTY_TABLE
+        return table if as_arrow else table_to_frame(table)
 
     def first_open_time(self, symbol: str, interval: str) -> int | None:
         """Open time (ms) of the symbol's first candle for ``interval``; None if it has none."""
@@ -451,7 +439,7 @@ class BinanceClient:
 
     def _fetch_range(self, symbol: str, grid: Interval, start_ms: int, end_ms: int) -> pl.DataFrame:
         if start_ms >= end_ms:
-            return _to_frame([])
+            return rows_to_frame([])
         pages = _plan_pages(grid, start_ms, end_ms)
         if len(pages) == 1:
             rows = self._fetch_page(symbol, grid, *pages[0])
@@ -459,7 +447,7 @@ class BinanceClient:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pages))) as pool:
                 chunks = list(pool.map(lambda p: self._fetch_page(symbol, grid, *p), pages))
             rows = [row for chunk in chunks for row in chunk]
-        return _to_frame(rows)
+        return rows_to_frame(rows)
 
     def _fetch_page(self, symbol: str, grid: Interval, start_ms: int, end_ms: int) -> list[list[Any]]:
         """Candles with open time in [start_ms, end_ms); follows on if a page comes back full."""
@@ -477,9 +465,9 @@ class BinanceClient:
         return rows
 
     def _klines_table(self, symbol: str, interval: str, params: dict[str, Any]) -> pa.Table:
-        """One klines request, parsed straight into an Arrow table (see :func:`_parse_klines`)."""
+        """One klines request, parsed straight into an Arrow table (see :func:`parse_klines_body`)."""
         query = {"symbol": symbol, "interval": interval, **params}
-        return self._get("/api/v3/klines", query, weight=2, symbol=symbol, parse=_parse_klines)
+        return self._get("/api/v3/klines", query, weight=2, symbol=symbol, parse=parse_klines_body)
 
     def _fetch_table(self, symbol: str, grid: Interval, start_ms: int, end_ms: int) -> pa.Table:
         """:meth:`_fetch_page` as an Arrow table."""
@@ -498,7 +486,7 @@ class BinanceClient:
             return parts[0]
         frame = pl.from_arrow(pa.concat_tables(parts))
         assert isinstance(frame, pl.DataFrame)
-        return frame.unique("open_time", keep="last").sort("open_time").to_arrow().cast(_ARROW_SCHEMA)
+        return frame.unique("open_time", keep="last").sort("open_time").to_arrow().cast(ARROW_SCHEMA)
 
     def _klines_page(self, symbol: str, interval: str, params: dict[str, Any]) -> list[list[Any]]:
         query = {"symbol": symbol, "interval": interval, **params}
@@ -655,133 +643,6 @@ def _plan_pages(grid: Interval, start_ms: int, end_ms: int) -> list[tuple[int, i
         pages.append((cursor, stop))
         cursor = stop
     return pages
-
-
-_RAW_COLUMNS = [*KLINE_COLUMNS, "ignore"]
-_CSV_READ = pacsv.ReadOptions(column_names=_RAW_COLUMNS, use_threads=False)
-_CSV_PARSE = pacsv.ParseOptions(quote_char=False)
-_CSV_CONVERT = pacsv.ConvertOptions(
-    column_types={
-        name: pa.int64() if name in ("open_time", "close_time") or kind == pl.Int64 else pa.float64()
-        for name, kind in KLINE_SCHEMA.items()
-    },
-    include_columns=list(KLINE_COLUMNS),
-    null_values=[],
-    strings_can_be_null=False,
-)
-
-
-def _parse_klines(body: bytes) -> pa.Table:
-    """A klines response body as an Arrow table in the lake's schema.
-
-    Binance's body is an array of arrays of numbers and number strings without spaces. That
-    shape is turned into CSV by two byte replacements and parsed by Arrow's CSV reader, which
-    does not hold the GIL: with many requests in flight, parsing pages in Python (``json`` then
-    lists) keeps every other thread (the writers too) waiting. Any other shape, or a row count
-    that does not add up, is parsed as JSON and checked as before.
-
-    Raises:
-        BadPayload: not the klines JSON Binance documents.
-    """
-    text = body.strip()
-    if text == b"[]":
-        return _EMPTY_TABLE
-    if text.startswith(b"[[") and text.endswith(b"]]"):
-        rows = text.count(b"],[") + 1
-        csv = text[2:-2].replace(b"],[", b"\n").replace(b'"', b"")
-        try:
-            table = pacsv.read_csv(
-                io.BytesIO(csv),
-                read_options=_CSV_READ,
-                parse_options=_CSV_PARSE,
-                convert_options=_CSV_CONVERT,
-            )
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            table = None
-        if table is not None and table.num_rows == rows:
-            fast = _from_columns([table.column(name).combine_chunks() for name in KLINE_COLUMNS])
-            if fast is not None:
-                return fast
-    try:
-        page = json.loads(body)
-    except ValueError as exc:
-        raise BadPayload(f"malformed JSON from /api/v3/klines: {body[:100]!r}") from exc
-    if not isinstance(page, list) or (page and (set(map(type, page)) != {list} or min(map(len, page)) < 11)):
-        raise BadPayload(f"unexpected klines payload: {str(page)[:200]}")
-    return _to_table(page)
-
-
-def _from_columns(columns: list[pa.Array]) -> pa.Table | None:
-    """The lake's table from parsed kline columns (times as int64 ms or µs); None when the
-    open times do not strictly increase (the caller sorts and de-duplicates)."""
-    opens, closes = columns[0], columns[6]
-    if len(opens) and pc.max(opens).as_py() > 10**14:  # microseconds (the spot archive's unit since 2025)
-        opens, closes = pc.divide(opens, 1000), pc.divide(closes, 1000)
-    if len(opens) > 1 and not pc.all(pc.greater(opens.slice(1), opens.slice(0, len(opens) - 1))).as_py():
-        return None
-    arrays = [*columns]
-    arrays[0], arrays[6] = opens.cast(_TIMESTAMP), closes.cast(_TIMESTAMP)
-    return pa.Table.from_arrays(arrays, schema=_ARROW_SCHEMA)
-
-
-def _to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
-    """Binance's kline arrays as an Arrow table in the lake's schema, sorted by unique open time.
-
-    The common case (rows already in strictly increasing open time, as Binance sends them) is
-    built with pyarrow alone, which is cheaper than polars per page and leaves the polars
-    thread pool to the writers; anything else goes through :func:`_to_frame`.
-    """
-    if not rows:
-        return _EMPTY_TABLE
-    try:
-        return _to_table_fast(rows)
-    except (pa.ArrowException, TypeError, ValueError, OverflowError):
-        return _to_frame(rows).to_arrow().cast(_ARROW_SCHEMA)  # odd values: polars' lenient parse
-
-
-def _to_table_fast(rows: Sequence[Sequence[Any]]) -> pa.Table:
-    columns = list(zip(*rows, strict=False))  # rows may carry more than the 11 fields read
-    arrays = [
-        pa.array(columns[i], type=pa.int64())
-        if name in ("open_time", "close_time") or kind == pl.Int64
-        else pa.array(columns[i], type=pa.string()).cast(pa.float64())
-        for i, (name, kind) in enumerate(KLINE_SCHEMA.items())
-    ]
-    table = _from_columns(arrays)
-    return table if table is not None else _to_frame(rows).to_arrow().cast(_ARROW_SCHEMA)
-
-
-def _from_arrow(table: pa.Table) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
-def _to_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
-    """Binance's 12-field kline arrays as a typed, open-time-sorted, de-duplicated frame."""
-    if not rows:
-        return pl.DataFrame(schema=KLINE_SCHEMA)
-    columns = list(zip(*rows, strict=False))  # rows may carry more than the 11 fields read
-    frame = pl.DataFrame(
-        {
-            name: pl.Series(
-                name, columns[i], dtype=pl.String if i not in (0, 6, 8) else pl.Int64, strict=False
-            )
-            for i, name in enumerate(KLINE_COLUMNS)
-        }
-    )
-    time_unit: Literal["us", "ms"] = "us" if frame["open_time"].max() > 10**14 else "ms"  # type: ignore[operator]
-    return (
-        frame.with_columns(
-            [
-                pl.col(c).cast(pl.Datetime(time_unit, "UTC")).dt.cast_time_unit("ms")
-                for c in ("open_time", "close_time")
-            ]
-            + [pl.col(c).cast(pl.Float64) for c, t in KLINE_SCHEMA.items() if t == pl.Float64]
-        )
-        .unique("open_time", keep="last")
-        .sort("open_time")
-    )
 
 
 def _error_body(response: httpx.Response) -> tuple[int | None, str]:
