@@ -375,3 +375,37 @@ def test_the_python_api_refuses_an_end_before_the_start(client: BinanceClient, t
     with pytest.raises(ValueError, match="before the start"):
         collector.collect("2025-06-01", ["BTC"], until="2025-05-31")
     assert not (tmp_path / "lake").exists()
+
+
+def test_a_collection_committing_without_pause_gives_a_waiting_writer_its_turn(tmp_path: Path) -> None:
+    """Two commit threads overlap, so the lock is never idle; another process waiting for it says
+    so (a marker), and the gate gives the lock up for it within its hold time."""
+    from cryptolake.pipeline import CommitGate
+
+    (tmp_path / "_meta").mkdir()
+    gate = CommitGate(Lake(tmp_path), max_hold_s=0.2, pause_s=0.3)
+    stop = threading.Event()
+
+    def commit_forever() -> None:
+        while not stop.is_set():
+            with gate.held():
+                time.sleep(0.02)
+
+    writers = [threading.Thread(target=commit_forever) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    try:
+        time.sleep(0.1)
+        code = (
+            "import sys\nfrom cryptolake.lake import Lake\n"
+            "Lake(sys.argv[1]).acquire_writer_lock(wait=True, timeout_s=15).release()\nprint('got it')\n"
+        )
+        other = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert other.returncode == 0 and "got it" in other.stdout, other.stderr
+    assert not list((tmp_path / "_meta").glob("writer.lock.wait-*"))  # the marker went with the wait

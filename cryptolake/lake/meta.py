@@ -178,7 +178,7 @@ class LakeMeta:
                 start_ms <= end and start <= end_ms
                 if kind == "failed"
                 else start_ms <= start and end <= end_ms
-                for kind, start, end in self._keys(self.windows_path).get((interval, symbol), ())
+                for kind, start, end in self._windows_index(self.windows_path).get((interval, symbol), ())
                 if kind in ("failed", "exchange_gap")
             ):
                 return  # no record the fetch settles and nothing found: nothing to rewrite
@@ -372,7 +372,7 @@ class LakeMeta:
             self._cache[path] = (identity, frame, keys)
         return frame
 
-    def _keys(self, path: Path) -> dict[tuple[str, str], list[Any]]:
+    def _windows_index(self, path: Path) -> dict[tuple[str, str], list[Any]]:
         """``{(interval, symbol): [(kind, start ms, end ms), ...]}`` of the windows file as last
         read (after :meth:`_read`)."""
         cached = self._cache.get(path)
