@@ -55,6 +55,17 @@ def _path(value: Any) -> str:
     return text
 
 
+def _optional_path(value: Any) -> str:
+    return _text(value).strip()
+
+
+def _source(value: Any) -> str:
+    text = _text(value).strip().lower()
+    if text not in ("auto", "rest", "archive"):
+        raise _Invalid("auto, rest or archive")
+    return text
+
+
 def _key(value: Any) -> str:
     """An API key or secret: sent in an HTTP header, so printable ASCII without spaces."""
     text = _text(value).strip()
@@ -281,6 +292,10 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("binance", "concurrency", _int_between(1, 64), 16, "Requests in flight at once."),
     SettingSpec("binance", "weight_share", _float_between(0, 1, low_open=True), 0.9,
                 "Share of Binance's request-weight limit (6000/minute) this process may use."),
+    SettingSpec("binance", "archive_url", _base_url, "https://data.binance.vision",
+                "Binance's bulk archive of kline files (and its S3 listing)."),
+    SettingSpec("binance", "archive_cache_dir", _optional_path, "",
+                "Keep downloaded archive files in this folder (empty: not kept after their rows are merged)."),
     SettingSpec("collection", "quote_asset", _asset, "USDT", "Quote asset of the collected pairs."),
     SettingSpec("collection", "interval", _interval, "1h", "Candle interval (1s ... 1M)."),
     SettingSpec("collection", "start_date", _date, date(2024, 1, 1),
@@ -292,6 +307,8 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Explicit symbols or base assets (BTC, ETHUSDT); empty = the top N."),
     SettingSpec("collection", "excluded_bases", _list, DEFAULT_EXCLUDED_BASES,
                 "Base assets (glob patterns) left out of the top N: stablecoins, leveraged tokens."),
+    SettingSpec("collection", "source", _source, "auto",
+                "Where candles come from: auto (archive files where they save requests, REST for the rest), rest or archive."),
     SettingSpec("collection", "batch_size_hours", _int_between(1, 100_000), 720,
                 "Hours of candles fetched and written per batch (bounds memory)."),
     SettingSpec("collection", "exchange_gap_recheck_days", _float_between(0, 100_000), 30.0,
@@ -324,6 +341,8 @@ class BinanceSettings:
     retry_delay_s: float
     concurrency: int
     weight_share: float
+    archive_url: str
+    archive_cache_dir: str
 
 
 @dataclass(frozen=True)
@@ -334,6 +353,7 @@ class CollectionSettings:
     top_n: int
     symbols: tuple[str, ...]
     excluded_bases: tuple[str, ...]
+    source: str
     batch_size_hours: int
     exchange_gap_recheck_days: float
 

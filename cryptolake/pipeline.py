@@ -17,6 +17,12 @@ full 1,000-candle pages (what is requested) and month units (what is written). T
   another process (a scheduled run, a second ``collect``) commits between them, and nothing
   holds the lock while waiting for the exchange.
 
+A source may serve parts of a window whole (:meth:`KlineSource.blocks`: Binance's archive files):
+each is one page of the plan, fetched by :meth:`KlineSource.get_block`, and what the lake learns
+about where the candles came from (an archive file's path and checksum) is recorded with the
+commit of the unit that used it last. Blocks in flight or held are bounded by their candles
+(:data:`BLOCK_CANDLES_HELD`), not by their number.
+
 A page that fails for a transient reason is asked again later in the run, after a growing pause,
 up to ``window_attempts`` times; then its window fails (recorded ``failed`` in the lake's
 metadata) while the other windows go on. A ban stops every request at once.
@@ -38,12 +44,12 @@ import pyarrow as pa
 
 from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, IPBanned, LakeLocked, Transient
 from cryptolake.gaps import missing_runs
-from cryptolake.lake import Lake, WriteResult
+from cryptolake.lake import Lake, WriteResult, month_of
 from cryptolake.lake.meta import LakeMeta, Window
 from cryptolake.plan import PAGE_CANDLES, WindowPlan, plan_window
 from cryptolake.results import Direction, ProgressEvent, SymbolResult
 from cryptolake.schema import Interval
-from cryptolake.sources.base import KlineSource
+from cryptolake.sources.base import Block, BlockRows, KlineSource, SourceRecord
 from cryptolake.timeutils import from_ms
 
 log = logging.getLogger("cryptolake.collector")
@@ -51,6 +57,9 @@ log = logging.getLogger("cryptolake.collector")
 #: Threads that write partitions. Parquet encoding, zstd and fsync release the GIL, so a few
 #: overlap well even on two cores.
 COMMIT_THREADS = 2
+#: Candles of blocks (archive files) requested or held at once over a run (about 60 MB): a
+#: dozen months of 1m candles, so that downloads overlap while memory stays bounded.
+BLOCK_CANDLES_HELD = 600_000
 
 _FIRST = -1  # the page index of a window's first request when its start is unknown
 _LISTING = -2  # the listing look-up that may follow it
@@ -96,6 +105,9 @@ class FetchWindow:
     waiting: bool = False  # for its first page (or the listing), before its plan is known
     finished: bool = False
     lookahead: int = 0  # pages it may have requested or held at once
+    blocks: list[Block] = field(default_factory=list, repr=False)  # of its plan, by index
+    records: dict[int, list[SourceRecord]] = field(default_factory=dict, repr=False)  # by page
+    unserved: list[tuple[int, int]] = field(default_factory=list, repr=False)  # by its blocks
 
 
 class CommitGate:
@@ -231,6 +243,11 @@ class Pipeline:
         #: Pages requested or held at once, over the whole run.
         self.max_pages = 4 * self.concurrency + 2 * unit_pages
         self.banned: str | None = None
+        #: A month is fetched as one block (an archive file) when it holds at most this many
+        #: candles, i.e. when it is written as one unit; else its days are.
+        self.max_block_candles = int(1.5 * batch_candles)
+        self._merged: dict[str, frozenset[str]] = {}
+        self._block_load: dict[tuple[int, int], int] = {}  # (window id, page): candles
         self._events: queue.Queue[_Event] = queue.Queue()
         self._retries: list[tuple[float, FetchWindow, int]] = []
         self._in_flight = 0
@@ -247,6 +264,7 @@ class Pipeline:
 
     def run(self, windows: list[FetchWindow]) -> None:
         """Fetch and write every window; returns when all are finished, failed or stopped."""
+        self._learn_blocks(windows)
         self._windows = [w for w in windows if not self._plan_at_once(w)]
         for window in self._windows:
             self._by_symbol.setdefault(window.symbol, []).append(window)
@@ -284,6 +302,18 @@ class Pipeline:
             return 0.25
         return max(0.0, min(0.25, min(r[0] for r in self._retries) - time.monotonic()))
 
+    def _learn_blocks(self, windows: list[FetchWindow]) -> None:
+        """Before planning: what the source serves whole (the archive lists its files) over each
+        symbol's windows, and which archive files the lake has merged already."""
+        spans: dict[str, tuple[int, int]] = {}
+        for w in windows:
+            lo, hi = spans.get(w.symbol, (w.lo, w.hi))
+            spans[w.symbol] = (min(lo, w.lo), max(hi, w.hi))
+        if not spans:
+            return
+        self.client.prepare(self.grid.name, spans, self.max_block_candles)
+        self._merged = self.meta.merged_files(self.grid.name)
+
     def _plan_at_once(self, window: FetchWindow) -> bool:
         """Plan a window whose start is known; True if it has nothing to fetch."""
         if window.find_start:
@@ -292,8 +322,32 @@ class Pipeline:
 
     def _set_plan(self, window: FetchWindow, lo: int, prefetched: tuple[int, int] | None) -> bool:
         window.lo = lo
+        start = prefetched[1] if prefetched is not None else lo
+        window.blocks = list(
+            self.client.blocks(
+                window.symbol,
+                self.grid.name,
+                start,
+                window.hi,
+                self.max_block_candles,
+                self._merged.get(window.symbol, frozenset()),
+            )
+            if start < window.hi
+            else []
+        )
+        only = self.client.blocks_only
+        problem = self.client.listing_error(window.symbol, self.grid.name) if only else None
+        if problem is not None:
+            window.result.error = problem
         window.plan = plan = plan_window(
-            self.grid, lo, window.hi, self.batch_candles, window.descending, prefetched
+            self.grid,
+            lo,
+            window.hi,
+            self.batch_candles,
+            window.descending,
+            prefetched,
+            blocks=[(b.lo, b.hi) for b in window.blocks],
+            between_blocks=not only,
         )
         window.lookahead = 2 * self.concurrency + max((len(p) for p in plan.unit_pages), default=1)
         expected = self.grid.count(lo, window.hi) if lo < window.hi else 0
@@ -318,6 +372,7 @@ class Pipeline:
                 _, window, index = retry
                 if window.finished:
                     window.outstanding -= 1
+                    self._unload(window, index)
                     continue
                 self._send(pool, window, index, counted=True)
                 continue
@@ -343,6 +398,13 @@ class Pipeline:
             if window.outstanding >= window.lookahead:
                 continue
             index = window.next_page
+            if window.plan.block_of[index] >= 0:
+                lo, hi = window.plan.pages[index]
+                cost = self.grid.count(lo, hi)
+                held = sum(self._block_load.values())
+                if held and held + cost > BLOCK_CANDLES_HELD:
+                    return None  # in order: the blocks held go first
+                self._block_load[(id(window), index)] = cost
             window.next_page += 1
             return window, index
         return None
@@ -364,8 +426,12 @@ class Pipeline:
                 value = self.client.first_open_time(window.symbol, self.grid.name)
             else:
                 assert window.plan is not None
-                lo, hi = window.plan.pages[index]
-                value = self.client.get_klines_range(window.symbol, self.grid.name, lo, hi, as_arrow=True)
+                block = window.plan.block_of[index]
+                if block >= 0:
+                    value = self.client.get_block(window.symbol, self.grid.name, window.blocks[block])
+                else:
+                    lo, hi = window.plan.pages[index]
+                    value = self.client.get_klines_range(window.symbol, self.grid.name, lo, hi, as_arrow=True)
             self._events.put(_Event("page", window, index, value))
         except BaseException as exc:  # noqa: BLE001 - every outcome is the coordinator's to judge
             self._events.put(_Event("page", window, index, error=exc))
@@ -380,6 +446,7 @@ class Pipeline:
         window = event.window
         if window.finished:
             window.outstanding -= 1
+            self._unload(window, event.index)
             return
         if event.error is not None:
             self._page_failed(window, event.index, event.error)
@@ -388,6 +455,10 @@ class Pipeline:
             window.outstanding -= 1
             self._listing_found(window, event.value)
             return
+        if isinstance(event.value, BlockRows):
+            window.records[event.index] = event.value.records
+            window.unserved.extend(event.value.unserved)
+            event.value = event.value.table
         frame: pa.Table = event.value
         if frame.num_rows:
             first, last = _time_span(frame)
@@ -471,6 +542,7 @@ class Pipeline:
         result = window.result
         if isinstance(error, Interrupted):
             window.outstanding -= 1
+            self._unload(window, index)
             result.stopped = True
             window.finished = True
             self._release(window, everything=True)
@@ -492,6 +564,7 @@ class Pipeline:
             self._retries.append((time.monotonic() + delay, window, index))
             return
         window.outstanding -= 1
+        self._unload(window, index)
         if isinstance(error, InvalidSymbol):
             for other in self._windows:
                 if other.symbol == window.symbol:
@@ -551,6 +624,11 @@ class Pipeline:
             del window.frames[page]
             self._held -= 1
             window.outstanding -= 1
+            self._unload(window, page)
+
+    def _unload(self, window: FetchWindow, page: int) -> None:
+        """A page is no longer requested nor held: its candles leave the block budget."""
+        self._block_load.pop((id(window), page), None)
 
     # -- commits -----------------------------------------------------------------------------
 
@@ -568,23 +646,35 @@ class Pipeline:
             if k >= len(window.plan.units) or any(p not in window.frames for p in window.plan.unit_pages[k]):
                 continue
             self._committing.add(window.symbol)
-            pages = [window.frames[p] for p in window.plan.unit_pages[k]]
+            needed = window.plan.unit_pages[k]
+            pages = [window.frames[p] for p in needed]
+            from_blocks = [window.plan.block_of[p] >= 0 for p in needed]
+            records = [r for p in needed if window.plan.last_use[p] == k for r in window.records.pop(p, [])]
             evidence = _Evidence.of(window)
             start, window.record_start = window.record_start, None
-            pool.submit(self._commit, window, k, pages, evidence, start)
+            job = _UnitJob(k, pages, from_blocks, records, list(window.unserved), _carry_into(window, k))
+            pool.submit(self._commit, window, job, evidence, start)
 
-    def _commit(
-        self, window: FetchWindow, k: int, pages: list[pa.Table], evidence: _Evidence, start: int | None
-    ) -> None:
+    def _commit(self, window: FetchWindow, job: _UnitJob, evidence: _Evidence, start: int | None) -> None:
         """On a commit thread: what the unit's fetch proved goes into the metadata, then its
         candles into the lake, under the writer lock."""
         assert window.plan is not None
+        k = job.unit
         u_lo, u_hi = window.plan.units[k]
         try:
-            unit = _unit_rows(pages, u_lo, u_hi)
+            unit = _unit_rows(job.pages, u_lo, u_hi)
+            unserved = [(max(a, u_lo), min(b, u_hi)) for a, b in job.unserved if a < u_hi and u_lo < b]
             settle_lo, settle_last, outages, carry = _outages(
-                self.grid, unit, u_lo, u_hi, window.descending, window.carry, evidence
+                self.grid, unit, u_lo, u_hi, window.descending, job.carry, evidence, unserved
             )
+            records = list(job.records)
+            rest_rows = sum(
+                _between(page, u_lo, u_hi).num_rows
+                for page, block in zip(job.pages, job.from_blocks, strict=True)
+                if not block
+            )
+            if rest_rows:
+                records.append(SourceRecord("rest", rows=rest_rows))
             with self.gate.held():
                 now = self.now_ms()
                 if start is not None:
@@ -592,7 +682,14 @@ class Pipeline:
                 # Outages first, in one rewrite: a run killed before the write leaves them
                 # recorded and the slots to fetch.
                 self.meta.settle_windows(self.grid.name, window.symbol, settle_lo, settle_last, outages, now)
+                for a, b in unserved:  # what the source could not serve: asked again later
+                    self.meta.record_window(
+                        Window(self.grid.name, window.symbol, "failed", a, self.grid.floor(b - 1), now, now,
+                               error="not served by the archive")
+                    )  # fmt: skip
                 written = self.lake.write_partition(self.grid.name, window.symbol, unit)
+                # After the candles: a record names only files whose rows are in the lake.
+                self.meta.record_sources(self.grid.name, window.symbol, month_of(u_lo), records, now)
             span = _time_span(unit) if unit.num_rows else None
             self._events.put(_Event("commit", window, k, (written, unit.num_rows, span, carry)))
         except BaseException as exc:  # noqa: BLE001 - judged on the coordinator
@@ -658,6 +755,30 @@ class Pipeline:
             self._release(window, everything=True)
 
 
+@dataclass
+class _UnitJob:
+    """What a commit thread needs of one unit: its pages (and which came from blocks), the
+    source records to write with it, the ranges the source could not serve, the carried hole."""
+
+    unit: int
+    pages: list[pa.Table]
+    from_blocks: list[bool]
+    records: list[SourceRecord]
+    unserved: list[tuple[int, int]]
+    carry: tuple[int, int] | None
+
+
+def _carry_into(window: FetchWindow, k: int) -> tuple[int, int] | None:
+    """The hole carried from the unit written before, if unit ``k`` continues it (units of a
+    window that fetches only blocks may not touch)."""
+    plan = window.plan
+    if window.carry is None or plan is None or k == 0:
+        return window.carry
+    (a_lo, a_hi), (b_lo, b_hi) = plan.units[k - 1], plan.units[k]
+    touching = a_hi == b_lo or b_hi == a_lo
+    return window.carry if touching else None
+
+
 @dataclass(frozen=True)
 class _Evidence:
     """Candles known to exist before and after a unit: stored, listed or fetched in this run."""
@@ -692,6 +813,7 @@ def _outages(
     descending: bool,
     carry: tuple[int, int] | None,
     evidence: _Evidence,
+    unserved: list[tuple[int, int]] | None = None,
 ) -> tuple[int, int, list[tuple[int, int]], Any]:
     """What one unit's fetch proved: ``(first, last slot settled, outages, carry)``.
 
@@ -703,6 +825,8 @@ def _outages(
     if carry is not None:
         first, last = min(first, carry[0]), max(last, carry[1])
     rows = unit.num_rows
+    # Slots the source could not serve were asked of nobody: no evidence of an outage.
+    blind = [(grid.index(a), grid.index(grid.floor(b - 1))) for a, b in unserved or []]
     if carry is None and rows and rows == grid.count(first, last + 1) and _time_span(unit) == (first, last):
         return first, last, [], None  # every slot, in order, unique: no hole (the usual case)
     fetched = [
@@ -717,6 +841,8 @@ def _outages(
     )
     outages, next_carry = [], None
     for a, b in holes:
+        if any(x <= b and a <= y for x, y in blind):
+            continue
         if lowest is not None and highest is not None and lowest < a and b < highest:
             outages.append((grid.at(a), grid.at(b)))
         elif (descending and a == grid.index(first)) or (not descending and b == grid.index(last)):

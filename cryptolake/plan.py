@@ -13,6 +13,10 @@ newest month goes first; everything else goes oldest first). Two plans cut each 
   month).
 
 A unit can be written once every page overlapping it has arrived.
+
+A source may serve parts of a window whole (**blocks**: Binance's archive files, a month or a day
+each). A block is one page of its own; the pages around it are cut as above. When the source
+serves only blocks (the archive without REST), the units cover the blocks and nothing else.
 """
 
 from __future__ import annotations
@@ -31,13 +35,15 @@ class WindowPlan:
     """The pages and units of one window, both in commit order, as open times ``[lo, hi)``.
 
     ``unit_pages[k]`` lists the indexes of the pages that unit ``k`` needs; ``last_use[p]`` is the
-    index of the last unit that needs page ``p`` (after which its candles can be dropped).
+    index of the last unit that needs page ``p`` (after which its candles can be dropped);
+    ``block_of[p]`` is the index of the block page ``p`` fetches, or -1 for a klines page.
     """
 
     pages: tuple[tuple[int, int], ...]
     units: tuple[tuple[int, int], ...]
     unit_pages: tuple[tuple[int, ...], ...]
     last_use: tuple[int, ...] = field(repr=False)
+    block_of: tuple[int, ...] = field(default=(), repr=False)
 
 
 def page_ranges(
@@ -85,18 +91,43 @@ def plan_window(
     batch_candles: int,
     descending: bool = False,
     prefetched: tuple[int, int] | None = None,
+    blocks: Sequence[tuple[int, int]] = (),
+    between_blocks: bool = True,
 ) -> WindowPlan:
     """Pages and units of the window ``[lo, hi)`` and which pages each unit needs.
 
     ``prefetched``: ``[lo, x)``, already fetched (the first page of a window whose start had to
     be found): it is page 0 whatever the order, and the other pages cover ``[x, hi)``.
+    ``blocks``: sorted, disjoint ranges fetched whole, one page each (clipped to what is left
+    after ``prefetched``). ``between_blocks``: False when nothing but the blocks (and the
+    prefetched page) is fetched; the units then cover only those.
     """
-    units = unit_ranges(grid, lo, hi, batch_candles, descending)
-    pages = page_ranges(grid, lo, hi, descending)
+    start = prefetched[1] if prefetched is not None else lo
+    if prefetched is not None and prefetched[0] != lo:
+        raise ValueError("a prefetched range starts the window")
+    clipped = [(max(a, start), min(b, hi)) for a, b in blocks]
+    clipped = [(a, b) for a, b in clipped if a < b]
+    for (_, b), (a, _) in zip(clipped, clipped[1:], strict=False):
+        if a < b:
+            raise ValueError("blocks overlap or are not sorted")
+    pieces: list[tuple[tuple[int, int], int]] = [(r, k) for k, r in enumerate(clipped)]
+    if between_blocks:
+        cursor = start
+        for a, b in [*clipped, (hi, hi)]:
+            if cursor < a:
+                pieces.extend((page, -1) for page in page_ranges(grid, cursor, a, descending))
+            cursor = max(cursor, b)
+    pieces.sort(key=lambda piece: piece[0][0], reverse=descending)
+    pages = [page for page, _ in pieces]
+    block_of = [k for _, k in pieces]
     if prefetched is not None:
-        if prefetched[0] != lo:
-            raise ValueError("a prefetched range starts the window")
-        pages = [prefetched, *page_ranges(grid, prefetched[1], hi, descending)]
+        pages, block_of = [prefetched, *pages], [-1, *block_of]
+    if between_blocks:
+        units = unit_ranges(grid, lo, hi, batch_candles, descending)
+    else:
+        covered = _merged(sorted(page for page in pages if page[0] < page[1]))
+        units = [u for a, b in covered for u in unit_ranges(grid, a, b, batch_candles)]
+        units.sort(reverse=descending)
     unit_pages = tuple(
         tuple(i for i, (a, b) in enumerate(pages) if a < u_hi and u_lo < b) for u_lo, u_hi in units
     )
@@ -104,7 +135,18 @@ def plan_window(
     for k, needed in enumerate(unit_pages):
         for i in needed:
             last_use[i] = k
-    return WindowPlan(tuple(pages), tuple(units), unit_pages, tuple(last_use))
+    return WindowPlan(tuple(pages), tuple(units), unit_pages, tuple(last_use), tuple(block_of))
+
+
+def _merged(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges with touching or overlapping ones joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def minimum_requests(grid: Interval, windows: Sequence[tuple[int, int]]) -> int:

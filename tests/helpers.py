@@ -77,7 +77,8 @@ def invoke(*args: Any) -> Result:
 
 
 def collect(lake: Path, fx: FakeExchange, *args: Any) -> Result:
-    return invoke("collect", *args, "--lake", lake, "--base-url", fx.base_url)
+    """``cryptolake collect`` against the fake exchange (its REST API and its bulk archive)."""
+    return invoke("collect", *args, "--lake", lake, "--base-url", fx.base_url, "--archive-url", fx.base_url)
 
 
 def collect_argv(lake: Path, fx: FakeExchange, *args: str) -> list[str]:
@@ -91,6 +92,8 @@ def collect_argv(lake: Path, fx: FakeExchange, *args: str) -> list[str]:
         "--lake",
         str(lake),
         "--base-url",
+        fx.base_url,
+        "--archive-url",
         fx.base_url,
     ]
 

@@ -100,3 +100,87 @@ def test_each_unit_needs_exactly_the_pages_that_overlap_it(
         assert prefetched.pages[0] == (lo, done_hi)
         covered = sorted(t for p in prefetched.pages for t in slots(grid, *p))
         assert covered == slots(grid, lo, hi)
+
+
+# -- blocks: parts of a window a source serves whole (Binance's archive files) ----------------
+
+
+def _files(
+    grid_name: str,
+    symbol: str,
+    first_day: int,
+    days: int,
+    months_published: set[int],
+    days_published: set[int],
+):
+    """Archive files over ``days`` days from BASE's month: monthly files for the month indexes
+    in ``months_published``, daily files for the day indexes in ``days_published``."""
+    from cryptolake.sources.archive import ArchiveFile
+
+    month = Interval("1M")
+    start = month.floor(BASE)
+    files = []
+    for m in sorted(months_published):
+        t = month.add(start, m)
+        files.append(ArchiveFile.of(symbol, grid_name, iso(t)[:7]))
+    for d in sorted(days_published):
+        t = start + d * 86_400_000
+        files.append(ArchiveFile.of(symbol, grid_name, iso(t)[:10]))
+    return files
+
+
+blocked_windows = st.tuples(
+    st.sampled_from(["1m", "1h", "1d"]),
+    st.integers(0, 40),  # window start, in days from the month before BASE's
+    st.integers(0, 120),  # window length, in days
+    st.frozensets(st.integers(0, 4), max_size=5),  # months with a monthly file
+    st.frozensets(st.integers(0, 120), max_size=40),  # days with a daily file
+    st.booleans(),  # descending
+    st.booleans(),  # blocks only
+    st.integers(0, 1500),  # min candles
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(blocked_windows)
+def test_every_slot_is_planned_once_from_one_source_and_nothing_after_the_window(case: tuple) -> None:
+    from cryptolake.sources.archive import choose_blocks
+
+    interval, a, n, months, days, descending, only, min_candles = case
+    grid = Interval(interval)
+    origin = Interval("1M").floor(BASE)
+    lo = grid.ceil(origin + a * 3_600_000 * 7)
+    hi = grid.ceil(lo + n * 86_400_000 + (a % 5) * 3_600_000)  # the run's end: past it, nothing is closed
+    files = _files(interval, "BTCUSDT", 0, 120, set(months), set(days))
+    blocks = choose_blocks(grid, files, lo, hi, max_block_candles=50_000, min_candles=min_candles)
+    # Blocks: sorted, disjoint, inside the window, each inside one file of its period.
+    for (_x, y), (u, _) in zip(
+        [(b.lo, b.hi) for b in blocks], [(b.lo, b.hi) for b in blocks][1:], strict=False
+    ):
+        assert y <= u
+    by_key = {f.key: f for f in files}
+    for b in blocks:
+        f = by_key[b.key]
+        assert lo <= b.lo < b.hi <= hi and f.lo <= b.lo and b.hi <= grid.ceil(f.hi)
+        assert grid.count(b.lo, b.hi) >= max(1, min_candles)
+    plan = plan_window(
+        grid, lo, hi, 720, descending, blocks=[(b.lo, b.hi) for b in blocks], between_blocks=not only
+    )
+    owners: Counter[int] = Counter()
+    for p, (x, y) in enumerate(plan.pages):
+        for t in grid.open_times(x, y):
+            owners[t] += 1
+        assert lo <= x and y <= hi  # nothing planned past the last closed candle
+        if plan.block_of[p] >= 0:
+            assert (x, y) == (blocks[plan.block_of[p]].lo, blocks[plan.block_of[p]].hi)
+    in_blocks = {t for b in blocks for t in grid.open_times(b.lo, b.hi)}
+    expected = set(grid.open_times(lo, hi)) if not only else in_blocks
+    assert set(owners) == expected and all(count == 1 for count in owners.values())
+    # Units cover exactly what is fetched, in commit order, and each needs the pages over it.
+    unit_slots = Counter(t for u_lo, u_hi in plan.units for t in grid.open_times(u_lo, u_hi))
+    assert set(unit_slots) == expected and all(c == 1 for c in unit_slots.values())
+    starts = [u[0] for u in plan.units]
+    assert starts == sorted(starts, reverse=descending)
+    for k, (u_lo, u_hi) in enumerate(plan.units):
+        needed = {p for p, (x, y) in enumerate(plan.pages) if x < u_hi and u_lo < y}
+        assert set(plan.unit_pages[k]) == needed

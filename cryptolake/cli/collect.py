@@ -25,6 +25,7 @@ from cryptolake.cli.options import (
     make_client,
     make_collector,
     settings_from,
+    source_options,
     symbols_option,
 )
 from cryptolake.config import Settings
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 @interval_option
 @lake_option
 @base_url_option
+@source_options
 @click.option("--backward-only", is_flag=True, help="Only fetch history before what is stored.")
 @click.option("--forward-only", is_flag=True, help="Only fetch candles after what is stored.")
 @click.option(
@@ -68,6 +70,8 @@ def collect_command(
     interval: str | None,
     lake: str | None,
     base_url: str | None,
+    source: str | None,
+    archive_url: str | None,
     backward_only: bool,
     forward_only: bool,
     no_wait: bool,
@@ -94,8 +98,9 @@ def collect_command(
     if symbols is not None and top is not None:
         raise UsageProblem("give --symbols or --top, not both")
     settings = settings_from(
-        ctx, lake=lake, base_url=base_url, interval=interval, since=since, top=top, symbols=symbols
-    )
+        ctx, lake=lake, base_url=base_url, interval=interval, since=since, top=top, symbols=symbols,
+        source=source, archive_url=archive_url,
+    )  # fmt: skip
     start = checked_since(settings)
     end = checked_until(until, start)
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
@@ -166,6 +171,7 @@ def _stopped_line(signum: int, began: bool = True) -> str:
 @interval_option
 @lake_option
 @base_url_option
+@source_options
 @click.option(
     "--no-wait",
     is_flag=True,
@@ -181,6 +187,8 @@ def fill_gaps_command(
     interval: str | None,
     lake: str | None,
     base_url: str | None,
+    source: str | None,
+    archive_url: str | None,
     no_wait: bool,
     quiet: bool,
     as_json: bool,
@@ -199,8 +207,9 @@ def fill_gaps_command(
     from cryptolake.query import refresh_database
 
     settings = settings_from(
-        ctx, lake=lake, base_url=base_url, interval=interval, symbols=symbols, since=since
-    )
+        ctx, lake=lake, base_url=base_url, interval=interval, symbols=symbols, since=since,
+        source=source, archive_url=archive_url,
+    )  # fmt: skip
     existing_lake(settings)
     start = checked_since(settings) if since is not None else None
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)

@@ -134,6 +134,22 @@ def symbols_command(
     show_default=True,
     help="Serve up to N closed candles again from memory instead of recomputing them (load tests).",
 )
+@click.option(
+    "--archive-daily-delay-h",
+    type=click.FloatRange(0),
+    default=8.0,
+    show_default=True,
+    help="Hours after a day ends before its bulk-archive daily files are published. "
+    "Example: --archive-daily-delay-h 0.5",
+)
+@click.option(
+    "--archive-monthly-delay-d",
+    type=click.FloatRange(0),
+    default=3.0,
+    show_default=True,
+    help="Days after a month ends before its bulk-archive monthly files are published. "
+    "Example: --archive-monthly-delay-d 0",
+)
 def fake_exchange_command(
     host: str,
     port: int,
@@ -147,14 +163,19 @@ def fake_exchange_command(
     chaos_seed: int,
     ban_grace: int,
     cache_rows: int,
+    archive_daily_delay_h: float,
+    archive_monthly_delay_d: float,
 ) -> None:
     """Serve a Binance-compatible fake exchange (deterministic candles) for offline use.
 
-    Point cryptolake at it with --base-url http://127.0.0.1:PORT.
+    Point cryptolake at it with --base-url http://127.0.0.1:PORT. The same port serves the
+    bulk archive (data.binance.vision): /data/spot/... zips and the S3 listing at /.
 
     Example:
 
         cryptolake fake-exchange --port 8080 --latency-ms 50
+
+        cryptolake fake-exchange --port 0 --archive-daily-delay-h 1 --archive-monthly-delay-d 0
     """
     from cryptolake.testing import FakeSymbol, default_symbols, serve
     from cryptolake.timeutils import parse_datetime, to_ms
@@ -184,6 +205,8 @@ def fake_exchange_command(
             chaos_seed=chaos_seed,
             ban_grace_requests=ban_grace,
             cache_rows=cache_rows,
+            archive_daily_delay_s=archive_daily_delay_h * 3600,
+            archive_monthly_delay_s=archive_monthly_delay_d * 86400,
         )
     except OSError as exc:
         raise UsageProblem(

@@ -19,6 +19,7 @@ from cryptolake.redact import register_secret
 
 if TYPE_CHECKING:
     from cryptolake.collector import CryptoCollector
+    from cryptolake.sources.base import KlineSource
     from cryptolake.sources.binance import BinanceClient
 
 F = Callable[..., Any]
@@ -40,6 +41,24 @@ def base_url_option(func: F) -> F:
     )(func)
 
 
+def source_options(func: F) -> F:
+    """``--source`` and ``--archive-url``: where candles come from."""
+    func = click.option(
+        "--archive-url",
+        "archive_url",
+        default=None,
+        help="Binance's bulk archive (setting binance.archive_url, default https://data.binance.vision).",
+    )(func)
+    return click.option(
+        "--source",
+        "source",
+        type=click.Choice(["auto", "rest", "archive"], case_sensitive=False),
+        default=None,
+        help="auto: archive files where they save requests, REST for the rest; rest; archive: files only "
+        "(setting collection.source).",
+    )(func)
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
@@ -49,7 +68,8 @@ def settings_from(ctx: click.Context, **flags: Any) -> Settings:
     names = {
         "lake": "lake.root", "base_url": "binance.base_url", "interval": "collection.interval",
         "since": "collection.start_date", "top": "collection.top_n", "symbols": "collection.symbols",
-        "schedule": "scheduler.schedule", "dsn": "postgres.dsn",
+        "schedule": "scheduler.schedule", "dsn": "postgres.dsn", "source": "collection.source",
+        "archive_url": "binance.archive_url",
     }  # fmt: skip
     overrides = {
         names[name]: (value, f"--{name.replace('_', '-')}")
@@ -174,6 +194,27 @@ def interval_option(func: F) -> F:
     )(func)
 
 
+def make_source(settings: Settings, client: BinanceClient) -> KlineSource:
+    """The client itself (``collection.source = rest``), or the archive in front of it."""
+    if settings.collection.source == "rest":
+        return client
+    from cryptolake.sources.archive import ArchiveSource, BinanceArchive
+
+    b = settings.binance
+    archive = BinanceArchive(
+        b.archive_url,
+        timeout_s=max(30.0, b.timeout_s),
+        max_retries=b.max_retries,
+        retry_delay=b.retry_delay_s,
+        concurrency=b.concurrency,
+        cache_dir=b.archive_cache_dir or None,
+    )
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(archive.close)  # its connections go with the command
+    return ArchiveSource(client, archive, "archive" if settings.collection.source == "archive" else "auto")
+
+
 def make_collector(
     settings: Settings, client: BinanceClient, *, wait: bool = True, progress: Any = None
 ) -> CryptoCollector:
@@ -181,7 +222,7 @@ def make_collector(
     from cryptolake.collector import CryptoCollector
 
     return CryptoCollector(
-        client,
+        make_source(settings, client),
         top_n_cryptos=settings.collection.top_n,
         batch_size_hours=settings.collection.batch_size_hours,
         lake=settings.lake.root,

@@ -10,6 +10,11 @@
   interval. A symbol's expected range runs from it (or its first stored candle, if earlier), so
   every command judges a lake by the history it was collected for, not by today's default.
 
+- ``_meta/sources.parquet``: where each partition's candles came from: one row per Binance
+  archive file merged into it (its path and SHA-256, so a re-run downloads nothing already
+  merged and ``verify`` finds files re-uploaded since), one per archive file that could not be
+  used (why), and one summing the candles fetched over REST.
+
 All are small, rewritten whole and atomically; plain DuckDB reads them like the candles.
 Times are the first and the last open time of the window (both inclusive), in UTC.
 """
@@ -36,6 +41,7 @@ _TIMES = ("start_time", "end_time", "recorded_at", "checked_at")
 WINDOWS_FILE = "windows.parquet"
 LISTINGS_FILE = "listings.parquet"
 STARTS_FILE = "starts.parquet"
+SOURCES_FILE = "sources.parquet"
 _TIME = pl.Datetime("ms", "UTC")
 WINDOW_SCHEMA = pl.Schema({
     "interval": pl.String(), "symbol": pl.String(), "kind": pl.String(),
@@ -44,6 +50,11 @@ WINDOW_SCHEMA = pl.Schema({
 })  # fmt: skip
 LISTING_SCHEMA = pl.Schema({
     "interval": pl.String(), "symbol": pl.String(), "first_open_time": _TIME, "checked_at": _TIME,
+})  # fmt: skip
+SOURCE_SCHEMA = pl.Schema({
+    "interval": pl.String(), "symbol": pl.String(), "month": pl.String(), "source": pl.String(),
+    "file": pl.String(), "sha256": pl.String(), "rows": pl.Int64(), "off_grid": pl.Int64(),
+    "recorded_at": _TIME, "note": pl.String(),
 })  # fmt: skip
 START_SCHEMA = pl.Schema({
     "interval": pl.String(), "symbol": pl.String(), "start_time": _TIME, "recorded_at": _TIME,
@@ -94,6 +105,10 @@ class LakeMeta:
     @property
     def starts_path(self) -> Path:
         return layout.meta_dir(self.root) / STARTS_FILE
+
+    @property
+    def sources_path(self) -> Path:
+        return layout.meta_dir(self.root) / SOURCES_FILE
 
     # -- windows -------------------------------------------------------------------------
 
@@ -294,6 +309,83 @@ class LakeMeta:
             ).with_columns(pl.col("start_time", "recorded_at").cast(_TIME))
             self._write(self.starts_path, pl.concat([frame.filter(~same), row.cast(START_SCHEMA)]))
 
+    # -- sources -------------------------------------------------------------------------
+
+    def sources(self, interval: str, symbols: Iterable[str] | None = None) -> pl.DataFrame:
+        """The source records of ``interval`` (optionally of some symbols), one row each:
+        interval, symbol, month, source (``archive``, ``archive_rejected``, ``rest``), file,
+        sha256, rows, off_grid, recorded_at, note."""
+        frame = self._read(self.sources_path, SOURCE_SCHEMA).filter(pl.col("interval") == interval)
+        if symbols is not None:
+            frame = frame.filter(pl.col("symbol").is_in(list(symbols)))
+        return frame.sort("symbol", "month", "source", "file")
+
+    def merged_files(self, interval: str) -> dict[str, frozenset[str]]:
+        """``{symbol: archive file paths merged}`` for ``interval``."""
+        frame = self.sources(interval).filter(pl.col("source") == "archive")
+        out: dict[str, set[str]] = {}
+        for symbol, key in zip(frame["symbol"].to_list(), frame["file"].to_list(), strict=True):
+            out.setdefault(symbol, set()).add(key)
+        return {symbol: frozenset(keys) for symbol, keys in out.items()}
+
+    def record_sources(
+        self, interval: str, symbol: str, month: str, records: Iterable[Any], recorded_ms: int
+    ) -> None:
+        """Add where some of a partition's candles came from (:class:`SourceRecord` s): an
+        archive file's record replaces the one of the same file; REST rows add up."""
+        records = list(records)
+        if not records:
+            return
+        with self._lock:
+            frame = self._read(self.sources_path, SOURCE_SCHEMA)
+            here = (
+                (pl.col("interval") == interval) & (pl.col("symbol") == symbol) & (pl.col("month") == month)
+            )
+            rows: list[dict[str, Any]] = []
+            rest = [r for r in records if r.source == "rest"]
+            if rest:
+                old = frame.filter(here & (pl.col("source") == "rest"))
+                before = int(old["rows"].sum()) if old.height else 0
+                rows.append(
+                    _source_row(
+                        interval,
+                        symbol,
+                        month,
+                        "rest",
+                        "",
+                        "",
+                        before + sum(r.rows for r in rest),
+                        0,
+                        recorded_ms,
+                        "",
+                    )
+                )
+                frame = frame.filter(~(here & (pl.col("source") == "rest")))
+            files = {r.key: r for r in records if r.source != "rest" and r.key}
+            if files:
+                frame = frame.filter(
+                    ~(here & pl.col("file").is_in(list(files)) & (pl.col("source") != "rest"))
+                )
+                for r in files.values():
+                    rows.append(
+                        _source_row(
+                            interval,
+                            symbol,
+                            month,
+                            r.source,
+                            r.key,
+                            r.sha256,
+                            r.rows,
+                            r.off_grid,
+                            recorded_ms,
+                            r.note,
+                        )
+                    )
+            added = pl.DataFrame(rows, schema={**SOURCE_SCHEMA, "recorded_at": pl.Int64()}).with_columns(
+                pl.col("recorded_at").cast(_TIME)
+            )
+            self._write(self.sources_path, pl.concat([frame, added.cast(SOURCE_SCHEMA)]))
+
     # -- forgetting ------------------------------------------------------------------------
 
     def symbols(self, interval: str) -> set[str]:
@@ -303,20 +395,22 @@ class LakeMeta:
             (self.starts_path, START_SCHEMA),
             (self.listings_path, LISTING_SCHEMA),
             (self.windows_path, WINDOW_SCHEMA),
+            (self.sources_path, SOURCE_SCHEMA),
         ):
             frame = self._read(path, schema).filter(pl.col("interval") == interval)
             found.update(frame["symbol"].to_list())
         return found
 
     def forget_symbol(self, interval: str, symbol: str) -> int:
-        """Drop every record of ``symbol`` for ``interval`` (start, listing, windows); returns
-        how many records went."""
+        """Drop every record of ``symbol`` for ``interval`` (start, listing, windows, sources);
+        returns how many records went."""
         dropped = 0
         with self._lock:
             for path, schema in (
                 (self.starts_path, START_SCHEMA),
                 (self.listings_path, LISTING_SCHEMA),
                 (self.windows_path, WINDOW_SCHEMA),
+                (self.sources_path, SOURCE_SCHEMA),
             ):
                 frame = self._read(path, schema)
                 hit = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
@@ -382,6 +476,16 @@ class LakeMeta:
         buffer = io.BytesIO()
         frame.sort(frame.columns[:4]).write_parquet(buffer, compression="zstd")
         write_bytes_atomic(path, buffer.getvalue())
+
+
+def _source_row(
+    interval: str, symbol: str, month: str, source: str, file: str, sha256: str,
+    rows: int, off_grid: int, recorded_ms: int, note: str,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "interval": interval, "symbol": symbol, "month": month, "source": source, "file": file,
+        "sha256": sha256, "rows": rows, "off_grid": off_grid, "recorded_at": recorded_ms, "note": note,
+    }  # fmt: skip
 
 
 def _ms(t_ms: int) -> pl.Expr:

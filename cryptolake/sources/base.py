@@ -9,6 +9,7 @@ symbol is the exchange's own (``BTCUSDT``); an interval is one of Binance's name
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -24,6 +25,8 @@ class KlineSource(Protocol):
     concurrency: int
     #: The first pause, in seconds, before a failed request is retried (grows with each failure).
     retry_delay: float
+    #: Only :meth:`blocks` serve: nothing between them is fetched (the archive without REST).
+    blocks_only: bool
 
     def get_server_time_ms(self) -> int:
         """The exchange's clock now (one request)."""
@@ -69,6 +72,34 @@ class KlineSource(Protocol):
         """Every candle opening in ``[start_ms, end_ms)``, in as few requests as it takes."""
         ...
 
+    def prepare(self, interval: str, spans: dict[str, tuple[int, int]], max_block_candles: int) -> None:
+        """Learn, before a run, what :meth:`blocks` needs to know about each symbol's span
+        ``[lo, hi)`` (the archive lists its files); a REST client has nothing to learn."""
+        ...
+
+    def blocks(
+        self,
+        symbol: str,
+        interval: str,
+        lo: int,
+        hi: int,
+        max_block_candles: int,
+        skip: frozenset[str] = frozenset(),
+    ) -> Sequence[Block]:
+        """The parts of ``[lo, hi)`` the source fetches whole (:meth:`get_block`), each at most
+        ``max_block_candles`` slots, sorted and disjoint; keys in ``skip`` are left out. The
+        rest of the range is fetched by pages (:meth:`get_klines_range`) unless
+        :attr:`blocks_only`. A REST client has none."""
+        ...
+
+    def get_block(self, symbol: str, interval: str, block: Block) -> BlockRows:
+        """The candles of one of :meth:`blocks`, with where they came from."""
+        ...
+
+    def listing_error(self, symbol: str, interval: str) -> str | None:
+        """Why :meth:`prepare` could not learn about a symbol, if it could not."""
+        ...
+
     def banned_until(self) -> float:
         """Epoch seconds until which the exchange has banned this IP; 0 when it has not."""
         ...
@@ -80,3 +111,39 @@ class KlineSource(Protocol):
     def resume(self) -> None:
         """Undo :meth:`cancel_pending` for the next run."""
         ...
+
+
+@dataclass(frozen=True, order=True)
+class Block:
+    """Candles ``[lo, hi)`` (open times) a source fetches whole, in one go: an archive file's.
+    ``period`` names the file's period (``YYYY-MM`` or ``YYYY-MM-DD``), ``key`` the file."""
+
+    lo: int
+    hi: int
+    period: str
+    key: str
+
+
+@dataclass
+class SourceRecord:
+    """Where some of a partition's candles came from: ``source`` is ``archive`` (a verified
+    file: its ``key`` and ``sha256``), ``rest`` (klines requests) or ``archive_rejected`` (a file
+    that could not be used: ``note`` says why). ``rows``: the candles it gave; ``off_grid``: the
+    file's candles left out because they do not open on the interval's grid."""
+
+    source: str
+    key: str = ""
+    sha256: str = ""
+    rows: int = 0
+    off_grid: int = 0
+    note: str = ""
+
+
+@dataclass
+class BlockRows:
+    """A block's candles (the lake's schema, sorted, inside the block), where they came from,
+    and the ranges ``[lo, hi)`` of it the source could not serve (left for a later run)."""
+
+    table: Any
+    records: list[SourceRecord] = field(default_factory=list)
+    unserved: list[tuple[int, int]] = field(default_factory=list)

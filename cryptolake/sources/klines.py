@@ -166,3 +166,50 @@ def rows_to_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
         .unique("open_time", keep="last")
         .sort("open_time")
     )
+
+
+def parse_klines_csv(data: bytes | io.IOBase) -> tuple[pa.Table, bool, bool]:
+    """A bulk-archive CSV (the twelve fields of a klines row, one row per line, with or without a
+    header row) as ``(table, header, micro)``: the table in the lake's schema (times in ms,
+    sorted by unique open time), whether the file had a header row, and whether its times were
+    in microseconds (decided for the whole file, as the archive switched units per file).
+
+    Raises:
+        BadPayload: not such a CSV.
+    """
+    raw = data if isinstance(data, bytes) else data.read()
+    assert isinstance(raw, bytes)
+    text = raw.lstrip()
+    header = bool(text) and not text[:1].isdigit()
+    if header:
+        newline = text.find(b"\n")
+        text = b"" if newline < 0 else text[newline + 1 :]
+    if not text.strip():
+        return EMPTY_TABLE, header, False
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text),
+            read_options=_CSV_READ,
+            parse_options=_CSV_PARSE,
+            convert_options=_CSV_CONVERT,
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise BadPayload(f"not a klines CSV: {str(exc).splitlines()[0][:200]}") from exc
+    columns = [table.column(name).combine_chunks() for name in KLINE_COLUMNS]
+    opens = columns[0]
+    micro = bool(len(opens)) and pc.max(opens).as_py() > 10**14
+    parsed = _from_columns(columns)
+    if parsed is not None:
+        return parsed, header, micro
+    frame = pl.from_arrow(pa.Table.from_arrays(columns, names=list(KLINE_COLUMNS)))
+    assert isinstance(frame, pl.DataFrame)
+    unit: Literal["us", "ms"] = "us" if micro else "ms"
+    frame = (
+        frame.with_columns(
+            pl.col(c).cast(pl.Datetime(unit, "UTC")).dt.cast_time_unit("ms")
+            for c in ("open_time", "close_time")
+        )
+        .unique("open_time", keep="last")
+        .sort("open_time")
+    )
+    return frame.to_arrow().cast(ARROW_SCHEMA), header, micro

@@ -1,5 +1,21 @@
 """The fake exchange's control API (``/fake/*``): drive it from another process (its clock,
-faults, chaos, storms, latency, weight limit) and read its statistics."""
+faults, chaos, storms, latency, weight limit, the bulk archive's faults) and read its statistics.
+
+Calls (query parameters; every answer is JSON, ``{"ok": true, "now": ms}`` for a POST; 400 with
+``{"error": ...}`` for bad values):
+
+- ``GET /fake/stats[?log=1]``: :meth:`FakeExchange.stats` as JSON (``FakeStats.from_json``);
+- ``POST /fake/now?ms=``, ``POST /fake/advance?ms=``: the exchange's clock;
+- ``POST /fake/reset``; ``POST /fake/faults`` (body: a JSON list of :class:`Fault` fields);
+- ``POST /fake/chaos?rate=&kinds=&seed=&paths=&slow_s=``; ``POST /fake/storm?seconds=&retry_after=``;
+- ``POST /fake/restricted?on=1|0``; ``POST /fake/latency?s=``; ``POST /fake/weight?limit=&window_s=``;
+- ``POST /fake/archive/fault?kind=&symbol=&interval=&period=[&times=][&delay_s=][&start_ms=&end_ms=][&changed=]``:
+  :meth:`FakeExchange.archive_fault` (e.g. ``kind=missing&symbol=BTCUSDT&interval=1m&period=2024-01&times=1``);
+- ``POST /fake/archive/clear``: :meth:`FakeExchange.archive_clear_faults`;
+- ``POST /fake/archive/delays?daily_s=&monthly_s=``: :meth:`FakeExchange.set_archive_delays`;
+- ``POST /fake/archive/prebuild?symbols=A,B&interval=&start_ms=&end_ms=[&kinds=monthly,daily]``:
+  :meth:`FakeExchange.prebuild_archive` (answers ``"files"`` too; it can take a while).
+"""
 
 from __future__ import annotations
 
@@ -62,9 +78,49 @@ def _control_action(
     elif action == "weight":
         window = params.get("window_s")
         exchange.set_weight_limit(int(params["limit"]), None if window is None else int(window))
+    elif action.startswith("archive/"):
+        return _archive_action(exchange, action[len("archive/") :], params)
     else:
         return None
     return {"ok": True, "now": exchange.now_ms()}
+
+
+_ARCHIVE_FAULT_OPTIONS: dict[str, Any] = {"delay_s": float, "start_ms": int, "end_ms": int, "changed": int}
+
+
+def _archive_action(exchange: FakeExchange, action: str, params: dict[str, str]) -> dict[str, Any] | None:
+    """``/fake/archive/*``."""
+    data: dict[str, Any] = {"ok": True}
+    if action == "fault":
+        times = params.get("times")
+        options = {
+            name: kind(params[name]) for name, kind in _ARCHIVE_FAULT_OPTIONS.items() if name in params
+        }
+        exchange.archive_fault(
+            params["kind"],
+            params["symbol"],
+            params["interval"],
+            params["period"],
+            times=None if times in (None, "") else int(times),
+            **options,
+        )
+    elif action == "clear":
+        exchange.archive_clear_faults()
+    elif action == "delays":
+        daily, monthly = params.get("daily_s"), params.get("monthly_s")
+        exchange.set_archive_delays(
+            None if daily is None else float(daily), None if monthly is None else float(monthly)
+        )
+    elif action == "prebuild":
+        names = [name.strip() for name in params["symbols"].split(",") if name.strip()]
+        kinds = [kind.strip() for kind in params.get("kinds", "monthly,daily").split(",") if kind.strip()]
+        data["files"] = exchange.prebuild_archive(
+            names, params["interval"], int(params["start_ms"]), int(params["end_ms"]), kinds=kinds
+        )
+    else:
+        return None
+    data["now"] = exchange.now_ms()
+    return data
 
 
 def _chaos_options(params: dict[str, str]) -> dict[str, Any]:

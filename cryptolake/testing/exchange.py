@@ -13,10 +13,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cryptolake.schema import Interval
-from cryptolake.testing import binance_rest, control
+from cryptolake.testing import binance_archive, binance_rest, control
 from cryptolake.testing.faults import (
     _CHAOS_5XX,
     CHAOS_KINDS,
@@ -74,6 +74,17 @@ class FakeExchange:
     request to arrive inside a 429's ``Retry-After`` is banned; with N, the first N such requests
     get a 429 too (a concurrent client with N requests in flight when the 429 reaches it is not
     banned for those; the next one is).
+
+    The bulk archive (data.binance.vision, :mod:`~cryptolake.testing.binance_archive`) is served
+    on the same port: ``/data/spot/...`` files and the S3 listing at ``/``. A daily file is
+    published ``archive_daily_delay_s`` after its day ends, a monthly one
+    ``archive_monthly_delay_s`` after its month ends (on the exchange's clock).
+    ``archive_max_keys`` caps a listing page (at most 1000, as S3); ``archive_cache_bytes`` bounds
+    the built files kept in memory; files of periods starting at or after
+    ``archive_header_from_ms`` have a CSV header row; ``archive_list_exact_rows``: see
+    :class:`~cryptolake.testing.binance_archive.Archive`. Archive requests cost no weight and
+    escape bans, 429s, 451, injected faults and chaos (another host in reality), but get
+    ``latency_s``; their own faults are :meth:`archive_fault`.
     """
 
     def __init__(
@@ -93,6 +104,12 @@ class FakeExchange:
         clock: Callable[[], float] = time.time,
         max_log: int = 100_000,
         cache_rows: int = 0,
+        archive_daily_delay_s: float = 8 * 3600,
+        archive_monthly_delay_s: float = 3 * 86400,
+        archive_max_keys: int = 1000,
+        archive_cache_bytes: int = 512 * 2**20,
+        archive_header_from_ms: int | datetime | None = None,
+        archive_list_exact_rows: int = 1000,
     ) -> None:
         self._market = _Market(
             default_symbols() if symbols is None else symbols,
@@ -113,11 +130,25 @@ class FakeExchange:
         self._connections: set[socket.socket] = set()
         self._latency_s = latency_s
         self._weight_limit, self._window_s = weight_limit, weight_window_s
+        self._archive = binance_archive.Archive(
+            self._market,
+            daily_delay_ms=round(archive_daily_delay_s * 1000),
+            monthly_delay_ms=round(archive_monthly_delay_s * 1000),
+            max_keys=archive_max_keys,
+            cache_bytes=archive_cache_bytes,
+            header_from_ms=None if archive_header_from_ms is None else _as_ms(archive_header_from_ms),
+            list_exact_rows=archive_list_exact_rows,
+        )
         self._reset_state()
 
     def _reset_state(self) -> None:
-        """Forget faults, stats, bans and weight (caller holds the lock or is __init__)."""
+        """Forget faults (the archive's too), stats, bans and weight (caller holds the lock or is
+        __init__)."""
         self._faults: list[list[Any]] = []  # [fault, remaining uses]
+        self._archive.clear_faults()
+        self._archive_requests = 0
+        self._archive_bytes = 0
+        self._archive_by_kind: dict[str, int] = {}
         self._chaos: _Chaos | None = None
         self._storm_until = 0.0
         self._storm_retry_s = 1
@@ -283,9 +314,11 @@ class FakeExchange:
                 self._window_s = int(window_s)
 
     def reset(self) -> None:
-        """Clear faults, chaos, storms, stats, bans, weight counters and the restricted flag.
+        """Clear faults (archive faults and re-uploads too), chaos, storms, stats, bans, weight
+        counters and the restricted flag.
 
-        Symbols, now, outages, latency and the weight limit are kept.
+        Symbols, now, outages, latency, the weight limit, the archive's delays and its cache of
+        built files are kept.
         """
         with self._lock:
             self._reset_state()
@@ -304,6 +337,9 @@ class FakeExchange:
                 max_window_weight=self._max_window_weight,
                 window_weights=[(float(wid * self._window_s), w) for wid, w in self._window_weights.items()],
                 log=list(self._log),
+                archive_requests=self._archive_requests,
+                archive_bytes=self._archive_bytes,
+                archive_by_kind=dict(self._archive_by_kind),
             )
 
     @property
@@ -331,6 +367,106 @@ class FakeExchange:
             rows.pop()
         return [_row_list(row) for row in rows]
 
+    # -- the bulk archive (data.binance.vision) -----------------------------------------------
+
+    def archive_fault(
+        self, kind: str, symbol: str, interval: str, period: str, *, times: int | None = None, **kw: Any
+    ) -> None:
+        """Make one archive file misbehave. ``period`` is ``"YYYY-MM"`` (the monthly file) or
+        ``"YYYY-MM-DD"`` (the daily one); faults are keyed by (symbol, interval, period), one of
+        each kind per file (setting a kind again replaces it; ``reupload`` bumps the version).
+
+        ``times`` (None: until :meth:`archive_clear_faults` / :meth:`reset`) applies to
+        ``missing``, ``corrupt_zip`` and ``wrong_checksum`` only and counts the GETs of the zip
+        that the fault affects (made while the file would otherwise be served; HEAD and
+        ``.CHECKSUM`` GETs do not count):
+
+        - ``missing``: the zip and its CHECKSUM are unlisted and 404; each zip GET uses one.
+        - ``corrupt_zip``: the zip is cut in the middle and the CHECKSUM holds the SHA-256 of the
+          cut bytes (the check passes, unzipping fails); each zip GET uses one.
+        - ``wrong_checksum``: the CHECKSUM holds another hash; each zip GET uses one. A client
+          that fetches the CHECKSUM then the zip sees ``times`` mismatched pairs: with
+          ``times=1`` its retry of both is consistent.
+
+        The others describe the published file and hold until cleared (``times`` must be None):
+
+        - ``late`` (``delay_s``): published ``delay_s`` later than usual.
+        - ``header``: the CSV starts with a header row (``binance_archive.CSV_HEADER``).
+        - ``empty``: the zip holds an empty CSV (the file is listed and served).
+        - ``off_grid`` (``start_ms``, ``end_ms``; default the whole period): the candles opening
+          in ``[start_ms, end_ms)`` have open and close times shifted by +1,694,789 ms in the
+          file (as in the real 2018-02 files); REST keeps them on the grid.
+        - ``reupload`` (``changed=3``): a new version of the file from now on (new bytes and
+          checksum, LastModified = now, or its publication if later): ``changed`` evenly spread
+          candles get ``close * (1 + version / 1000)`` (on the tick) and ``high = max(high,
+          close)``; REST keeps the originals. Each call is a new version.
+        """
+        f = self._archive.file(symbol, interval, period)
+        self._archive.add_fault(kind, f, times, self.now_ms(), **kw)
+
+    def archive_clear_faults(self) -> None:
+        """Forget every archive fault (files are back to their first version)."""
+        self._archive.clear_faults()
+
+    def set_archive_delays(self, daily_s: float | None = None, monthly_s: float | None = None) -> None:
+        """Change when daily / monthly archive files are published (after their period ends)."""
+        if daily_s is not None:
+            self._archive.daily_delay_ms = round(float(daily_s) * 1000)
+        if monthly_s is not None:
+            self._archive.monthly_delay_ms = round(float(monthly_s) * 1000)
+
+    def prebuild_archive(
+        self,
+        symbols: str | Iterable[str],
+        interval: str,
+        start_ms: int | datetime,
+        end_ms: int | datetime,
+        *,
+        kinds: Iterable[str] = ("monthly", "daily"),
+    ) -> int:
+        """Build and cache every published (at now) monthly and daily file of ``symbols`` and
+        ``interval`` whose period overlaps ``[start_ms, end_ms)``, in their current state (faults
+        included), so that serving them later costs no building, like a static file host.
+        Returns the number of files. Mind ``archive_cache_bytes``: a 1m monthly file is ~2.7 MB.
+        """
+        names = [symbols] if isinstance(symbols, str) else list(symbols)
+        return self._archive.prebuild(
+            names, Interval(interval).name, _as_ms(start_ms), _as_ms(end_ms), self.now_ms(), kinds
+        )
+
+    def archive_klines(self, symbol: str, interval: str, period: str) -> list[list]:
+        """Oracle: the candles the archive file for ``period`` holds without faults, as the
+        REST API's 12-field arrays (ms times; the file writes µs from 2025), whether or not it
+        is published yet (empty if it would not exist)."""
+        f = self._archive.file(symbol, interval, period)
+        with self._archive._lock:
+            pub = self._archive._state_locked(f).pub_ms
+        return [_row_list(row) for row in self._archive.rows(f, pub)]
+
+    def archive_cache_info(self) -> dict[str, int]:
+        """``{"files": n, "bytes": total}`` of the archive's built-file cache."""
+        return self._archive.cache_info()
+
+    def _archive_request(self, method: str, path: str, params: dict[str, str]) -> _Reply:
+        """An archive request: no weight, no admission; latency and stats like the API."""
+        with self._lock:
+            now = self._now_locked()
+            latency = self._latency_s
+        reply, kind, label = self._archive.answer(method, path, params, now)
+        sent = 0 if method == "HEAD" else len(reply.body)
+        with self._lock:
+            self._archive_requests += 1
+            self._archive_bytes += sent
+            self._archive_by_kind[kind] = self._archive_by_kind.get(kind, 0) + 1
+            self._requests += 1
+            self._by_path[label] = self._by_path.get(label, 0) + 1
+            self._by_status[reply.status] = self._by_status.get(reply.status, 0) + 1
+            self._log.append(
+                RequestRecord(time.monotonic(), unquote(path), dict(params), reply.status, 0, self._used)
+            )
+        reply.delay_s += latency
+        return reply
+
     # -- request handling --------------------------------------------------------------------
 
     def _dispatch(self, method: str, target: str, headers: Any, body: bytes) -> _Reply:
@@ -341,6 +477,8 @@ class FakeExchange:
             params.setdefault(key, value)
         if parts.path.startswith(CONTROL_PREFIX):
             return self._control(method, parts.path, params, body)
+        if parts.path == "/" or parts.path.startswith("/data/"):
+            return self._archive_request(method, parts.path, params)
         micro = (headers.get("X-MBX-TIME-UNIT") or "").upper() == "MICROSECOND"
         return self._api(method, parts.path, params, micro)
 

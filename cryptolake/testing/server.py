@@ -62,6 +62,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # noqa: N802
         self._serve("DELETE")
 
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve("HEAD")
+
     def _serve(self, method: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
@@ -77,7 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
-            self.wfile.write(reply.body)
+            if method != "HEAD":
+                self.wfile.write(reply.body)  # one sendall, whatever the size (archive zips: MBs)
         except OSError:  # the client went away (e.g. it timed out during latency)
             self.close_connection = True
 

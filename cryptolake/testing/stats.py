@@ -8,8 +8,9 @@ from typing import Any
 
 @dataclass
 class RequestRecord:
-    """One API request as the fake saw it. ``status`` 0 means the connection was dropped;
-    ``chaos`` names the chaos kind (or ``"rate_limit_storm"``) that answered it, if any."""
+    """One API (or archive) request as the fake saw it. ``status`` 0 means the connection was
+    dropped; ``chaos`` names the chaos kind (or ``"rate_limit_storm"``) that answered it, if any.
+    An archive request's ``path`` is the whole (decoded) path, e.g. the file's; its weight is 0."""
 
     t: float
     path: str
@@ -26,6 +27,12 @@ class FakeStats:
 
     ``chaos_faults`` counts chaos faults by kind; ``storm_rate_limited`` counts the 429s of
     rate-limit storms (they are in ``rate_limited`` too).
+
+    Bulk-archive requests are in ``requests``, ``by_status``, ``log`` and ``by_path`` (under
+    ``/data/spot/monthly/klines``, ``/data/spot/daily/klines``, ``/data (other)`` or
+    ``/ (listing)``, never a key per file) and also in ``archive_requests``, ``archive_bytes``
+    (body bytes sent) and ``archive_by_kind`` (``listing``, ``monthly``, ``daily``,
+    ``checksum``, ``not_found``: every 404).
     """
 
     requests: int = 0
@@ -38,6 +45,9 @@ class FakeStats:
     max_window_weight: int = 0
     window_weights: list[tuple[float, int]] = field(default_factory=list)
     log: list[RequestRecord] = field(default_factory=list)
+    archive_requests: int = 0
+    archive_bytes: int = 0
+    archive_by_kind: dict[str, int] = field(default_factory=dict)
 
     def to_json(self, include_log: bool = False) -> dict[str, Any]:
         """A JSON-ready dict (``by_status`` keys become strings, as JSON requires)."""
@@ -51,6 +61,9 @@ class FakeStats:
             "storm_rate_limited": self.storm_rate_limited,
             "max_window_weight": self.max_window_weight,
             "window_weights": [[start, weight] for start, weight in self.window_weights],
+            "archive_requests": self.archive_requests,
+            "archive_bytes": self.archive_bytes,
+            "archive_by_kind": dict(self.archive_by_kind),
         }
         if include_log:
             data["log"] = [asdict(record) for record in self.log]
@@ -70,4 +83,7 @@ class FakeStats:
             max_window_weight=data["max_window_weight"],
             window_weights=[(float(s), int(w)) for s, w in data["window_weights"]],
             log=[RequestRecord(**record) for record in data.get("log", [])],
+            archive_requests=data.get("archive_requests", 0),
+            archive_bytes=data.get("archive_bytes", 0),
+            archive_by_kind=dict(data.get("archive_by_kind", {})),
         )

@@ -1,0 +1,775 @@
+"""Binance's bulk archive (``data.binance.vision``): kline files that cost no request weight.
+
+Binance publishes every symbol's candles as zipped CSV files: one per closed **month**
+(``data/spot/monthly/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-<YYYY>-<MM>.zip``, some days
+into the next month) and one per closed **day** (``.../daily/...-<YYYY>-<MM>-<DD>.zip``, some
+hours after the day; only for ``1s`` to ``1d``). Each has a ``.CHECKSUM`` file beside it with its
+SHA-256. The bucket is listed with S3's ListObjects (``?prefix=...&delimiter=/&marker=...``).
+
+:class:`BinanceArchive` lists, downloads (streamed, hashed as the bytes arrive) and reads those
+files; a file is used only when its bytes match its checksum. :class:`ArchiveSource` is a
+:class:`~cryptolake.sources.base.KlineSource` that serves candles from the files wherever one
+exists and from the REST client everywhere else (or, in ``archive`` mode, from files only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+import tempfile
+import threading
+import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import tenacity
+
+from cryptolake._version import __version__
+from cryptolake.atomic import write_bytes_atomic
+from cryptolake.errors import BadPayload, ExchangeUnavailable, Interrupted, SourceError, Transient
+from cryptolake.schema import Interval
+from cryptolake.sources.base import Block, BlockRows, KlineSource, SourceRecord
+from cryptolake.sources.klines import EMPTY_TABLE, parse_klines_csv, table_to_frame
+from cryptolake.timeutils import iso, to_ms
+
+log = logging.getLogger("cryptolake.archive")
+
+DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
+#: Intervals with daily files (every interval has monthly ones).
+DAILY_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
+SourceMode = Literal["auto", "rest", "archive"]
+SOURCE_MODES: tuple[str, ...] = ("auto", "rest", "archive")
+#: In ``auto`` mode a file is used only where it replaces at least this many REST candles (one
+#: full klines request): a month of ``1h`` candles (744) is one request over REST, cheaper than a
+#: checksum and a zip.
+AUTO_MIN_CANDLES = 1000
+_S3 = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+_KEY = re.compile(r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\w+)-(?P<period>\d{4}-\d{2}(?:-\d{2})?)\.zip$")
+_CHUNK = 1 << 20
+_SPOOL_BYTES = 16 << 20  # a zip up to this size stays in memory while it is read
+
+
+def path_interval(interval: str) -> str:
+    """The interval as the archive's paths spell it (``1M`` is ``1mo``)."""
+    return "1mo" if interval == "1M" else interval
+
+
+@dataclass(frozen=True, order=True)
+class ArchiveFile:
+    """One archive file: the candles of ``symbol`` and ``interval`` opening in ``[lo, hi)``."""
+
+    lo: int
+    hi: int
+    symbol: str
+    interval: str
+    period: str  # "YYYY-MM" (a monthly file) or "YYYY-MM-DD" (a daily one)
+
+    @property
+    def daily(self) -> bool:
+        return len(self.period) == 10
+
+    @property
+    def name(self) -> str:
+        return f"{self.symbol}-{path_interval(self.interval)}-{self.period}.zip"
+
+    @property
+    def key(self) -> str:
+        kind = "daily" if self.daily else "monthly"
+        return f"data/spot/{kind}/klines/{self.symbol}/{path_interval(self.interval)}/{self.name}"
+
+    @staticmethod
+    def from_key(key: str, interval: str) -> ArchiveFile:
+        """The file at an archive path (``data/spot/.../BTCUSDT-1m-2024-01.zip``)."""
+        match = _KEY.match(key.rsplit("/", 1)[-1])
+        if match is None or match["interval"] != path_interval(interval):
+            raise ValueError(f"not an archive kline file of {interval}: {key!r}")
+        return ArchiveFile.of(match["symbol"], interval, match["period"])
+
+    @staticmethod
+    def of(symbol: str, interval: str, period: str) -> ArchiveFile:
+        """The file of a period (``YYYY-MM`` or ``YYYY-MM-DD``)."""
+        if len(period) == 7:
+            month = Interval("1M")
+            lo = month.floor(_period_ms(period + "-01"))
+            hi = month.next_open(lo)
+        else:
+            lo = _period_ms(period)
+            hi = lo + 86_400_000
+        return ArchiveFile(lo, hi, symbol, interval, period)
+
+
+def _period_ms(day: str) -> int:
+    return to_ms(day + "T00:00:00Z")
+
+
+@dataclass
+class ArchiveRows:
+    """A verified archive file, read: its on-grid candles and what was left out."""
+
+    file: ArchiveFile
+    table: pa.Table  # the lake's schema, ms, sorted, unique, on the grid, inside [file.lo, file.hi)
+    sha256: str
+    size: int
+    header: bool
+    micro: bool
+    off_grid: int = 0  # rows not on the interval's grid, left out
+    holes: list[tuple[int, int]] = field(default_factory=list)  # slots [lo, hi) left empty, if off_grid
+
+
+class ArchiveFileError(SourceError):
+    """An archive file that cannot be used; ``reason``: ``missing`` (404), ``checksum`` (its
+    bytes do not match its .CHECKSUM, twice), ``corrupt`` (not a readable zip of a klines CSV,
+    twice), ``empty`` (no candle), ``unavailable`` (the archive did not answer)."""
+
+    def __init__(self, message: str, *, reason: str, key: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.key = key
+
+
+class _Mismatch(Exception):
+    pass
+
+
+class BinanceArchive:
+    """Lists, downloads, verifies and reads Binance's bulk-archive kline files.
+
+    Args:
+        base_url: the archive (``https://data.binance.vision``); the S3 listing is at its root.
+        timeout_s: per-request timeout.
+        max_retries: retries of a request after timeouts, connection errors and 5xx.
+        retry_delay: first pause before a retry, doubled each time.
+        concurrency: downloads in flight at once.
+        cache_dir: keep downloaded zips here (by their archive path) and use them again while
+            their checksum is unchanged; None: a file is gone once its rows are read.
+        transport: an httpx transport (a seam for proxies).
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_ARCHIVE_URL,
+        *,
+        timeout_s: float = 30.0,
+        max_retries: int = 3,
+        retry_delay: float = 1.0,
+        concurrency: int = 8,
+        cache_dir: str | Path | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if max_retries < 0 or concurrency < 1 or timeout_s <= 0 or retry_delay < 0:
+            raise ValueError("max_retries >= 0, concurrency >= 1, timeout_s > 0, retry_delay >= 0")
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self.retry_delay = retry_delay
+        self.concurrency = concurrency
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self.bytes_downloaded = 0
+        self.files_downloaded = 0
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"User-Agent": f"cryptolake/{__version__}"},
+            timeout=timeout_s,
+            transport=transport,
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
+        )
+
+    def __repr__(self) -> str:
+        return f"BinanceArchive(base_url={self.base_url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BinanceArchive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def cancel_pending(self) -> None:
+        """Make downloads and retries give up at once (a stop was asked)."""
+        self._cancel.set()
+
+    def resume(self) -> None:
+        self._cancel.clear()
+
+    # -- listing -----------------------------------------------------------------------------
+
+    def list_keys(self, prefix: str, delimiter: str | None = None) -> list[str]:
+        """Every key under ``prefix`` (S3 ListObjects, followed page by page by ``marker``);
+        with a ``delimiter``, the common prefixes too (each ending in it)."""
+        keys: list[str] = []
+        marker = ""
+        while True:
+            params = {"prefix": prefix, "marker": marker}
+            if delimiter:
+                params["delimiter"] = delimiter
+            body = self._request("/", params).content
+            try:
+                root = ET.fromstring(body)
+            except ET.ParseError as exc:
+                raise BadPayload(f"the archive's listing is not S3 XML: {body[:100]!r}") from exc
+            page = [e.text or "" for e in root.iter(f"{_S3}Key")] + [
+                e.text or "" for p in root.iter(f"{_S3}CommonPrefixes") for e in p.iter(f"{_S3}Prefix")
+            ]
+            keys.extend(page)
+            truncated = (root.findtext(f"{_S3}IsTruncated") or "false").strip() == "true"
+            if not truncated:
+                return keys
+            next_marker = root.findtext(f"{_S3}NextMarker") or (max(page) if page else "")
+            if not next_marker or next_marker <= marker:
+                raise BadPayload("the archive's listing is truncated without a next marker")
+            marker = next_marker
+
+    def files(self, symbol: str, interval: str, *, daily_months: Iterable[str] = ()) -> list[ArchiveFile]:
+        """The published files of a symbol and interval: every monthly file, and the daily files
+        of ``daily_months`` (``YYYY-MM``), sorted. A file counts only with its ``.CHECKSUM``."""
+        piv = path_interval(interval)
+        prefixes = [f"data/spot/monthly/klines/{symbol}/{piv}/"]
+        if interval in DAILY_INTERVALS:
+            prefixes += [f"data/spot/daily/klines/{symbol}/{piv}/{symbol}-{piv}-{m}-" for m in daily_months]
+        found: set[str] = set()
+        for prefix in prefixes:
+            found.update(self.list_keys(prefix))
+        out = []
+        for key in found:
+            if not key.endswith(".zip") or key + ".CHECKSUM" not in found:
+                continue
+            match = _KEY.match(key.rsplit("/", 1)[-1])
+            if match and match["symbol"] == symbol and match["interval"] == piv:
+                out.append(ArchiveFile.of(symbol, interval, match["period"]))
+        return sorted(out)
+
+    # -- one file ----------------------------------------------------------------------------
+
+    def read(self, file: ArchiveFile) -> ArchiveRows:
+        """Download a file, check it against its ``.CHECKSUM`` and read its candles. A mismatch or
+        an unreadable zip is downloaded once more before the file is given up.
+
+        Raises:
+            ArchiveFileError: the file cannot be used (see its ``reason``).
+        """
+        try:
+            return self._read(file)
+        except Interrupted:
+            raise
+        except ArchiveFileError:
+            raise
+        except (SourceError, OSError) as exc:
+            raise ArchiveFileError(f"{file.key}: {exc}", reason="unavailable", key=file.key) from None
+
+    def _read(self, file: ArchiveFile) -> ArchiveRows:
+        grid = Interval(file.interval)
+        for attempt in (1, 2):
+            expected = self._checksum(file)
+            try:
+                with self._zip_bytes(file, expected) as (handle, digest, size):
+                    if digest != expected:
+                        raise _Mismatch(f"SHA-256 {digest[:12]}... but .CHECKSUM says {expected[:12]}...")
+                    table, header, micro = _read_zip(handle, file)
+            except _Mismatch as exc:
+                if attempt == 2:
+                    raise ArchiveFileError(
+                        f"{file.key}: {exc} (twice)", reason="checksum", key=file.key
+                    ) from None
+                log.info("%s: %s; downloading it again", file.key, exc)
+                continue
+            except (zipfile.BadZipFile, BadPayload, OSError, EOFError, ValueError) as exc:
+                if isinstance(exc, ArchiveFileError):
+                    raise
+                if attempt == 2:
+                    raise ArchiveFileError(
+                        f"{file.key}: unreadable ({type(exc).__name__}: {exc})",
+                        reason="corrupt",
+                        key=file.key,
+                    ) from None
+                log.info("%s: unreadable (%s); downloading it again", file.key, exc)
+                continue
+            rows = _on_grid(table, grid, file)
+            if rows.table.num_rows == 0 and rows.off_grid == 0:
+                raise ArchiveFileError(f"{file.key}: no candles in the file", reason="empty", key=file.key)
+            rows.sha256, rows.size, rows.header, rows.micro = expected, size, header, micro
+            return rows
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def checksum(self, file: ArchiveFile) -> str:
+        """The SHA-256 the archive publishes for a file now (one small request)."""
+        return self._checksum(file)
+
+    def _checksum(self, file: ArchiveFile) -> str:
+        text = self._request("/" + file.key + ".CHECKSUM", {}, key=file.key).text.strip()
+        digest = text.split()[0].lower() if text else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ArchiveFileError(
+                f"{file.key}.CHECKSUM is not a SHA-256: {text[:80]!r}", reason="checksum", key=file.key
+            )
+        return digest
+
+    def _zip_bytes(self, file: ArchiveFile, expected: str) -> _ZipDownload:
+        return _ZipDownload(self, file, expected)
+
+    def _download(self, file: ArchiveFile, sink: Any) -> tuple[str, int]:
+        """Stream the zip into ``sink``, hashing as the bytes arrive; returns (sha256, size)."""
+
+        def attempt() -> tuple[str, int]:
+            sink.seek(0)
+            sink.truncate()
+            digest, size = hashlib.sha256(), 0
+            try:
+                with self._http.stream("GET", "/" + file.key) as response:
+                    self._check_status(response, file.key)
+                    for chunk in response.iter_bytes(_CHUNK):
+                        if self._cancel.is_set():
+                            raise Interrupted(f"stopped while downloading {file.key}")
+                        digest.update(chunk)
+                        sink.write(chunk)
+                        size += len(chunk)
+            except httpx.TimeoutException as exc:
+                raise ExchangeUnavailable(f"the archive timed out on {file.key}") from exc
+            except httpx.TransportError as exc:
+                raise ExchangeUnavailable(f"cannot reach the archive at {self.base_url} ({exc})") from exc
+            return digest.hexdigest(), size
+
+        result = self._retrying(attempt)
+        with self._lock:
+            self.bytes_downloaded += result[1]
+            self.files_downloaded += 1
+        return result
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _request(self, path: str, params: dict[str, str], key: str | None = None) -> httpx.Response:
+        def attempt() -> httpx.Response:
+            if self._cancel.is_set():
+                raise Interrupted(f"stopped before asking the archive for {path}")
+            try:
+                response = self._http.get(path, params=params or None)
+            except httpx.TimeoutException as exc:
+                raise ExchangeUnavailable(f"the archive timed out on {path}") from exc
+            except httpx.TransportError as exc:
+                raise ExchangeUnavailable(f"cannot reach the archive at {self.base_url} ({exc})") from exc
+            self._check_status(response, key or path)
+            with self._lock:
+                self.bytes_downloaded += len(response.content)
+            return response
+
+        return self._retrying(attempt)
+
+    def _check_status(self, response: httpx.Response, key: str) -> None:
+        status = response.status_code
+        if status == 200:
+            return
+        if status in (403, 404):  # S3 answers 403 for a missing key when listing is not allowed
+            raise ArchiveFileError(f"{key}: not in the archive (HTTP {status})", reason="missing", key=key)
+        if status >= 500 or status == 429:
+            raise ExchangeUnavailable(f"the archive answered HTTP {status} for {key}")
+        raise ArchiveFileError(f"{key}: the archive answered HTTP {status}", reason="unavailable", key=key)
+
+    def _pause(self, seconds: float) -> None:
+        self._cancel.wait(seconds)
+
+    def _retrying(self, attempt: Callable[[], Any]) -> Any:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(Transient),
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=tenacity.wait_exponential_jitter(
+                multiplier=self.retry_delay, max=30, jitter=self.retry_delay
+            ),
+            sleep=self._pause,
+            reraise=True,
+        )
+        return retrying(attempt)
+
+
+class _ZipDownload:
+    """``with`` it: ``(seekable file of the zip, its sha256, its size)``, from the cache folder
+    when a copy with the expected checksum is there, else downloaded (spooled to a temp file
+    past a few MB) and, with a cache folder, kept there."""
+
+    def __init__(self, archive: BinanceArchive, file: ArchiveFile, expected: str) -> None:
+        self.archive, self.file, self.expected = archive, file, expected
+        self._handle: Any = None
+
+    def __enter__(self) -> tuple[Any, str, int]:
+        cache = self.archive.cache_dir
+        cached = cache / self.file.key if cache else None
+        if cached is not None and cached.is_file():
+            data = cached.read_bytes()
+            if hashlib.sha256(data).hexdigest() == self.expected:
+                self._handle = io.BytesIO(data)
+                return self._handle, self.expected, len(data)
+        self._handle = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed in __exit__
+        digest, size = self.archive._download(self.file, self._handle)
+        self._handle.seek(0)
+        if cached is not None and digest == self.expected:
+            write_bytes_atomic(cached, self._handle.read())
+            self._handle.seek(0)
+        return self._handle, digest, size
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def _read_zip(handle: Any, file: ArchiveFile) -> tuple[pa.Table, bool, bool]:
+    with zipfile.ZipFile(handle) as archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if len(members) != 1:
+            raise BadPayload(f"{file.key} holds {len(members)} files, not one CSV")
+        with archive.open(members[0]) as member:
+            return parse_klines_csv(member.read())
+
+
+def _on_grid(table: pa.Table, grid: Interval, file: ArchiveFile) -> ArchiveRows:
+    """The file's candles on the grid and inside its period. When some are off the grid, the
+    slots left empty between the first and the last candle (on the grid or not) are listed as
+    holes, for another source to fill."""
+    opens = table.column("open_time").cast(pa.int64()).to_numpy()
+    if grid.fixed_ms:
+        on = (opens - grid.origin_ms) % grid.fixed_ms == 0
+    else:
+        on = np.array([grid.is_on_grid(int(t)) for t in opens], dtype=bool)
+    inside = (opens >= file.lo) & (opens < file.hi)
+    keep = on & inside
+    off = ~on & inside
+    kept = table if keep.all() else table.filter(pa.array(keep))
+    rows = ArchiveRows(file, kept, "", 0, False, False, int(off.sum()))
+    if rows.off_grid:
+        first = grid.index(int(opens[inside].min()))
+        last = grid.index(int(opens[inside].max()))
+        present = {grid.index(int(t)) for t in opens[keep]}
+        run_start = None
+        for i in range(first, last + 2):
+            if i <= last and i not in present:
+                run_start = i if run_start is None else run_start
+            elif run_start is not None:
+                rows.holes.append((grid.at(run_start), grid.at(i)))
+                run_start = None
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# The source: files where they serve, REST for the rest
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Index:
+    files: dict[str, ArchiveFile] = field(default_factory=dict)  # by period
+    error: str | None = None
+
+
+class ArchiveSource:
+    """Candles from Binance's bulk archive where a file serves, from REST for the rest.
+
+    A :class:`~cryptolake.sources.base.KlineSource`: the exchange's clock, symbols, bans and
+    single-page requests are the REST client's. The pipeline asks :meth:`blocks` which parts of a
+    window a file serves and fetches each with :meth:`get_block`.
+
+    Args:
+        rest: the REST client (clock, symbols, and every candle no file serves).
+        archive: the archive client.
+        mode: ``auto`` (files where one replaces at least a full klines request, REST for the
+            rest) or ``archive`` (every file that exists, and nothing over REST: what no file
+            holds is left for a later run).
+    """
+
+    def __init__(self, rest: KlineSource, archive: BinanceArchive, mode: SourceMode = "auto") -> None:
+        if mode not in ("auto", "archive"):
+            raise ValueError("mode is 'auto' or 'archive' (use the REST client itself for 'rest')")
+        self.rest = rest
+        self.archive = archive
+        self.mode = mode
+        self.exchange = rest.exchange
+        self.quote_asset = rest.quote_asset
+        self.concurrency = max(rest.concurrency, archive.concurrency)
+        self.retry_delay = rest.retry_delay
+        self.blocks_only = mode == "archive"
+        self._index: dict[tuple[str, str], _Index] = {}
+        self._index_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the archive client's connections (the REST client is its owner's to close)."""
+        self.archive.close()
+
+    def __enter__(self) -> ArchiveSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ArchiveSource(mode={self.mode!r}, archive={self.archive.base_url!r}, rest={self.rest!r})"
+
+    # -- what the REST client answers --------------------------------------------------------
+
+    def get_server_time_ms(self) -> int:
+        return self.rest.get_server_time_ms()
+
+    def sync_clock(self) -> int:
+        return self.rest.sync_clock()
+
+    def symbol_statuses(self) -> dict[str, str]:
+        return self.rest.symbol_statuses()
+
+    def get_top_by_market_cap(self, limit: int = 50) -> Sequence[Any]:
+        return self.rest.get_top_by_market_cap(limit)
+
+    def first_open_time(self, symbol: str, interval: str) -> int | None:
+        return self.rest.first_open_time(symbol, interval)
+
+    def last_open_time(self, symbol: str, interval: str) -> int | None:
+        return self.rest.last_open_time(symbol, interval)
+
+    def get_klines_page(
+        self,
+        symbol: str,
+        interval: str,
+        start_ms: int,
+        end_ms: int | None = None,
+        limit: int = 1000,
+        *,
+        as_arrow: bool = False,
+    ) -> Any:
+        return self.rest.get_klines_page(symbol, interval, start_ms, end_ms, limit, as_arrow=as_arrow)
+
+    def banned_until(self) -> float:
+        return self.rest.banned_until()
+
+    def cancel_pending(self) -> None:
+        self.archive.cancel_pending()
+        self.rest.cancel_pending()
+
+    def resume(self) -> None:
+        self.archive.resume()
+        self.rest.resume()
+
+    # -- files -------------------------------------------------------------------------------
+
+    def prepare(self, interval: str, spans: dict[str, tuple[int, int]], max_block_candles: int) -> None:
+        """List the files of each symbol that may serve its span ``[lo, hi)`` (concurrently, one
+        listing of the monthly files per symbol and one per month whose daily files may serve)."""
+        grid = Interval(interval)
+        if not self.could_serve(interval, max_block_candles):
+            return
+        todo = [(s, lo, hi) for s, (lo, hi) in spans.items() if lo < hi and (s, interval) not in self._index]
+        if not todo:
+            return
+
+        def list_one(item: tuple[str, int, int]) -> None:
+            symbol, lo, hi = item
+            index = _Index()
+            try:
+                monthly = self.archive.files(symbol, interval)
+                months = _daily_months(grid, lo, hi, monthly, max_block_candles)
+                daily = self.archive.files(symbol, interval, daily_months=months) if months else []
+                index.files = {f.period: f for f in [*monthly, *daily]}
+            except (SourceError, OSError) as exc:
+                if isinstance(exc, Interrupted):
+                    raise
+                index.error = f"cannot list the archive's files of {symbol} {interval}: {exc}"
+                log.warning("%s", index.error)
+            with self._index_lock:
+                self._index[(symbol, interval)] = index
+
+        with ThreadPoolExecutor(
+            min(self.archive.concurrency, len(todo)), thread_name_prefix="archive-list"
+        ) as pool:
+            list(pool.map(list_one, todo))
+
+    def could_serve(self, interval: str, max_block_candles: int) -> bool:
+        """Whether any file of this interval can serve: in ``auto`` mode, only files that
+        replace a full klines request (monthly files of 30m and shorter, daily ones of 1m
+        and 1s) are used, so nothing is listed for longer intervals."""
+        if self.mode == "archive":
+            return True
+        grid = Interval(interval)
+        month = grid.count(0, Interval("1M").next_open(0))  # January: 31 days
+        day = grid.count(0, 86_400_000) if interval in DAILY_INTERVALS else 0
+        return max(month if month <= max_block_candles else 0, day) >= AUTO_MIN_CANDLES
+
+    def listing_error(self, symbol: str, interval: str) -> str | None:
+        """Why the symbol's files could not be listed, if they could not."""
+        index = self._index.get((symbol, interval))
+        return index.error if index else None
+
+    def blocks(
+        self,
+        symbol: str,
+        interval: str,
+        lo: int,
+        hi: int,
+        max_block_candles: int,
+        skip: frozenset[str] = frozenset(),
+    ) -> list[Block]:
+        """The parts of ``[lo, hi)`` a file serves, as blocks (sorted, not overlapping): a month's
+        file where the month is written whole (at most ``max_block_candles``), else its daily
+        files; in ``auto`` mode only files that replace a full klines request. Files whose key
+        is in ``skip`` (already merged) are left out."""
+        grid = Interval(interval)
+        if not self.could_serve(interval, max_block_candles):
+            return []
+        index = self._index.get((symbol, interval))
+        if index is None:
+            self.prepare(interval, {symbol: (lo, hi)}, max_block_candles)
+            index = self._index[(symbol, interval)]
+        minimum = AUTO_MIN_CANDLES if self.mode == "auto" else 1
+        return choose_blocks(grid, list(index.files.values()), lo, hi, max_block_candles, minimum, skip)
+
+    def get_block(self, symbol: str, interval: str, block: Block) -> BlockRows:
+        """The candles of one block: its file's, verified; what the file cannot serve (missing,
+        a checksum that does not match twice, corrupt, empty, off-grid candles) comes from REST,
+        or in ``archive`` mode is returned as ``unserved``."""
+        file = ArchiveFile.of(symbol, interval, block.period)
+        grid = Interval(interval)
+        try:
+            rows = self.archive.read(file)
+        except ArchiveFileError as exc:
+            record = SourceRecord("archive_rejected", file.key, rows=0, note=f"{exc.reason}: {exc}")
+            log.warning("%s; %s", exc, "from REST instead" if self.mode == "auto" else "left for a later run")
+            if self.mode == "archive":
+                return BlockRows(EMPTY_TABLE, [record], [(block.lo, block.hi)])
+            table = self.rest.get_klines_range(symbol, interval, block.lo, block.hi, as_arrow=True)
+            return BlockRows(table, [record, SourceRecord("rest", "", rows=table.num_rows)], [])
+        table = _between(rows.table, block.lo, block.hi)
+        note = ""
+        records = [
+            SourceRecord(
+                "archive",
+                file.key,
+                sha256=rows.sha256,
+                rows=table.num_rows,
+                off_grid=rows.off_grid,
+                note=note,
+            )
+        ]
+        unserved: list[tuple[int, int]] = []
+        if rows.off_grid:
+            # The file's off-grid candles are not stored; the slots left empty come from REST,
+            # which serves those candles on the grid.
+            records[0].note = f"{rows.off_grid} off-grid candles left out"
+            for hole_lo, hole_hi in rows.holes:
+                a, b = max(block.lo, hole_lo), min(block.hi, hole_hi)
+                if a >= b:
+                    continue
+                if self.mode == "archive":
+                    unserved.append((a, b))
+                else:
+                    fill = self.rest.get_klines_range(symbol, interval, a, b, as_arrow=True)
+                    table = _merge(table, fill, grid)
+                    records.append(SourceRecord("rest", "", rows=fill.num_rows))
+        return BlockRows(table, records, unserved)
+
+    def get_klines_range(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, as_arrow: bool = False
+    ) -> Any:
+        """Every candle opening in ``[start_ms, end_ms)``: from files where they serve, from REST
+        for the rest (in ``archive`` mode, files only)."""
+        grid = Interval(interval)
+        blocks = self.blocks(symbol, interval, start_ms, end_ms, 1 << 62)
+        parts: list[pa.Table] = []
+        cursor = start_ms
+        for block in blocks:
+            if cursor < block.lo and not self.blocks_only:
+                parts.append(self.rest.get_klines_range(symbol, interval, cursor, block.lo, as_arrow=True))
+            parts.append(self.get_block(symbol, interval, block).table)
+            cursor = block.hi
+        if cursor < end_ms and not self.blocks_only:
+            parts.append(self.rest.get_klines_range(symbol, interval, cursor, end_ms, as_arrow=True))
+        table = EMPTY_TABLE
+        for part in parts:
+            table = _merge(table, part, grid)
+        return table if as_arrow else table_to_frame(table)
+
+
+def choose_blocks(
+    grid: Interval,
+    files: Sequence[ArchiveFile],
+    lo: int,
+    hi: int,
+    max_block_candles: int,
+    min_candles: int = 1,
+    skip: frozenset[str] = frozenset(),
+) -> list[Block]:
+    """Which files serve ``[lo, hi)`` (pure): per month, its monthly file when the month holds
+    at most ``max_block_candles`` slots, else (or without one) its daily files; each clipped to
+    ``[lo, hi)`` and kept only if it serves at least ``min_candles`` slots. Sorted, disjoint."""
+    monthly = {f.period: f for f in files if not f.daily}
+    daily: dict[str, list[ArchiveFile]] = {}
+    for f in files:
+        if f.daily:
+            daily.setdefault(f.period[:7], []).append(f)
+    chosen: list[ArchiveFile] = []
+    months = sorted({f.period[:7] for f in files})
+    for month in months:
+        m = monthly.get(month)
+        if m is not None and m.hi > lo and m.lo < hi and grid.count(m.lo, m.hi) <= max_block_candles:
+            chosen.append(m)
+        else:
+            chosen.extend(d for d in daily.get(month, []) if d.hi > lo and d.lo < hi)
+    out = []
+    for f in sorted(chosen):
+        a, b = max(lo, f.lo), min(hi, f.hi)
+        if f.key in skip or a >= b or grid.count(a, b) < max(1, min_candles):
+            continue
+        out.append(Block(grid.ceil(a), grid.ceil(b), f.period, f.key))
+    return [b for b in out if b.lo < b.hi]
+
+
+def _daily_months(
+    grid: Interval, lo: int, hi: int, monthly: Sequence[ArchiveFile], max_block_candles: int
+) -> list[str]:
+    """The months of ``[lo, hi)`` whose daily files may serve: those without a monthly file
+    (from the first monthly file on, and always the last two, not published yet), and those too
+    big to write whole."""
+    if grid.name not in DAILY_INTERVALS or lo >= hi:
+        return []
+    month = Interval("1M")
+    have = {f.period for f in monthly}
+    first = min((f.lo for f in monthly), default=None)
+    last_two = {month.floor(hi - 1), month.floor(month.floor(hi - 1) - 1)}
+    out = []
+    t = month.floor(lo)
+    while t < hi:
+        name = _iso(t)[:7]
+        too_big = grid.count(t, month.next_open(t)) > max_block_candles
+        if too_big or (name not in have and ((first is not None and t >= first) or t in last_two)):
+            out.append(name)
+        t = month.next_open(t)
+    return out
+
+
+def _between(table: pa.Table, lo: int, hi: int) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    opens = table.column("open_time").cast(pa.int64()).to_numpy()
+    first, stop = int(np.searchsorted(opens, lo, "left")), int(np.searchsorted(opens, hi, "left"))
+    return table.slice(first, max(0, stop - first))
+
+
+def _merge(a: pa.Table, b: pa.Table, grid: Interval) -> pa.Table:
+    """Two sorted candle tables as one, sorted, one candle per open time (``b`` wins)."""
+    if a.num_rows == 0:
+        return b
+    if b.num_rows == 0:
+        return a
+    import polars as pl
+
+    frame = pl.from_arrow(pa.concat_tables([a, b]))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.unique("open_time", keep="last").sort("open_time").to_arrow().cast(a.schema)
+
+
+def _iso(t_ms: int) -> str:
+    return iso(t_ms)
