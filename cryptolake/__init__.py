@@ -10,6 +10,7 @@ from cryptolake._version import __version__
 if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time see __getattr__
     from cryptolake.collector import CollectionReport, CryptoCollector, ProgressEvent, SymbolResult
     from cryptolake.errors import (
+        ArchiveFileError,
         BadPayload,
         ConfigError,
         CryptolakeError,
@@ -37,11 +38,16 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time se
     from cryptolake.lake import Lake
     from cryptolake.loader import PostgresLoader, SyncReport
     from cryptolake.scheduler import CollectorScheduler
+    from cryptolake.sources.archive import ArchiveSource, BinanceArchive
     from cryptolake.sources.binance import BinanceClient, PriceData, TopCrypto
     from cryptolake.status import collection_status
+    from cryptolake.verify import verify
 
 __all__ = [
+    "ArchiveFileError",
+    "ArchiveSource",
     "BadPayload",
+    "BinanceArchive",
     "BinanceClient",
     "CollectionReport",
     "CollectorScheduler",
@@ -78,12 +84,16 @@ __all__ = [
     "Transient",
     "__version__",
     "collection_status",
+    "verify",
 ]
 
 # Where each public name lives. They are imported on first use (PEP 562), so that `import
 # cryptolake` (and with it the `cryptolake` command) does not pay for polars, duckdb, httpx, ...
 _LAZY: dict[str, str] = {
+    "ArchiveFileError": "cryptolake.errors",
+    "ArchiveSource": "cryptolake.sources.archive",
     "BadPayload": "cryptolake.errors",
+    "BinanceArchive": "cryptolake.sources.archive",
     "BinanceClient": "cryptolake.sources.binance",
     "CollectionReport": "cryptolake.collector",
     "CollectorScheduler": "cryptolake.scheduler",
@@ -119,6 +129,7 @@ _LAZY: dict[str, str] = {
     "TopCrypto": "cryptolake.sources.binance",
     "Transient": "cryptolake.errors",
     "collection_status": "cryptolake.status",
+    "verify": "cryptolake.verify",
 }
 
 

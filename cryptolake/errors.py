@@ -12,7 +12,8 @@
     │   ├── RestrictedLocation           451: Binance refuses this location
     │   ├── RequestRejected              other 4xx; .status, .code, .msg
     │   │   └── InvalidSymbol            -1121; .symbol
-    │   └── BadPayload           [T]     a response that is not what Binance documents
+    │   ├── BadPayload           [T]     a response that is not what Binance documents
+    │   └── ArchiveFileError             a bulk-archive file that cannot be used; .reason, .key
     ├── LakeError                        the Parquet lake
     │   ├── SchemaMismatch               a frame or partition differs from KLINE_SCHEMA; .path, .diff
     │   ├── LakeLocked                   another process holds the writer lock; .root
@@ -106,6 +107,17 @@ class InvalidSymbol(RequestRejected):
 
 class BadPayload(SourceError, Transient):
     """A response that is not shaped as Binance documents (e.g. malformed JSON)."""
+
+
+class ArchiveFileError(SourceError):
+    """A Binance archive file that cannot be used; ``reason``: ``missing`` (404), ``checksum`` (its
+    bytes do not match its .CHECKSUM, twice), ``corrupt`` (not a readable zip of a klines CSV,
+    twice), ``empty`` (no candle), ``unavailable`` (the archive did not answer)."""
+
+    def __init__(self, message: str, *, reason: str, key: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.key = key
 
 
 class LakeError(CryptolakeError):

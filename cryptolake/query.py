@@ -1,4 +1,5 @@
-"""SQL over the lake for analysts: DuckDB views ``klines``, ``gaps``, ``coverage``, ``exchange_windows``.
+"""SQL over the lake for analysts: DuckDB views ``klines``, ``gaps``, ``coverage``, ``exchange_windows``,
+``sources``.
 
 - ``klines``: every stored candle, with the partition keys ``exchange``, ``interval``,
   ``symbol`` and ``month`` as text columns (``interval`` is ``1mo`` for monthly candles).
@@ -6,6 +7,8 @@
   ``<lake>/_meta/gaps.parquet`` and ``coverage.parquet`` by every gap detection
   (``cryptolake gaps``, ``fill-gaps``, ``coverage``, and collection runs).
 - ``exchange_windows``: recorded exchange outages and failed fetch windows.
+- ``sources``: where each partition's candles came from (Binance archive files with their
+  checksums, files that could not be used, candles fetched over REST).
 
 :func:`connect` gives the connection ``cryptolake sql`` runs in. It cannot change anything on
 disk, and that is enforced by DuckDB itself, not by looking at the statement: the connection is
@@ -48,7 +51,7 @@ import pyarrow.parquet as pq
 from cryptolake.errors import Interrupted, LakeError, QueryError
 from cryptolake.lake import ARROW_SCHEMA, Lake
 from cryptolake.lake.layout import DATA_FILE, is_valid_month, is_valid_symbol, klines_dir, meta_dir
-from cryptolake.lake.meta import WINDOWS_FILE
+from cryptolake.lake.meta import SOURCES_FILE, WINDOWS_FILE
 from cryptolake.lake.store import check_partition
 
 log = logging.getLogger("cryptolake.query")
@@ -79,6 +82,11 @@ _META_VIEWS: dict[str, tuple[str, pa.Schema]] = {
         ("interval", pa.string()), ("symbol", pa.string()), ("kind", pa.string()), ("start_time", _TIME),
         ("end_time", _TIME), ("recorded_at", _TIME), ("checked_at", _TIME), ("attempts", pa.int64()),
         ("error", pa.string()),
+    ])),
+    "sources": (SOURCES_FILE, pa.schema([
+        ("interval", pa.string()), ("symbol", pa.string()), ("month", pa.string()), ("source", pa.string()),
+        ("file", pa.string()), ("sha256", pa.string()), ("rows", pa.int64()), ("off_grid", pa.int64()),
+        ("recorded_at", _TIME), ("note", pa.string()),
     ])),
 }  # fmt: skip
 #: The ``klines`` view's columns: the partition keys, then the candle schema.

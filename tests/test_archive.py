@@ -100,6 +100,14 @@ def test_auto_is_exact_across_the_microsecond_switch_and_spends_weight_only_on_t
     assert set(archive["month"]) == {"2024-12", "2025-01", "2025-02", "2025-03"}
     assert archive["sha256"].str.len_chars().to_list() == [64] * archive.height
     assert archive.filter(pl.col("month") == "2025-01")["rows"].to_list() == [31 * 1440]
+    # Analysts see the same in the `sources` view.
+    result = invoke(
+        "sql", "SELECT source, sum(rows) AS n FROM sources GROUP BY source ORDER BY source", "--lake", tmp_path,
+        "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    by_source = {row["source"]: row["n"] for row in json.loads(result.stdout)}
+    assert sum(by_source.values()) == oracle(fx).height and by_source["rest"] < 4000
 
 
 def test_a_rerun_downloads_nothing_and_sends_no_klines_request(fx: FakeExchange, tmp_path: Path) -> None:

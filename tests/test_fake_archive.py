@@ -756,6 +756,8 @@ def test_large_file_prebuild_cache_and_concurrency() -> None:
             assert c.get(url("BTCUSDT", "5m", f"2025-02-0{day}")).status_code == 200
         info = small.archive_cache_info()
         assert 0 < info["bytes"] <= 100_000 and info["files"] < 9
+        with pytest.warns(RuntimeWarning, match="too small"):
+            small.prebuild_archive("ETHUSDT", "5m", to_ms("2025-02-01"), to_ms("2025-02-10"), kinds=["daily"])
 
 
 def test_cli_archive_delay_options() -> None:

@@ -35,7 +35,14 @@ import tenacity
 
 from cryptolake._version import __version__
 from cryptolake.atomic import write_bytes_atomic
-from cryptolake.errors import BadPayload, ExchangeUnavailable, Interrupted, SourceError, Transient
+from cryptolake.errors import (
+    ArchiveFileError,
+    BadPayload,
+    ExchangeUnavailable,
+    Interrupted,
+    SourceError,
+    Transient,
+)
 from cryptolake.schema import Interval
 from cryptolake.sources.base import Block, BlockRows, KlineSource, SourceRecord
 from cryptolake.sources.klines import EMPTY_TABLE, parse_klines_csv, table_to_frame
@@ -123,17 +130,6 @@ class ArchiveRows:
     micro: bool
     off_grid: int = 0  # rows not on the interval's grid, left out
     holes: list[tuple[int, int]] = field(default_factory=list)  # slots [lo, hi) left empty, if off_grid
-
-
-class ArchiveFileError(SourceError):
-    """An archive file that cannot be used; ``reason``: ``missing`` (404), ``checksum`` (its
-    bytes do not match its .CHECKSUM, twice), ``corrupt`` (not a readable zip of a klines CSV,
-    twice), ``empty`` (no candle), ``unavailable`` (the archive did not answer)."""
-
-    def __init__(self, message: str, *, reason: str, key: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.key = key
 
 
 class _Mismatch(Exception):

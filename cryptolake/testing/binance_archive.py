@@ -39,6 +39,7 @@ import io
 import re
 import threading
 import time
+import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -221,6 +222,7 @@ class _Cache:
     max_bytes: int
     entries: OrderedDict[tuple, _Built] = field(default_factory=OrderedDict)
     size: int = 0
+    evicted: int = 0
     building: dict[tuple, threading.Event] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -391,6 +393,10 @@ class Archive:
 
     # -- building ----------------------------------------------------------------------------
 
+    def expected_rows(self, f: ArchiveFile) -> list[tuple]:
+        """Raw candles of ``f`` as published without faults (whether or not it is published yet)."""
+        return self.rows(f, self._base_pub(f))
+
     def rows(self, f: ArchiveFile, pub: int) -> list[tuple]:
         """Raw candle tuples of ``f`` closed at ``pub`` (no faults applied)."""
         sym, iv, opens = self._opens(f, pub, None)
@@ -472,6 +478,7 @@ class Archive:
                     while cache.size > cache.max_bytes:
                         _, old = cache.entries.popitem(last=False)
                         cache.size -= _cost(old)
+                        cache.evicted += 1
             return result
         finally:
             with cache.lock:
@@ -498,6 +505,8 @@ class Archive:
                 raise ValueError(f"kinds must be 'daily' and/or 'monthly', got {kind!r}")
         iv = Interval(interval)
         count = 0
+        with self._cache.lock:
+            evicted = self._cache.evicted
         for name in symbols:
             sym = self._market.symbols.get(name)
             if sym is None:
@@ -514,6 +523,15 @@ class Archive:
                     if state is not None:
                         self.built(f, state)
                         count += 1
+        with self._cache.lock:
+            evicted = self._cache.evicted - evicted
+        if evicted:
+            warnings.warn(
+                f"archive_cache_bytes ({self._cache.max_bytes}) is too small: {evicted} built files were "
+                "evicted while prebuilding; they will be built again when requested",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return count
 
     # -- enumeration (listing) ---------------------------------------------------------------
