@@ -30,8 +30,10 @@ def fake_exchange(
     chaos_seed: int = 0,
     ban_grace: int = 0,
     cache_rows: int = 0,
+    now: str = NOW,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[str]:
-    """Run `cryptolake fake-exchange` in a subprocess (frozen at NOW); yield its base URL."""
+    """Run `cryptolake fake-exchange` in a subprocess (frozen at ``now``); yield its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [
@@ -48,7 +50,7 @@ def fake_exchange(
             "--weight-window-s",
             str(window_s),
             "--now",
-            NOW,
+            now,
             "--frozen",
             "--extra-symbols",
             str(extra_symbols),
@@ -60,6 +62,7 @@ def fake_exchange(
             str(ban_grace),
             "--cache-rows",
             str(cache_rows),
+            *extra_args,
         ],
         stdout=subprocess.DEVNULL,
     )
