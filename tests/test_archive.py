@@ -354,3 +354,44 @@ def test_sigkill_during_an_archive_backfill_leaves_a_readable_lake_and_the_rerun
     assert rerun.exit_code == 0, rerun.stderr
     for symbol in ("BTCUSDT", "ETHUSDT"):
         assert_frame_equal(stored(lake, symbol, "1m"), oracle(fx, symbol, since="2024-07-01"))
+
+
+def test_an_unreachable_archive_costs_one_warning_and_auto_takes_everything_from_rest(
+    fx: FakeExchange, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rest = BinanceClient(base_url=fx.base_url, retry_delay=0.01, timeout_s=5)
+    dead = BinanceArchive("http://127.0.0.1:9", retry_delay=0.01, max_retries=1)  # nothing listens there
+    made = ArchiveSource(rest, dead, "auto")
+    _OPEN.append(made)
+    began = time.monotonic()
+    with caplog.at_level("WARNING", logger="cryptolake.archive"):
+        reports = CryptoCollector(made, lake=tmp_path, interval="1m").collect(
+            "2025-02-20", ["BTCUSDT", "ETHUSDT"]
+        )
+    assert not any(r.failed for r in reports)
+    assert time.monotonic() - began < 10
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        assert_frame_equal(stored(tmp_path, symbol, "1m"), oracle(fx, symbol, since="2025-02-20"))
+    warnings = [r.getMessage() for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert len(warnings) == 1 and "every candle over REST" in warnings[0]
+
+
+def test_a_cache_folder_keeps_the_files_and_serves_them_again_while_their_checksum_holds(
+    fx: FakeExchange, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    rest = BinanceClient(base_url=fx.base_url, retry_delay=0.01, timeout_s=5)
+    made = ArchiveSource(rest, BinanceArchive(fx.base_url, retry_delay=0.01, cache_dir=cache), "archive")
+    _OPEN.append(made)
+    CryptoCollector(made, lake=tmp_path / "one", interval="1m").collect("2025-01-01", ["BTCUSDT"])
+    kept = sorted(p.name for p in cache.rglob("*.zip"))
+    assert "BTCUSDT-1m-2025-01.zip" in kept and "BTCUSDT-1m-2025-03-01.zip" in kept
+    zips = fx.stats().archive_by_kind["monthly"] + fx.stats().archive_by_kind["daily"]
+    CryptoCollector(made, lake=tmp_path / "two", interval="1m").collect("2025-01-01", ["BTCUSDT"])
+    assert (
+        fx.stats().archive_by_kind["monthly"] + fx.stats().archive_by_kind["daily"] == zips
+    )  # only checksums asked
+    assert_frame_equal(stored(tmp_path / "one", "BTCUSDT", "1m"), stored(tmp_path / "two", "BTCUSDT", "1m"))
+    fx.archive_fault("reupload", "BTCUSDT", "1m", "2025-02")
+    CryptoCollector(made, lake=tmp_path / "three", interval="1m").collect("2025-01-01", ["BTCUSDT"])
+    assert fx.stats().archive_by_kind["monthly"] == 2 + 1  # the re-uploaded file, downloaded anew

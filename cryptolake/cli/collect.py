@@ -109,7 +109,8 @@ def collect_command(
     creatable_lake(settings)
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)  # the progress display reports failures
     if quiet or as_json:
-        logging.getLogger("cryptolake.binance").setLevel(logging.ERROR)  # no retry chatter: the summary tells
+        logging.getLogger("cryptolake.binance").setLevel(logging.ERROR)
+        logging.getLogger("cryptolake.archive").setLevel(logging.ERROR)  # no retry chatter: the summary tells
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
         pairs = collector.resolve_symbols(_pairs(settings, wanted) if wanted is not None else None)
@@ -215,6 +216,7 @@ def fill_gaps_command(
     logging.getLogger("cryptolake.collector").setLevel(logging.ERROR)
     if quiet or as_json:
         logging.getLogger("cryptolake.binance").setLevel(logging.ERROR)
+        logging.getLogger("cryptolake.archive").setLevel(logging.ERROR)
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
         wanted = known_pairs(settings, symbols, collector.known_symbols())

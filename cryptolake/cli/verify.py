@@ -166,6 +166,10 @@ def _print_report(report: Any) -> None:
             f"{sum(f.status == 'reuploaded' for f in files)} re-uploaded since merged, "
             f"{len(report.differences)} candles differ"
         )
+        if not files:
+            click.echo(
+                "note: no archive file has been merged into these candles; compare them with --against rest"
+            )
         if reuploaded:
             rows = [
                 [f.symbol, f.file.rsplit("/", 1)[-1], f.status, f.differences, f.repaired, f.note]

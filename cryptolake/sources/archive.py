@@ -563,10 +563,14 @@ class ArchiveSource:
         if not todo:
             return
 
+        unreachable: list[str] = []  # once the archive cannot be reached, nobody waits for it again
+
         def list_one(item: tuple[str, int, int]) -> None:
             symbol, lo, hi = item
             index = _Index()
             try:
+                if unreachable:
+                    raise ExchangeUnavailable(unreachable[0])
                 monthly = self.archive.files(symbol, interval)
                 months = _daily_months(grid, lo, hi, monthly, max_block_candles)
                 daily = self.archive.files(symbol, interval, daily_months=months) if months else []
@@ -575,7 +579,14 @@ class ArchiveSource:
                 if isinstance(exc, Interrupted):
                     raise
                 index.error = f"cannot list the archive's files of {symbol} {interval}: {exc}"
-                log.warning("%s", index.error)
+                if isinstance(exc, ExchangeUnavailable) and not unreachable:
+                    unreachable.append(str(exc))
+                    log.warning(
+                        "the archive cannot be reached (%s): %s", exc,
+                        "its files are left for a later run" if self.mode == "archive" else "every candle over REST",
+                    )  # fmt: skip
+                elif not isinstance(exc, ExchangeUnavailable):
+                    log.warning("%s", index.error)
             with self._index_lock:
                 self._index[(symbol, interval)] = index
 
