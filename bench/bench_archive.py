@@ -123,12 +123,11 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50)
     parser.add_argument("--sources", nargs="+", default=["archive", "auto", "rest"])
     args = parser.parse_args()
-    names = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "TRXUSDT",
-             "LINKUSDT", "AVAXUSDT", "DOTUSDT", "LTCUSDT"][: args.symbols]  # fmt: skip
+    names = [f"S{i:04d}USDT" for i in range(1, args.symbols + 1)]  # the fake's extra symbols
     first = 2026 * 12 - args.months  # months back from January 2026
     since = f"{first // 12}-{first % 12 + 1:02d}-01"
     until = "2025-12-31"
-    with fake_exchange(args.latency_ms, now=NOW) as url:
+    with fake_exchange(args.latency_ms, now=NOW, extra_symbols=args.symbols) as url:
         began = time.perf_counter()
         built = httpx.post(
             f"{url}/fake/archive/prebuild",

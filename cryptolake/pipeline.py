@@ -57,9 +57,10 @@ log = logging.getLogger("cryptolake.collector")
 #: Threads that write partitions. Parquet encoding, zstd and fsync release the GIL, so a few
 #: overlap well even on two cores.
 COMMIT_THREADS = 2
-#: Candles of blocks (archive files) requested or held at once over a run (about 60 MB): a
-#: dozen months of 1m candles, so that downloads overlap while memory stays bounded.
-BLOCK_CANDLES_HELD = 600_000
+#: Candles of blocks (archive files) requested or held at once over a run (about 30 MB of
+#: candles, and each file's zip and parse while in flight): six months of 1m candles, enough
+#: for downloads to overlap, few enough to keep a backfill's memory flat.
+BLOCK_CANDLES_HELD = 300_000
 
 _FIRST = -1  # the page index of a window's first request when its start is unknown
 _LISTING = -2  # the listing look-up that may follow it

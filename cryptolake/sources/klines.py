@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -41,6 +41,7 @@ EMPTY_TABLE = ARROW_SCHEMA.empty_table()
 
 _RAW_COLUMNS = [*KLINE_COLUMNS, "ignore"]
 _CSV_READ = pacsv.ReadOptions(column_names=_RAW_COLUMNS, use_threads=False)
+_CSV_READ_HEADED = pacsv.ReadOptions(column_names=_RAW_COLUMNS, use_threads=False, skip_rows=1)
 _CSV_PARSE = pacsv.ParseOptions(quote_char=False)
 _CSV_CONVERT = pacsv.ConvertOptions(
     column_types={
@@ -168,34 +169,40 @@ def rows_to_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
     )
 
 
-def parse_klines_csv(data: bytes | io.IOBase) -> tuple[pa.Table, bool, bool]:
+def parse_klines_csv(data: bytes | IO[bytes]) -> tuple[pa.Table, bool, bool]:
     """A bulk-archive CSV (the twelve fields of a klines row, one row per line, with or without a
     header row) as ``(table, header, micro)``: the table in the lake's schema (times in ms,
     sorted by unique open time), whether the file had a header row, and whether its times were
     in microseconds (decided for the whole file, as the archive switched units per file).
 
+    ``data`` may be a stream (a zip member): Arrow reads it in blocks, without a copy of the
+    whole text.
+
     Raises:
         BadPayload: not such a CSV.
     """
-    raw = data if isinstance(data, bytes) else data.read()
-    assert isinstance(raw, bytes)
-    text = raw.lstrip()
+    raw: Any = io.BytesIO(data) if isinstance(data, bytes) else data
+    stream = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+    first = stream.peek(64)[:64]
+    text = first.lstrip()
+    if not text.strip() and not stream.peek(1):
+        return EMPTY_TABLE, False, False
     header = bool(text) and not text[:1].isdigit()
-    if header:
-        newline = text.find(b"\n")
-        text = b"" if newline < 0 else text[newline + 1 :]
-    if not text.strip():
-        return EMPTY_TABLE, header, False
     try:
         table = pacsv.read_csv(
-            io.BytesIO(text),
-            read_options=_CSV_READ,
+            stream,
+            read_options=_CSV_READ_HEADED if header else _CSV_READ,
             parse_options=_CSV_PARSE,
             convert_options=_CSV_CONVERT,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        if "Empty CSV file" in str(exc):
+            return EMPTY_TABLE, header, False
         raise BadPayload(f"not a klines CSV: {str(exc).splitlines()[0][:200]}") from exc
+    if table.num_rows == 0:
+        return EMPTY_TABLE, header, False
     columns = [table.column(name).combine_chunks() for name in KLINE_COLUMNS]
+    del table
     opens = columns[0]
     micro = bool(len(opens)) and pc.max(opens).as_py() > 10**14
     parsed = _from_columns(columns)
