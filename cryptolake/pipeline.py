@@ -313,7 +313,9 @@ class Pipeline:
         if not spans:
             return
         self.client.prepare(self.grid.name, spans, self.max_block_candles)
-        self._merged = self.meta.merged_files(self.grid.name)
+        # A file counts as merged while its partition is there (not deleted since).
+        present = {symbol: set(self.lake.months(self.grid.name, symbol)) for symbol in spans}
+        self._merged = self.meta.merged_files(self.grid.name, present)
 
     def _plan_at_once(self, window: FetchWindow) -> bool:
         """Plan a window whose start is known; True if it has nothing to fetch."""

@@ -395,3 +395,16 @@ def test_a_cache_folder_keeps_the_files_and_serves_them_again_while_their_checks
     fx.archive_fault("reupload", "BTCUSDT", "1m", "2025-02")
     CryptoCollector(made, lake=tmp_path / "three", interval="1m").collect("2025-01-01", ["BTCUSDT"])
     assert fx.stats().archive_by_kind["monthly"] == 2 + 1  # the re-uploaded file, downloaded anew
+
+
+def test_a_deleted_partition_is_taken_from_its_file_again(fx: FakeExchange, tmp_path: Path) -> None:
+    import shutil
+
+    run(fx, tmp_path, since="2025-01-01")
+    months, requests = fx.stats().archive_by_kind["monthly"], klines_requests(fx)
+    january = next(p for p in data_files(tmp_path) if "month=2025-01" in str(p)).parent
+    shutil.rmtree(january)
+    run(fx, tmp_path, since="2025-01-01")
+    assert fx.stats().archive_by_kind["monthly"] == months + 1
+    assert klines_requests(fx) == requests + 1  # the look-up of the start, not January's 45 pages
+    assert_frame_equal(stored(tmp_path, "BTCUSDT", "1m"), oracle(fx, since="2025-01-01"))

@@ -320,12 +320,17 @@ class LakeMeta:
             frame = frame.filter(pl.col("symbol").is_in(list(symbols)))
         return frame.sort("symbol", "month", "source", "file")
 
-    def merged_files(self, interval: str) -> dict[str, frozenset[str]]:
-        """``{symbol: archive file paths merged}`` for ``interval``."""
+    def merged_files(
+        self, interval: str, months: dict[str, set[str]] | None = None
+    ) -> dict[str, frozenset[str]]:
+        """``{symbol: archive file paths merged}`` for ``interval``; with ``months`` (the
+        partitions that exist, by symbol), only files of partitions still there."""
         frame = self.sources(interval).filter(pl.col("source") == "archive")
         out: dict[str, set[str]] = {}
-        for symbol, key in zip(frame["symbol"].to_list(), frame["file"].to_list(), strict=True):
-            out.setdefault(symbol, set()).add(key)
+        rows = zip(frame["symbol"].to_list(), frame["month"].to_list(), frame["file"].to_list(), strict=True)
+        for symbol, month, key in rows:
+            if months is None or month in months.get(symbol, ()):
+                out.setdefault(symbol, set()).add(key)
         return {symbol: frozenset(keys) for symbol, keys in out.items()}
 
     def record_sources(

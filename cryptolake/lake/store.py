@@ -23,6 +23,7 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -256,8 +257,8 @@ class Lake:
         times = table.column(_KEY)
         first, last = times[0].value, times[-1].value
         month = layout.month_of(first)
-        opens = times.cast(pa.int64()).to_pylist()
-        increasing = all(a < b for a, b in zip(opens, opens[1:], strict=False))
+        opens = times.cast(pa.int64()).to_numpy()
+        increasing = bool((opens[1:] > opens[:-1]).all())
         if not increasing or layout.month_of(last) != month or not table.schema.equals(ARROW_SCHEMA):
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
@@ -717,9 +718,8 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
     table = frame if isinstance(frame, pa.Table) else normalize_klines(frame).to_arrow()
     if not table.schema.equals(ARROW_SCHEMA):  # e.g. string/large_string views from polars
         table = table.cast(ARROW_SCHEMA)
-    # The open times as Python ints, once: for the off-grid count and the commit record (a few
-    # compute kernels on a small table cost more, in GIL hand-overs, than one conversion).
-    times = table.column(_KEY).cast(pa.int64()).to_pylist() if interval is not None else []
+    # The open times, once: for the off-grid count and the commit record.
+    times = table.column(_KEY).cast(pa.int64()).to_numpy() if interval is not None else np.empty(0, np.int64)
     off_grid = _off_grid_rows(table, Interval(interval), times) if interval is not None else 0
     if interval is not None:
         table = table.replace_schema_metadata({META_INTERVAL: interval, META_OFF_GRID_ROWS: str(off_grid)})
@@ -749,8 +749,8 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
                 "rows": table.num_rows,
                 "off_grid_rows": off_grid,
                 "interval": interval,
-                "first_open_ms": min(times, default=None),
-                "last_open_ms": max(times, default=None),
+                "first_open_ms": int(times.min()) if len(times) else None,
+                "last_open_ms": int(times.max()) if len(times) else None,
             },
         )
 
@@ -813,7 +813,7 @@ def _check_schema(path: Path, schema: pa.Schema) -> None:
         )
 
 
-def _off_grid_rows(table: pa.Table, grid: Interval, times: list[int] | None = None) -> int:
+def _off_grid_rows(table: pa.Table, grid: Interval, times: np.ndarray | None = None) -> int:
     """Rows whose open time is not on the interval's grid (``times``: the open times in ms, if
     the caller has them already)."""
     if table.num_rows == 0:
@@ -825,10 +825,9 @@ def _off_grid_rows(table: pa.Table, grid: Interval, times: list[int] | None = No
     step = grid.fixed_ms
     assert step is not None
     origin = grid.origin_ms
-    # In Python: one conversion, where compute kernels would take a dozen calls on a small table.
     if times is None:
-        times = table.column(_KEY).cast(pa.int64()).to_pylist()
-    return sum(1 for t in times if (t - origin) % step)
+        times = table.column(_KEY).cast(pa.int64()).to_numpy()
+    return int(((times - origin) % step != 0).sum())
 
 
 def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:

@@ -19,10 +19,12 @@ import io
 import logging
 import os
 import re
+import struct
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +50,12 @@ from cryptolake.schema import Interval
 from cryptolake.sources.base import Block, BlockRows, KlineSource, SourceRecord
 from cryptolake.sources.klines import EMPTY_TABLE, parse_klines_csv, table_to_frame
 from cryptolake.timeutils import iso, to_ms
+
+_inflater: Any
+try:  # Intel's ISA-L inflates these files twice as fast as zlib, with the same results
+    from isal import isal_zlib as _inflater
+except ImportError:  # pragma: no cover - a platform without its wheels
+    _inflater = zlib
 
 log = logging.getLogger("cryptolake.archive")
 
@@ -430,12 +438,34 @@ class _ZipDownload:
 
 
 def _read_zip(handle: Any, file: ArchiveFile) -> tuple[pa.Table, bool, bool]:
+    """The CSV inside a verified zip, parsed. Its bytes passed the SHA-256 check, so the member
+    is inflated in one call, without zipfile's chunked reads and CRC (several times faster),
+    and parsed from memory, where Arrow needs no Python call and releases the GIL."""
     with zipfile.ZipFile(handle) as archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         if len(members) != 1:
             raise BadPayload(f"{file.key} holds {len(members)} files, not one CSV")
-        with archive.open(members[0]) as member:
-            return parse_klines_csv(member)
+        member = members[0]
+        if member.compress_type not in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED) or member.flag_bits & 0x1:
+            with archive.open(member) as stream:  # another method: zipfile's way
+                return parse_klines_csv(stream.read())
+    handle.seek(member.header_offset)
+    local = handle.read(30)
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"{file.key}: no local file header")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    handle.seek(member.header_offset + 30 + name_len + extra_len)
+    raw = handle.read(member.compress_size)
+    if len(raw) != member.compress_size:
+        raise zipfile.BadZipFile(f"{file.key}: truncated")
+    try:
+        data = _inflater.decompress(raw, -15) if member.compress_type == zipfile.ZIP_DEFLATED else raw
+    except (_inflater.error, zlib.error) as exc:
+        raise zipfile.BadZipFile(f"{file.key}: {exc}") from None
+    del raw
+    if len(data) != member.file_size:
+        raise zipfile.BadZipFile(f"{file.key}: {len(data)} bytes inflated, {member.file_size} expected")
+    return parse_klines_csv(data)
 
 
 def _on_grid(table: pa.Table, grid: Interval, file: ArchiveFile) -> ArchiveRows:

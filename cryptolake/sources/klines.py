@@ -181,16 +181,20 @@ def parse_klines_csv(data: bytes | IO[bytes]) -> tuple[pa.Table, bool, bool]:
     Raises:
         BadPayload: not such a CSV.
     """
-    raw: Any = io.BytesIO(data) if isinstance(data, bytes) else data
-    stream = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
-    first = stream.peek(64)[:64]
-    text = first.lstrip()
-    if not text.strip() and not stream.peek(1):
+    source: Any
+    if isinstance(data, bytes):  # from memory: Arrow parses it without a Python call
+        first, source, empty = data[:64], pa.BufferReader(data), not data.strip()
+    else:
+        source = data if hasattr(data, "peek") else io.BufferedReader(data)
+        first = source.peek(64)[:64]
+        empty = not first.strip() and not source.peek(1)
+    if empty:
         return EMPTY_TABLE, False, False
+    text = first.lstrip()
     header = bool(text) and not text[:1].isdigit()
     try:
         table = pacsv.read_csv(
-            stream,
+            source,
             read_options=_CSV_READ_HEADED if header else _CSV_READ,
             parse_options=_CSV_PARSE,
             convert_options=_CSV_CONVERT,
