@@ -61,6 +61,9 @@ COMMIT_THREADS = 2
 #: candles, and each file's zip and parse while in flight): six months of 1m candles, enough
 #: for downloads to overlap, few enough to keep a backfill's memory flat.
 BLOCK_CANDLES_HELD = 300_000
+#: The largest block: a month of 1m candles (44,640) is one, a month of 1s (2.6 million, a
+#: file of hundreds of MB) is fetched day by day.
+MAX_BLOCK_CANDLES = 100_000
 
 _FIRST = -1  # the page index of a window's first request when its start is unknown
 _LISTING = -2  # the listing look-up that may follow it
@@ -245,8 +248,8 @@ class Pipeline:
         self.max_pages = 4 * self.concurrency + 2 * unit_pages
         self.banned: str | None = None
         #: A month is fetched as one block (an archive file) when it holds at most this many
-        #: candles, i.e. when it is written as one unit; else its days are.
-        self.max_block_candles = int(1.5 * batch_candles)
+        #: candles (it is written as one unit, and it is not a month of 1s); else its days are.
+        self.max_block_candles = min(int(1.5 * batch_candles), MAX_BLOCK_CANDLES)
         self._merged: dict[str, frozenset[str]] = {}
         self._block_load: dict[tuple[int, int], int] = {}  # (window id, page): candles
         self._events: queue.Queue[_Event] = queue.Queue()
@@ -393,6 +396,7 @@ class Pipeline:
             self._send_cursor += 1
         for position in range(self._send_cursor, len(windows)):
             window = windows[position]
+            first = position == self._send_cursor
             if window.waiting or _all_sent(window):
                 continue
             if window.plan is None:  # its first request finds its start
@@ -405,7 +409,14 @@ class Pipeline:
                 lo, hi = window.plan.pages[index]
                 cost = self.grid.count(lo, hi)
                 held = sum(self._block_load.values())
-                if held and held + cost > BLOCK_CANDLES_HELD:
+                # Over the budget, only the first window's next unit may take more: it is what
+                # the next commit needs (else a unit of more blocks than the budget holds, a
+                # month of 1s, would wait forever for its own last ones).
+                needed_now = (
+                    first
+                    and index in window.plan.unit_pages[min(window.next_unit, len(window.plan.units) - 1)]
+                )
+                if held and held + cost > BLOCK_CANDLES_HELD and not needed_now:
                     return None  # in order: the blocks held go first
                 self._block_load[(id(window), index)] = cost
             window.next_page += 1

@@ -14,9 +14,11 @@ exists and from the REST client everywhere else (or, in ``archive`` mode, from f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
+import mmap
 import os
 import re
 import struct
@@ -458,14 +460,36 @@ def _read_zip(handle: Any, file: ArchiveFile) -> tuple[pa.Table, bool, bool]:
     raw = handle.read(member.compress_size)
     if len(raw) != member.compress_size:
         raise zipfile.BadZipFile(f"{file.key}: truncated")
+    if member.compress_type == zipfile.ZIP_STORED or member.file_size == 0:
+        return parse_klines_csv(raw if member.compress_type == zipfile.ZIP_STORED else b"")
+    # Inflated into memory mapped for it alone, and unmapped after the parse: a C heap block of
+    # this size would stay with the process after it is freed.
+    text = mmap.mmap(-1, max(1, member.file_size))
     try:
-        data = _inflater.decompress(raw, -15) if member.compress_type == zipfile.ZIP_DEFLATED else raw
+        inflater, done = _inflater.decompressobj(-15), 0
+        view = memoryview(raw)
+        for at in range(0, len(view), _CHUNK):
+            chunk = inflater.decompress(view[at : at + _CHUNK])
+            if done + len(chunk) > member.file_size:
+                raise zipfile.BadZipFile(f"{file.key}: inflates past its size")
+            text[done : done + len(chunk)] = chunk
+            done += len(chunk)
+        tail = inflater.flush()
+        text[done : done + len(tail)] = tail
+        done += len(tail)
+        if done != member.file_size:
+            raise zipfile.BadZipFile(f"{file.key}: {done} bytes inflated, {member.file_size} expected")
+        del view, raw
+        buffer = pa.py_buffer(text)
+        try:
+            return parse_klines_csv(buffer)
+        finally:
+            del buffer
     except (_inflater.error, zlib.error) as exc:
         raise zipfile.BadZipFile(f"{file.key}: {exc}") from None
-    del raw
-    if len(data) != member.file_size:
-        raise zipfile.BadZipFile(f"{file.key}: {len(data)} bytes inflated, {member.file_size} expected")
-    return parse_klines_csv(data)
+    finally:
+        with contextlib.suppress(BufferError):  # still exported by an error's traceback: GC unmaps it
+            text.close()
 
 
 def _on_grid(table: pa.Table, grid: Interval, file: ArchiveFile) -> ArchiveRows:

@@ -169,7 +169,7 @@ def rows_to_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
     )
 
 
-def parse_klines_csv(data: bytes | IO[bytes]) -> tuple[pa.Table, bool, bool]:
+def parse_klines_csv(data: bytes | pa.Buffer | IO[bytes]) -> tuple[pa.Table, bool, bool]:
     """A bulk-archive CSV (the twelve fields of a klines row, one row per line, with or without a
     header row) as ``(table, header, micro)``: the table in the lake's schema (times in ms,
     sorted by unique open time), whether the file had a header row, and whether its times were
@@ -182,8 +182,9 @@ def parse_klines_csv(data: bytes | IO[bytes]) -> tuple[pa.Table, bool, bool]:
         BadPayload: not such a CSV.
     """
     source: Any
-    if isinstance(data, bytes):  # from memory: Arrow parses it without a Python call
-        first, source, empty = data[:64], pa.BufferReader(data), not data.strip()
+    if isinstance(data, bytes | pa.Buffer):  # from memory: Arrow parses it without a Python call
+        first = bytes(memoryview(data)[:64]) if isinstance(data, pa.Buffer) else data[:64]
+        source, empty = pa.BufferReader(data), not first.strip() and len(data) <= 64
     else:
         source = data if hasattr(data, "peek") else io.BufferedReader(data)
         first = source.peek(64)[:64]
