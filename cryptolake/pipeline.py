@@ -57,10 +57,10 @@ log = logging.getLogger("cryptolake.collector")
 #: Threads that write partitions. Parquet encoding, zstd and fsync release the GIL, so a few
 #: overlap well even on two cores.
 COMMIT_THREADS = 2
-#: Candles of blocks (archive files) requested or held at once over a run (about 30 MB of
-#: candles, and each file's zip and parse while in flight): six months of 1m candles, enough
-#: for downloads to overlap, few enough to keep a backfill's memory flat.
-BLOCK_CANDLES_HELD = 300_000
+#: Candles of blocks (archive files) requested or held at once over a run (about 40 MB of
+#: candles, and each file's zip while in flight): ten months of 1m candles, enough for
+#: downloads to overlap, few enough to keep a backfill's memory flat.
+BLOCK_CANDLES_HELD = 450_000
 #: The largest block: a month of 1m candles (44,640) is one, a month of 1s (2.6 million, a
 #: file of hundreds of MB) is fetched day by day.
 MAX_BLOCK_CANDLES = 100_000

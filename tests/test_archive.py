@@ -411,15 +411,15 @@ def test_a_deleted_partition_is_taken_from_its_file_again(fx: FakeExchange, tmp_
 
 
 def test_a_month_of_1s_comes_day_by_day_even_when_its_unit_outgrows_the_block_budget(tmp_path: Path) -> None:
-    # Four daily files of 86,400 candles (more than the 300,000 the pipeline holds at once) make
+    # Six daily files of 86,400 candles (more than the 450,000 the pipeline holds at once) make
     # one unit: its blocks must all be let in, or the unit would wait for them forever.
-    with FakeExchange(now=to_ms("2025-03-05T00:20:00Z")) as exchange:
+    with FakeExchange(now=to_ms("2025-03-07T00:20:00Z")) as exchange:
         exchange.set_archive_delays(daily_s=0)
         made = source(exchange, "auto")
         reports = CryptoCollector(made, lake=tmp_path, interval="1s").collect("2025-03-01", ["BTCUSDT"])
         assert not any(r.failed for r in reports)
         stats = exchange.stats()
-        assert stats.archive_by_kind.get("monthly", 0) == 0 and stats.archive_by_kind["daily"] == 4
+        assert stats.archive_by_kind.get("monthly", 0) == 0 and stats.archive_by_kind["daily"] == 6
         assert stats.by_path["/api/v3/klines"] <= 3  # the start, and the 20 minutes of today
         want = expected_klines(exchange.klines("BTCUSDT", "1s", to_ms("2025-03-01"), exchange.now_ms()))
         assert_frame_equal(stored(tmp_path, "BTCUSDT", "1s"), want)

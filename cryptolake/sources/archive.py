@@ -186,6 +186,7 @@ class BinanceArchive:
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._parsing = threading.BoundedSemaphore(PARSE_SLOTS)
+        self._side: ThreadPoolExecutor | None = None
         self.bytes_downloaded = 0
         self.files_downloaded = 0
         self._http = httpx.Client(
@@ -201,6 +202,9 @@ class BinanceArchive:
         return f"BinanceArchive(base_url={self.base_url!r})"
 
     def close(self) -> None:
+        if self._side is not None:
+            self._side.shutdown(wait=True)
+            self._side = None
         self._http.close()
 
     def __enter__(self) -> BinanceArchive:
@@ -284,9 +288,12 @@ class BinanceArchive:
     def _read(self, file: ArchiveFile) -> ArchiveRows:
         grid = Interval(file.interval)
         for attempt in (1, 2):
-            expected = self._checksum(file)
+            if self.cache_dir is None:  # the checksum comes while the zip downloads
+                expected_of: Callable[[], str] = self._side_pool().submit(self._checksum, file).result
+            else:  # a kept copy is used if it has the checksum: ask it first
+                expected_of = _given(self._checksum(file))
             try:
-                with self._zip_bytes(file, expected) as (handle, digest, size):
+                with _ZipDownload(self, file, expected_of) as (handle, digest, size, expected):
                     if digest != expected:
                         raise _Mismatch(f"SHA-256 {digest[:12]}... but .CHECKSUM says {expected[:12]}...")
                     with self._parsing:
@@ -333,8 +340,12 @@ class BinanceArchive:
             )
         return digest
 
-    def _zip_bytes(self, file: ArchiveFile, expected: str) -> _ZipDownload:
-        return _ZipDownload(self, file, expected)
+    def _side_pool(self) -> ThreadPoolExecutor:
+        """Threads for the small requests that go beside a download (its checksum)."""
+        with self._lock:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(self.concurrency, thread_name_prefix="archive-checksum")
+            return self._side
 
     def _download(self, file: ArchiveFile, sink: Any) -> tuple[str, int]:
         """Stream the zip into ``sink``, hashing as the bytes arrive; returns (sha256, size)."""
@@ -409,30 +420,36 @@ class BinanceArchive:
         return retrying(attempt)
 
 
-class _ZipDownload:
-    """``with`` it: ``(seekable file of the zip, its sha256, its size)``, from the cache folder
-    when a copy with the expected checksum is there, else downloaded (spooled to a temp file
-    past a few MB) and, with a cache folder, kept there."""
+def _given(value: str) -> Callable[[], str]:
+    return lambda: value
 
-    def __init__(self, archive: BinanceArchive, file: ArchiveFile, expected: str) -> None:
+
+class _ZipDownload:
+    """``with`` it: ``(seekable file of the zip, its sha256, its size, the published sha256)``,
+    from the cache folder when a copy with the published checksum is there, else downloaded
+    (spooled to a temp file past a few MB) and, with a cache folder, kept there. ``expected``
+    gives the published checksum (it may be on its way while the zip downloads)."""
+
+    def __init__(self, archive: BinanceArchive, file: ArchiveFile, expected: Callable[[], str]) -> None:
         self.archive, self.file, self.expected = archive, file, expected
         self._handle: Any = None
 
-    def __enter__(self) -> tuple[Any, str, int]:
+    def __enter__(self) -> tuple[Any, str, int, str]:
         cache = self.archive.cache_dir
         cached = cache / self.file.key if cache else None
         if cached is not None and cached.is_file():
             data = cached.read_bytes()
-            if hashlib.sha256(data).hexdigest() == self.expected:
+            if hashlib.sha256(data).hexdigest() == self.expected():
                 self._handle = io.BytesIO(data)
-                return self._handle, self.expected, len(data)
+                return self._handle, self.expected(), len(data), self.expected()
         self._handle = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - closed in __exit__
         digest, size = self.archive._download(self.file, self._handle)
+        expected = self.expected()
         self._handle.seek(0)
-        if cached is not None and digest == self.expected:
+        if cached is not None and digest == expected:
             write_bytes_atomic(cached, self._handle.read())
             self._handle.seek(0)
-        return self._handle, digest, size
+        return self._handle, digest, size, expected
 
     def __exit__(self, *exc: object) -> None:
         if self._handle is not None:
