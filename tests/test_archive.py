@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from click.testing import Result
 from polars.testing import assert_frame_equal
 
 from cryptolake.collector import CryptoCollector
@@ -76,6 +77,22 @@ def oracle(fx: FakeExchange, symbol: str = "BTCUSDT", since: str = SINCE, until:
 
 def klines_requests(fx: FakeExchange) -> int:
     return fx.stats().by_path.get("/api/v3/klines", 0)
+
+
+def verify_cli(lake: Path, fx: FakeExchange, *args: object) -> Result:
+    """``cryptolake verify`` of the 1m candles against the fake (its archive and its REST API)."""
+    return invoke(
+        "verify",
+        "--lake",
+        lake,
+        "--interval",
+        "1m",
+        "--archive-url",
+        fx.base_url,
+        "--base-url",
+        fx.base_url,
+        *args,
+    )
 
 
 def sources(lake: Path) -> pl.DataFrame:
@@ -217,19 +234,19 @@ def test_off_grid_candles_are_left_out_their_slots_come_from_rest_and_verify_rep
     assert_frame_equal(stored(tmp_path, "BTCUSDT", "1m"), oracle(fx, since="2025-01-01"))
     jan = sources(tmp_path).filter((pl.col("month") == "2025-01") & (pl.col("source") == "archive"))
     assert jan["off_grid"].to_list() == [360]
-    result = invoke("verify", "--lake", tmp_path, "--interval", "1m", "--archive-url", fx.base_url)
+    result = verify_cli(tmp_path, fx)
     assert result.exit_code == 0, result.output
     assert "360 off-grid candles left out" in result.stdout
 
 
 def test_verify_finds_a_reupload_names_the_candles_and_repairs_them(fx: FakeExchange, tmp_path: Path) -> None:
     run(fx, tmp_path, since="2025-01-01")
-    clean = invoke("verify", "--lake", tmp_path, "--interval", "1m", "--archive-url", fx.base_url, "--json")
+    clean = verify_cli(tmp_path, fx, "--json")
     assert clean.exit_code == 0, clean.output
     assert json.loads(clean.stdout)["files_checked"] >= 2
 
     fx.archive_fault("reupload", "BTCUSDT", "1m", "2025-01", changed=3)
-    found = invoke("verify", "--lake", tmp_path, "--interval", "1m", "--archive-url", fx.base_url, "--json")
+    found = verify_cli(tmp_path, fx, "--json")
     assert found.exit_code == 1, found.output
     report = json.loads(found.stdout)
     assert report["files_reuploaded"] == 1
@@ -237,74 +254,30 @@ def test_verify_finds_a_reupload_names_the_candles_and_repairs_them(fx: FakeExch
     assert len(changed) == 3 and all("close" in d["fields"] for d in changed)
     before = stored(tmp_path, "BTCUSDT", "1m")
 
-    repaired = invoke(
-        "verify", "--lake", tmp_path, "--interval", "1m", "--archive-url", fx.base_url, "--repair"
-    )
+    repaired = verify_cli(tmp_path, fx, "--repair")
     assert repaired.exit_code == 1 and "repaired 3 candles" in repaired.stdout
     after = stored(tmp_path, "BTCUSDT", "1m")
     assert after.height == before.height
     file_rows = expected_klines(fx.archive_klines("BTCUSDT", "1m", "2025-01"))
     jan = after.filter(pl.col("open_time").dt.month() == 1)
     assert jan.height == file_rows.height
-    again = invoke("verify", "--lake", tmp_path, "--interval", "1m", "--archive-url", fx.base_url)
+    again = verify_cli(tmp_path, fx)
     assert again.exit_code == 0, again.output
 
 
 def test_verify_against_rest_names_a_tampered_candle_and_repairs_it(fx: FakeExchange, tmp_path: Path) -> None:
     run(fx, tmp_path, since="2025-02-20")
-    assert (
-        invoke(
-            "verify", "--lake", tmp_path, "--interval", "1m", "--against", "rest", "--base-url", fx.base_url
-        ).exit_code
-        == 0
-    )
-    lake = Lake(tmp_path)
+    assert verify_cli(tmp_path, fx, "--against", "rest").exit_code == 0
     frame = stored(tmp_path, "BTCUSDT", "1m")
-    tampered = frame.slice(100, 1).with_columns(pl.col("volume") * 2)
-    lake.write_klines("1m", "BTCUSDT", tampered)
-    found = invoke(
-        "verify",
-        "--lake",
-        tmp_path,
-        "--interval",
-        "1m",
-        "--against",
-        "rest",
-        "--base-url",
-        fx.base_url,
-        "--json",
-    )
+    Lake(tmp_path).write_klines("1m", "BTCUSDT", frame.slice(100, 1).with_columns(pl.col("volume") * 2))
+    found = verify_cli(tmp_path, fx, "--against", "rest", "--json")
     assert found.exit_code == 1
     diffs = json.loads(found.stdout)["differences"]
     assert [(d["kind"], d["fields"]) for d in diffs] == [("changed", ["volume"])]
-    fixed = invoke(
-        "verify",
-        "--lake",
-        tmp_path,
-        "--interval",
-        "1m",
-        "--against",
-        "rest",
-        "--base-url",
-        fx.base_url,
-        "--repair",
-    )
+    fixed = verify_cli(tmp_path, fx, "--against", "rest", "--repair")
     assert fixed.exit_code == 1 and "repaired 1 candles" in fixed.stdout
     assert_frame_equal(stored(tmp_path, "BTCUSDT", "1m"), frame)
-    sampled = invoke(
-        "verify",
-        "--lake",
-        tmp_path,
-        "--interval",
-        "1m",
-        "--against",
-        "rest",
-        "--sample",
-        "2",
-        "--base-url",
-        fx.base_url,
-        "--json",
-    )
+    sampled = verify_cli(tmp_path, fx, "--against", "rest", "--sample", "2", "--json")
     assert sampled.exit_code == 0 and json.loads(sampled.stdout)["candles_compared"] == 2000
 
 
@@ -415,8 +388,9 @@ def test_a_month_of_1s_comes_day_by_day_even_when_its_unit_outgrows_the_block_bu
     # one unit: its blocks must all be let in, or the unit would wait for them forever.
     with FakeExchange(now=to_ms("2025-03-07T00:20:00Z")) as exchange:
         exchange.set_archive_delays(daily_s=0)
-        made = source(exchange, "auto")
-        reports = CryptoCollector(made, lake=tmp_path, interval="1s").collect("2025-03-01", ["BTCUSDT"])
+        rest = BinanceClient(base_url=exchange.base_url, retry_delay=0.01, timeout_s=5)
+        with rest, ArchiveSource(rest, BinanceArchive(exchange.base_url, retry_delay=0.01)) as made:
+            reports = CryptoCollector(made, lake=tmp_path, interval="1s").collect("2025-03-01", ["BTCUSDT"])
         assert not any(r.failed for r in reports)
         stats = exchange.stats()
         assert stats.archive_by_kind.get("monthly", 0) == 0 and stats.archive_by_kind["daily"] == 6
