@@ -59,6 +59,10 @@ def _optional_path(value: Any) -> str:
     return _text(value).strip()
 
 
+def _optional_url(value: Any) -> str:
+    return _base_url(value) if _text(value).strip() else ""
+
+
 def _source(value: Any) -> str:
     text = _text(value).strip().lower()
     if text not in ("auto", "rest", "archive"):
@@ -294,6 +298,8 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Share of Binance's request-weight limit (6000/minute) this process may use."),
     SettingSpec("binance", "archive_url", _base_url, "https://data.binance.vision",
                 "Binance's bulk archive of kline files (and its S3 listing)."),
+    SettingSpec("binance", "archive_listing_url", _optional_url, "",
+                "Where the archive's S3 listing is read (empty: Binance's bucket endpoint for data.binance.vision, else the archive URL)."),
     SettingSpec("binance", "archive_cache_dir", _optional_path, "",
                 "Keep downloaded archive files in this folder (empty: not kept after their rows are merged)."),
     SettingSpec("collection", "quote_asset", _asset, "USDT", "Quote asset of the collected pairs."),
@@ -342,6 +348,7 @@ class BinanceSettings:
     concurrency: int
     weight_share: float
     archive_url: str
+    archive_listing_url: str
     archive_cache_dir: str
 
 

@@ -397,3 +397,15 @@ def test_a_month_of_1s_comes_day_by_day_even_when_its_unit_outgrows_the_block_bu
         assert stats.by_path["/api/v3/klines"] <= 3  # the start, and the 20 minutes of today
         want = expected_klines(exchange.klines("BTCUSDT", "1s", to_ms("2025-03-01"), exchange.now_ms()))
         assert_frame_equal(stored(tmp_path, "BTCUSDT", "1s"), want)
+
+
+def test_the_listing_is_read_where_binance_answers_it(fx: FakeExchange) -> None:
+    # data.binance.vision answers a listing with a page for browsers; its bucket's S3 endpoint
+    # answers the XML. Any other archive (a mirror, this fake) is listed at its own URL.
+    with BinanceArchive() as binance, BinanceArchive(fx.base_url) as mirror:
+        assert binance.listing_url == "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
+        assert mirror.listing_url == fx.base_url
+    with BinanceArchive("http://127.0.0.1:9", listing_url=fx.base_url, max_retries=0) as split:
+        files = split.files("BTCUSDT", "1m", daily_months=["2025-03"])
+    assert [f.period for f in files][-3:] == ["2025-03-06", "2025-03-07", "2025-03-08"]
+    assert "2025-02" in [f.period for f in files]

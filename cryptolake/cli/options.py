@@ -203,6 +203,7 @@ def make_source(settings: Settings, client: BinanceClient) -> KlineSource:
     b = settings.binance
     archive = BinanceArchive(
         b.archive_url,
+        listing_url=b.archive_listing_url or None,
         timeout_s=max(30.0, b.timeout_s),
         max_retries=b.max_retries,
         retry_delay=b.retry_delay_s,

@@ -96,7 +96,12 @@ def verify_command(
         from cryptolake.sources.archive import BinanceArchive
 
         b = settings.binance
-        with BinanceArchive(b.archive_url, max_retries=b.max_retries, retry_delay=b.retry_delay_s) as archive:
+        with BinanceArchive(
+            b.archive_url,
+            listing_url=b.archive_listing_url or None,
+            max_retries=b.max_retries,
+            retry_delay=b.retry_delay_s,
+        ) as archive:
             report = verify(
                 root,
                 interval_name,

@@ -62,6 +62,9 @@ except ImportError:  # pragma: no cover - a platform without its wheels
 log = logging.getLogger("cryptolake.archive")
 
 DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
+#: Where Binance's bucket is listed: data.binance.vision itself answers a listing with a page of
+#: HTML for browsers; the bucket's S3 endpoint answers the ListObjects XML.
+DEFAULT_LISTING_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
 #: Intervals with daily files (every interval has monthly ones).
 DAILY_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
 SourceMode = Literal["auto", "rest", "archive"]
@@ -155,7 +158,10 @@ class BinanceArchive:
     """Lists, downloads, verifies and reads Binance's bulk-archive kline files.
 
     Args:
-        base_url: the archive (``https://data.binance.vision``); the S3 listing is at its root.
+        base_url: the archive (``https://data.binance.vision``).
+        listing_url: where its S3 listing (``?prefix=...&marker=...``) is read; default: the
+            bucket's S3 endpoint for Binance's own archive, the same URL for any other (a
+            mirror, the fake exchange).
         timeout_s: per-request timeout.
         max_retries: retries of a request after timeouts, connection errors and 5xx.
         retry_delay: first pause before a retry, doubled each time.
@@ -169,6 +175,7 @@ class BinanceArchive:
         self,
         base_url: str = DEFAULT_ARCHIVE_URL,
         *,
+        listing_url: str | None = None,
         timeout_s: float = 30.0,
         max_retries: int = 3,
         retry_delay: float = 1.0,
@@ -179,6 +186,9 @@ class BinanceArchive:
         if max_retries < 0 or concurrency < 1 or timeout_s <= 0 or retry_delay < 0:
             raise ValueError("max_retries >= 0, concurrency >= 1, timeout_s > 0, retry_delay >= 0")
         self.base_url = base_url.rstrip("/")
+        if not listing_url:
+            listing_url = DEFAULT_LISTING_URL if self.base_url == DEFAULT_ARCHIVE_URL else self.base_url
+        self.listing_url = listing_url.rstrip("/")
         self.max_retries = max_retries
         self.retry_delay = retry_delay
         self.concurrency = concurrency
@@ -231,7 +241,7 @@ class BinanceArchive:
             params = {"prefix": prefix, "marker": marker}
             if delimiter:
                 params["delimiter"] = delimiter
-            body = self._request("/", params).content
+            body = self._request(self.listing_url + "/", params).content
             try:
                 root = ET.fromstring(body)
             except ET.ParseError as exc:
