@@ -267,7 +267,7 @@ class BinanceArchive:
             prefixes += [f"data/spot/daily/klines/{symbol}/{piv}/{symbol}-{piv}-{m}-" for m in daily_months]
         found: set[str] = set()
         for prefix in prefixes:
-            found.update(self.list_keys(prefix))
+            found.update(self.list_keys(prefix, delimiter="/"))
         out = []
         for key in found:
             if not key.endswith(".zip") or key + ".CHECKSUM" not in found:
