@@ -59,6 +59,13 @@ def _optional_path(value: Any) -> str:
     return _text(value).strip()
 
 
+def _archive_url(value: Any) -> str:
+    try:
+        return _base_url(value)
+    except _Invalid:
+        raise _Invalid("an http(s) URL such as https://data.binance.vision") from None
+
+
 def _optional_url(value: Any) -> str:
     return _base_url(value) if _text(value).strip() else ""
 
@@ -296,7 +303,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("binance", "concurrency", _int_between(1, 64), 16, "Requests in flight at once."),
     SettingSpec("binance", "weight_share", _float_between(0, 1, low_open=True), 0.9,
                 "Share of Binance's request-weight limit (6000/minute) this process may use."),
-    SettingSpec("binance", "archive_url", _base_url, "https://data.binance.vision",
+    SettingSpec("binance", "archive_url", _archive_url, "https://data.binance.vision",
                 "Binance's bulk archive of kline files (and its S3 listing)."),
     SettingSpec("binance", "archive_listing_url", _optional_url, "",
                 "Where the archive's S3 listing is read (empty: Binance's bucket endpoint for data.binance.vision, else the archive URL)."),

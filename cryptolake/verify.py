@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from cryptolake.errors import CryptolakeError, LakeError
+from cryptolake.errors import CryptolakeError, ExchangeUnavailable, LakeError
 from cryptolake.lake import Lake, month_bounds
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.schema import KLINE_COLUMNS, Interval
@@ -176,13 +176,22 @@ def _verify_archive(
         report.files.append(check)
         todo.append((row, file, check))
 
+    unreachable: list[str] = []  # once the archive cannot be reached, the other files are not asked
+
     def current(item: tuple[dict[str, Any], ArchiveFile, FileCheck]) -> None:
         _, file, check = item
+        if unreachable:
+            check.status, check.note = "error", "not checked: the archive cannot be reached"
+            return
         try:
             check.current_sha256 = archive.checksum(file)
         except ArchiveFileError as exc:
             check.status = "missing" if exc.reason == "missing" else "error"
             check.note = str(exc)
+        except ExchangeUnavailable as exc:
+            check.status, check.note = "error", "not checked: the archive cannot be reached"
+            if not unreachable:
+                unreachable.append(str(exc))
         except CryptolakeError as exc:
             check.status = "error"
             check.note = f"{file.key}: {exc}"
@@ -190,8 +199,11 @@ def _verify_archive(
     if todo:  # one small request per file, concurrently
         with ThreadPoolExecutor(min(len(todo), archive.concurrency)) as pool:
             list(pool.map(current, todo))
+    if unreachable:
+        skipped = sum(check.status == "error" for _, _, check in todo)
+        report.errors.append(f"{unreachable[0]}: {skipped} archive files of {symbol} not checked")
     for row, file, check in todo:
-        if check.status == "error":
+        if check.status == "error" and not unreachable:
             report.errors.append(check.note)
         if check.status != "unchanged":
             continue

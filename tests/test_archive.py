@@ -409,3 +409,38 @@ def test_the_listing_is_read_where_binance_answers_it(fx: FakeExchange) -> None:
         files = split.files("BTCUSDT", "1m", daily_months=["2025-03"])
     assert [f.period for f in files][-3:] == ["2025-03-06", "2025-03-07", "2025-03-08"]
     assert "2025-02" in [f.period for f in files]
+
+
+def test_a_file_shifted_off_the_grid_from_its_first_candle_is_filled_from_rest(
+    fx: FakeExchange, tmp_path: Path
+) -> None:
+    fx.archive_fault("off_grid", "BTCUSDT", "1m", "2025-02")  # the whole month: its first 28 slots empty
+    run(fx, tmp_path, since="2025-01-01")
+    assert_frame_equal(stored(tmp_path, "BTCUSDT", "1m"), oracle(fx, since="2025-01-01"))
+    assert LakeMeta(tmp_path).windows("1m") == []  # no outage recorded for what REST serves
+
+
+def test_a_password_in_the_archive_url_is_never_shown_and_an_unreachable_archive_is_one_error(
+    fx: FakeExchange, tmp_path: Path
+) -> None:
+    run(fx, tmp_path, since="2025-02-01")
+    dead = "http://bob:s3cr3tPW@127.0.0.1:9"
+    result = invoke("verify", "--lake", tmp_path, "--interval", "1m", "--archive-url", dead)
+    assert result.exit_code == 1
+    assert "s3cr3tPW" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot reach the archive" in errors[0]
+    lake = tmp_path / "second"
+    collected = collect(
+        lake, fx, "--symbols", "ETH", "--since", "2025-02-01", "--interval", "1m", "--source", "archive"
+    )
+    assert collected.exit_code == 0
+    failed = invoke("collect", "--lake", lake, "--symbols", "ETH", "--since", "2025-01-01", "--interval", "1m",
+                    "--source", "archive", "--base-url", fx.base_url, "--archive-url", dead)  # fmt: skip
+    assert failed.exit_code == 1 and "s3cr3tPW" not in failed.output
+    state = (
+        (lake / "_meta").read_bytes()
+        if False
+        else b"".join(p.read_bytes() for p in (lake / "_meta").rglob("*") if p.is_file())
+    )
+    assert b"s3cr3tPW" not in state

@@ -201,10 +201,21 @@ def make_source(settings: Settings, client: BinanceClient) -> KlineSource:
     from cryptolake.sources.archive import ArchiveSource, BinanceArchive
 
     b = settings.binance
+    if b.archive_cache_dir:
+        from cryptolake.errors import ConfigError
+
+        try:
+            Path(b.archive_cache_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"binance.archive_cache_dir = {b.archive_cache_dir!r} (from "
+                f"{settings.sources['binance.archive_cache_dir']}) is not a folder cryptolake can "
+                f"write: {exc.strerror or exc}"
+            ) from None
     archive = BinanceArchive(
         b.archive_url,
         listing_url=b.archive_listing_url or None,
-        timeout_s=max(30.0, b.timeout_s),
+        timeout_s=b.timeout_s,
         max_retries=b.max_retries,
         retry_delay=b.retry_delay_s,
         concurrency=b.concurrency,

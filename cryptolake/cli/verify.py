@@ -164,10 +164,11 @@ def _bound(text: str | None, flag: str, *, end: bool) -> int | None:
 
 def _print_report(report: Any) -> None:
     files = report.files
-    reuploaded = [f for f in files if f.status != "unchanged"]
+    reuploaded = [f for f in files if f.status not in ("unchanged", "error")]
     if report.against == "archive":
+        checked = sum(f.status != "error" for f in files)
         click.echo(
-            f"checked {len(files)} archive files of {len(report.symbols)} symbols ({report.interval}): "
+            f"checked {checked} of {len(files)} archive files of {len(report.symbols)} symbols ({report.interval}): "
             f"{sum(f.status == 'reuploaded' for f in files)} re-uploaded since merged, "
             f"{len(report.differences)} candles differ"
         )

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
@@ -189,6 +190,7 @@ class BinanceArchive:
         if not listing_url:
             listing_url = DEFAULT_LISTING_URL if self.base_url == DEFAULT_ARCHIVE_URL else self.base_url
         self.listing_url = listing_url.rstrip("/")
+        self._shown = _without_credentials(self.base_url)
         self.max_retries = max_retries
         self.retry_delay = retry_delay
         self.concurrency = concurrency
@@ -209,7 +211,7 @@ class BinanceArchive:
         )
 
     def __repr__(self) -> str:
-        return f"BinanceArchive(base_url={self.base_url!r})"
+        return f"BinanceArchive(base_url={self._shown!r})"
 
     def close(self) -> None:
         if self._side is not None:
@@ -376,7 +378,9 @@ class BinanceArchive:
             except httpx.TimeoutException as exc:
                 raise ExchangeUnavailable(f"the archive timed out on {file.key}") from exc
             except httpx.TransportError as exc:
-                raise ExchangeUnavailable(f"cannot reach the archive at {self.base_url} ({exc})") from exc
+                raise ExchangeUnavailable(
+                    f"cannot reach the archive at {self._shown} ({type(exc).__name__})"
+                ) from exc
             return digest.hexdigest(), size
 
         result = self._retrying(attempt)
@@ -396,7 +400,9 @@ class BinanceArchive:
             except httpx.TimeoutException as exc:
                 raise ExchangeUnavailable(f"the archive timed out on {path}") from exc
             except httpx.TransportError as exc:
-                raise ExchangeUnavailable(f"cannot reach the archive at {self.base_url} ({exc})") from exc
+                raise ExchangeUnavailable(
+                    f"cannot reach the archive at {self._shown} ({type(exc).__name__})"
+                ) from exc
             self._check_status(response, key or path)
             with self._lock:
                 self.bytes_downloaded += len(response.content)
@@ -430,6 +436,23 @@ class BinanceArchive:
         return retrying(attempt)
 
 
+def _without_credentials(url: str) -> str:
+    """The URL without a user or password (for messages: they are secrets)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _given(value: str) -> Callable[[], str]:
     return lambda: value
 
@@ -447,7 +470,7 @@ class _ZipDownload:
     def __enter__(self) -> tuple[Any, str, int, str]:
         cache = self.archive.cache_dir
         cached = cache / self.file.key if cache else None
-        if cached is not None and cached.is_file():
+        if cached is not None and _is_file(cached):
             data = cached.read_bytes()
             if hashlib.sha256(data).hexdigest() == self.expected():
                 self._handle = io.BytesIO(data)
@@ -457,7 +480,10 @@ class _ZipDownload:
         expected = self.expected()
         self._handle.seek(0)
         if cached is not None and digest == expected:
-            write_bytes_atomic(cached, self._handle.read())
+            try:
+                write_bytes_atomic(cached, self._handle.read())
+            except OSError as exc:  # the file is good; only keeping it failed
+                log.warning("cannot keep %s in the cache folder: %s", self.file.key, exc)
             self._handle.seek(0)
         return self._handle, digest, size, expected
 
@@ -530,12 +556,14 @@ def _on_grid(table: pa.Table, grid: Interval, file: ArchiveFile) -> ArchiveRows:
         on = np.array([grid.is_on_grid(int(t)) for t in opens], dtype=bool)
     inside = (opens >= file.lo) & (opens < file.hi)
     keep = on & inside
-    off = ~on & inside
+    off = ~on
     kept = table if keep.all() else table.filter(pa.array(keep))
     rows = ArchiveRows(file, kept, "", 0, False, False, int(off.sum()))
     if rows.off_grid:
-        first = grid.index(int(opens[inside].min()))
-        last = grid.index(int(opens[inside].max()))
+        # Shifted candles leave slots empty anywhere in the period (its first ones, when they
+        # move later; its last ones, when they move past its end): look at all of it.
+        first = grid.index(grid.ceil(file.lo))
+        last = grid.index(grid.floor(file.hi - 1))
         present = {grid.index(int(t)) for t in opens[keep]}
         run_start = None
         for i in range(first, last + 2):
