@@ -50,6 +50,7 @@ from cryptolake.plan import PAGE_CANDLES, WindowPlan, plan_window
 from cryptolake.results import Direction, ProgressEvent, SymbolResult
 from cryptolake.schema import Interval
 from cryptolake.sources.base import Block, BlockRows, KlineSource, SourceRecord
+from cryptolake.sources.klines import rows_between
 from cryptolake.timeutils import from_ms
 
 log = logging.getLogger("cryptolake.collector")
@@ -536,7 +537,7 @@ class Pipeline:
             covered = min(window.hi, self.grid.next_open(self.grid.floor(last)))
         else:
             covered = window.hi  # a short page: the symbol has no candle after its last one yet
-        frame = _between(frame, window.lo, window.hi)  # not the open candle, nor any after the window
+        frame = rows_between(frame, window.lo, window.hi)  # not the open candle, nor any after the window
         lo = min(lo, window.hi)
         covered = max(covered, lo)
         if self._set_plan(window, lo, (lo, covered) if lo < covered else None):
@@ -683,7 +684,7 @@ class Pipeline:
             )
             records = list(job.records)
             rest_rows = sum(
-                _between(page, u_lo, u_hi).num_rows
+                rows_between(page, u_lo, u_hi).num_rows
                 for page, block in zip(job.pages, job.from_blocks, strict=True)
                 if not block
             )
@@ -864,29 +865,9 @@ def _outages(
     return first, last, outages, next_carry
 
 
-def _between(page: pa.Table, lo: int, hi: int) -> pa.Table:
-    """The rows of a page sorted by open time with ``lo <= open_time < hi`` (a slice)."""
-    times = page.column("open_time")
-    first, stop = _count_before(times, lo), _count_before(times, hi)
-    return page.slice(first, max(0, stop - first))
-
-
-def _count_before(times: pa.ChunkedArray, t_ms: int) -> int:
-    """How many of the sorted open times are before ``t_ms`` (a binary search: a few scalar
-    reads instead of a compute kernel over the column)."""
-    lo, hi = 0, len(times)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if times[mid].value < t_ms:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 def _unit_rows(pages: list[pa.Table], lo: int, hi: int) -> pa.Table:
     """The candles of the pages (each sorted, none overlapping) opening in ``[lo, hi)``, sorted."""
-    parts = [part for part in (_between(page, lo, hi) for page in pages) if part.num_rows]
+    parts = [part for part in (rows_between(page, lo, hi) for page in pages) if part.num_rows]
     if len(parts) == 1:
         return parts[0]
     if not parts:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -176,3 +179,25 @@ class VirtualClock:
     def sleep(self, seconds: float) -> None:
         with self._lock:
             self._t += max(0.0, seconds)
+
+
+def sigkill_when(
+    argv: list[str], cwd: Path, ready: Callable[[], bool], timeout_s: float = 60
+) -> tuple[bool, int]:
+    """Run ``argv`` as a child process (stderr to ``cwd/child.err``) and SIGKILL it as soon as
+    ``ready()`` holds; returns (whether it was still running then, its exit code)."""
+    with open(cwd / "child.err", "w") as err:
+        child = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while child.poll() is None and not ready() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        was_running = child.poll() is None
+        if was_running:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return was_running, child.returncode

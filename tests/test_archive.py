@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +25,12 @@ from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
 from tests.helpers import (
     check_files,
-    clean_env,
     collect,
     collect_argv,
     data_files,
     expected_klines,
     invoke,
+    sigkill_when,
     stored,
 )
 
@@ -306,21 +304,7 @@ def test_sigkill_during_an_archive_backfill_leaves_a_readable_lake_and_the_rerun
     lake = cli_env / "lake"
     args = ("--symbols", "BTC,ETH", "--since", "2024-07-01", "--interval", "1m", "--quiet")
     fx.set_latency(0.05)
-    with open(cli_env / "child.err", "w") as err:
-        child = subprocess.Popen(
-            collect_argv(lake, fx, *args), cwd=cli_env, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while child.poll() is None and len(data_files(lake)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    sigkill_when(collect_argv(lake, fx, *args), cli_env, lambda: len(data_files(lake)) >= 3)
     fx.set_latency(0.0)
     assert check_files(lake) > 0
     rerun = collect(lake, fx, *args)

@@ -9,7 +9,6 @@ repository's config.toml and .env play no part.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -39,6 +38,7 @@ from .helpers import (
     invoke,
     one_line_error,
     oracle,
+    sigkill_when,
     snapshot,
     stored,
 )
@@ -117,30 +117,15 @@ def test_sigkill_mid_collection_leaves_readable_files_and_a_rerun_completes_the_
     killed_lake, clean_lake = cli_env / "killed", cli_env / "clean"
     args = ("--symbols", "BTC,ETH,SOL", "--since", "2021-01-01")
     fake_exchange.set_latency(0.02)  # ~180 batches of ~40 ms: the run lasts a few seconds
-    with open(cli_env / "child.err", "w") as err:
-        child = subprocess.Popen(
-            collect_argv(killed_lake, fake_exchange, *args, "--quiet"),
-            cwd=cli_env,
-            env=clean_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while child.poll() is None and len(data_files(killed_lake)) < 6 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        was_running = child.poll() is None
-        if was_running:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    was_running, code = sigkill_when(
+        collect_argv(killed_lake, fake_exchange, *args, "--quiet"),
+        cli_env,
+        lambda: len(data_files(killed_lake)) >= 6,
+    )
     if was_running:
-        assert child.returncode == -signal.SIGKILL
+        assert code == -signal.SIGKILL
     else:  # finished before the kill (a very slow machine): the checks below still hold
-        assert child.returncode == 0, (cli_env / "child.err").read_text()
+        assert code == 0, (cli_env / "child.err").read_text()
     fake_exchange.set_latency(0.0)
 
     # Every file is whole; a stray temp file (as a kill mid-write leaves) is not a *.parquet.

@@ -27,7 +27,7 @@ import threading
 import xml.etree.ElementTree as ET
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +51,7 @@ from cryptolake.errors import (
 )
 from cryptolake.schema import Interval
 from cryptolake.sources.base import Block, BlockRows, KlineSource, SourceRecord
-from cryptolake.sources.klines import EMPTY_TABLE, parse_klines_csv, table_to_frame
+from cryptolake.sources.klines import EMPTY_TABLE, parse_klines_csv, rows_between, table_to_frame
 from cryptolake.timeutils import iso, to_ms
 
 _inflater: Any
@@ -68,8 +68,9 @@ DEFAULT_ARCHIVE_URL = "https://data.binance.vision"
 DEFAULT_LISTING_URL = "https://s3-ap-northeast-1.amazonaws.com/data.binance.vision"
 #: Intervals with daily files (every interval has monthly ones).
 DAILY_INTERVALS = ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
-SourceMode = Literal["auto", "rest", "archive"]
-SOURCE_MODES: tuple[str, ...] = ("auto", "rest", "archive")
+#: How :class:`ArchiveSource` serves (``rest``, the third choice of ``--source``, is the REST
+#: client alone).
+SourceMode = Literal["auto", "archive"]
 #: In ``auto`` mode a file is used only where it replaces at least this many REST candles (one
 #: full klines request): a month of ``1h`` candles (744) is one request over REST, cheaper than a
 #: checksum and a zip.
@@ -366,21 +367,14 @@ class BinanceArchive:
             sink.seek(0)
             sink.truncate()
             digest, size = hashlib.sha256(), 0
-            try:
-                with self._http.stream("GET", "/" + file.key) as response:
-                    self._check_status(response, file.key)
-                    for chunk in response.iter_bytes(_CHUNK):
-                        if self._cancel.is_set():
-                            raise Interrupted(f"stopped while downloading {file.key}")
-                        digest.update(chunk)
-                        sink.write(chunk)
-                        size += len(chunk)
-            except httpx.TimeoutException as exc:
-                raise ExchangeUnavailable(f"the archive timed out on {file.key}") from exc
-            except httpx.TransportError as exc:
-                raise ExchangeUnavailable(
-                    f"cannot reach the archive at {self._shown} ({type(exc).__name__})"
-                ) from exc
+            with self._transport_errors(file.key), self._http.stream("GET", "/" + file.key) as response:
+                self._check_status(response, file.key)
+                for chunk in response.iter_bytes(_CHUNK):
+                    if self._cancel.is_set():
+                        raise Interrupted(f"stopped while downloading {file.key}")
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    size += len(chunk)
             return digest.hexdigest(), size
 
         result = self._retrying(attempt)
@@ -395,20 +389,27 @@ class BinanceArchive:
         def attempt() -> httpx.Response:
             if self._cancel.is_set():
                 raise Interrupted(f"stopped before asking the archive for {path}")
-            try:
+            with self._transport_errors(path):
                 response = self._http.get(path, params=params or None)
-            except httpx.TimeoutException as exc:
-                raise ExchangeUnavailable(f"the archive timed out on {path}") from exc
-            except httpx.TransportError as exc:
-                raise ExchangeUnavailable(
-                    f"cannot reach the archive at {self._shown} ({type(exc).__name__})"
-                ) from exc
             self._check_status(response, key or path)
             with self._lock:
                 self.bytes_downloaded += len(response.content)
             return response
 
         return self._retrying(attempt)
+
+    @contextlib.contextmanager
+    def _transport_errors(self, what: str) -> Iterator[None]:
+        """httpx's timeouts and connection errors as :class:`ExchangeUnavailable` (retried),
+        naming the archive without its credentials."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise ExchangeUnavailable(f"the archive timed out on {_without_credentials(what)}") from exc
+        except httpx.TransportError as exc:
+            raise ExchangeUnavailable(
+                f"cannot reach the archive at {self._shown} ({type(exc).__name__})"
+            ) from exc
 
     def _check_status(self, response: httpx.Response, key: str) -> None:
         status = response.status_code
@@ -547,8 +548,7 @@ def _read_zip(handle: Any, file: ArchiveFile) -> tuple[pa.Table, bool, bool]:
 
 def _on_grid(table: pa.Table, grid: Interval, file: ArchiveFile) -> ArchiveRows:
     """The file's candles on the grid and inside its period. When some are off the grid, the
-    slots left empty between the first and the last candle (on the grid or not) are listed as
-    holes, for another source to fill."""
+    period's slots left empty are listed as holes, for another source to fill."""
     opens = table.column("open_time").cast(pa.int64()).to_numpy()
     if grid.fixed_ms:
         on = (opens - grid.origin_ms) % grid.fixed_ms == 0
@@ -564,14 +564,12 @@ def _on_grid(table: pa.Table, grid: Interval, file: ArchiveFile) -> ArchiveRows:
         # move later; its last ones, when they move past its end): look at all of it.
         first = grid.index(grid.ceil(file.lo))
         last = grid.index(grid.floor(file.hi - 1))
-        present = {grid.index(int(t)) for t in opens[keep]}
-        run_start = None
-        for i in range(first, last + 2):
-            if i <= last and i not in present:
-                run_start = i if run_start is None else run_start
-            elif run_start is not None:
-                rows.holes.append((grid.at(run_start), grid.at(i)))
-                run_start = None
+        present = np.array([grid.index(int(t)) for t in opens[keep]], dtype=np.int64)
+        missing = np.setdiff1d(np.arange(first, last + 1, dtype=np.int64), present)
+        if len(missing):
+            breaks = np.flatnonzero(np.diff(missing) != 1) + 1
+            for run in np.split(missing, breaks):
+                rows.holes.append((grid.at(int(run[0])), grid.at(int(run[-1]) + 1)))
     return rows
 
 
@@ -759,7 +757,6 @@ class ArchiveSource:
         a checksum that does not match twice, corrupt, empty, off-grid candles) comes from REST,
         or in ``archive`` mode is returned as ``unserved``."""
         file = ArchiveFile.of(symbol, interval, block.period)
-        grid = Interval(interval)
         try:
             rows = self.archive.read(file)
         except ArchiveFileError as exc:
@@ -769,17 +766,9 @@ class ArchiveSource:
                 return BlockRows(EMPTY_TABLE, [record], [(block.lo, block.hi)])
             table = self.rest.get_klines_range(symbol, interval, block.lo, block.hi, as_arrow=True)
             return BlockRows(table, [record, SourceRecord("rest", "", rows=table.num_rows)], [])
-        table = _between(rows.table, block.lo, block.hi)
-        note = ""
+        table = rows_between(rows.table, block.lo, block.hi)
         records = [
-            SourceRecord(
-                "archive",
-                file.key,
-                sha256=rows.sha256,
-                rows=table.num_rows,
-                off_grid=rows.off_grid,
-                note=note,
-            )
+            SourceRecord("archive", file.key, sha256=rows.sha256, rows=table.num_rows, off_grid=rows.off_grid)
         ]
         unserved: list[tuple[int, int]] = []
         if rows.off_grid:
@@ -794,7 +783,7 @@ class ArchiveSource:
                     unserved.append((a, b))
                 else:
                     fill = self.rest.get_klines_range(symbol, interval, a, b, as_arrow=True)
-                    table = _merge(table, fill, grid)
+                    table = _merge(table, fill)
                     records.append(SourceRecord("rest", "", rows=fill.num_rows))
         return BlockRows(table, records, unserved)
 
@@ -803,7 +792,6 @@ class ArchiveSource:
     ) -> Any:
         """Every candle opening in ``[start_ms, end_ms)``: from files where they serve, from REST
         for the rest (in ``archive`` mode, files only)."""
-        grid = Interval(interval)
         blocks = self.blocks(symbol, interval, start_ms, end_ms, 1 << 62)
         parts: list[pa.Table] = []
         cursor = start_ms
@@ -816,7 +804,7 @@ class ArchiveSource:
             parts.append(self.rest.get_klines_range(symbol, interval, cursor, end_ms, as_arrow=True))
         table = EMPTY_TABLE
         for part in parts:
-            table = _merge(table, part, grid)
+            table = _merge(table, part)
         return table if as_arrow else table_to_frame(table)
 
 
@@ -869,7 +857,7 @@ def _daily_months(
     out = []
     t = month.floor(lo)
     while t < hi:
-        name = _iso(t)[:7]
+        name = iso(t)[:7]
         too_big = grid.count(t, month.next_open(t)) > max_block_candles
         if too_big or (name not in have and ((first is not None and t >= first) or t in last_two)):
             out.append(name)
@@ -877,15 +865,7 @@ def _daily_months(
     return out
 
 
-def _between(table: pa.Table, lo: int, hi: int) -> pa.Table:
-    if table.num_rows == 0:
-        return table
-    opens = table.column("open_time").cast(pa.int64()).to_numpy()
-    first, stop = int(np.searchsorted(opens, lo, "left")), int(np.searchsorted(opens, hi, "left"))
-    return table.slice(first, max(0, stop - first))
-
-
-def _merge(a: pa.Table, b: pa.Table, grid: Interval) -> pa.Table:
+def _merge(a: pa.Table, b: pa.Table) -> pa.Table:
     """Two sorted candle tables as one, sorted, one candle per open time (``b`` wins)."""
     if a.num_rows == 0:
         return b
@@ -896,7 +876,3 @@ def _merge(a: pa.Table, b: pa.Table, grid: Interval) -> pa.Table:
     frame = pl.from_arrow(pa.concat_tables([a, b]))
     assert isinstance(frame, pl.DataFrame)
     return frame.unique("open_time", keep="last").sort("open_time").to_arrow().cast(a.schema)
-
-
-def _iso(t_ms: int) -> str:
-    return iso(t_ms)

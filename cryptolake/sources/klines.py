@@ -225,3 +225,23 @@ def parse_klines_csv(data: bytes | pa.Buffer | IO[bytes]) -> tuple[pa.Table, boo
         .sort("open_time")
     )
     return frame.to_arrow().cast(ARROW_SCHEMA), header, micro
+
+
+def rows_between(page: pa.Table, lo: int, hi: int) -> pa.Table:
+    """The rows of a page sorted by open time with ``lo <= open_time < hi`` (a slice)."""
+    times = page.column("open_time")
+    first, stop = _count_before(times, lo), _count_before(times, hi)
+    return page.slice(first, max(0, stop - first))
+
+
+def _count_before(times: pa.ChunkedArray, t_ms: int) -> int:
+    """How many of the sorted open times are before ``t_ms`` (a binary search: a few scalar
+    reads instead of a compute kernel over the column)."""
+    lo, hi = 0, len(times)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if times[mid].value < t_ms:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
