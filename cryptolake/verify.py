@@ -274,7 +274,9 @@ def _verify_rest(
     hi = min(grid.next_open(bounds[1]), end_ms)
     if lo >= hi:
         return
-    ranges = [(lo, hi)]
+    month = Interval("1M")  # the whole range, a month at a time (bounded memory)
+    edges = [lo, *(t for t in month.open_times(month.next_open(month.floor(lo)), hi)), hi]
+    ranges = [(a, b) for a, b in zip(edges, edges[1:], strict=False) if a < b]
     if sample is not None:
         pages = [
             (grid.add(lo, i * 1000), min(hi, grid.add(lo, (i + 1) * 1000)))
@@ -306,8 +308,10 @@ def _compare(symbol: str, stored: pl.DataFrame, fresh: pl.DataFrame, file: str) 
     joined = stored.select(KLINE_COLUMNS).join(
         fresh.select(KLINE_COLUMNS), on="open_time", how="full", suffix="_src", coalesce=True
     )
+    # Only the rows that differ (a side missing, or a field not equal) are looked at one by one.
+    differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c + "_src")) for c in _VALUES)
     out: list[Difference] = []
-    for row in joined.sort("open_time").iter_rows(named=True):
+    for row in joined.filter(differs).sort("open_time").iter_rows(named=True):
         lake_row = {c: row[c] for c in _VALUES}
         src_row = {c: row[c + "_src"] for c in _VALUES}
         t = iso(_ms(row["open_time"]))

@@ -30,6 +30,8 @@ from tests.helpers import (
     data_files,
     expected_klines,
     invoke,
+    lake_bytes,
+    one_line_error,
     sigkill_when,
     stored,
 )
@@ -428,3 +430,27 @@ def test_a_password_in_the_archive_url_is_never_shown_and_an_unreachable_archive
         else b"".join(p.read_bytes() for p in (lake / "_meta").rglob("*") if p.is_file())
     )
     assert b"s3cr3tPW" not in state
+
+
+def test_verify_refuses_a_future_start_and_an_interval_without_candles_and_bounds_by_dates(
+    fx: FakeExchange, tmp_path: Path
+) -> None:
+    run(fx, tmp_path, since="2025-02-20")
+    before = lake_bytes(tmp_path)
+    future = verify_cli(tmp_path, fx, "--since", "2099-01-01")
+    assert future.exit_code == 2 and one_line_error(future).startswith("error: start 2099-01-01")
+    hourly = invoke("verify", "--lake", tmp_path, "--interval", "1h", "--archive-url", fx.base_url)
+    assert hourly.exit_code == 2 and "holds no 1h candles" in one_line_error(hourly)
+    assert lake_bytes(tmp_path) == before
+    # The whole stored range over REST, across a month boundary, and then two days of it.
+    whole = verify_cli(tmp_path, fx, "--against", "rest", "--json")
+    assert json.loads(whole.stdout)["candles_compared"] == stored(tmp_path, "BTCUSDT", "1m").height
+    days = verify_cli(
+        tmp_path, fx, "--against", "rest", "--since", "2025-02-28", "--until", "2025-03-01", "--json"
+    )
+    assert days.exit_code == 0 and json.loads(days.stdout)["candles_compared"] == 2 * 1440
+
+
+def test_an_empty_range_from_the_archive_source_is_empty(fx: FakeExchange) -> None:
+    t = to_ms("2025-01-01")
+    assert source(fx).get_klines_range("BTCUSDT", "1m", t, t, as_arrow=True).num_rows == 0

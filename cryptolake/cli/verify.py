@@ -12,6 +12,8 @@ from cryptolake.cli.app import cli
 from cryptolake.cli.failures import UsageProblem
 from cryptolake.cli.options import (
     base_url_option,
+    checked_since,
+    checked_until,
     existing_lake,
     interval_option,
     json_option,
@@ -78,20 +80,32 @@ def verify_command(
 
         cryptolake verify --symbols BTC --against rest --sample 5
     """
+    from datetime import date, datetime
+
     from cryptolake.lake import Lake
+    from cryptolake.timeutils import to_ms
     from cryptolake.verify import verify
 
     if sample is not None and against != "rest":
         raise UsageProblem("--sample goes with --against rest")
     settings = settings_from(
-        ctx, lake=lake, base_url=base_url, interval=interval, symbols=symbols, archive_url=archive_url
-    )
+        ctx, lake=lake, base_url=base_url, interval=interval, symbols=symbols, archive_url=archive_url,
+        since=since,
+    )  # fmt: skip
     root = existing_lake(settings)
     interval_name = settings.collection.interval
-    wanted = known_pairs(settings, symbols, Lake(root).symbols(interval_name))
-    since_ms, until_ms = _bound(since, "--since", end=False), _bound(until, "--until", end=True)
-    if since_ms is not None and until_ms is not None and until_ms <= since_ms:
-        raise UsageProblem(f"--until {until} is before --since {since}")
+    stored = Lake(root).symbols(interval_name)
+    if not stored:
+        raise UsageProblem(
+            f"the lake {root} holds no {interval_name} candles: nothing to verify (check --interval)"
+        )
+    wanted = known_pairs(settings, symbols, stored)
+    start = checked_since(settings) if since is not None else None  # a start in the future is refused
+    end = checked_until(until, start if start is not None else date(1970, 1, 1))
+    since_ms = to_ms(start) if start is not None else None
+    until_ms = None
+    if end is not None:  # inclusive: a date is its whole day, a time that instant
+        until_ms = to_ms(end) + (86_400_000 if not isinstance(end, datetime) else 1)
     if against == "archive":
         from cryptolake.sources.archive import BinanceArchive
 
@@ -135,31 +149,6 @@ def verify_command(
         _print_report(report)
     if not report.ok:
         sys.exit(1)
-
-
-def _bound(text: str | None, flag: str, *, end: bool) -> int | None:
-    """A --since (inclusive start) or --until (inclusive: a date is its whole day) in ms."""
-    from datetime import UTC, date, datetime
-
-    from cryptolake.timeutils import to_ms
-
-    if text is None:
-        return None
-    value = text.strip()
-    try:
-        day = date.fromisoformat(value)
-        ms = to_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
-        return ms + 86_400_000 if end else ms
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageProblem(
-            f"invalid {flag} {text!r}: give a date YYYY-MM-DD or a UTC time such as 2024-06-30T12:00:00Z"
-        ) from None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return to_ms(moment) + (1 if end else 0)
 
 
 def _print_report(report: Any) -> None:

@@ -745,6 +745,8 @@ class ArchiveSource:
         grid = Interval(interval)
         if not self.could_serve(interval, max_block_candles):
             return []
+        if lo >= hi:
+            return []
         index = self._index.get((symbol, interval))
         if index is None:
             self.prepare(interval, {symbol: (lo, hi)}, max_block_candles)
