@@ -50,7 +50,7 @@ from cryptolake.errors import (
     Transient,
 )
 from cryptolake.schema import Interval
-from cryptolake.sources.base import Block, BlockRows, KlineSource, SourceRecord
+from cryptolake.sources.base import Block, BlockRows, KlineSource, Market, SourceRecord
 from cryptolake.sources.klines import EMPTY_TABLE, parse_klines_csv, rows_between, table_to_frame
 from cryptolake.timeutils import iso, to_ms
 
@@ -607,6 +607,9 @@ class ArchiveSource:
         self.mode = mode
         self.exchange = rest.exchange
         self.quote_asset = rest.quote_asset
+        self.intervals = rest.intervals
+        self.page_candles = rest.page_candles
+        self.empty_candles = rest.empty_candles
         self.concurrency = max(rest.concurrency, archive.concurrency)
         self.retry_delay = rest.retry_delay
         self.blocks_only = mode == "archive"
@@ -633,6 +636,12 @@ class ArchiveSource:
 
     def sync_clock(self) -> int:
         return self.rest.sync_clock()
+
+    def markets(self) -> list[Market]:
+        return self.rest.markets()
+
+    def resolve_symbol(self, name: str) -> str:
+        return self.rest.resolve_symbol(name)
 
     def symbol_statuses(self) -> dict[str, str]:
         return self.rest.symbol_statuses()

@@ -27,6 +27,13 @@ class KlineSource(Protocol):
     retry_delay: float
     #: Only :meth:`blocks` serve: nothing between them is fetched (the archive without REST).
     blocks_only: bool
+    #: Intervals the source serves (the lake's names).
+    intervals: tuple[str, ...]
+    #: Candles one request returns at most (the planner's page size).
+    page_candles: int
+    #: Whether the exchange sends a zero-volume candle for a period without trades. When it
+    #: does not, slots without a candle inside a traded range are ``no_trades`` windows.
+    empty_candles: bool
 
     def get_server_time_ms(self) -> int:
         """The exchange's clock now (one request)."""
@@ -42,6 +49,15 @@ class KlineSource(Protocol):
 
     def get_top_by_market_cap(self, limit: int = 50) -> Sequence[Any]:
         """The ``limit`` largest symbols by 24 h quote volume (each with a ``symbol``)."""
+        ...
+
+    def markets(self) -> list[Market]:
+        """Every spot market the exchange lists, with normalised asset names."""
+        ...
+
+    def resolve_symbol(self, name: str) -> str:
+        """The exchange's symbol for ``name`` (its own symbol, or a base asset in
+        :attr:`quote_asset`); an unknown name comes back unchanged."""
         ...
 
     def first_open_time(self, symbol: str, interval: str) -> int | None:
@@ -147,3 +163,38 @@ class BlockRows:
     table: Any
     records: list[SourceRecord] = field(default_factory=list)
     unserved: list[tuple[int, int]] = field(default_factory=list)
+
+
+#: Asset names some exchanges use for what everyone else calls otherwise.
+ASSET_ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
+
+
+def normalize_asset(name: str) -> str:
+    """The common name of an asset (``XBT`` -> ``BTC``, ``XDG`` -> ``DOGE``), upper case."""
+    upper = name.upper()
+    return ASSET_ALIASES.get(upper, upper)
+
+
+@dataclass(frozen=True)
+class Market:
+    """One spot market of an exchange: its own ``symbol`` (the lake's ``symbol=`` key), its base
+    and quote assets by their common names (``BTC``, not ``XBT``), its status (``TRADING`` when
+    it trades) and, where the exchange says, when it was listed and delisted (epoch ms)."""
+
+    exchange: str
+    symbol: str
+    base: str
+    quote: str
+    status: str = "TRADING"
+    listed_ms: int | None = None
+    delisted_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class TopSymbol:
+    """A market of the top-N universe: its symbol, assets and 24 h volume in the quote asset."""
+
+    symbol: str
+    base: str
+    quote: str
+    quote_volume: float

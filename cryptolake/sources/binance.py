@@ -39,8 +39,8 @@ from cryptolake.errors import (
     SourceError,
     Transient,
 )
-from cryptolake.schema import Interval
-from cryptolake.sources.base import Block, BlockRows, SourceRecord
+from cryptolake.schema import INTERVALS, Interval
+from cryptolake.sources.base import Block, BlockRows, Market, SourceRecord, normalize_asset
 from cryptolake.sources.klines import (
     ARROW_SCHEMA,
     EMPTY_TABLE,
@@ -159,6 +159,9 @@ class BinanceClient:
         self.max_retries = max_retries
         self.exchange = "binance"
         self.blocks_only = False
+        self.intervals = INTERVALS
+        self.page_candles = PAGE_LIMIT
+        self.empty_candles = True  # Binance sends zero-volume candles for quiet periods
         self.retry_delay = retry_delay
         self.concurrency = concurrency
         self.quote_asset = quote_asset.upper()
@@ -288,6 +291,28 @@ class BinanceClient:
         return {
             str(e.get("symbol")): str(e.get("status", "")) for e in info["symbols"] if isinstance(e, dict)
         }
+
+    def markets(self) -> list[Market]:
+        """Every spot market of exchangeInfo, with its assets and status."""
+        info = self.get_exchange_info(max_age_s=300.0)
+        return [
+            Market(
+                "binance",
+                str(e.get("symbol")),
+                normalize_asset(str(e.get("baseAsset", ""))),
+                normalize_asset(str(e.get("quoteAsset", ""))),
+                str(e.get("status", "")),
+            )
+            for e in info["symbols"]
+            if isinstance(e, dict) and _is_spot(e)
+        ]
+
+    def resolve_symbol(self, name: str) -> str:
+        """``BTCUSDT`` for ``BTCUSDT``, and for ``BTC`` (in :attr:`quote_asset`)."""
+        upper = name.upper()
+        if upper.endswith(self.quote_asset) and len(upper) > len(self.quote_asset):
+            return name
+        return upper + self.quote_asset
 
     def get_top_by_market_cap(self, limit: int = 50) -> list[TopCrypto]:
         """The ``limit`` TRADING spot pairs in the quote asset with the largest 24 h quote volume.

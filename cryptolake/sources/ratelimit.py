@@ -315,3 +315,56 @@ def forget_shared_state() -> None:
         _LIMITERS.clear()
     with BanBook._lock:
         BanBook._until.clear()
+
+
+class RequestPacer:
+    """At most ``limit`` requests in any ``period_s`` seconds (a sliding window, so no burst
+    exceeds it; pyrate-limiter keeps the log), shared by all threads of a client, with a pause
+    (a 429's ``Retry-After``) and a cancel that wakes every waiter.
+
+    Venues other than Binance publish a request rate rather than a weight budget (Coinbase 10/s,
+    Kraken about 1/s, Bybit 600 per 5 s); this is their :class:`WeightLimiter`.
+    """
+
+    def __init__(self, limit: int, period_s: float, *, clock: Callable[[], float] = time.time) -> None:
+        from pyrate_limiter import InMemoryBucket, Rate, RateItem
+
+        if limit < 1 or period_s <= 0:
+            raise ValueError("limit >= 1 and period_s > 0")
+        self.limit, self.period_s = limit, period_s
+        self._bucket = InMemoryBucket([Rate(limit, round(period_s * 1000))])
+        self._item = RateItem
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._paused_until = 0.0
+        self._acquired = 0
+
+    def acquire(self, cancel: threading.Event | None = None) -> None:
+        """Wait until one more request fits; raises :class:`Interrupted` on cancel."""
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise Interrupted("stopped while waiting for the request pace")
+            with self._cond:
+                now = self._clock()
+                wait = self._paused_until - now
+                if wait <= 0:
+                    now_ms = int(now * 1000)
+                    item = self._item("request", now_ms)
+                    if self._bucket.put(item):
+                        self._acquired += 1
+                        if self._acquired % 256 == 0:
+                            self._bucket.leak(now_ms)
+                        return
+                    waiting = self._bucket.waiting(item)
+                    wait = max(0.001, float(waiting) / 1000 if isinstance(waiting, int | float) else 0.01)
+                self._cond.wait(min(wait, 0.5))
+
+    def pause(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` from now."""
+        with self._cond:
+            self._paused_until = max(self._paused_until, self._clock() + max(0.0, seconds))
+
+    def wake(self) -> None:
+        """Wake every waiter (to notice a cancel)."""
+        with self._cond:
+            self._cond.notify_all()
