@@ -93,13 +93,22 @@ class RequestRejected(SourceError):
 
 
 class InvalidSymbol(RequestRejected):
-    """Binance does not know the symbol (code -1121)."""
+    """The exchange does not know the symbol (Binance: code -1121)."""
 
-    def __init__(self, symbol: str, *, status: int = 400, msg: str = "Invalid symbol.") -> None:
+    def __init__(
+        self,
+        symbol: str,
+        *,
+        status: int = 400,
+        msg: str = "Invalid symbol.",
+        exchange: str = "Binance",
+        code: int | None = -1121,
+    ) -> None:
+        detail = f"code {code}: {msg}" if code is not None else msg
         super().__init__(
-            f"Binance does not know symbol {symbol!r} (code -1121: {msg})",
+            f"{exchange} does not know symbol {symbol!r} ({detail})",
             status=status,
-            code=-1121,
+            code=code,
             msg=msg,
         )
         self.symbol = symbol
