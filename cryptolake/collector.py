@@ -25,12 +25,13 @@ from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, LakeLocked
 from cryptolake.gaps import DataGapDetector, Gap, GapScan, forget_report, save_report
 from cryptolake.lake import Lake, meta_dir, validate_symbol
+from cryptolake.lake.layout import DEFAULT_EXCHANGE
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.pipeline import CommitGate, FetchWindow, Pipeline
 from cryptolake.results import CollectionReport, Direction, ProgressEvent, SymbolResult, _iso_dt
 from cryptolake.schema import DAY_MS, HOUR_MS, Interval
-from cryptolake.sources.base import KlineSource
-from cryptolake.status import STATE_FILE, _state_document, collection_status
+from cryptolake.sources.base import KlineSource, Market
+from cryptolake.status import STATE_FILE, _state_document, collection_status, state_section
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 __all__ = [
@@ -89,7 +90,9 @@ class CryptoCollector:
         self.client = binance_client
         self.top_n_cryptos = top_n_cryptos
         self.batch_size_hours = batch_size_hours
-        self.lake = lake if isinstance(lake, Lake) else Lake(lake)
+        # The candles of the client's exchange: its own part of the lake and of the metadata.
+        exchange = binance_client.exchange
+        self.lake = lake.for_exchange(exchange) if isinstance(lake, Lake) else Lake(lake, exchange)
         self.grid = Interval(interval)
         self.interval = interval
         self.wait_for_lock = wait_for_lock
@@ -97,7 +100,7 @@ class CryptoCollector:
         self.on_lock_wait = on_lock_wait
         self._clock = clock
         self.exchange_gap_recheck_days = exchange_gap_recheck_days
-        self.meta = LakeMeta(self.lake.root)
+        self.meta = LakeMeta(self.lake.root, self.lake.exchange)
         self.window_attempts = window_attempts
         self._stop = threading.Event()
         self._end_ms: int | None = None
@@ -114,7 +117,10 @@ class CryptoCollector:
         if crypto_symbols is None:
             top = self.client.get_top_by_market_cap(self.top_n_cryptos)
             return [t.symbol for t in top]
-        return pair_symbols(crypto_symbols, self.client.quote_asset)
+        if self.lake.exchange == DEFAULT_EXCHANGE:
+            return pair_symbols(crypto_symbols, self.client.quote_asset)
+        names = [name.strip() for name in crypto_symbols]
+        return list(dict.fromkeys(validate_symbol(self.client.resolve_symbol(n) if n else n) for n in names))
 
     def stored_symbols(self) -> list[str]:
         """Symbols with candles of this interval in the lake."""
@@ -434,6 +440,19 @@ class CryptoCollector:
             )
             return None
 
+    def _markets(self) -> list[Market]:
+        """The exchange's markets for the ``markets`` view (Binance's from the exchange info
+        already asked; other exchanges: one request); none when they cannot be had."""
+        if self._stop.is_set():
+            return []
+        try:
+            return list(self.client.markets())
+        except Interrupted:
+            return []
+        except CryptolakeError as exc:
+            log.info("cannot read the exchange's markets (%s); the markets view keeps its last list", exc)
+            return []
+
     def _last_candle_end(self, symbol: str, end_ms: int) -> int:
         """For a symbol not trading (delisted, halted): the end of its last candle, so that no
         request is spent after it; ``end_ms`` if that cannot be asked."""
@@ -473,10 +492,13 @@ class CryptoCollector:
                 )
 
     def _record_run(self, gate: CommitGate, reports: list[CollectionReport]) -> None:
+        markets = self._markets()
         try:
             with gate.held():
                 for report in reports:
                     self._save_state(report)
+                if markets:
+                    self.meta.record_markets(markets, self._now_ms())
         except LakeLocked as exc:
             if not exc.cancelled:
                 raise
@@ -538,9 +560,10 @@ class CryptoCollector:
     def _forget_state(self, symbol: str) -> bool:
         with self._state_lock:
             document = self._state_document()
-            if symbol not in document.get(self.interval, {}):
+            section = state_section(self.lake.exchange, self.interval)
+            if symbol not in document.get(section, {}):
                 return False
-            del document[self.interval][symbol]
+            del document[section][symbol]
             _write_json_atomic(self._state_path(), document)
             return True
 
@@ -554,7 +577,7 @@ class CryptoCollector:
         return meta_dir(self.lake.root) / STATE_FILE
 
     def _load_state(self) -> dict[str, dict[str, Any]]:
-        return dict(self._state_document().get(self.interval, {}))
+        return dict(self._state_document().get(state_section(self.lake.exchange, self.interval), {}))
 
     def _state_document(self) -> dict[str, Any]:
         """The whole collection state (every interval); empty if there is none or it is torn."""
@@ -563,7 +586,7 @@ class CryptoCollector:
     def _save_state(self, report: CollectionReport) -> None:
         with self._state_lock:
             document = self._state_document()
-            section = document.setdefault(self.interval, {})
+            section = document.setdefault(state_section(self.lake.exchange, self.interval), {})
             for symbol, result in report.results.items():
                 if result.ok and not result.batches and not result.stopped:
                     continue  # nothing was attempted: keep the last real run's record

@@ -77,6 +77,24 @@ def _source(value: Any) -> str:
     return text
 
 
+_EXCHANGE_NAMES = ("binance", "coinbase", "kraken", "bybit")
+
+
+def _exchange(value: Any) -> str:
+    text = _text(value).strip().lower()
+    if text not in _EXCHANGE_NAMES:
+        raise _Invalid(", ".join(_EXCHANGE_NAMES))
+    return text
+
+
+def _exchanges(value: Any) -> tuple[str, ...]:
+    try:
+        names = tuple(_exchange(name) for name in _list(value))
+    except _Invalid:
+        raise _Invalid(f"a list of exchanges among {', '.join(_EXCHANGE_NAMES)}") from None
+    return tuple(dict.fromkeys(names))
+
+
 def _key(value: Any) -> str:
     """An API key or secret: sent in an HTTP header, so printable ASCII without spaces."""
     text = _text(value).strip()
@@ -309,7 +327,41 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Where the archive's S3 listing is read (empty: Binance's bucket endpoint for data.binance.vision, else the archive URL)."),
     SettingSpec("binance", "archive_cache_dir", _optional_path, "",
                 "Keep downloaded archive files in this folder (empty: not kept after their rows are merged)."),
-    SettingSpec("collection", "quote_asset", _asset, "USDT", "Quote asset of the collected pairs."),
+    SettingSpec("coinbase", "base_url", _base_url, "https://api.exchange.coinbase.com", "Coinbase Exchange REST host."),
+    SettingSpec("coinbase", "quote_asset", _asset, "USD",
+                "Quote asset of Coinbase Exchange's pairs (BTC means BTC/USD there)."),
+    SettingSpec("coinbase", "timeout_s", _float_between(0, 600, low_open=True), 10.0,
+                "Timeout of one request to Coinbase Exchange, seconds."),
+    SettingSpec("coinbase", "max_retries", _int_between(0, 20), 3,
+                "Retries of a Coinbase Exchange request after timeouts, connection errors, 5xx and 429."),
+    SettingSpec("coinbase", "concurrency", _int_between(1, 64), 4, "Requests to Coinbase Exchange in flight at once."),
+    SettingSpec("coinbase", "requests_per_s", _float_between(0, 10_000), 0.0,
+                "Requests per second to Coinbase Exchange (0: its documented public limit, 10/s)."),
+    SettingSpec("kraken", "base_url", _base_url, "https://api.kraken.com", "Kraken REST host."),
+    SettingSpec("kraken", "quote_asset", _asset, "USD",
+                "Quote asset of Kraken's pairs (BTC means BTC/USD there)."),
+    SettingSpec("kraken", "timeout_s", _float_between(0, 600, low_open=True), 10.0,
+                "Timeout of one request to Kraken, seconds."),
+    SettingSpec("kraken", "max_retries", _int_between(0, 20), 3,
+                "Retries of a Kraken request after timeouts, connection errors, 5xx and 429."),
+    SettingSpec("kraken", "concurrency", _int_between(1, 64), 4, "Requests to Kraken in flight at once."),
+    SettingSpec("kraken", "requests_per_s", _float_between(0, 10_000), 0.0,
+                "Requests per second to Kraken (0: its documented public limit, about 1/s per pair)."),
+    SettingSpec("bybit", "base_url", _base_url, "https://api.bybit.com", "Bybit REST host."),
+    SettingSpec("bybit", "quote_asset", _asset, "USDT",
+                "Quote asset of Bybit's pairs (BTC means BTC/USDT there)."),
+    SettingSpec("bybit", "timeout_s", _float_between(0, 600, low_open=True), 10.0,
+                "Timeout of one request to Bybit, seconds."),
+    SettingSpec("bybit", "max_retries", _int_between(0, 20), 3,
+                "Retries of a Bybit request after timeouts, connection errors, 5xx and 429."),
+    SettingSpec("bybit", "concurrency", _int_between(1, 64), 4, "Requests to Bybit in flight at once."),
+    SettingSpec("bybit", "requests_per_s", _float_between(0, 10_000), 0.0,
+                "Requests per second to Bybit (0: its documented public limit, 600 per 5 s)."),
+    SettingSpec("collection", "exchange", _exchange, "binance",
+                "Exchange a command reads and writes when --exchange is not given: binance, coinbase, kraken or bybit."),
+    SettingSpec("collection", "exchanges", _exchanges, (),
+                "Exchanges `cryptolake run` keeps complete, in parallel (empty: collection.exchange)."),
+    SettingSpec("collection", "quote_asset", _asset, "USDT", "Quote asset of the collected Binance pairs."),
     SettingSpec("collection", "interval", _interval, "1h", "Candle interval (1s ... 1M)."),
     SettingSpec("collection", "start_date", _date, date(2024, 1, 1),
                 "Collect history from this UTC date or ISO time (or the listing, if later).",
@@ -360,7 +412,21 @@ class BinanceSettings:
 
 
 @dataclass(frozen=True)
+class VenueSettings:
+    """A REST exchange other than Binance: host, quote asset, timeout, retries, pace."""
+
+    base_url: str
+    quote_asset: str
+    timeout_s: float
+    max_retries: int
+    concurrency: int
+    requests_per_s: float
+
+
+@dataclass(frozen=True)
 class CollectionSettings:
+    exchange: str
+    exchanges: tuple[str, ...]
     quote_asset: str
     interval: str
     start_date: date
@@ -391,6 +457,9 @@ class Settings:
 
     lake: LakeSettings
     binance: BinanceSettings
+    coinbase: VenueSettings
+    kraken: VenueSettings
+    bybit: VenueSettings
     collection: CollectionSettings
     scheduler: SchedulerSettings
     postgres: PostgresSettings
@@ -415,6 +484,9 @@ class Settings:
 _SECTIONS = {
     "lake": LakeSettings,
     "binance": BinanceSettings,
+    "coinbase": VenueSettings,
+    "kraken": VenueSettings,
+    "bybit": VenueSettings,
     "collection": CollectionSettings,
     "scheduler": SchedulerSettings,
     "postgres": PostgresSettings,

@@ -38,15 +38,16 @@ import pyarrow as pa
 from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import CryptolakeError, Interrupted, LakeError, SourceError
 from cryptolake.lake import Lake, PartitionStats, meta_dir
-from cryptolake.lake.meta import LakeMeta, Window
+from cryptolake.lake.layout import DEFAULT_EXCHANGE
+from cryptolake.lake.meta import LakeMeta, Window, with_exchange
 from cryptolake.schema import HOUR_MS, Interval
 from cryptolake.sources.base import KlineSource
 from cryptolake.timeutils import from_ms, iso, to_ms
 
-GapKind = Literal["missing", "exchange_gap", "failed", "off_grid", "duplicate", "misplaced"]
+GapKind = Literal["missing", "exchange_gap", "no_trades", "failed", "off_grid", "duplicate", "misplaced"]
 Position = Literal["backward", "internal", "forward"]
 #: Kinds that are empty grid slots (the others are stored rows that break the grid).
-SLOT_KINDS: tuple[str, ...] = ("missing", "exchange_gap", "failed")
+SLOT_KINDS: tuple[str, ...] = ("missing", "exchange_gap", "no_trades", "failed")
 log = logging.getLogger("cryptolake.gaps")
 
 DAY_MS = 24 * HOUR_MS
@@ -68,6 +69,7 @@ class Gap:
     count: int
     recheck_due: bool = False
     error: str | None = None
+    exchange: str = DEFAULT_EXCHANGE
 
     @property
     def start_time(self) -> datetime:
@@ -85,7 +87,7 @@ class Gap:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "symbol": self.symbol, "interval": self.interval, "kind": self.kind,
+            "exchange": self.exchange, "symbol": self.symbol, "interval": self.interval, "kind": self.kind,
             "position": self.position, "start_time": iso(self.start_ms),
             "end_time": iso(self.end_ms), "count": self.count,
         }  # fmt: skip
@@ -119,6 +121,7 @@ class GapScan:
     spans: dict[str, SymbolSpan]
     scanned_partitions: int
     skipped_partitions: int
+    exchange: str = DEFAULT_EXCHANGE
 
 
 class DataGapDetector:
@@ -148,14 +151,16 @@ class DataGapDetector:
         exchange_gap_recheck_days: float = 30,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.lake = lake if isinstance(lake, Lake) else Lake(lake)
+        exchange = client.exchange if client is not None else None
+        store = lake if isinstance(lake, Lake) else Lake(lake)
+        self.lake = store.for_exchange(exchange) if exchange else store
         self.interval = interval
         self.grid = Interval(interval)
         self.client = client
         self.start_ms = to_ms(start_date) if start_date is not None else None
         self.exchange_gap_recheck_days = exchange_gap_recheck_days
         self._clock = clock
-        self.meta = LakeMeta(self.lake.root)
+        self.meta = LakeMeta(self.lake.root, self.lake.exchange)
 
     # -- the original design's API ---------------------------------------------------------
 
@@ -269,14 +274,17 @@ class DataGapDetector:
             for lo, hi, position in holes:
                 gaps.extend(self._classify(symbol, lo, hi, position, windows, now_ms))
             for kind, first_ms, last_ms, count in rows.anomalies.get(symbol, []):
-                gaps.append(Gap(symbol, self.interval, kind, "internal", first_ms, last_ms, count))  # type: ignore[arg-type]
+                gaps.append(
+                    Gap(symbol, self.interval, kind, "internal", first_ms, last_ms, count,  # type: ignore[arg-type]
+                        exchange=self.lake.exchange)
+                )  # fmt: skip
             spans[symbol] = SymbolSpan(
                 symbol, first, last if first is not None else None,
                 bounds[0] if bounds else None, bounds[1] if bounds else None,
                 rows.present.get(symbol, 0), rows.present_by_month.get(symbol, {}),
             )  # fmt: skip
         gaps.sort(key=lambda g: (g.symbol, g.start_ms, g.kind))
-        return GapScan(self.interval, end_ms, gaps, spans, query.scanned, query.skipped)
+        return GapScan(self.interval, end_ms, gaps, spans, query.scanned, query.skipped, self.lake.exchange)
 
     def coverage(
         self,
@@ -396,6 +404,7 @@ class DataGapDetector:
                     b - a + 1,
                     due,
                     error,
+                    self.lake.exchange,
                 )
             )
         return out
@@ -521,7 +530,7 @@ def coverage_rows(result: GapScan) -> list[dict[str, Any]]:
             present = span.present_by_month.get(month, 0)
             if expected:
                 out.append({
-                    "symbol": symbol, "interval": result.interval, "month": month, "expected": expected,
+                    "exchange": result.exchange, "symbol": symbol, "interval": result.interval, "month": month, "expected": expected,
                     "present": present, "completeness_percent": percent(present, expected, 2),
                 })  # fmt: skip
             month_ms = next_ms
@@ -536,6 +545,7 @@ def save_report(lake: Lake, result: GapScan) -> None:
     coverage = [{**row, **judged} for row in coverage_rows(result)]
     times = ("start_time", "end_time", "judged_at")
     gap_schema = {
+        "exchange": pl.String,
         "symbol": pl.String,
         "interval": pl.String,
         "kind": pl.String,
@@ -546,6 +556,7 @@ def save_report(lake: Lake, result: GapScan) -> None:
         "judged_at": pl.Int64,
     }
     cov_schema = {
+        "exchange": pl.String,
         "symbol": pl.String,
         "interval": pl.String,
         "month": pl.String,
@@ -562,13 +573,19 @@ def save_report(lake: Lake, result: GapScan) -> None:
         frame = frame.with_columns(pl.col(c).cast(pl.Datetime("ms", "UTC")) for c in stamp)
         path = meta_dir(lake.root) / name
         try:
-            old = pl.read_parquet(io.BytesIO(path.read_bytes()))  # one read: see LakeMeta._read
-            keep = ~((pl.col("interval") == result.interval) & pl.col("symbol").is_in(list(result.spans)))
+            old = with_exchange(
+                pl.read_parquet(io.BytesIO(path.read_bytes()))
+            )  # one read: see LakeMeta._read
+            keep = ~(
+                (pl.col("exchange") == result.exchange)
+                & (pl.col("interval") == result.interval)
+                & pl.col("symbol").is_in(list(result.spans))
+            )
             frame = pl.concat([old.filter(keep), frame]) if old.schema == frame.schema else frame
         except (FileNotFoundError, pl.exceptions.PolarsError, OSError):
             pass
         buffer = io.BytesIO()
-        frame.sort("interval", "symbol").write_parquet(buffer, compression="zstd")
+        frame.sort("exchange", "interval", "symbol").write_parquet(buffer, compression="zstd")
         write_bytes_atomic(path, buffer.getvalue())
 
 
@@ -579,12 +596,16 @@ def forget_report(lake: Lake, interval: str, symbol: str) -> int:
     for name in ("gaps.parquet", "coverage.parquet"):
         path = meta_dir(lake.root) / name
         try:
-            frame = pl.read_parquet(io.BytesIO(path.read_bytes()))
+            frame = with_exchange(pl.read_parquet(io.BytesIO(path.read_bytes())))
         except FileNotFoundError:
             continue
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise LakeError(f"cannot read the gap report {path} ({exc}); move it aside") from exc
-        hit = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+        hit = (
+            (pl.col("exchange") == lake.exchange)
+            & (pl.col("interval") == interval)
+            & (pl.col("symbol") == symbol)
+        )
         count = frame.filter(hit).height
         if count:
             buffer = io.BytesIO()

@@ -45,7 +45,7 @@ import pyarrow as pa
 from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, IPBanned, LakeLocked, Transient
 from cryptolake.gaps import missing_runs
 from cryptolake.lake import Lake, WriteResult, month_of
-from cryptolake.lake.meta import LakeMeta, Window
+from cryptolake.lake.meta import LakeMeta, Window, WindowKind
 from cryptolake.plan import PAGE_CANDLES, WindowPlan, plan_window
 from cryptolake.results import Direction, ProgressEvent, SymbolResult
 from cryptolake.schema import Interval
@@ -235,6 +235,9 @@ class Pipeline:
         self.client = client
         self.lake = lake
         self.meta = meta
+        # Where the exchange sends no candle for a period without trades, a hole between
+        # candles is such a period, not an outage.
+        self._hole_kind: WindowKind = "exchange_gap" if client.empty_candles else "no_trades"
         self.gate = gate
         self.grid = grid
         self.batch_candles = batch_candles
@@ -533,7 +536,7 @@ class Pipeline:
         # Slots before the first candle belong to the window only when the symbol was listed
         # before them (an outage, then, to record); before a listing there is nothing to want.
         lo = window.lo if window.listing is not None and window.listing < first else self.grid.ceil(first)
-        if frame.num_rows >= PAGE_CANDLES and last < window.hi:
+        if (frame.num_rows >= PAGE_CANDLES or not self.client.pages_skip_empty) and last < window.hi:
             covered = min(window.hi, self.grid.next_open(self.grid.floor(last)))
         else:
             covered = window.hi  # a short page: the symbol has no candle after its last one yet
@@ -696,7 +699,9 @@ class Pipeline:
                     self.meta.record_start(self.grid.name, window.symbol, self.grid.ceil(start), now)
                 # Outages first, in one rewrite: a run killed before the write leaves them
                 # recorded and the slots to fetch.
-                self.meta.settle_windows(self.grid.name, window.symbol, settle_lo, settle_last, outages, now)
+                self.meta.settle_windows(
+                    self.grid.name, window.symbol, settle_lo, settle_last, outages, now, self._hole_kind
+                )
                 for a, b in unserved:  # what the source could not serve: asked again later
                     self.meta.record_window(
                         Window(self.grid.name, window.symbol, "failed", a, self.grid.floor(b - 1), now, now,

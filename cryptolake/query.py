@@ -1,14 +1,19 @@
 """SQL over the lake for analysts: DuckDB views ``klines``, ``gaps``, ``coverage``, ``exchange_windows``,
-``sources``.
+``sources``, ``markets``.
 
 - ``klines``: every stored candle, with the partition keys ``exchange``, ``interval``,
   ``symbol`` and ``month`` as text columns (``interval`` is ``1mo`` for monthly candles).
 - ``gaps`` and ``coverage``: the latest gap report and per-month completeness, written to
   ``<lake>/_meta/gaps.parquet`` and ``coverage.parquet`` by every gap detection
   (``cryptolake gaps``, ``fill-gaps``, ``coverage``, and collection runs).
-- ``exchange_windows``: recorded exchange outages and failed fetch windows.
+- ``exchange_windows``: recorded exchange outages, periods without trades (on exchanges that send
+  no candle for them) and failed fetch windows.
 - ``sources``: where each partition's candles came from (Binance archive files with their
   checksums, files that could not be used, candles fetched over REST).
+- ``markets``: each exchange's markets as its last collection saw them, with common asset names
+  (``XBT`` is ``BTC``), so one query compares a pair across exchanges.
+
+Every view has an ``exchange`` column.
 
 :func:`connect` gives the connection ``cryptolake sql`` runs in. It cannot change anything on
 disk, and that is enforced by DuckDB itself, not by looking at the statement: the connection is
@@ -51,7 +56,7 @@ import pyarrow.parquet as pq
 from cryptolake.errors import Interrupted, LakeError, QueryError
 from cryptolake.lake import ARROW_SCHEMA, Lake
 from cryptolake.lake.layout import DATA_FILE, is_valid_month, is_valid_symbol, klines_dir, meta_dir
-from cryptolake.lake.meta import SOURCES_FILE, WINDOWS_FILE
+from cryptolake.lake.meta import MARKETS_FILE, SOURCES_FILE, WINDOWS_FILE
 from cryptolake.lake.store import check_partition
 
 log = logging.getLogger("cryptolake.query")
@@ -69,24 +74,29 @@ _INTERVAL_AS_IN_PATHS = "CASE WHEN interval = '1M' THEN '1mo' ELSE interval END"
 _MONTH_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]"
 
 _TIME = pa.timestamp("ms", tz="UTC")
+_EXCHANGE = ("exchange", pa.string())
 _META_VIEWS: dict[str, tuple[str, pa.Schema]] = {
     "gaps": (GAPS_FILE, pa.schema([
-        ("symbol", pa.string()), ("interval", pa.string()), ("kind", pa.string()), ("position", pa.string()),
+        _EXCHANGE, ("symbol", pa.string()), ("interval", pa.string()), ("kind", pa.string()), ("position", pa.string()),
         ("start_time", _TIME), ("end_time", _TIME), ("count", pa.int64()), ("judged_at", _TIME),
     ])),
     "coverage": (COVERAGE_FILE, pa.schema([
-        ("symbol", pa.string()), ("interval", pa.string()), ("month", pa.string()), ("expected", pa.int64()),
+        _EXCHANGE, ("symbol", pa.string()), ("interval", pa.string()), ("month", pa.string()), ("expected", pa.int64()),
         ("present", pa.int64()), ("completeness_percent", pa.float64()), ("judged_at", _TIME),
     ])),
     "exchange_windows": (WINDOWS_FILE, pa.schema([
-        ("interval", pa.string()), ("symbol", pa.string()), ("kind", pa.string()), ("start_time", _TIME),
+        _EXCHANGE, ("interval", pa.string()), ("symbol", pa.string()), ("kind", pa.string()), ("start_time", _TIME),
         ("end_time", _TIME), ("recorded_at", _TIME), ("checked_at", _TIME), ("attempts", pa.int64()),
         ("error", pa.string()),
     ])),
     "sources": (SOURCES_FILE, pa.schema([
-        ("interval", pa.string()), ("symbol", pa.string()), ("month", pa.string()), ("source", pa.string()),
+        _EXCHANGE, ("interval", pa.string()), ("symbol", pa.string()), ("month", pa.string()), ("source", pa.string()),
         ("file", pa.string()), ("sha256", pa.string()), ("rows", pa.int64()), ("off_grid", pa.int64()),
         ("recorded_at", _TIME), ("note", pa.string()),
+    ])),
+    "markets": (MARKETS_FILE, pa.schema([
+        _EXCHANGE, ("symbol", pa.string()), ("base", pa.string()), ("quote", pa.string()),
+        ("status", pa.string()), ("listed", _TIME), ("delisted", _TIME), ("checked_at", _TIME),
     ])),
 }  # fmt: skip
 #: The ``klines`` view's columns: the partition keys, then the candle schema.
@@ -460,14 +470,14 @@ def view_definitions(lake: Lake | str | Path) -> dict[str, str]:
     }
     for view, (name, schema) in _META_VIEWS.items():
         path = meta_dir(root) / name
-        views[view] = (
-            (
-                f"SELECT * REPLACE ({_INTERVAL_AS_IN_PATHS} AS interval) FROM read_parquet("
-                f"{_literal(path.as_posix())})"
-            )
-            if path.is_file()
-            else _empty_select(schema)
-        )
+        if not path.is_file():
+            views[view] = _empty_select(schema)
+            continue
+        columns = _file_columns(path)
+        # Metadata written before the lake held other exchanges has no exchange: Binance's.
+        legacy = "'binance' AS exchange, " if "exchange" not in columns else ""
+        replace = f" REPLACE ({_INTERVAL_AS_IN_PATHS} AS interval)" if "interval" in columns else ""
+        views[view] = f"SELECT {legacy}*{replace} FROM read_parquet({_literal(path.as_posix())})"
     return views
 
 
@@ -513,6 +523,8 @@ def _meta_table(path: Path, schema: pa.Schema, view: str, warnings: list[str] | 
                 "move it aside, the next gap report or collection run writes it again"
             )
         return schema.empty_table()
+    if "exchange" not in table.column_names:  # written before the lake held other exchanges
+        table = table.add_column(0, "exchange", pa.array(["binance"] * table.num_rows, pa.string()))
     if "interval" in table.column_names:  # the folder name, as in the klines view (1M -> 1mo)
         column = table.column("interval")
         monthly = pc.equal(column, "1M")
@@ -520,6 +532,13 @@ def _meta_table(path: Path, schema: pa.Schema, view: str, warnings: list[str] | 
             table.column_names.index("interval"), "interval", pc.if_else(monthly, pa.scalar("1mo"), column)
         )
     return table
+
+
+def _file_columns(path: Path) -> list[str]:
+    try:
+        return list(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError):
+        return []
 
 
 def _empty_select(schema: pa.Schema) -> str:

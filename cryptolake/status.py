@@ -11,6 +11,7 @@ from typing import Any
 
 from cryptolake.errors import LakeError
 from cryptolake.lake import Lake, meta_dir
+from cryptolake.lake.layout import DEFAULT_EXCHANGE
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.timeutils import iso
 
@@ -18,8 +19,14 @@ from cryptolake.timeutils import iso
 STATE_FILE = "collection_state.json"
 
 
+def state_section(exchange: str, interval: str) -> str:
+    """The collection state's key for an exchange and interval: the interval for Binance (as
+    before other exchanges), ``<exchange>/<interval>`` for the others."""
+    return interval if exchange == DEFAULT_EXCHANGE else f"{exchange}/{interval}"
+
+
 def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str, Any]:
-    """What the lake holds for ``interval``, without an exchange client or a request: rows,
+    """What the lake holds for ``interval`` (of the lake's exchange), without an exchange client or a request: rows,
     months, first and last candle per symbol (from commit records and Parquet footers), each
     symbol's last run and last error, and ``total_records_collected``. Every symbol the lake
     knows is listed: with candles, a collection state or a recorded start.
@@ -30,7 +37,7 @@ def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str
     store = lake if isinstance(lake, Lake) else Lake(lake)
     if not store.root.is_dir():
         raise LakeError(f"no lake at {store.root}: collect into it first, or check the path")
-    state = dict(_state_document(store.root).get(interval, {}))
+    state = dict(_state_document(store.root).get(state_section(store.exchange, interval), {}))
     symbols: dict[str, dict[str, Any]] = {}
     for part in store.partition_stats(interval):
         entry = symbols.setdefault(part.symbol, {"rows": 0, "months": 0, "first": None, "last": None})
@@ -39,10 +46,14 @@ def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str
         if part.first_open_ms is not None:
             entry["first"] = min(filter(None, (entry["first"], part.first_open_ms)))
             entry["last"] = max(filter(None, (entry["last"], part.last_open_ms)))
-    for symbol in [*state, *LakeMeta(store.root).starts(interval)]:  # known without candles yet, too
+    for symbol in [
+        *state,
+        *LakeMeta(store.root, store.exchange).starts(interval),
+    ]:  # known without candles yet, too
         symbols.setdefault(symbol, {"rows": 0, "months": 0, "first": None, "last": None})
     return {
         "lake": str(store.root),
+        "exchange": store.exchange,
         "interval": interval,
         "total_records_collected": sum(e["rows"] for e in symbols.values()),
         "symbols": {

@@ -17,6 +17,7 @@ from cryptolake.cli.options import (
     checked_since,
     checked_until,
     creatable_lake,
+    exchange_option,
     existing_lake,
     interval_option,
     json_option,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 )
 @interval_option
 @lake_option
+@exchange_option
 @base_url_option
 @source_options
 @click.option("--backward-only", is_flag=True, help="Only fetch history before what is stored.")
@@ -171,6 +173,7 @@ def _stopped_line(signum: int, began: bool = True) -> str:
 )
 @interval_option
 @lake_option
+@exchange_option
 @base_url_option
 @source_options
 @click.option(

@@ -15,6 +15,7 @@ from cryptolake.cli.options import (
     _pairs,
     _scan,
     base_url_option,
+    exchange_option,
     existing_lake,
     interval_option,
     json_option,
@@ -37,6 +38,7 @@ SQL_TABLE_ROWS = 1000
 @cli.command("status")
 @interval_option
 @lake_option
+@exchange_option
 @json_option
 @click.pass_context
 def status_command(ctx: click.Context, interval: str | None, lake: str | None, as_json: bool) -> None:
@@ -49,11 +51,14 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
         cryptolake status --json
     """
     from cryptolake.cli.scheduler import scheduler_line, scheduler_summary
+    from cryptolake.lake import Lake
     from cryptolake.status import collection_status
 
     settings = settings_from(ctx, lake=lake, interval=interval)
     existing_lake(settings)
-    status = collection_status(settings.lake.root, settings.collection.interval)  # no exchange client
+    status = collection_status(  # no exchange client
+        Lake(settings.lake.root, settings.collection.exchange), settings.collection.interval
+    )
     status.update(scheduler_summary(settings.lake.root))
     if as_json:
         click.echo(json.dumps(status, indent=2))
@@ -81,6 +86,7 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
 @click.argument("symbols", nargs=-1, required=True)
 @interval_option
 @lake_option
+@exchange_option
 @click.option("--data", is_flag=True, help="Also delete the symbols' partitions (their candles).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting partitions (--data).")
 @json_option

@@ -12,6 +12,7 @@ from cryptolake.cli.app import cli
 from cryptolake.cli.failures import UsageProblem
 from cryptolake.cli.options import (
     _pairs,
+    exchange_option,
     existing_lake,
     interval_option,
     json_option,
@@ -46,6 +47,7 @@ def load_group() -> None:
 @symbols_option("default: all")
 @interval_option
 @lake_option
+@exchange_option
 @click.option(
     "--timescale/--no-timescale",
     default=None,
@@ -103,15 +105,20 @@ def load_postgres_command(
     if not pg.dsn:
         raise UsageProblem("no PostgreSQL DSN: pass --dsn or set CRYPTOLAKE_POSTGRES_DSN")
     existing_lake(settings)
+    from cryptolake.lake import Lake
+
     wanted = None
     if symbols is not None:
         wanted = _pairs(settings, settings.collection.symbols)
-        from cryptolake.lake import Lake
-
-        stored = Lake(settings.lake.root).symbols(settings.collection.interval)
+        stored = Lake(settings.lake.root, settings.collection.exchange).symbols(settings.collection.interval)
         known_pairs(settings, symbols, stored)  # a symbol the lake does not hold is a typo, not "0 sent"
     with PostgresLoader(
-        settings.lake.root, pg.dsn, schema=pg.schema, table=pg.table, timescale=pg.timescale, workers=workers
+        Lake(settings.lake.root, settings.collection.exchange),
+        pg.dsn,
+        schema=pg.schema,
+        table=pg.table,
+        timescale=pg.timescale,
+        workers=workers,
     ) as loader:
         report = loader.sync(settings.collection.interval, wanted, full=full)
     if as_json:

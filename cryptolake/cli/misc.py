@@ -12,6 +12,7 @@ from cryptolake.cli.app import cli
 from cryptolake.cli.failures import UsageProblem
 from cryptolake.cli.options import (
     base_url_option,
+    exchange_option,
     json_option,
     lake_option,
     make_client,
@@ -51,6 +52,7 @@ def config_command(ctx: click.Context, lake: str | None, base_url: str | None, a
 
 @cli.command("symbols")
 @lake_option
+@exchange_option
 @base_url_option
 @click.option("--top", type=int, default=None, help="Size of the universe (setting collection.top_n).")
 @json_option

@@ -20,7 +20,6 @@ from cryptolake.redact import register_secret
 if TYPE_CHECKING:
     from cryptolake.collector import CryptoCollector
     from cryptolake.sources.base import KlineSource
-    from cryptolake.sources.binance import BinanceClient
 
 F = Callable[..., Any]
 
@@ -37,7 +36,28 @@ def lake_option(func: F) -> F:
 
 def base_url_option(func: F) -> F:
     return click.option(
-        "--base-url", "base_url", default=None, help="Binance REST host (setting binance.base_url)."
+        "--base-url",
+        "base_url",
+        default=None,
+        help="REST host of the exchange (setting <exchange>.base_url, e.g. binance.base_url).",
+    )(func)
+
+
+def _remember_exchange(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta["cryptolake.exchange"] = value.lower()
+
+
+def exchange_option(func: F) -> F:
+    """``--exchange``: whose candles the command reads or writes (setting collection.exchange)."""
+    return click.option(
+        "--exchange",
+        type=click.Choice(["binance", "coinbase", "kraken", "bybit"], case_sensitive=False),
+        default=None,
+        expose_value=False,
+        is_eager=True,
+        callback=_remember_exchange,
+        help="Exchange whose candles to read or write (setting collection.exchange, default binance).",
     )(func)
 
 
@@ -69,13 +89,20 @@ def settings_from(ctx: click.Context, **flags: Any) -> Settings:
         "lake": "lake.root", "base_url": "binance.base_url", "interval": "collection.interval",
         "since": "collection.start_date", "top": "collection.top_n", "symbols": "collection.symbols",
         "schedule": "scheduler.schedule", "dsn": "postgres.dsn", "source": "collection.source",
-        "archive_url": "binance.archive_url",
+        "archive_url": "binance.archive_url", "exchange": "collection.exchange",
     }  # fmt: skip
+    exchange = ctx.meta.get("cryptolake.exchange")
+    if exchange is not None:
+        flags = {**flags, "exchange": exchange}
+    base_url = flags.pop("base_url", None)
     overrides = {
         names[name]: (value, f"--{name.replace('_', '-')}")
         for name, value in flags.items()
         if value is not None
     }
+    if base_url is not None:  # the chosen exchange's host
+        chosen = exchange or load_settings(ctx.obj.get("config_file"), os.environ).collection.exchange
+        overrides[f"{chosen}.base_url"] = (base_url, "--base-url")
     return resolve_settings(ctx, overrides)
 
 
@@ -90,9 +117,31 @@ def resolve_settings(ctx: click.Context, overrides: dict[str, tuple[Any, str]]) 
     return settings
 
 
-def make_client(settings: Settings, ban_file: Path | None = None) -> BinanceClient:
-    """A BinanceClient configured from settings."""
+def make_client(settings: Settings, ban_file: Path | None = None, exchange: str | None = None) -> Any:
+    """The REST client of ``exchange`` (default: ``collection.exchange``) configured from
+    settings: a BinanceClient, or the client of another exchange from its section."""
     from cryptolake.sources.binance import BinanceClient
+
+    exchange = exchange or settings.collection.exchange
+    if exchange != "binance":
+        from cryptolake.sources.registry import venue_client_class
+
+        v = getattr(settings, exchange)
+        cls = venue_client_class(exchange)
+        if settings.collection.interval not in cls.intervals:
+            raise UsageProblem(
+                f"{exchange} has no {settings.collection.interval} candles "
+                f"(from {settings.sources['collection.interval']}); it serves {', '.join(cls.intervals)}"
+            )
+        return cls(
+            base_url=v.base_url,
+            quote_asset=v.quote_asset,
+            timeout_s=v.timeout_s,
+            max_retries=v.max_retries,
+            concurrency=v.concurrency,
+            requests_per_s=v.requests_per_s or None,
+            excluded_bases=settings.collection.excluded_bases,
+        )
 
     b = settings.binance
     return BinanceClient(
@@ -194,9 +243,10 @@ def interval_option(func: F) -> F:
     )(func)
 
 
-def make_source(settings: Settings, client: BinanceClient) -> KlineSource:
-    """The client itself (``collection.source = rest``), or the archive in front of it."""
-    if settings.collection.source == "rest":
+def make_source(settings: Settings, client: KlineSource) -> KlineSource:
+    """The client itself (``collection.source = rest``, or an exchange without a bulk archive),
+    or Binance's archive in front of it."""
+    if settings.collection.source == "rest" or client.exchange != "binance":
         return client
     from cryptolake.sources.archive import ArchiveSource, BinanceArchive
 
@@ -228,7 +278,7 @@ def make_source(settings: Settings, client: BinanceClient) -> KlineSource:
 
 
 def make_collector(
-    settings: Settings, client: BinanceClient, *, wait: bool = True, progress: Any = None
+    settings: Settings, client: KlineSource, *, wait: bool = True, progress: Any = None
 ) -> CryptoCollector:
     """A CryptoCollector over the configured lake."""
     from cryptolake.collector import CryptoCollector
@@ -248,11 +298,12 @@ def make_collector(
     )
 
 
-def _detector(settings: Settings, client: BinanceClient | None) -> Any:
+def _detector(settings: Settings, client: KlineSource | None) -> Any:
     from cryptolake.gaps import DataGapDetector
+    from cryptolake.lake import Lake
 
     return DataGapDetector(
-        settings.lake.root, settings.collection.interval, client=client,
+        Lake(settings.lake.root, settings.collection.exchange), settings.collection.interval, client=client,
         exchange_gap_recheck_days=settings.collection.exchange_gap_recheck_days,
     )  # fmt: skip
 
@@ -334,10 +385,40 @@ def checked_until(until: str | None, start: Any) -> Any:
 
 
 def _pairs(settings: Settings, names: Any) -> list[str]:
+    """The pairs ``names`` mean on the chosen exchange, without asking it: Binance's
+    ``BTC`` -> ``BTCUSDT``; elsewhere a base asset becomes the pair in the exchange's quote asset
+    (the lake's record of its markets first, else the exchange's naming: ``BTC-USD``,
+    ``XBTUSD``), and the exchange's own symbols stay as they are."""
     from cryptolake.collector import pair_symbols
+    from cryptolake.lake import validate_symbol
 
+    exchange = settings.collection.exchange
     try:
-        return pair_symbols(names, settings.collection.quote_asset)
+        if exchange == "binance":
+            return pair_symbols(names, settings.collection.quote_asset)
+        from cryptolake.lake.meta import LakeMeta
+        from cryptolake.sources.base import normalize_asset
+        from cryptolake.sources.registry import pair_name
+
+        quote = getattr(settings, exchange).quote_asset
+        markets = LakeMeta(settings.lake.root, exchange).markets() if settings.lake.root.is_dir() else None
+        by_base = {}
+        own = set()
+        if markets is not None:
+            own = set(markets["symbol"].to_list())
+            for symbol, base, q in markets.select("symbol", "base", "quote").iter_rows():
+                if q == normalize_asset(quote):
+                    by_base[base] = symbol
+        out = []
+        for name in names:
+            text = name.strip()
+            upper = text.upper() if text.isascii() else text
+            if upper in own or "-" in upper or (upper.endswith(quote) and len(upper) > len(quote)):
+                out.append(validate_symbol(upper))
+            else:
+                base = normalize_asset(upper)
+                out.append(validate_symbol(by_base.get(base) or pair_name(exchange, base, quote)))
+        return list(dict.fromkeys(out))
     except InvalidSymbolName as exc:
         raise UsageProblem(str(exc)) from None
 
@@ -355,7 +436,7 @@ def scan_options(func: F) -> F:
     for option in reversed((
         symbols_option("default: all stored"),
         click.option("--since", default=None, help="Expected start YYYY-MM-DD (setting collection.start_date)."),
-        interval_option, lake_option, base_url_option, offline_option,
+        interval_option, lake_option, exchange_option, base_url_option, offline_option,
     )):  # fmt: skip
         func = option(func)
     return func

@@ -23,6 +23,7 @@ from cryptolake.cli.options import (
     base_url_option,
     checked_since,
     creatable_lake,
+    exchange_option,
     existing_lake,
     interval_option,
     json_option,
@@ -82,6 +83,7 @@ def postgres_sync_hook(settings: Settings) -> Callable[[Any], str] | None:
 @symbols_option("default: the top N pairs (--top)")
 @interval_option
 @lake_option
+@exchange_option
 @base_url_option
 @click.option("--run-now", is_flag=True, help="Start with a full run now rather than at the first fire time.")
 @click.pass_context

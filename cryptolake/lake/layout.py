@@ -2,7 +2,7 @@
 
 The layout is a public contract::
 
-    <root>/klines/exchange=binance/interval=<interval>/symbol=<SYMBOL>/month=<YYYY-MM>/data.parquet
+    <root>/klines/exchange=<exchange>/interval=<interval>/symbol=<SYMBOL>/month=<YYYY-MM>/data.parquet
     <root>/klines/.../month=<YYYY-MM>/.cryptolake-commit.json   what cryptolake committed there
     <root>/_meta/                       lake metadata (the writer lock, ...)
 
@@ -21,7 +21,10 @@ from cryptolake.errors import InvalidSymbolName
 from cryptolake.schema import Interval
 from cryptolake.timeutils import from_ms
 
-EXCHANGE = "binance"
+#: The exchange of a lake written before there were others (and of ``Lake(root)``).
+DEFAULT_EXCHANGE = "binance"
+#: Exchanges cryptolake collects from (the ``exchange=`` key of the layout).
+EXCHANGES: tuple[str, ...] = ("binance", "coinbase", "kraken", "bybit")
 KLINES_DIR = "klines"
 META_DIR = "_meta"
 DATA_FILE = "data.parquet"
@@ -98,6 +101,14 @@ def _char_ok(char: str) -> bool:
     return not char.isascii() and (char.isalpha() or char.isdigit())
 
 
+def validate_exchange(exchange: str) -> str:
+    """Return ``exchange`` if it is one cryptolake knows (see :data:`EXCHANGES`), else raise
+    ValueError."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"unknown exchange {exchange!r}; cryptolake knows {', '.join(EXCHANGES)}")
+    return exchange
+
+
 def interval_dir(interval: str) -> str:
     """The path value for an interval: its Binance name, except ``1M`` -> ``1mo``.
 
@@ -125,29 +136,38 @@ def klines_dir(root: str | Path) -> Path:
     return Path(root) / KLINES_DIR
 
 
-def interval_root(root: str | Path, interval: str) -> Path:
-    """``<root>/klines/exchange=binance/interval=<interval>``."""
-    return klines_dir(root) / f"exchange={EXCHANGE}" / f"interval={interval_dir(interval)}"
+def exchange_dir(root: str | Path, exchange: str = DEFAULT_EXCHANGE) -> Path:
+    """``<root>/klines/exchange=<exchange>``."""
+    return klines_dir(root) / f"exchange={validate_exchange(exchange)}"
 
 
-def symbol_dir(root: str | Path, interval: str, symbol: str) -> Path:
+def interval_root(root: str | Path, interval: str, exchange: str = DEFAULT_EXCHANGE) -> Path:
+    """``<root>/klines/exchange=<exchange>/interval=<interval>``."""
+    return exchange_dir(root, exchange) / f"interval={interval_dir(interval)}"
+
+
+def symbol_dir(root: str | Path, interval: str, symbol: str, exchange: str = DEFAULT_EXCHANGE) -> Path:
     """``.../interval=<interval>/symbol=<SYMBOL>``."""
-    return interval_root(root, interval) / f"symbol={validate_symbol(symbol)}"
+    return interval_root(root, interval, exchange) / f"symbol={validate_symbol(symbol)}"
 
 
-def partition_dir(root: str | Path, interval: str, symbol: str, month: str) -> Path:
+def partition_dir(
+    root: str | Path, interval: str, symbol: str, month: str, exchange: str = DEFAULT_EXCHANGE
+) -> Path:
     """The folder of one partition: ``.../symbol=<SYMBOL>/month=<YYYY-MM>``.
 
     Raises:
         InvalidSymbolName: ``symbol`` is not safe as a path segment.
         ValueError: Unknown interval or malformed month.
     """
-    return symbol_dir(root, interval, symbol) / f"month={validate_month(month)}"
+    return symbol_dir(root, interval, symbol, exchange) / f"month={validate_month(month)}"
 
 
-def partition_path(root: str | Path, interval: str, symbol: str, month: str) -> Path:
+def partition_path(
+    root: str | Path, interval: str, symbol: str, month: str, exchange: str = DEFAULT_EXCHANGE
+) -> Path:
     """The Parquet file of one partition: ``<partition_dir>/data.parquet``."""
-    return partition_dir(root, interval, symbol, month) / DATA_FILE
+    return partition_dir(root, interval, symbol, month, exchange) / DATA_FILE
 
 
 def month_of(open_time_ms: int) -> str:

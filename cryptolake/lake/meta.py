@@ -36,28 +36,33 @@ from cryptolake.lake import layout
 from cryptolake.schema import Interval
 from cryptolake.timeutils import to_ms
 
-WindowKind = Literal["exchange_gap", "failed"]
+WindowKind = Literal["exchange_gap", "no_trades", "failed"]
 _TIMES = ("start_time", "end_time", "recorded_at", "checked_at")
 WINDOWS_FILE = "windows.parquet"
 LISTINGS_FILE = "listings.parquet"
 STARTS_FILE = "starts.parquet"
 SOURCES_FILE = "sources.parquet"
+MARKETS_FILE = "markets.parquet"
 _TIME = pl.Datetime("ms", "UTC")
 WINDOW_SCHEMA = pl.Schema({
-    "interval": pl.String(), "symbol": pl.String(), "kind": pl.String(),
+    "exchange": pl.String(), "interval": pl.String(), "symbol": pl.String(), "kind": pl.String(),
     "start_time": _TIME, "end_time": _TIME, "recorded_at": _TIME, "checked_at": _TIME,
     "attempts": pl.Int64(), "error": pl.String(),
 })  # fmt: skip
 LISTING_SCHEMA = pl.Schema({
-    "interval": pl.String(), "symbol": pl.String(), "first_open_time": _TIME, "checked_at": _TIME,
+    "exchange": pl.String(), "interval": pl.String(), "symbol": pl.String(), "first_open_time": _TIME, "checked_at": _TIME,
 })  # fmt: skip
 SOURCE_SCHEMA = pl.Schema({
-    "interval": pl.String(), "symbol": pl.String(), "month": pl.String(), "source": pl.String(),
+    "exchange": pl.String(), "interval": pl.String(), "symbol": pl.String(), "month": pl.String(), "source": pl.String(),
     "file": pl.String(), "sha256": pl.String(), "rows": pl.Int64(), "off_grid": pl.Int64(),
     "recorded_at": _TIME, "note": pl.String(),
 })  # fmt: skip
+MARKET_SCHEMA = pl.Schema({
+    "exchange": pl.String(), "symbol": pl.String(), "base": pl.String(), "quote": pl.String(),
+    "status": pl.String(), "listed": _TIME, "delisted": _TIME, "checked_at": _TIME,
+})  # fmt: skip
 START_SCHEMA = pl.Schema({
-    "interval": pl.String(), "symbol": pl.String(), "start_time": _TIME, "recorded_at": _TIME,
+    "exchange": pl.String(), "interval": pl.String(), "symbol": pl.String(), "start_time": _TIME, "recorded_at": _TIME,
 })  # fmt: skip
 
 
@@ -85,13 +90,14 @@ class LakeMeta:
     Callers that write hold the lake's writer lock, so one process writes at a time.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, exchange: str = layout.DEFAULT_EXCHANGE) -> None:
         self.root = Path(root)
+        self.exchange = layout.validate_exchange(exchange)
         self._lock = threading.Lock()
         # The last read of each file, by its identity on disk (inode, size, change time): a
         # collection settles its windows once per partition commit, and the file rarely changes.
         self._cache: dict[
-            Path, tuple[tuple[int, int, int], pl.DataFrame, dict[tuple[str, str], list[Any]]]
+            Path, tuple[tuple[int, int, int], pl.DataFrame, dict[tuple[str, str, str], list[Any]]]
         ] = {}
 
     @property
@@ -116,7 +122,7 @@ class LakeMeta:
         self, interval: str, symbols: Iterable[str] | None = None, kind: WindowKind | None = None
     ) -> list[Window]:
         """Recorded windows of ``interval`` (optionally of some symbols or one kind), sorted."""
-        frame = self._read(self.windows_path, WINDOW_SCHEMA).filter(pl.col("interval") == interval)
+        frame = self._read(self.windows_path, WINDOW_SCHEMA).filter(self._key(interval))
         if symbols is not None:
             frame = frame.filter(pl.col("symbol").is_in(list(symbols)))
         if kind is not None:
@@ -128,7 +134,7 @@ class LakeMeta:
         with self._lock:
             frame = self._read(self.windows_path, WINDOW_SCHEMA)
             same = (
-                (pl.col("interval") == window.interval) & (pl.col("symbol") == window.symbol)
+                self._key(window.interval) & (pl.col("symbol") == window.symbol)
                 & (pl.col("kind") == window.kind) & (pl.col("start_time") == _ms(window.start_ms))
                 & (pl.col("end_time") == _ms(window.end_ms))
             )  # fmt: skip
@@ -139,7 +145,7 @@ class LakeMeta:
                 attempts += int(previous["attempts"].max() or 0)  # type: ignore[arg-type]
                 recorded = min(recorded, int(previous["recorded_at"].dt.epoch("ms").min()))  # type: ignore[arg-type]
             row = pl.DataFrame([{
-                "interval": window.interval, "symbol": window.symbol, "kind": window.kind,
+                "exchange": self.exchange, "interval": window.interval, "symbol": window.symbol, "kind": window.kind,
                 "start_time": window.start_ms, "end_time": window.end_ms, "recorded_at": recorded,
                 "checked_at": window.checked_ms, "attempts": attempts, "error": window.error,
             }]).with_columns(pl.col(c).cast(pl.Int64).cast(_TIME) for c in (
@@ -166,7 +172,7 @@ class LakeMeta:
                 else (pl.col("end_time"), pl.col("start_time"))
             )
             hit = (
-                (pl.col("interval") == interval) & (pl.col("symbol") == symbol) & (pl.col("kind") == kind)
+                self._key(interval) & (pl.col("symbol") == symbol) & (pl.col("kind") == kind)
                 & (lo >= _ms(start_ms)) & (hi <= _ms(end_ms))
             )  # fmt: skip
             dropped = frame.filter(hit)
@@ -182,22 +188,26 @@ class LakeMeta:
         end_ms: int,
         outages: list[tuple[int, int]],
         now_ms: int,
+        kind: WindowKind = "exchange_gap",
     ) -> None:
         """Record what one successful fetch of ``[start_ms, end_ms]`` proved, in one rewrite: its
-        ``failed`` windows are gone, its old ``exchange_gap`` windows are replaced by ``outages``
-        (``(first, last open time)`` runs found empty). An outage found empty again keeps its
+        ``failed`` windows are gone, its old ``kind`` windows (``exchange_gap``; ``no_trades``
+        on an exchange that sends no candle for a period without trades) are replaced by
+        ``outages`` (``(first, last open time)`` runs found empty). An outage found empty again keeps its
         first record time and counts one more check (``attempts``)."""
         with self._lock:
             frame = self._read(self.windows_path, WINDOW_SCHEMA)
             if not outages and not any(
                 start_ms <= end and start <= end_ms
-                if kind == "failed"
+                if was == "failed"
                 else start_ms <= start and end <= end_ms
-                for kind, start, end in self._windows_index(self.windows_path).get((interval, symbol), ())
-                if kind in ("failed", "exchange_gap")
+                for was, start, end in self._windows_index(self.windows_path).get(
+                    (self.exchange, interval, symbol), ()
+                )
+                if was in ("failed", kind)
             ):
                 return  # no record the fetch settles and nothing found: nothing to rewrite
-            mine = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+            mine = self._key(interval) & (pl.col("symbol") == symbol)
             failed = (
                 mine
                 & (pl.col("kind") == "failed")
@@ -206,7 +216,7 @@ class LakeMeta:
             )
             gaps = (
                 mine
-                & (pl.col("kind") == "exchange_gap")
+                & (pl.col("kind") == kind)
                 & (pl.col("start_time") >= _ms(start_ms))
                 & (pl.col("end_time") <= _ms(end_ms))
             )
@@ -218,7 +228,7 @@ class LakeMeta:
                 w
                 for w in map(
                     _window,
-                    frame.filter(mine & (pl.col("kind") == "exchange_gap") & ~gaps).iter_rows(named=True),
+                    frame.filter(mine & (pl.col("kind") == kind) & ~gaps).iter_rows(named=True),
                 )
             ]
             merged: list[Window] = []
@@ -236,9 +246,10 @@ class LakeMeta:
                         merged.append(w)
                 rows.append(
                     {
+                        "exchange": self.exchange,
                         "interval": interval,
                         "symbol": symbol,
-                        "kind": "exchange_gap",
+                        "kind": kind,
                         "start_time": first,
                         "end_time": last,
                         "recorded_at": recorded,
@@ -250,7 +261,7 @@ class LakeMeta:
             for w in merged:
                 gaps = gaps | (
                     mine
-                    & (pl.col("kind") == "exchange_gap")
+                    & (pl.col("kind") == kind)
                     & (pl.col("start_time") == _ms(w.start_ms))
                     & (pl.col("end_time") == _ms(w.end_ms))
                 )
@@ -264,7 +275,7 @@ class LakeMeta:
 
     def listings(self, interval: str) -> dict[str, int]:
         """``{symbol: first open time (ms)}`` recorded for ``interval``."""
-        frame = self._read(self.listings_path, LISTING_SCHEMA).filter(pl.col("interval") == interval)
+        frame = self._read(self.listings_path, LISTING_SCHEMA).filter(self._key(interval))
         return dict(
             zip(frame["symbol"].to_list(), frame["first_open_time"].dt.epoch("ms").to_list(), strict=True)
         )
@@ -273,9 +284,10 @@ class LakeMeta:
         """Remember a symbol's first candle for ``interval`` (replacing an older record)."""
         with self._lock:
             frame = self._read(self.listings_path, LISTING_SCHEMA)
-            same = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+            same = self._key(interval) & (pl.col("symbol") == symbol)
             row = pl.DataFrame(
                 {
+                    "exchange": [self.exchange],
                     "interval": [interval],
                     "symbol": [symbol],
                     "first_open_time": [first_open_ms],
@@ -288,19 +300,20 @@ class LakeMeta:
 
     def starts(self, interval: str) -> dict[str, int]:
         """``{symbol: start (ms)}``: the earliest start a collection asked for, per symbol."""
-        frame = self._read(self.starts_path, START_SCHEMA).filter(pl.col("interval") == interval)
+        frame = self._read(self.starts_path, START_SCHEMA).filter(self._key(interval))
         return dict(zip(frame["symbol"].to_list(), frame["start_time"].dt.epoch("ms").to_list(), strict=True))
 
     def record_start(self, interval: str, symbol: str, start_ms: int, recorded_ms: int) -> None:
         """Remember that ``symbol``'s history is wanted from ``start_ms`` (an earlier record wins)."""
         with self._lock:
             frame = self._read(self.starts_path, START_SCHEMA)
-            same = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+            same = self._key(interval) & (pl.col("symbol") == symbol)
             previous = frame.filter(same)["start_time"].dt.epoch("ms").to_list()
             if previous and min(previous) <= start_ms:
                 return
             row = pl.DataFrame(
                 {
+                    "exchange": [self.exchange],
                     "interval": [interval],
                     "symbol": [symbol],
                     "start_time": [start_ms],
@@ -315,7 +328,7 @@ class LakeMeta:
         """The source records of ``interval`` (optionally of some symbols), one row each:
         interval, symbol, month, source (``archive``, ``archive_rejected``, ``rest``), file,
         sha256, rows, off_grid, recorded_at, note."""
-        frame = self._read(self.sources_path, SOURCE_SCHEMA).filter(pl.col("interval") == interval)
+        frame = self._read(self.sources_path, SOURCE_SCHEMA).filter(self._key(interval))
         if symbols is not None:
             frame = frame.filter(pl.col("symbol").is_in(list(symbols)))
         return frame.sort("symbol", "month", "source", "file")
@@ -343,9 +356,7 @@ class LakeMeta:
             return
         with self._lock:
             frame = self._read(self.sources_path, SOURCE_SCHEMA)
-            here = (
-                (pl.col("interval") == interval) & (pl.col("symbol") == symbol) & (pl.col("month") == month)
-            )
+            here = self._key(interval) & (pl.col("symbol") == symbol) & (pl.col("month") == month)
             rows: list[dict[str, Any]] = []
             rest = [r for r in records if r.source == "rest"]
             if rest:
@@ -353,6 +364,7 @@ class LakeMeta:
                 before = int(old["rows"].sum()) if old.height else 0
                 rows.append(
                     _source_row(
+                        self.exchange,
                         interval,
                         symbol,
                         month,
@@ -374,6 +386,7 @@ class LakeMeta:
                 for r in files.values():
                     rows.append(
                         _source_row(
+                            self.exchange,
                             interval,
                             symbol,
                             month,
@@ -391,6 +404,52 @@ class LakeMeta:
             )
             self._write(self.sources_path, pl.concat([frame, added.cast(SOURCE_SCHEMA)]))
 
+    # -- markets ---------------------------------------------------------------------------
+
+    @property
+    def markets_path(self) -> Path:
+        return layout.meta_dir(self.root) / MARKETS_FILE
+
+    def markets(self) -> pl.DataFrame:
+        """This exchange's markets as last recorded: exchange, symbol, base, quote (common
+        asset names), status, listed, delisted, checked_at."""
+        frame = self._read(self.markets_path, MARKET_SCHEMA)
+        return frame.filter(pl.col("exchange") == self.exchange).sort("symbol")
+
+    def record_markets(self, markets: Iterable[Any], checked_ms: int) -> None:
+        """Replace this exchange's markets (:class:`~cryptolake.sources.base.Market` s). A
+        market's listing, when the exchange does not say it, is its earliest first candle the
+        lake learnt (``listings``), of any interval."""
+        listed: dict[str, int] = {}
+        with self._lock:
+            known = self._read(self.listings_path, LISTING_SCHEMA).filter(pl.col("exchange") == self.exchange)
+            for symbol, first in zip(
+                known["symbol"].to_list(), known["first_open_time"].dt.epoch("ms").to_list(), strict=True
+            ):
+                listed[symbol] = min(first, listed.get(symbol, first))
+            rows = [
+                {
+                    "exchange": self.exchange,
+                    "symbol": m.symbol,
+                    "base": m.base,
+                    "quote": m.quote,
+                    "status": m.status,
+                    "listed": m.listed_ms if m.listed_ms is not None else listed.get(m.symbol),
+                    "delisted": m.delisted_ms,
+                    "checked_at": checked_ms,
+                }  # fmt: skip
+                for m in markets
+            ]
+            if not rows:
+                return
+            times = ("listed", "delisted", "checked_at")
+            added = pl.DataFrame(
+                rows, schema={**MARKET_SCHEMA, **{c: pl.Int64() for c in times}}, orient="row"
+            ).with_columns(pl.col(c).cast(_TIME) for c in times)
+            frame = self._read(self.markets_path, MARKET_SCHEMA)
+            frame = frame.filter(pl.col("exchange") != self.exchange)
+            self._write(self.markets_path, pl.concat([frame, added.cast(MARKET_SCHEMA)]))
+
     # -- forgetting ------------------------------------------------------------------------
 
     def symbols(self, interval: str) -> set[str]:
@@ -402,7 +461,7 @@ class LakeMeta:
             (self.windows_path, WINDOW_SCHEMA),
             (self.sources_path, SOURCE_SCHEMA),
         ):
-            frame = self._read(path, schema).filter(pl.col("interval") == interval)
+            frame = self._read(path, schema).filter(self._key(interval))
             found.update(frame["symbol"].to_list())
         return found
 
@@ -418,7 +477,7 @@ class LakeMeta:
                 (self.sources_path, SOURCE_SCHEMA),
             ):
                 frame = self._read(path, schema)
-                hit = (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+                hit = self._key(interval) & (pl.col("symbol") == symbol)
                 count = frame.filter(hit).height
                 if count:
                     self._write(path, frame.filter(~hit))
@@ -426,6 +485,10 @@ class LakeMeta:
         return dropped
 
     # -- files ---------------------------------------------------------------------------
+
+    def _key(self, interval: str) -> pl.Expr:
+        """Rows of this exchange and ``interval``."""
+        return (pl.col("exchange") == self.exchange) & (pl.col("interval") == interval)
 
     def _read(self, path: Path, schema: pl.Schema) -> pl.DataFrame:
         try:
@@ -450,15 +513,18 @@ class LakeMeta:
                 f"cannot read lake metadata {path} ({exc}); move it aside: cryptolake starts "
                 "a new one and learns its records again"
             ) from exc
+        if "exchange" in schema:
+            frame = with_exchange(frame)
         if frame.schema != schema:
             raise LakeError(
                 f"lake metadata {path} has columns {dict(frame.schema)}; expected {dict(schema)}; "
                 "move it aside: cryptolake starts a new one and learns its records again"
             )
         if identity is not None:
-            keys: dict[tuple[str, str], list[Any]] = {}
+            keys: dict[tuple[str, str, str], list[Any]] = {}
             if "kind" in frame.columns:  # the windows file: each one's kind and slots, for a quick look
                 spans = zip(
+                    frame["exchange"].to_list(),
                     frame["interval"].to_list(),
                     frame["symbol"].to_list(),
                     frame["kind"].to_list(),
@@ -466,13 +532,13 @@ class LakeMeta:
                     frame["end_time"].dt.epoch("ms").to_list(),
                     strict=True,
                 )
-                for interval, symbol, kind, start, end in spans:
-                    keys.setdefault((interval, symbol), []).append((kind, start, end))
+                for exchange, interval, symbol, kind, start, end in spans:
+                    keys.setdefault((exchange, interval, symbol), []).append((kind, start, end))
             self._cache[path] = (identity, frame, keys)
         return frame
 
-    def _windows_index(self, path: Path) -> dict[tuple[str, str], list[Any]]:
-        """``{(interval, symbol): [(kind, start ms, end ms), ...]}`` of the windows file as last
+    def _windows_index(self, path: Path) -> dict[tuple[str, str, str], list[Any]]:
+        """``{(exchange, interval, symbol): [(kind, start ms, end ms), ...]}`` of the windows file as last
         read (after :meth:`_read`)."""
         cached = self._cache.get(path)
         return cached[2] if cached is not None else {}
@@ -483,12 +549,20 @@ class LakeMeta:
         write_bytes_atomic(path, buffer.getvalue())
 
 
+def with_exchange(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with an ``exchange`` column first: metadata written before the lake held other
+    exchanges has none, and every record of it is Binance's."""
+    if "exchange" in frame.columns:
+        return frame
+    return frame.select(pl.lit(layout.DEFAULT_EXCHANGE).alias("exchange"), pl.all())
+
+
 def _source_row(
-    interval: str, symbol: str, month: str, source: str, file: str, sha256: str,
+    exchange: str, interval: str, symbol: str, month: str, source: str, file: str, sha256: str,
     rows: int, off_grid: int, recorded_ms: int, note: str,
 ) -> dict[str, Any]:  # fmt: skip
     return {
-        "interval": interval, "symbol": symbol, "month": month, "source": source, "file": file,
+        "exchange": exchange, "interval": interval, "symbol": symbol, "month": month, "source": source, "file": file,
         "sha256": sha256, "rows": rows, "off_grid": off_grid, "recorded_at": recorded_ms, "note": note,
     }  # fmt: skip
 

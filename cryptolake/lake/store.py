@@ -103,14 +103,27 @@ class PartitionStats:
 class Lake:
     """A Hive-partitioned Parquet lake of candles rooted at ``root``.
 
+    A ``Lake`` reads and writes the candles of one ``exchange`` (``exchange=<name>`` in the
+    path; ``binance`` by default); :meth:`for_exchange` gives the same lake for another one.
     Creating a ``Lake`` touches nothing on disk; folders appear on the first write.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, exchange: str = layout.DEFAULT_EXCHANGE) -> None:
         self.root = Path(root)
+        self.exchange = layout.validate_exchange(exchange)
 
     def __repr__(self) -> str:
-        return f"Lake({str(self.root)!r})"
+        if self.exchange == layout.DEFAULT_EXCHANGE:
+            return f"Lake({str(self.root)!r})"
+        return f"Lake({str(self.root)!r}, exchange={self.exchange!r})"
+
+    def for_exchange(self, exchange: str) -> Lake:
+        """The same lake, for ``exchange``'s candles."""
+        return self if exchange == self.exchange else Lake(self.root, exchange)
+
+    def exchanges(self) -> list[str]:
+        """Exchanges with a folder in the lake, sorted."""
+        return sorted(e for e in _keyed_dirs(layout.klines_dir(self.root), "exchange", _known_exchange))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -124,18 +137,18 @@ class Lake:
             SchemaMismatch: The file's columns or types differ from the contract.
             LakeError: The file is not readable Parquet.
         """
-        read = _read_table(layout.partition_path(self.root, interval, symbol, month))
+        read = _read_table(layout.partition_path(self.root, interval, symbol, month, self.exchange))
         return empty_klines() if read is None else pl.from_arrow(read[0])  # type: ignore[return-value]
 
     def symbols(self, interval: str) -> list[str]:
         """Symbols with at least one stored partition for ``interval``, sorted."""
-        base = layout.interval_root(self.root, interval)
+        base = layout.interval_root(self.root, interval, self.exchange)
         found = _keyed_dirs(base, "symbol", layout.is_valid_symbol)
         return sorted(s for s in found if self.months(interval, s))
 
     def months(self, interval: str, symbol: str) -> list[str]:
         """Months (``YYYY-MM``) stored for one symbol, sorted."""
-        base = layout.symbol_dir(self.root, interval, symbol)
+        base = layout.symbol_dir(self.root, interval, symbol, self.exchange)
         found = _keyed_dirs(base, "month", layout.is_valid_month)
         return sorted(m for m in found if (base / f"month={m}" / layout.DATA_FILE).is_file())
 
@@ -154,7 +167,7 @@ class Lake:
         """
         symbols = [symbol] if symbol is not None else self.symbols(interval)
         keys = [(sym, month) for sym in symbols for month in self.months(interval, sym)]
-        paths = [layout.partition_path(self.root, interval, sym, month) for sym, month in keys]
+        paths = [layout.partition_path(self.root, interval, sym, month, self.exchange) for sym, month in keys]
         return [_footer_stats(sym, month, path) for (sym, month), path in zip(keys, paths, strict=True)]
 
     def bounds(self, interval: str, symbol: str) -> tuple[int, int, int] | None:
@@ -200,7 +213,7 @@ class Lake:
         months = [m for m in self.months(interval, symbol) if _overlaps(m, start_ms, end_ms)]
         if not months:
             return None
-        paths = [layout.partition_path(self.root, interval, symbol, m) for m in months]
+        paths = [layout.partition_path(self.root, interval, symbol, m, self.exchange) for m in months]
         scan = pl.scan_parquet(paths, hive_partitioning=False)
         return scan.select(pl.lit(symbol, dtype=pl.String).alias(SYMBOL_COLUMN), *KLINE_COLUMNS)
 
@@ -278,7 +291,7 @@ class Lake:
         A stored file cryptolake did not commit (or that changed since) may hold duplicate or
         unsorted open times: it is tidied first (sorted, the last row of each open time kept).
         """
-        path = layout.partition_path(self.root, interval, symbol, month)
+        path = layout.partition_path(self.root, interval, symbol, month, self.exchange)
         read = _read_table(path)
         stored = None
         if read is not None:
@@ -468,7 +481,7 @@ class Lake:
         Only while holding :meth:`writer_lock`.
         """
         stats = self.partition_stats(interval, symbol)
-        folder = layout.symbol_dir(self.root, interval, symbol)
+        folder = layout.symbol_dir(self.root, interval, symbol, self.exchange)
         if not folder.is_dir():
             return 0, 0
         trash = layout.meta_dir(self.root) / TRASH_DIR
@@ -776,6 +789,10 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _known_exchange(name: str) -> bool:
+    return name in layout.EXCHANGES
 
 
 def _keyed_dirs(base: Path, key: str, is_valid: Callable[[str], bool]) -> list[str]:

@@ -316,7 +316,7 @@ class PostgresLoader:
         found = []
         for symbol in symbols:
             for month in self.lake.months(interval, symbol):
-                path = layout.partition_path(self.lake.root, interval, symbol, month)
+                path = layout.partition_path(self.lake.root, interval, symbol, month, self.lake.exchange)
                 record = records.get((symbol, month))
                 found.append(
                     _Partition(
@@ -443,7 +443,7 @@ class PostgresLoader:
                 "tool?): `cryptolake gaps` lists them; the next collection of that month rewrites it "
                 "with one candle per open time"
             )
-        keys = (layout.EXCHANGE, interval, partition.symbol)
+        keys = (self.lake.exchange, interval, partition.symbol)
         record = (
             self.table,
             *keys,
@@ -530,7 +530,7 @@ class PostgresLoader:
         self, conn: psycopg.Connection[Any], sql: Statements, interval: str, symbol: str, month: str
     ) -> int:
         """Delete a partition that is gone from the lake, and its record; returns rows deleted."""
-        keys = (layout.EXCHANGE, interval, symbol)
+        keys = (self.lake.exchange, interval, symbol)
         low, high = layout.month_bounds(month)
         with conn.cursor() as cur:
             cur.execute(sql.remove, (*keys, _utc(low), _utc(high), self.table, *keys, month))
@@ -544,7 +544,7 @@ class PostgresLoader:
         self, conn: psycopg.Connection[Any], sql: Statements, interval: str, key: tuple[str, str]
     ) -> None:
         """One synchronous commit: it makes every asynchronous commit before it durable."""
-        conn.execute(sql.flush, (self.table, layout.EXCHANGE, interval, *key))
+        conn.execute(sql.flush, (self.table, self.lake.exchange, interval, *key))
         conn.execute("COMMIT")
 
     # -- setup ---------------------------------------------------------------------------
@@ -604,7 +604,7 @@ class PostgresLoader:
             "SELECT symbol, month, size_bytes, sha256 FROM {} WHERE target_table = %s "
             "AND exchange = %s AND interval = %s"
         ).format(q.Identifier(self.schema, STATE_TABLE))
-        params: list[Any] = [self.table, layout.EXCHANGE, interval]
+        params: list[Any] = [self.table, self.lake.exchange, interval]
         if wanted is not None:
             query += q.SQL(" AND symbol = ANY(%s)")
             params.append(wanted)

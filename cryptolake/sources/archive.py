@@ -609,6 +609,7 @@ class ArchiveSource:
         self.quote_asset = rest.quote_asset
         self.intervals = rest.intervals
         self.page_candles = rest.page_candles
+        self.pages_skip_empty = rest.pages_skip_empty
         self.empty_candles = rest.empty_candles
         self.concurrency = max(rest.concurrency, archive.concurrency)
         self.retry_delay = rest.retry_delay

@@ -29,8 +29,12 @@ class KlineSource(Protocol):
     blocks_only: bool
     #: Intervals the source serves (the lake's names).
     intervals: tuple[str, ...]
-    #: Candles one request returns at most (the planner's page size).
+    #: Candles one request returns at most.
     page_candles: int
+    #: A page from a start time skips slots without candles (Binance's ``startTime`` finds the
+    #: next candle), so a first page shorter than :attr:`page_candles` means nothing follows.
+    #: False where a page covers a fixed span of slots (the pipeline then plans the rest).
+    pages_skip_empty: bool
     #: Whether the exchange sends a zero-volume candle for a period without trades. When it
     #: does not, slots without a candle inside a traded range are ``no_trades`` windows.
     empty_candles: bool

@@ -161,6 +161,7 @@ class BinanceClient:
         self.blocks_only = False
         self.intervals = INTERVALS
         self.page_candles = PAGE_LIMIT
+        self.pages_skip_empty = True
         self.empty_candles = True  # Binance sends zero-volume candles for quiet periods
         self.retry_delay = retry_delay
         self.concurrency = concurrency

@@ -74,6 +74,8 @@ class VenueClient:
     #: Whether the venue sends a candle (zero volume) for a period without trades. When it
     #: does not, a slot without a candle inside a traded range is a ``no_trades`` window.
     empty_candles = True
+    #: A page covers a fixed span of slots (see :class:`~cryptolake.sources.base.KlineSource`).
+    pages_skip_empty = False
     #: The venue's documented public limit: requests per ``RATE_PERIOD_S``.
     RATE_LIMIT = 10
     RATE_PERIOD_S = 1.0
@@ -264,13 +266,29 @@ class VenueClient:
         *,
         as_arrow: bool = False,
     ) -> Any:
-        """One request: up to ``limit`` (at most :attr:`page_candles`) slots from ``start_ms``."""
+        """Up to ``limit`` (at most :attr:`page_candles`) slots from ``start_ms``, in one request.
+
+        Without ``end_ms``, the first candle at or after ``start_ms`` and the slots after it:
+        a start before the listing moves to the listing, and pages without a candle (no trades,
+        an outage) are skipped up to the exchange's now (more than one request then)."""
         grid = Interval(interval)
         lo = grid.ceil(start_ms)
-        hi = self._ahead(grid, lo, min(limit, self.page_candles))
+        slots = min(limit, self.page_candles)
         if end_ms is not None:
-            hi = min(hi, end_ms)
-        table = self._klines(symbol, interval, lo, hi) if lo < hi else EMPTY_TABLE
+            hi = min(self._ahead(grid, lo, slots), end_ms)
+            table = self._klines(symbol, interval, lo, hi) if lo < hi else EMPTY_TABLE
+            return table if as_arrow else table_to_frame(table)
+        first = self.first_open_time(symbol, interval)
+        table = EMPTY_TABLE
+        if first is not None:
+            lo = max(lo, first)
+            now_hi = grid.next_open(grid.floor(self.exchange_now_ms()))
+            while lo < now_hi:
+                hi = min(self._ahead(grid, lo, slots), now_hi)
+                table = self._klines(symbol, interval, lo, hi)
+                if table.num_rows:
+                    break
+                lo = hi
         return table if as_arrow else table_to_frame(table)
 
     def get_klines_range(
