@@ -185,11 +185,16 @@ class CollectorScheduler:
         sleep: Callable[[float], None] | None = None,
         poll_interval_s: float = 0.5,
         after_run: Callable[[SchedulerRun], str | None] | None = None,
+        other_exchanges: Sequence[tuple[CryptoCollector, Sequence[str] | None]] = (),
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError("poll_interval_s must be > 0")
         self.client = binance_client
         self.collector = crypto_collector
+        #: Collectors of other exchanges into the same lake, each with its symbols (None: its
+        #: top N / everything stored); every step runs them beside the main one, in parallel
+        #: (each exchange has its own rate budget).
+        self.other_exchanges = [(c, tuple(s) if s is not None else None) for c, s in other_exchanges]
         self.schedule_cron = schedule_cron.strip()
         self.cron = parse_cron(self.schedule_cron)
         self.start_date = start_date
@@ -262,7 +267,8 @@ class CollectorScheduler:
             worker = self._worker
         while worker is not None and worker.is_alive():
             # The collector clears its stop flag when a step starts: repeat until the run is over.
-            self.collector.request_stop()
+            for collector in self._collectors():
+                collector.request_stop()
             worker.join(0.2)
         with self._lock:
             self._next_fire = None
@@ -455,17 +461,15 @@ class CollectorScheduler:
             self._wait_out_ban(run)
             if self._stopping.is_set():
                 return errors, True
-            try:
-                report = self._run_step(step, run)
-            except Exception as exc:  # noqa: BLE001 - a failed step is reported; the next one runs
-                if not isinstance(exc, CryptolakeError):
-                    log.exception("run #%d: %s failed", run.id, step)
-                errors.append(f"{step}: {_describe_exception(exc)}")
-                report = None
-            if report is not None:
-                run.reports[step] = report
-                if report.failed:
-                    errors.append(_describe_failures(step, report))
+            for key, report, exc in self._run_step_everywhere(step, run):
+                if exc is not None:
+                    if not isinstance(exc, CryptolakeError):
+                        log.exception("run #%d: %s failed", run.id, key, exc_info=exc)
+                    errors.append(f"{key}: {_describe_exception(exc)}")
+                elif report is not None:
+                    run.reports[key] = report
+                    if report.failed:
+                        errors.append(_describe_failures(key, report))
             if self._stopping.is_set():
                 return errors, True
             until = self.client.banned_until()
@@ -477,22 +481,63 @@ class CollectorScheduler:
                 break
         return errors, False
 
-    def _run_step(self, step: str, run: SchedulerRun) -> CollectionReport | None:
-        symbols = list(run.crypto_symbols) if run.crypto_symbols is not None else None
-        if step == "forward":
-            return self.collector.collect_forward(symbols)
-        if step == "gaps":
-            return self.collector.detect_and_fill_gaps(symbols)
-        if run.collection_type == "full":
-            symbols = self._symbols_missing_history(symbols)
-            if not symbols:
-                run.notes.append(f"backward: not needed, the stored history reaches {self._start_text()}")
-                return None
-        return self.collector.collect_backward(self.start_date, symbols)
+    def _collectors(self) -> list[CryptoCollector]:
+        return [self.collector, *(c for c, _ in self.other_exchanges)]
 
-    def _symbols_missing_history(self, symbols: list[str] | None) -> list[str]:
+    def _run_step_everywhere(
+        self, step: str, run: SchedulerRun
+    ) -> list[tuple[str, CollectionReport | None, Exception | None]]:
+        """One step on the main exchange and, in parallel, on every other one: ``(key,
+        report, error)`` each, the key being the step (``forward``) for the main exchange and
+        ``<exchange>:<step>`` for the others."""
+
+        def one(
+            collector: CryptoCollector, symbols: list[str] | None, key: str
+        ) -> tuple[str, CollectionReport | None, Exception | None]:
+            try:
+                return key, self._run_step(step, run, collector, symbols, key), None
+            except Exception as exc:  # noqa: BLE001 - a failed step is reported; the next one runs
+                return key, None, exc
+
+        main_symbols = list(run.crypto_symbols) if run.crypto_symbols is not None else None
+        if not self.other_exchanges:
+            return [one(self.collector, main_symbols, step)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        jobs = [(self.collector, main_symbols, step)]
+        for collector, symbols in self.other_exchanges:
+            mine = list(symbols) if symbols is not None else None
+            jobs.append((collector, mine, f"{collector.lake.exchange}:{step}"))
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="cryptolake-exchange") as pool:
+            return list(pool.map(lambda job: one(*job), jobs))
+
+    def _run_step(
+        self,
+        step: str,
+        run: SchedulerRun,
+        collector: CryptoCollector | None = None,
+        symbols: list[str] | None = None,
+        key: str | None = None,
+    ) -> CollectionReport | None:
+        collector = collector or self.collector
+        if step == "forward":
+            return collector.collect_forward(symbols)
+        if step == "gaps":
+            return collector.detect_and_fill_gaps(symbols)
+        if run.collection_type == "full":
+            symbols = self._symbols_missing_history(symbols, collector)
+            if not symbols:
+                run.notes.append(
+                    f"{key or step}: not needed, the stored history reaches {self._start_text()}"
+                )
+                return None
+        return collector.collect_backward(self.start_date, symbols)
+
+    def _symbols_missing_history(
+        self, symbols: list[str] | None, collector: CryptoCollector | None = None
+    ) -> list[str]:
         """The pairs whose stored history starts after the start date (or is empty)."""
-        collector = self.collector
+        collector = collector or self.collector
         start_ms = collector.grid.ceil(to_ms(self.start_date))
         missing = []
         for pair in collector.resolve_symbols(symbols):

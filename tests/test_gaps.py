@@ -288,6 +288,7 @@ def test_cli_gaps_json_fill_gaps_and_coverage(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == [
         {
+            "exchange": "binance",
             "symbol": "BTCUSDT",
             "interval": "1h",
             "kind": "missing",

@@ -7,6 +7,8 @@ through the lake's metadata, and ``cryptolake status`` shows it (:func:`schedule
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -41,31 +43,38 @@ from cryptolake.scheduler_types import COLLECTION_TYPES  # not cryptolake.schedu
 log = logging.getLogger("cryptolake.scheduler")
 
 
-def postgres_sync_hook(settings: Settings) -> Callable[[Any], str] | None:
-    """With a PostgreSQL DSN configured, a hook that syncs the lake after each run."""
+def postgres_sync_hook(settings: Settings, exchanges: list[str] | None = None) -> Callable[[Any], str] | None:
+    """With a PostgreSQL DSN configured, a hook that syncs the lake (each exchange the run
+    collects) after each run."""
     pg = settings.postgres
     if not pg.dsn:
         return None
 
     def sync_after_run(run: Any) -> str:
+        from cryptolake.lake import Lake
         from cryptolake.loader import sync_postgres
 
-        report = sync_postgres(
-            settings.lake.root,
-            pg.dsn,
-            settings.collection.interval,
-            schema=pg.schema,
-            table=pg.table,
-            timescale=pg.timescale,
-        )
-        if not report.ok:
-            raise LoaderError(
-                f"PostgreSQL sync: {len(report.failures)} partition(s) failed: {report.failures[0].error}"
+        notes = []
+        for exchange in exchanges or [settings.collection.exchange]:
+            report = sync_postgres(
+                Lake(settings.lake.root, exchange),
+                pg.dsn,
+                settings.collection.interval,
+                schema=pg.schema,
+                table=pg.table,
+                timescale=pg.timescale,
             )
-        return (
-            f"postgres: {report.partitions_sent} partition(s), {report.rows_sent} rows sent to "
-            f"{report.table} in {report.seconds:.1f} s"
-        )
+            if not report.ok:
+                raise LoaderError(
+                    f"PostgreSQL sync of {exchange}: {len(report.failures)} partition(s) failed: "
+                    f"{report.failures[0].error}"
+                )
+            notes.append(
+                f"postgres: {report.partitions_sent} partition(s), {report.rows_sent} rows sent to "
+                f"{report.table} in {report.seconds:.1f} s"
+                + (f" ({exchange})" if exchanges and len(exchanges) > 1 else "")
+            )
+        return "; ".join(notes)
 
     return sync_after_run
 
@@ -128,18 +137,34 @@ def run_command(
     wanted = None if top is not None else (list(settings.collection.symbols) or None)
     if wanted is not None:
         _pairs(settings, wanted)  # refuse a bad name before the lake is created
+    # --exchange runs that exchange; otherwise collection.exchanges (or collection.exchange).
+    chosen = ctx.meta.get("cryptolake.exchange")
+    exchanges = [chosen] if chosen else list(settings.collection.exchanges) or [settings.collection.exchange]
+    per_exchange = [
+        dataclasses.replace(settings, collection=dataclasses.replace(settings.collection, exchange=e))
+        for e in exchanges
+    ]
+    for each in per_exchange:
+        if wanted is not None:
+            _pairs(each, wanted)  # refuse a bad name before the lake is created
     creatable_lake(settings)
     stop_requested = threading.Event()
-    with make_client(settings) as client:
-        collector = make_collector(settings, client)
-        pairs = collector.resolve_symbols(_pairs(settings, wanted)) if wanted is not None else None
+    with contextlib.ExitStack() as stack:
+        collectors = []
+        for each in per_exchange:
+            client = stack.enter_context(make_client(each))
+            collector = make_collector(each, client)
+            pairs = collector.resolve_symbols(_pairs(each, wanted)) if wanted is not None else None
+            collectors.append((client, collector, pairs))
+        client, collector, pairs = collectors[0]
         scheduler = CollectorScheduler(
             client,
             collector,
             settings.scheduler.schedule,
             start,
             crypto_symbols=pairs,
-            after_run=postgres_sync_hook(settings),
+            after_run=postgres_sync_hook(settings, exchanges),
+            other_exchanges=[(c, p) for _, c, p in collectors[1:]],
         )
         scheduler.start()
         signals = StopSignals(stop_requested.set, announce=log.info)
