@@ -17,7 +17,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cryptolake.errors import InvalidSymbol, IPBanned
-from cryptolake.schema import HOUR_MS, KLINE_SCHEMA, MINUTE_MS, Interval
+from cryptolake.schema import DAY_MS, HOUR_MS, KLINE_SCHEMA, MINUTE_MS, Interval
 from cryptolake.sources.base import KlineSource
 from cryptolake.sources.bybit import BybitClient, parse_candles
 from cryptolake.testing.bybit import FakeBybit, _decimal, default_bybit_symbols
@@ -387,21 +387,25 @@ def test_first_open_time_in_few_requests_and_cached(
     listed = symbol_of(fx, "BTCUSDT").listed_ms  # 2021-07-05T10:17Z, a Monday
     assert client.first_open_time("BTCUSDT", interval) == Interval(interval).floor(listed)
     asked = len(kline_requests(fx))
-    assert asked == (1 if interval in ("1w", "1M") else 2 if interval == "1d" else 3)
+    assert asked == (1 if interval == "1w" else 2 if interval in ("1d", "1M") else 3)
     assert client.first_open_time("BTCUSDT", interval) == Interval(interval).floor(listed)
     assert len(kline_requests(fx)) == asked
 
 
 @settings(max_examples=12, deadline=None)
 @given(listed=st.integers(to_ms("2019-01-01"), to_ms("2025-12-30")).map(lambda t: t - t % MINUTE_MS))
-@example(listed=to_ms("2024-02-29T23:59Z"))  # after the day's 1000th minute: two 1m pages
-@example(listed=to_ms("2024-03-01T00:00Z"))
+@example(listed=to_ms("2024-02-29T23:59Z"))  # the listing day has 1 minute: one 1m page
+@example(listed=to_ms("2024-03-01T00:00Z"))  # 1440 minutes: the newest 1000, then the rest
+@example(listed=to_ms("2024-03-01T07:20Z"))  # exactly 1000: a full page, then an empty one
 def test_first_open_time_finds_any_listing(listed: int) -> None:
     coin = FakeSymbol("COINUSDT", "COIN", "USDT", listed)
     with FakeBybit(symbols=[coin], outages=[]) as fake, BybitClient(base_url=fake.base_url) as bybit:
         for interval in ("1m", "5m", "1h", "1d", "1w", "1M"):
             assert bybit.first_open_time("COINUSDT", interval) == Interval(interval).floor(listed), interval
-        assert len(kline_requests(fake)) <= 4 + 3 + 3 + 2 + 1 + 1  # 1m: two pages of the day at most
+        minutes_on_listing_day = (DAY_MS - listed % DAY_MS) // MINUTE_MS
+        minute_pages = 2 if minutes_on_listing_day >= 1000 else 1
+        # 1m: the listing month and day, then its minutes; 5m, 1h: one each; 1d, 1M: none; 1w: one.
+        assert len(kline_requests(fake)) == (2 + minute_pages) + 1 + 1 + 0 + 1 + 0
 
 
 def test_first_open_time_of_an_unknown_symbol(client: BybitClient) -> None:

@@ -132,6 +132,7 @@ class BybitClient(VenueClient):
         self._pacer = _StoppablePacer(
             paced.limit, paced.period_s + PACE_GUARD_S, clock=clock, stopped=self._stopped
         )
+        self._listings: dict[str, tuple[int, int] | None] = {}
 
     # -- candles -----------------------------------------------------------------------------
 
@@ -181,14 +182,16 @@ class BybitClient(VenueClient):
         return rows
 
     def first_open_time(self, symbol: str, interval: str) -> int | None:
-        """The open time of the symbol's first candle, found in two to four requests.
+        """The open time of the symbol's first candle, in one to four requests (the first
+        call also asks Bybit's clock once).
 
         Bybit has no "oldest first" order, and a range holding more than a page answers its
         newest candles; so the listing is narrowed down from coarse to fine: the monthly candles
         of all history (one page: 1000 months), the daily candles of the oldest month, then the
         ``interval`` candles of the oldest day (two pages for ``1m``'s 1440 slots when the first
-        comes back full). ``1M`` and ``1w`` (1000 weeks: 19 years) are asked over all history
-        directly. Cached per symbol and interval."""
+        comes back full). The listing month and day are kept per symbol, so another interval
+        of the same symbol takes one request (``1d`` and ``1M`` none). ``1w`` (1000 weeks: 19
+        years) is asked over all history directly. Cached per symbol and interval."""
         grid = self.check_interval(interval)
         key = (symbol, interval)
         if key not in self._first_open:
@@ -196,16 +199,28 @@ class BybitClient(VenueClient):
         return self._first_open[key]
 
     def _find_first_open(self, symbol: str, grid: Interval) -> int | None:
-        everything = (0, self.exchange_now_ms() + 1)
-        if grid.name in ("1M", "1w"):
-            return self._oldest_open(symbol, grid, *everything)
-        month = self._oldest_open(symbol, Interval("1M"), *everything)
-        if month is None:
+        if grid.name == "1w":
+            return self._oldest_open(symbol, grid, 0, self.exchange_now_ms() + 1)
+        listing = self._listing_month_and_day(symbol)
+        if listing is None:
             return None
-        day = self._oldest_open(symbol, Interval("1d"), month, Interval("1M").next_open(month))
-        if day is None or grid.name == "1d":
+        month, day = listing
+        if grid.name == "1M":
+            return month
+        if grid.name == "1d":
             return day
         return self._oldest_open(symbol, grid, day, Interval("1d").next_open(day))
+
+    def _listing_month_and_day(self, symbol: str) -> tuple[int, int] | None:
+        """The open times of the symbol's first monthly and first daily candle (kept)."""
+        if symbol not in self._listings:
+            listing = None
+            month = self._oldest_open(symbol, Interval("1M"), 0, self.exchange_now_ms() + 1)
+            if month is not None:
+                day = self._oldest_open(symbol, Interval("1d"), month, Interval("1M").next_open(month))
+                listing = None if day is None else (month, day)
+            self._listings[symbol] = listing
+        return self._listings[symbol]
 
     def _oldest_open(self, symbol: str, grid: Interval, lo: int, hi: int) -> int | None:
         """The open time of the oldest candle opening in ``[lo, hi)``; a full page (the newest
