@@ -228,7 +228,9 @@ def test_many_concurrent_fetches_stay_within_the_ip_limit() -> None:
         # ranges of 3 full pages, all at the same time.
         with bybit, ThreadPoolExecutor(max_workers=16) as pool:
             small = [
-                pool.submit(bybit.get_klines_page, "BTCUSDT", "1h", start + k * HOUR_MS, None, 5)
+                pool.submit(
+                    bybit.get_klines_page, "BTCUSDT", "1h", start + k * HOUR_MS, start + (k + 5) * HOUR_MS, 5
+                )
                 for k in range(36)
             ]
             ranges = [

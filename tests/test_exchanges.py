@@ -16,6 +16,7 @@ from cryptolake.lake import Lake
 from cryptolake.lake.layout import EXCHANGES, exchange_dir, validate_exchange
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.testing import FakeExchange
+from tests.conftest import FAKE_NOW_MS
 from tests.helpers import collect, invoke, lake_bytes, oracle, stored
 
 START = "2025-12-29"
@@ -34,7 +35,7 @@ def _strip_exchange_from_meta(root: Path) -> list[str]:
 
 def test_an_old_single_exchange_lake_opens_and_syncs_unchanged(tmp_path: Path, cli_env: Path) -> None:
     lake = tmp_path / "lake"
-    with FakeExchange(now="2026-01-01T00:30Z") as fx:
+    with FakeExchange(now=FAKE_NOW_MS) as fx:
         assert collect(lake, fx, "--symbols", "BTC,ETH", "--since", START, "--source", "rest").exit_code == 0
         assert invoke("gaps", "--lake", lake, "--base-url", fx.base_url).exit_code == 0
         stripped = _strip_exchange_from_meta(lake)
@@ -48,7 +49,14 @@ def test_an_old_single_exchange_lake_opens_and_syncs_unchanged(tmp_path: Path, c
         status = json.loads(invoke("status", "--lake", lake, "--json").output)
         assert status["exchange"] == "binance"
         assert set(status["symbols"]) == {"BTCUSDT", "ETHUSDT"}
-        views = invoke("sql", "--lake", lake, "--json", "SELECT DISTINCT exchange FROM gaps UNION SELECT DISTINCT exchange FROM coverage")
+        views = invoke(
+            "sql",
+            "--lake",
+            lake,
+            "--format",
+            "json",
+            "SELECT DISTINCT exchange FROM gaps UNION SELECT DISTINCT exchange FROM coverage",
+        )
         assert views.exit_code == 0, views.output
         assert {row["exchange"] for row in json.loads(views.output)} == {"binance"}
 
@@ -64,13 +72,16 @@ def test_an_old_single_exchange_lake_opens_and_syncs_unchanged(tmp_path: Path, c
         again = collect(lake, fx, "--symbols", "BTC,ETH", "--since", START, "--source", "rest")
         assert again.exit_code == 0, again.output
         assert lake_bytes(lake / "klines") == legacy_candles
-        starts = pq.read_table(lake / "_meta" / "starts.parquet")
-        assert starts.column_names[0] == "exchange"
-        assert set(starts.column("exchange").to_pylist()) == {"binance"}
+        markets = pq.read_table(lake / "_meta" / "markets.parquet")  # rewritten by every run
+        assert markets.column_names[0] == "exchange"
+        assert set(markets.column("exchange").to_pylist()) == {"binance"}
+        assert set(LakeMeta(lake).starts("1h")) == {"BTCUSDT", "ETHUSDT"}  # legacy file, read as before
         for symbol in ("BTCUSDT", "ETHUSDT"):
-            assert stored(lake, symbol).equals(oracle(fx, symbol, START).filter(
-                pl.col("open_time") < pl.datetime(2026, 1, 1, time_zone="UTC")
-            ))
+            assert stored(lake, symbol).equals(
+                oracle(fx, symbol, START).filter(
+                    pl.col("open_time") < pl.datetime(2026, 1, 1, time_zone="UTC")
+                )
+            )
 
 
 def test_exchange_names_are_checked_and_kept_in_the_path(tmp_path: Path) -> None:
