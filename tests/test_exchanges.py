@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pytest
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -16,6 +18,7 @@ from cryptolake.lake import Lake
 from cryptolake.lake.layout import EXCHANGES, exchange_dir, validate_exchange
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.testing import FakeExchange
+from cryptolake.timeutils import to_ms
 from tests.conftest import FAKE_NOW_MS
 from tests.helpers import collect, invoke, lake_bytes, oracle, stored
 
@@ -98,3 +101,143 @@ def test_exchange_names_are_checked_and_kept_in_the_path(tmp_path: Path) -> None
     lake = Lake(tmp_path)
     assert lake.exchange == "binance" and lake.for_exchange("bybit").exchange == "bybit"
     assert repr(lake.for_exchange("kraken")).endswith("exchange='kraken')")
+
+
+# -- two exchanges in one lake ----------------------------------------------------------------
+
+
+def _in_both(tmp_path: Path, fx: FakeExchange, bybit: Any) -> Path:
+    """BTC and ETH from Binance and from Bybit into one lake, by the CLI."""
+    lake = tmp_path / "lake"
+    assert collect(lake, fx, "--symbols", "BTC,ETH", "--since", START, "--source", "rest").exit_code == 0
+    result = invoke(
+        "collect", "--exchange", "bybit", "--symbols", "BTC,ETH", "--since", START,
+        "--lake", lake, "--base-url", bybit.base_url,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return lake
+
+
+def test_two_exchanges_in_one_lake_are_kept_apart(tmp_path: Path, cli_env: Path) -> None:
+    from cryptolake.testing.bybit import FakeBybit
+
+    with FakeExchange(now=FAKE_NOW_MS) as fx, FakeBybit(now=FAKE_NOW_MS) as bybit:
+        lake = _in_both(tmp_path, fx, bybit)
+        # The layout: one folder per exchange, the same symbol name in both.
+        assert sorted(p.name for p in (lake / "klines").iterdir()) == ["exchange=binance", "exchange=bybit"]
+        assert Lake(lake).symbols("1h") == Lake(lake, "bybit").symbols("1h") == ["BTCUSDT", "ETHUSDT"]
+        # Each exchange's candles are its own (the two fakes' prices differ: one market model,
+        # two venues' symbols with their own series).
+        end = FAKE_NOW_MS - FAKE_NOW_MS % 3_600_000
+        binance_btc = Lake(lake).scan("1h", ["BTCUSDT"]).collect()
+        bybit_btc = Lake(lake, "bybit").scan("1h", ["BTCUSDT"]).collect()
+        expected = (end - to_ms(START)) // 3_600_000
+        assert binance_btc.height == bybit_btc.height == expected
+        assert bybit_btc["quote_volume"].null_count() == 0 and bybit_btc["trades"].null_count() == expected
+
+        # Metadata per exchange: starts, markets, collection state.
+        assert set(LakeMeta(lake, "bybit").starts("1h")) == {"BTCUSDT", "ETHUSDT"}
+        markets = LakeMeta(lake, "bybit").markets()
+        assert set(markets["exchange"].to_list()) == {"bybit"} and "BTCUSDT" in markets["symbol"].to_list()
+
+        # Gaps: punch a hole in Bybit's BTC only; Binance's report stays clean.
+        month = Lake(lake, "bybit").months("1h", "BTCUSDT")[-1]
+        path = (
+            lake
+            / "klines"
+            / "exchange=bybit"
+            / "interval=1h"
+            / "symbol=BTCUSDT"
+            / f"month={month}"
+            / "data.parquet"
+        )
+        table = pq.read_table(path)
+        pq.write_table(table.slice(3), path)  # the month's first three hours gone
+        bybit_gaps = json.loads(
+            invoke(
+                "gaps", "--exchange", "bybit", "--lake", lake, "--base-url", bybit.base_url, "--json"
+            ).output
+        )
+        binance_gaps = json.loads(invoke("gaps", "--lake", lake, "--base-url", fx.base_url, "--json").output)
+        assert [(g["exchange"], g["symbol"], g["count"]) for g in bybit_gaps if g["kind"] == "missing"] == [
+            ("bybit", "BTCUSDT", 3)
+        ]
+        assert all(g["exchange"] == "binance" and g["kind"] != "missing" for g in binance_gaps)
+
+        # Status and coverage name their exchange.
+        status = json.loads(invoke("status", "--exchange", "bybit", "--lake", lake, "--json").output)
+        assert status["exchange"] == "bybit" and set(status["symbols"]) == {"BTCUSDT", "ETHUSDT"}
+        assert status["symbols"]["BTCUSDT"]["rows"] == expected - 3
+        coverage = json.loads(
+            invoke(
+                "coverage", "--exchange", "bybit", "--lake", lake, "--base-url", bybit.base_url, "--json"
+            ).output
+        )
+        assert coverage and {row["exchange"] for row in coverage} == {"bybit"}
+
+        # SQL: both in the views, told apart by the exchange column.
+        counts = invoke(
+            "sql", "--lake", lake, "--format", "json",
+            "SELECT exchange, symbol, count(*) AS n FROM klines GROUP BY ALL ORDER BY ALL",
+        )  # fmt: skip
+        assert json.loads(counts.output) == [
+            {"exchange": "binance", "symbol": "BTCUSDT", "n": expected},
+            {"exchange": "binance", "symbol": "ETHUSDT", "n": expected},
+            {"exchange": "bybit", "symbol": "BTCUSDT", "n": expected - 3},
+            {"exchange": "bybit", "symbol": "ETHUSDT", "n": expected},
+        ]
+        reports = invoke(
+            "sql", "--lake", lake, "--format", "json",
+            "SELECT exchange, count(*) AS n FROM gaps WHERE kind = 'missing' GROUP BY ALL",
+        )  # fmt: skip
+        assert json.loads(reports.output) == [{"exchange": "bybit", "n": 1}]
+
+        # Filling Bybit's hole asks Bybit, not Binance.
+        fx.reset()
+        filled = invoke(
+            "fill-gaps", "--exchange", "bybit", "--lake", lake, "--base-url", bybit.base_url, "--json"
+        )
+        assert filled.exit_code == 0, filled.output
+        assert fx.stats().requests == 0
+        assert Lake(lake, "bybit").scan("1h", ["BTCUSDT"]).collect().height == expected
+
+
+@pytest.mark.postgres
+def test_postgres_table_keeps_exchanges_apart(tmp_path: Path, cli_env: Path) -> None:
+    import os
+    import secrets
+
+    psycopg = pytest.importorskip("psycopg")
+    dsn = os.environ.get("CRYPTOLAKE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        server = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"no PostgreSQL server (CI=true: the PostgreSQL tests must run): {exc}")
+        pytest.skip(f"no PostgreSQL server at CRYPTOLAKE_TEST_PG_DSN: {exc}")
+    from cryptolake.testing.bybit import FakeBybit
+
+    schema = f"cryptolake_test_{secrets.token_hex(4)}"
+    try:
+        with FakeExchange(now=FAKE_NOW_MS) as fx, FakeBybit(now=FAKE_NOW_MS) as bybit:
+            lake = _in_both(tmp_path, fx, bybit)
+        for exchange in ("binance", "bybit", "binance"):  # the second binance sync moves nothing
+            result = invoke(
+                "load", "postgres", "--exchange", exchange, "--lake", lake, "--dsn", dsn,
+                "--schema", schema, "--json",
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["rows_sent"] == 0
+        rows = server.execute(
+            f"SELECT exchange, symbol, count(*), sum(close) FROM {schema}.klines GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        lake_rows = duckdb.sql(
+            f"SELECT exchange, symbol, count(*), sum(close) FROM read_parquet('{lake}/klines/**/*.parquet', "
+            "hive_partitioning = true) GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        assert [r[:3] for r in rows] == [r[:3] for r in lake_rows]
+        assert [r[0] for r in rows] == ["binance", "binance", "bybit", "bybit"]
+        assert all(abs(a[3] - b[3]) < 1e-6 * abs(b[3]) for a, b in zip(rows, lake_rows, strict=True))
+    finally:
+        server.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        server.close()

@@ -83,6 +83,14 @@ def symbols_command(
 
 
 @cli.command("fake-exchange")
+@click.option(
+    "--exchange",
+    "venue",
+    type=click.Choice(["binance", "coinbase", "kraken", "bybit"], case_sensitive=False),
+    default="binance",
+    show_default=True,
+    help="Which exchange's API to serve. Example: --exchange coinbase",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0: any free port)."
@@ -153,6 +161,7 @@ def symbols_command(
     "Example: --archive-monthly-delay-d 0",
 )
 def fake_exchange_command(
+    venue: str,
     host: str,
     port: int,
     latency_ms: float,
@@ -186,6 +195,9 @@ def fake_exchange_command(
         start = to_ms(parse_datetime(now)) if now else to_ms(_utcnow())
     except ValueError:
         raise click.BadParameter(f"{now!r} is not an ISO 8601 time", param_hint="--now") from None
+    if venue.lower() != "binance":
+        _serve_venue(venue.lower(), host, port, start, not frozen, latency_ms / 1000, extra_symbols)
+        return
     listed = to_ms("2017-09-01")
     symbols = default_symbols() + [
         FakeSymbol(
@@ -210,6 +222,37 @@ def fake_exchange_command(
             archive_daily_delay_s=archive_daily_delay_h * 3600,
             archive_monthly_delay_s=archive_monthly_delay_d * 86400,
         )
+    except OSError as exc:
+        raise UsageProblem(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another --port, "
+            "or --port 0 for any free one; --host must be an address of this machine)"
+        ) from None
+
+
+def _serve_venue(
+    venue: str, host: str, port: int, now_ms: int, follow: bool, latency_s: float, extra_symbols: int
+) -> None:
+    """Serve the fake of another exchange (its own API, the same market model)."""
+    from cryptolake.sources.registry import pair_name
+    from cryptolake.testing import FakeSymbol
+    from cryptolake.testing.venue import serve_venue
+    from cryptolake.testing.venues import fake_venue
+    from cryptolake.timeutils import to_ms
+
+    options: dict[str, Any] = {
+        "now": now_ms, "follow_wall_clock": follow, "latency_s": latency_s, "host": host, "port": port,
+    }  # fmt: skip
+    fake = fake_venue(venue, **options)
+    if extra_symbols:
+        quote = fake.symbols[0].quote_asset
+        listed = to_ms("2017-09-01")
+        extra = [
+            FakeSymbol(pair_name(venue, f"S{i:04d}", quote), f"S{i:04d}", quote, listed, base_price=10.0 + i)
+            for i in range(1, extra_symbols + 1)
+        ]
+        fake = fake_venue(venue, symbols=fake.symbols + extra, **options)
+    try:
+        serve_venue(fake)
     except OSError as exc:
         raise UsageProblem(
             f"cannot listen on {host}:{port}: {exc.strerror or exc} (pick another --port, "

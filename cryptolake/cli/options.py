@@ -109,6 +109,9 @@ def settings_from(ctx: click.Context, **flags: Any) -> Settings:
 def resolve_settings(ctx: click.Context, overrides: dict[str, tuple[Any, str]]) -> Settings:
     """Load the settings once per command: register their secrets for redaction and print each
     warning (an unknown ``CRYPTOLAKE_`` variable) on stderr."""
+    exchange = ctx.meta.get("cryptolake.exchange")
+    if exchange is not None:  # --exchange, on every command that has it
+        overrides = {**overrides, "collection.exchange": (exchange, "--exchange")}
     settings = load_settings(ctx.obj.get("config_file"), os.environ, overrides=overrides)
     for secret in settings.secrets():
         register_secret(secret)
