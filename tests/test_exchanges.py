@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
 
 from cryptolake.lake import Lake
 from cryptolake.lake.layout import EXCHANGES, exchange_dir, validate_exchange
