@@ -24,7 +24,8 @@ What is Coinbase's own, and what this module decided where its documentation is 
   it closes); it is left to the pipeline's floor rule (:meth:`VenueClient.closed_before`).
 * **Rate limit**: public endpoints allow 10 requests per second per IP with bursts of 15; over
   it Coinbase answers 429 ``{"message": "Public rate limit exceeded"}``. The client keeps 10 in
-  any sliding second, so the burst allowance is never needed. A 429 carries no documented
+  any sliding second (one client: its threads share the pace), leaving the burst allowance to
+  absorb the network's jitter. A 429 carries no documented
   ``Retry-After``: nothing is sent for one second (or the header's value, if one comes).
 * **Errors**: JSON ``{"message": ...}`` with the HTTP status. An unknown product is 404
   ``{"message": "NotFound"}`` (:class:`~cryptolake.errors.InvalidSymbol`); 5xx and 403 (the
@@ -42,6 +43,7 @@ What is Coinbase's own, and what this module decided where its documentation is 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -106,6 +108,29 @@ class CoinbaseClient(VenueClient):
         super().__init__(base_url=base_url, quote_asset=quote_asset, **options)
 
     # -- candles -----------------------------------------------------------------------------
+
+    def get_klines_range(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, as_arrow: bool = False
+    ) -> Any:
+        """:meth:`VenueClient.get_klines_range`, refusing an interval Coinbase does not serve even
+        when the range holds no bucket of it (the base asks nothing then, so checks nothing)."""
+        self.check_interval(interval)
+        return super().get_klines_range(symbol, interval, start_ms, end_ms, as_arrow=as_arrow)
+
+    def get_klines_page(
+        self,
+        symbol: str,
+        interval: str,
+        start_ms: int,
+        end_ms: int | None = None,
+        limit: int = MAX_CANDLES,
+        *,
+        as_arrow: bool = False,
+    ) -> Any:
+        """:meth:`VenueClient.get_klines_page` (at most 300 buckets), with the interval checked
+        first, as :meth:`get_klines_range`."""
+        self.check_interval(interval)
+        return super().get_klines_page(symbol, interval, start_ms, end_ms, limit, as_arrow=as_arrow)
 
     def _klines(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pa.Table:
         """One request: the candles opening in ``[start_ms, end_ms)`` (at most 300 buckets),
@@ -261,7 +286,7 @@ def candles_from_rows(body: Any, grid: Interval, lo: int, hi: int) -> pa.Table:
         if not (isinstance(row, list) and len(row) >= 6 and all(_is_number(v) for v in row[:6])):
             raise BadPayload(f"unexpected Coinbase candle row: {str(row)[:200]}")
         seconds = row[0]
-        if seconds != int(seconds) or not 0 <= seconds < _MAX_EPOCH_S or (seconds * 1000) % step:
+        if not 0 <= seconds < _MAX_EPOCH_S or seconds != int(seconds) or (int(seconds) * 1000) % step:
             raise BadPayload(
                 f"Coinbase candle time {seconds!r} is not an epoch second on the {grid.name} grid"
             )
@@ -337,4 +362,5 @@ def _product_path(symbol: str, endpoint: str) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite JSON number (Python's JSON reader also takes ``NaN`` and ``Infinity``)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

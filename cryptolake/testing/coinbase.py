@@ -23,10 +23,11 @@ is an unknown path. There is **no candle for a bucket without trades**: the exch
 (2024-03-12 04:00-09:00 UTC by default), a symbol's ``halts`` (windows when it did not trade: by
 default XRP-USD's, January 2021 to July 2023) and the hashed no-trade minutes of the
 ``quiet_every`` symbols (by default one 1m bucket in three of QUIET-USD; longer buckets of it
-always have trades).
+always have trades), and the open bucket at its very first instant.
 
 Rate limit: a token bucket of ``rate_per_s`` (10) refilled, ``burst`` (15) deep; over it, 429
-``{"message": "Public rate limit exceeded"}`` without ``Retry-After`` (none is documented).
+``{"message": "Public rate limit exceeded"}`` without ``Retry-After`` (none is documented;
+``retry_after_s`` adds one).
 Injected :class:`~cryptolake.testing.venue.VenueFault` kinds: ``server_error`` (``status``, 500
 by default, ``{"message": "Internal server error"}``), ``rate_limit`` (the 429), ``ban`` (403
 ``{"message": "Forbidden"}``, what the CDN answers a blocked client), ``bad_json``, ``drop``.
@@ -111,6 +112,8 @@ class FakeCoinbase(FakeVenue):
             trades, hence no candle (default :data:`DEFAULT_QUIET_EVERY`).
         halts: ``{symbol: [(start_ms, end_ms), ...]}``: windows without trades for that symbol
             (default :data:`DEFAULT_HALTS`); a candle wholly inside one does not exist.
+        retry_after_s: send ``Retry-After`` with this many seconds on a 429 (Coinbase documents
+            none, so by default none is sent; for testing a client that honours one).
         now, follow_wall_clock, rate_per_s, burst, latency_s, outages, host, port, clock,
             max_log: see :class:`~cryptolake.testing.venue.FakeVenue` (rate 10/s, burst 15).
     """
@@ -123,12 +126,14 @@ class FakeCoinbase(FakeVenue):
         symbols: list[FakeSymbol] | None = None,
         quiet_every: Mapping[str, int] | None = None,
         halts: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+        retry_after_s: float | None = None,
         now: int | datetime | None = None,
         **options: Any,
     ) -> None:
         super().__init__(
             symbols=default_coinbase_symbols() if symbols is None else symbols, now=now, **options
         )
+        self._retry_after_s = retry_after_s
         self._quiet_every = dict(DEFAULT_QUIET_EVERY if quiet_every is None else quiet_every)
         self._halts = {
             name: tuple((int(a), int(b)) for a, b in windows)
@@ -138,24 +143,28 @@ class FakeCoinbase(FakeVenue):
     # -- what a product has ------------------------------------------------------------------
 
     def has_candle(self, sym: FakeSymbol, iv: Interval, open_ms: int) -> bool:
-        """Whether the bucket at ``open_ms`` had trades (outside halts and quiet minutes); the
-        exchange-wide outages are the market's and are left out before this is asked."""
+        """Whether the bucket at ``open_ms`` is outside the symbol's halts and quiet minutes
+        (the exchange-wide outages are the market's own, left out before this is asked)."""
         next_open = iv.next_open(open_ms)
         if any(a <= open_ms and next_open <= b for a, b in self._halts.get(sym.symbol, ())):
             return False
         return not self.quiet(sym, iv, open_ms, self._quiet_every.get(sym.symbol, 0))
 
+    def traded_rows(self, sym: FakeSymbol, iv: Interval, first: int, last: int, now: int) -> list[tuple]:
+        """The candles opening in ``[first, last]`` at ``now`` that had trades, oldest first, as
+        :meth:`FakeVenue.candle_rows` tuples (unrounded): the open bucket has none at its first
+        instant, so it has no candle yet either."""
+        rows = self.candle_rows(sym, iv, first, last, now)
+        return [row for row in rows if row[8] > 0 and self.has_candle(sym, iv, row[0])]
+
     def candles(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> list[tuple]:
-        """The product's candles opening in ``[start_ms, end_ms)`` at the fake's now, oldest
-        first, as :meth:`FakeVenue.candle_rows` tuples (values unrounded): what the candles
-        endpoint serves, for tests' oracles."""
+        """What the candles endpoint has for ``[start_ms, end_ms)`` at the fake's now (oldest
+        first, unrounded :meth:`traded_rows`), for tests' oracles."""
         now = self.now_ms()
         sym = self.lookup(symbol, now)
         if sym is None or start_ms >= end_ms:
             return []
-        iv = Interval(interval)
-        rows = self.candle_rows(sym, iv, start_ms, end_ms - 1, now)
-        return [row for row in rows if self.has_candle(sym, iv, row[0])]
+        return self.traded_rows(sym, Interval(interval), start_ms, end_ms - 1, now)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -200,11 +209,11 @@ class FakeCoinbase(FakeVenue):
             first = last - (MAX_CANDLES - 1) * step
         if (last - first) // step + 1 > MAX_CANDLES:
             return json_reply({"message": MSG_TOO_MANY}, 400)
-        rows = self.candle_rows(sym, iv, first, last, now)
         body = [
             [t // 1000, _n(low), _n(high), _n(open_), _n(close), _n(volume)]
-            for t, open_, high, low, close, volume, *_ in reversed(rows)
-            if self.has_candle(sym, iv, t)
+            for t, open_, high, low, close, volume, *_ in reversed(
+                self.traded_rows(sym, iv, first, last, now)
+            )
         ]
         return json_reply(body)
 
@@ -264,7 +273,8 @@ class FakeCoinbase(FakeVenue):
         return "/" + "/".join(parts)
 
     def _rate_limited_reply(self, path: str) -> _Reply:
-        return json_reply({"message": MSG_RATE_LIMITED}, 429)
+        headers = [] if self._retry_after_s is None else [("Retry-After", f"{self._retry_after_s:g}")]
+        return json_reply({"message": MSG_RATE_LIMITED}, 429, headers)
 
     def _fault_reply(self, fault: VenueFault, path: str) -> _Reply:
         if fault.kind == "ban":
