@@ -192,7 +192,7 @@ def test_no_trade_minutes_have_no_candle_and_are_not_an_error(
 
 
 def test_a_halted_product_has_no_candles_while_halted(client: CoinbaseClient, fx: FakeCoinbase) -> None:
-    ((halted, resumed),) = DEFAULT_HALTS["XRP-USD"]
+    ((halted, _),) = DEFAULT_HALTS["XRP-USD"]
     lo, hi = Interval("1d").floor(halted) - 5 * DAY_MS, Interval("1d").floor(halted) + 200 * DAY_MS
     rows = lake_rows(fetch(client, "XRP-USD", "1d", lo, hi))
     assert rows == expected(fx, "XRP-USD", "1d", lo, hi)
@@ -294,35 +294,48 @@ def test_first_open_time_of_a_product_without_candles_is_none() -> None:
 # -- rate limit, retries, errors ---------------------------------------------------------------
 
 
-def test_concurrent_fetches_at_the_documented_limit_get_no_429(fx: FakeCoinbase) -> None:
+class JitterTolerantCoinbase(FakeCoinbase):
+    """FakeCoinbase counting ``max_in_window`` over half a second. The client's threads and the
+    fake's share one process, so a request reaches the fake some ms (under load, a few hundred)
+    after the client's pacer let it go; the 10 requests sent in any second then arrive inside
+    a 0.5 s window only if that jitter stays under 0.5 s. The rate over longer spans is shown by
+    the absence of 429s and by the length of the run."""
+
+    window_s = 0.5
+
+
+def test_concurrent_fetches_at_the_documented_limit_get_no_429() -> None:
     lo = to_ms("2025-05-01")
     symbols = ["BTC-USD", "ETH-USD", "SOL-USD", "DOGE-USD"]
-    with CoinbaseClient(base_url=fx.base_url, concurrency=8, retry_delay=0.01) as client:
+    with (
+        JitterTolerantCoinbase() as fx,  # Coinbase's documented 10/s with bursts of 15
+        CoinbaseClient(base_url=fx.base_url, concurrency=8, retry_delay=0.01) as client,
+    ):
         started = time.monotonic()
         with ThreadPoolExecutor(len(symbols)) as pool:
             tables = list(pool.map(lambda s: fetch(client, s, "1m", lo, lo + 3000 * MINUTE_MS), symbols))
         elapsed = time.monotonic() - started
-    stats = fx.stats()
+        stats = fx.stats()
+        for symbol, table in zip(symbols, tables, strict=True):
+            assert lake_rows(table) == expected(fx, symbol, "1m", lo, lo + 3000 * MINUTE_MS)
     assert stats.requests == 40
     assert stats.rate_limited == 0
-    # 10 per second, never more than the documented burst of 15 in any second as the fake
-    # sees them (threads of one process: arrival times jitter by some ms around the pace)
-    assert stats.max_in_window <= 15
-    assert elapsed >= (40 - client.RATE_LIMIT) / client.RATE_LIMIT - 0.1
-    for symbol, table in zip(symbols, tables, strict=True):
-        assert lake_rows(table) == expected(fx, symbol, "1m", lo, lo + 3000 * MINUTE_MS)
+    assert stats.max_in_window <= client.RATE_LIMIT
+    assert elapsed >= (40 - client.RATE_LIMIT) / client.RATE_LIMIT - 0.05
 
 
-def test_a_client_faster_than_the_limit_gets_429s_and_retries_them_to_the_exact_result(
-    fx: FakeCoinbase,
-) -> None:
+def test_a_client_faster_than_the_limit_gets_429s_and_retries_them_to_the_exact_result() -> None:
     lo = to_ms("2025-05-01")
-    with CoinbaseClient(
-        base_url=fx.base_url, concurrency=8, requests_per_s=1000, max_retries=20, retry_delay=0.01
-    ) as client:
+    with (
+        JitterTolerantCoinbase() as fx,
+        CoinbaseClient(
+            base_url=fx.base_url, concurrency=8, requests_per_s=1000, max_retries=20, retry_delay=0.01
+        ) as client,
+    ):
         table = fetch(client, "BTC-USD", "1m", lo, lo + 9000 * MINUTE_MS)
-    assert fx.stats().rate_limited > 0
-    assert lake_rows(table) == expected(fx, "BTC-USD", "1m", lo, lo + 9000 * MINUTE_MS)
+        assert lake_rows(table) == expected(fx, "BTC-USD", "1m", lo, lo + 9000 * MINUTE_MS)
+    stats = fx.stats()
+    assert stats.rate_limited > 0 and stats.max_in_window > client.RATE_LIMIT  # the checks above have teeth
 
 
 def test_injected_429_and_5xx_are_retried_and_the_result_is_exact(fx: FakeCoinbase) -> None:
@@ -344,15 +357,13 @@ def test_injected_429_and_5xx_are_retried_and_the_result_is_exact(fx: FakeCoinba
 
 def test_a_429s_retry_after_is_honoured() -> None:
     with (
-        FakeCoinbase(retry_after_s=0.3) as fx,
+        FakeCoinbase(retry_after_s=0.2) as fx,
         CoinbaseClient(base_url=fx.base_url, retry_delay=0.01) as client,
     ):
         fx.inject(VenueFault("rate_limit", path="/candles"))
-        started = time.monotonic()
         fetch(client, "BTC-USD", "1h", to_ms("2025-01-01"), to_ms("2025-01-02"))
-        waited = time.monotonic() - started
-        log = [t for t, path, *_ in fx.stats().log if path.endswith("/candles")]
-    assert log[1] - log[0] >= 0.28 and waited < 0.9
+        first, retry = (t for t, path, *_ in fx.stats().log if path.endswith("/candles"))
+    assert 0.19 <= retry - first < 0.8  # the header's 0.2 s, not the 1 s used without one
 
 
 def test_an_unknown_symbol_fails_alone_without_retries(client: CoinbaseClient, fx: FakeCoinbase) -> None:
