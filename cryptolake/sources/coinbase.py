@@ -16,8 +16,8 @@ What is Coinbase's own, and what this module decided where its documentation is 
   say whether ``end`` is inclusive. The client asks for ``start`` = the first open time wanted
   and ``end`` = one second before the bucket after the last one wanted: whether the server reads
   ``end`` as inclusive (buckets opening at or before it; the fake does) or exclusive, that is
-  exactly the wanted buckets, never more than 300; rows outside ``[start, end)`` that come back
-  anyway are dropped.
+  exactly the wanted buckets, never more than 300; a candle outside them that comes back
+  anyway is dropped.
 * **Quiet periods**: a bucket without trades has **no candle** (``empty_candles`` False); a
   missing candle in a traded range is not an outage.
 * **The open candle**: the newest bucket is sent while it is still open (its values change until
@@ -25,8 +25,8 @@ What is Coinbase's own, and what this module decided where its documentation is 
 * **Rate limit**: public endpoints allow 10 requests per second per IP with bursts of 15; over
   it Coinbase answers 429 ``{"message": "Public rate limit exceeded"}``. The client keeps 10 in
   any sliding second (one client: its threads share the pace), leaving the burst allowance to
-  absorb the network's jitter. A 429 carries no documented
-  ``Retry-After``: nothing is sent for one second (or the header's value, if one comes).
+  absorb the network's jitter. A 429 carries no documented ``Retry-After``: nothing is sent
+  for one second (or for the header's value, if one comes).
 * **Errors**: JSON ``{"message": ...}`` with the HTTP status. An unknown product is 404
   ``{"message": "NotFound"}`` (:class:`~cryptolake.errors.InvalidSymbol`); 5xx and 403 (the
   CDN's block) are transient; any other 4xx is :class:`~cryptolake.errors.RequestRejected`.
