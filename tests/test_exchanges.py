@@ -241,3 +241,79 @@ def test_postgres_table_keeps_exchanges_apart(tmp_path: Path, cli_env: Path) -> 
     finally:
         server.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         server.close()
+
+
+# -- periods without trades -------------------------------------------------------------------
+
+
+def test_coinbase_quiet_minutes_are_no_trades_gaps_never_refetched(tmp_path: Path, cli_env: Path) -> None:
+    from cryptolake.testing.coinbase import FakeCoinbase
+
+    lake = tmp_path / "lake"
+    since = "2025-12-31T18:00:00Z"
+    with FakeCoinbase(now=FAKE_NOW_MS) as cb:
+        args = ("--exchange", "coinbase", "--lake", lake, "--base-url", cb.base_url, "--interval", "1m")
+        result = invoke("collect", "--symbols", "QUIET,BTC", "--since", since, *args)
+        assert result.exit_code == 0, result.output
+        end = FAKE_NOW_MS - FAKE_NOW_MS % 60_000  # the open minute is not stored
+        # The lake holds exactly the minutes that traded (the fake's own record of them).
+        traded = cb.candles("QUIET-USD", "1m", to_ms(since), end)
+        opens = (
+            Lake(lake, "coinbase").scan("1m", ["QUIET-USD"]).collect()["open_time"].dt.epoch("ms").to_list()
+        )
+        assert opens == [row[0] for row in traded]
+        quiet = (end - to_ms(since)) // 60_000 - len(traded)
+        assert quiet > 50  # one minute in three
+        # gaps: the quiet minutes between candles are no_trades, nothing is missing.
+        gaps = json.loads(invoke("gaps", *args, "--json").output)
+        kinds: dict[tuple[str, str], int] = {}
+        for g in gaps:
+            kinds[(g["symbol"], g["kind"])] = kinds.get((g["symbol"], g["kind"]), 0) + g["count"]
+        # Quiet minutes before the first traded one of the range count too (the pair was listed
+        # long before); the ones after the last traded minute are not proven yet (a forward gap).
+        trailing = (end - traded[-1][0]) // 60_000 - 1
+        inside = quiet - trailing
+        assert kinds.get(("QUIET-USD", "no_trades")) == inside
+        assert kinds.get(("QUIET-USD", "missing"), 0) == trailing
+        assert ("BTC-USD", "missing") not in kinds
+        windows = json.loads(
+            invoke("sql", "--lake", lake, "--format", "json",
+                   "SELECT exchange, kind, count(*) AS n FROM exchange_windows GROUP BY ALL").output
+        )  # fmt: skip
+        assert [(w["exchange"], w["kind"]) for w in windows] == [("coinbase", "no_trades")]
+        # fill-gaps leaves them alone: no candle request for a no-trade minute.
+        cb.reset()
+        filled = invoke("fill-gaps", *args, "--json")
+        assert filled.exit_code == 0, filled.output
+        assert json.loads(filled.output)["remaining"].get("no_trades") == inside
+        candle_requests = sum(n for path, n in cb.stats().by_path.items() if path.endswith("/candles"))
+        assert candle_requests <= 1  # at most the tail after the last traded minute
+
+
+def test_the_readme_cross_exchange_query_runs(tmp_path: Path, cli_env: Path) -> None:
+    from cryptolake.testing.bybit import FakeBybit
+    from cryptolake.testing.coinbase import FakeCoinbase
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    after = readme.split("compares a pair across exchanges", 1)[1]
+    query = after.split("```sql\n", 1)[1].split("```", 1)[0]
+    with (
+        FakeExchange(now=FAKE_NOW_MS) as fx,
+        FakeBybit(now=FAKE_NOW_MS) as bybit,
+        FakeCoinbase(now=FAKE_NOW_MS) as cb,
+    ):
+        lake = _in_both(tmp_path, fx, bybit)
+        result = invoke(
+            "collect", "--exchange", "coinbase", "--symbols", "BTC", "--since", START,
+            "--lake", lake, "--base-url", cb.base_url,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    answer = invoke("sql", "--lake", lake, "--format", "json", query)
+    assert answer.exit_code == 0, answer.output
+    rows = json.loads(answer.output)
+    days = {row["day"][:10] for row in rows}
+    assert days == {"2025-12-29", "2025-12-30", "2025-12-31"}
+    assert {(row["exchange"], row["quote"]) for row in rows} == {
+        ("binance", "USDT"), ("bybit", "USDT"), ("coinbase", "USD"),
+    }  # fmt: skip
+    assert len(rows) == 9 and all(row["close"] > 0 for row in rows)
