@@ -233,24 +233,12 @@ def _serve_venue(
     venue: str, host: str, port: int, now_ms: int, follow: bool, latency_s: float, extra_symbols: int
 ) -> None:
     """Serve the fake of another exchange (its own API, the same market model)."""
-    from cryptolake.sources.registry import pair_name
-    from cryptolake.testing import FakeSymbol
     from cryptolake.testing.venue import serve_venue
     from cryptolake.testing.venues import fake_venue
-    from cryptolake.timeutils import to_ms
 
-    options: dict[str, Any] = {
-        "now": now_ms, "follow_wall_clock": follow, "latency_s": latency_s, "host": host, "port": port,
-    }  # fmt: skip
-    fake = fake_venue(venue, **options)
-    if extra_symbols:
-        quote = fake.symbols[0].quote_asset
-        listed = to_ms("2017-09-01")
-        extra = [
-            FakeSymbol(pair_name(venue, f"S{i:04d}", quote), f"S{i:04d}", quote, listed, base_price=10.0 + i)
-            for i in range(1, extra_symbols + 1)
-        ]
-        fake = fake_venue(venue, symbols=fake.symbols + extra, **options)
+    fake = fake_venue(
+        venue, extra_symbols, now=now_ms, follow_wall_clock=follow, latency_s=latency_s, host=host, port=port
+    )
     try:
         serve_venue(fake)
     except OSError as exc:
