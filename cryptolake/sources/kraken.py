@@ -138,6 +138,7 @@ class KrakenClient(VenueClient):
         self._pair_pacers: dict[str, RequestPacer] = {}
         self._pair_locks: dict[str, threading.Lock] = {}
         self._pairs_lock = threading.Lock()
+        self._clock_lock = threading.Lock()
         self._batches: OrderedDict[tuple[str, int], _TradeBatch] = OrderedDict()
         self._first_trade: dict[str, int | None] = {}
         self._altnames: dict[str, str] = {}
@@ -147,16 +148,17 @@ class KrakenClient(VenueClient):
     def get_klines_range(
         self, symbol: str, interval: str, start_ms: int, end_ms: int, *, as_arrow: bool = False
     ) -> Any:
-        """Every candle opening in ``[start_ms, end_ms)``: pages of :attr:`page_candles` slots
-        one after the other (a pair's requests go one at a time anyway, and each page's trades
-        rebuild continues where the last one's Trades answers reach)."""
+        """Every candle opening in ``[start_ms, end_ms)``: what lies before OHLC's reach in
+        pages of :attr:`page_candles` slots one after the other (a pair's requests go one at a
+        time anyway, and each page's rebuild continues where the Trades answers of the one
+        before reach), the rest from one OHLC request."""
         grid = self.check_interval(interval)
-        step = self._step(grid)
+        page = self.page_candles * self._step(grid)
         lo = grid.ceil(start_ms)
-        parts = [
-            self._klines(symbol, interval, a, min(a + self.page_candles * step, end_ms))
-            for a in range(lo, end_ms, self.page_candles * step)
-        ]
+        split = min(max(lo, self._ohlc_reach(grid)), end_ms)
+        parts = [self._klines(symbol, interval, a, min(a + page, split)) for a in range(lo, split, page)]
+        if split < end_ms:
+            parts.append(self._klines(symbol, interval, split, end_ms))
         table = pa.concat_tables(parts) if parts else EMPTY_TABLE
         return table if as_arrow else table_to_frame(table)
 
@@ -179,6 +181,13 @@ class KrakenClient(VenueClient):
             first = self._first_trade[symbol]
             self._first_open[key] = None if first is None else grid.floor(first)
         return self._first_open[key]
+
+    def exchange_now_ms(self) -> int:
+        """The venue's clock, asked once however many pages want it at once."""
+        with self._clock_lock:
+            if self._clock_offset_ms is None:
+                return self.sync_clock()
+        return super().exchange_now_ms()
 
     def cancel_pending(self) -> None:
         super().cancel_pending()
@@ -252,11 +261,9 @@ class KrakenClient(VenueClient):
         lo = grid.ceil(start_ms)
         if lo >= end_ms:
             return EMPTY_TABLE
-        step = self._step(grid)
         parts = []
         rebuild_until = end_ms
-        reach = grid.floor(self.exchange_now_ms()) - (OHLC_WINDOW - 1) * step
-        if end_ms > reach:
+        if end_ms > self._ohlc_reach(grid):
             recent, covered_from = self._ohlc(symbol, grid, lo, end_ms)
             parts.append(recent)
             rebuild_until = min(end_ms, covered_from)
@@ -290,6 +297,10 @@ class KrakenClient(VenueClient):
         return self._checked_body(response, path, symbol)
 
     # -- OHLC --------------------------------------------------------------------------------
+
+    def _ohlc_reach(self, grid: Interval) -> int:
+        """The oldest slot OHLC serves by the exchange's clock as this client reads it."""
+        return grid.floor(self.exchange_now_ms()) - (OHLC_WINDOW - 1) * self._step(grid)
 
     def _ohlc(self, symbol: str, grid: Interval, lo: int, hi: int) -> tuple[pa.Table, int]:
         """One OHLC request: its committed candles with trades in ``[lo, hi)``, and the first
