@@ -27,6 +27,7 @@ and ``EAPI:Rate limit exceeded`` are :class:`RateLimited`, ``EService:Unavailabl
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -134,7 +135,10 @@ class KrakenClient(VenueClient):
             clock=clock,
             sleep=sleep,
         )
-        self._pair_gap_s = self._pacer.period_s / self._pacer.limit
+        # A pair's requests evenly spaced (no burst: Kraken's per-pair burst is small), in
+        # windows of 10 ms at least (the pacer counts milliseconds).
+        gap_s = self._pacer.period_s / self._pacer.limit
+        self._pair_pace = (math.ceil(0.01 / gap_s), math.ceil(0.01 / gap_s) * gap_s)
         self._pair_pacers: dict[str, RequestPacer] = {}
         self._pair_locks: dict[str, threading.Lock] = {}
         self._pairs_lock = threading.Lock()
@@ -411,7 +415,7 @@ class KrakenClient(VenueClient):
         with self._pairs_lock:
             pacer = self._pair_pacers.get(symbol)
             if pacer is None:
-                pacer = self._pair_pacers[symbol] = RequestPacer(1, self._pair_gap_s, clock=self._clock)
+                pacer = self._pair_pacers[symbol] = RequestPacer(*self._pair_pace, clock=self._clock)
             return pacer
 
     def _pair_lock(self, symbol: str) -> threading.Lock:

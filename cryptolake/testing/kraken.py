@@ -2,9 +2,9 @@
 
 Kraken's candles are made of its trades, and so are the fake's: every pair trades a
 deterministic tape (a pure function of pair and time: :meth:`FakeKraken.trades_between`), about
-``trades_per_hour`` trades an hour (scaled down for an illiquid pair), at the shared market
-model's price (:mod:`cryptolake.testing.market`) at each trade's millisecond. Many minutes have no
-trade. The first trade is at the pair's ``listed_ms``; nothing trades at or after its
+``trades_per_hour`` trades an hour (scaled down for an illiquid pair), each at the shared
+market model's price path (:mod:`cryptolake.testing.market`, less its sub-minute noise) at its
+millisecond. Many minutes have no trade. The first trade is at the pair's ``listed_ms``; nothing trades at or after its
 ``delisted_ms``, during an exchange-wide outage, or after the venue's "now".
 
 ``Trades`` pages through that tape as Kraken does (at most 1000 trades after a ``since``
@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,7 +70,8 @@ LEGACY_PAIR_NAMES = {
     "ETHXBT": "XETHXXBT",
     "USDTUSD": "USDTZUSD",
 }
-#: Kraken's own names of assets (``wsname`` parts): its legacy codes lose their X/Z prefix.
+#: Kraken's own names (``wsname`` parts) of the legacy asset codes of the default pairs; any
+#: other code is its own name.
 _ALTNAMES = {"XXBT": "XBT", "XETH": "ETH", "XXRP": "XRP", "XXDG": "XDG", "XMLN": "MLN", "ZUSD": "USD"}
 
 _MINUTE_US = MINUTE_MS * 1000
@@ -275,6 +277,7 @@ class FakeKraken(FakeVenue):
         trades_per_hour: a liquid pair's mean trade rate (scaled by ``volume_scale`` below 1).
         flat_empty_candles: OHLC sends a flat candle with count 0 for a slot without trades
             (as ccxt's sample answer shows) instead of none.
+        host, port, clock, max_log: as :class:`~cryptolake.testing.venue.FakeVenue`'s.
     """
 
     exchange = "kraken"
@@ -295,6 +298,8 @@ class FakeKraken(FakeVenue):
         flat_empty_candles: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
+        clock: Callable[[], float] = time.time,
+        max_log: int = 100_000,
     ) -> None:
         if trades_per_hour <= 0 or trades_per_hour > 60 * 200:
             raise ValueError("trades_per_hour must be in (0, 12000]")
@@ -310,6 +315,8 @@ class FakeKraken(FakeVenue):
             outages=outages,
             host=host,
             port=port,
+            clock=clock,
+            max_log=max_log,
         )
         self.flat_empty_candles = flat_empty_candles
         self._pairs: dict[str, _Pair] = {}
