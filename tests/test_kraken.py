@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from cryptolake.errors import InvalidSymbol
 from cryptolake.schema import DAY_MS, HOUR_MS, MINUTE_MS, Interval
+from cryptolake.sources import kraken as kraken_source
 from cryptolake.sources.base import KlineSource
 from cryptolake.sources.kraken import (
     DEFAULT_BASE_URL,
@@ -198,6 +199,21 @@ def test_a_clock_behind_kraken_costs_requests_not_candles(fx: FakeKraken, client
     assert_candles(table, oracle(fx, "XBTUSD", "1m", start, end), "1m", tick(fx, "XBTUSD"))
     assert requests_to(fx, "/0/public/OHLC") == 1
     assert requests_to(fx, "/0/public/Trades") == 1  # the 11 slots before the answer's window
+
+
+def test_a_long_rebuild_aggregates_as_it_goes(
+    fx: FakeKraken, client: KrakenClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of many trades is aggregated in parts (the slots each Trades answer completes)."""
+    monkeypatch.setattr(kraken_source, "_FLUSH_TRADES", 1500)
+    start, end = to_ms("2022-02-01"), to_ms("2022-03-02")
+    frame = client.get_klines_range("XRPUSD", "1h", start, end)
+    expected = oracle(fx, "XRPUSD", "1h", start, end)
+    assert frame["open_time"].dt.epoch("ms").to_list() == [e["open_time"] for e in expected]
+    assert frame["trades"].to_list() == [e["trades"] for e in expected]
+    assert frame["close"].to_list() == [e["close"] for e in expected]
+    # A chain of full answers from the range's start, the last one reaching past its end.
+    assert requests_to(fx, "/0/public/Trades") == sum(e["trades"] for e in expected) // 1000 + 1
 
 
 @pytest.mark.parametrize("slots", [OHLC_WINDOW, OHLC_WINDOW + 1])
