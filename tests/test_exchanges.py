@@ -317,3 +317,31 @@ def test_the_readme_cross_exchange_query_runs(tmp_path: Path, cli_env: Path) -> 
         ("binance", "USDT"), ("bybit", "USDT"), ("coinbase", "USD"),
     }  # fmt: skip
     assert len(rows) == 9 and all(row["close"] > 0 for row in rows)
+
+
+def test_kraken_history_older_than_its_ohlc_window_comes_from_trades(
+    tmp_path: Path, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptolake.testing.kraken import FakeKraken
+
+    monkeypatch.setenv("CRYPTOLAKE_KRAKEN_REQUESTS_PER_S", "50")  # the fake allows it: a quick test
+
+    lake = tmp_path / "lake"
+    since = "2025-11-01"  # 1,464 hours before the fake's now: twice Kraken's 720-candle OHLC window
+    with FakeKraken(now=FAKE_NOW_MS, pair_rate_per_s=50, pair_burst=50, rate_per_s=50, burst=50) as kr:
+        args = ("--exchange", "kraken", "--lake", lake, "--base-url", kr.base_url)
+        result = invoke("collect", "--symbols", "BTC", "--since", since, *args)
+        assert result.exit_code == 0, result.output
+        assert kr.stats().by_path.get("/0/public/Trades", 0) > 0  # history rebuilt from trades
+        end = FAKE_NOW_MS - FAKE_NOW_MS % 3_600_000
+        expected = kr.candles("XBTUSD", "1h", to_ms(since), end)
+        stored_btc = Lake(lake, "kraken").scan("1h", ["XBTUSD"]).collect()
+        assert stored_btc["open_time"].dt.epoch("ms").to_list() == [c.open_ms for c in expected]
+        assert stored_btc["close"].to_list() == pytest.approx([c.close for c in expected], rel=1e-12)
+        assert stored_btc["volume"].to_list() == pytest.approx([c.volume for c in expected], rel=1e-9)
+        assert stored_btc["trades"].to_list() == [c.count for c in expected]
+        assert stored_btc["taker_buy_base_volume"].null_count() == stored_btc.height
+        # The markets view has Kraken's pair under common names.
+        markets = LakeMeta(lake, "kraken").markets()
+        row = markets.filter(pl.col("symbol") == "XBTUSD").row(0, named=True)
+        assert (row["base"], row["quote"], row["status"]) == ("BTC", "USD", "TRADING")
