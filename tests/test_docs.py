@@ -47,7 +47,7 @@ def test_ci_runs_the_readme_test_line() -> None:
     pattern = re.search(r"grep -m1 -E '([^']+)' README.md", ci)
     assert pattern, ".ci/run no longer takes its test line from the README"
     matches = [line for line in README.splitlines() if re.search(pattern.group(1), line)]
-    assert matches and matches[0].endswith("-m pytest -q")
+    assert matches and matches[0].endswith("-m pytest -q -n 2")
 
 
 def test_python_dash_m_entry_point() -> None:
