@@ -316,7 +316,13 @@ class CryptoCollector:
         known = []
         for symbol in symbols:
             if statuses is not None and symbol not in statuses:
-                error = str(InvalidSymbol(symbol))  # no request needed: the exchange lists none such
+                # No request needed: the exchange lists none such (Binance's message keeps its code).
+                named = self.lake.exchange.capitalize()
+                error = str(
+                    InvalidSymbol(symbol)
+                    if named == "Binance"
+                    else InvalidSymbol(symbol, exchange=named, code=None, msg="not in its list of markets")
+                )
                 for by_symbol in results.values():
                     by_symbol[symbol].error, by_symbol[symbol].unknown_symbol = error, True
             else:

@@ -345,3 +345,89 @@ def test_kraken_history_older_than_its_ohlc_window_comes_from_trades(
         markets = LakeMeta(lake, "kraken").markets()
         row = markets.filter(pl.col("symbol") == "XBTUSD").row(0, named=True)
         assert (row["base"], row["quote"], row["status"]) == ("BTC", "USD", "TRADING")
+
+
+# -- one scheduler, several exchanges -----------------------------------------------------------
+
+
+def test_one_scheduler_keeps_two_exchanges_complete_side_by_side(tmp_path: Path) -> None:
+    from cryptolake.collector import CryptoCollector
+    from cryptolake.scheduler import CollectorScheduler
+    from cryptolake.sources.binance import BinanceClient
+    from cryptolake.sources.bybit import BybitClient
+    from cryptolake.testing.bybit import FakeBybit
+
+    lake = tmp_path / "lake"
+
+    def clock() -> float:  # the exchanges' time: the last closed hour is 2025-12-31 23:00
+        return FAKE_NOW_MS / 1000
+
+    with (
+        FakeExchange(now=FAKE_NOW_MS) as fx,
+        FakeBybit(now=FAKE_NOW_MS) as by,
+        BinanceClient(base_url=fx.base_url, retry_delay=0.01, clock=clock) as binance,
+        BybitClient(base_url=by.base_url, retry_delay=0.01, clock=clock) as bybit,
+    ):
+        main = CryptoCollector(binance, lake=lake, clock=clock)
+        other = CryptoCollector(bybit, lake=lake, clock=clock)
+        scheduler = CollectorScheduler(
+            binance, main, "0 0 1 1 *", START, crypto_symbols=["BTCUSDT", "ETHUSDT"],
+            clock=clock, other_exchanges=[(other, ["BTCUSDT", "SOLUSDT"])],
+        )  # fmt: skip
+        scheduler.start()
+        try:
+            run = scheduler.trigger_manual_collection("full")
+        finally:
+            scheduler.stop()
+        assert run.ok, run.error
+        assert {"forward", "bybit:forward", "gaps", "bybit:gaps"} <= set(run.reports)
+        assert set(run.reports["bybit:forward"].results) == {"BTCUSDT", "SOLUSDT"}
+        assert set(run.reports["forward"].results) == {"BTCUSDT", "ETHUSDT"}
+        assert fx.stats().requests > 0 and by.stats().requests > 0
+    expected = (FAKE_NOW_MS - FAKE_NOW_MS % 3_600_000 - to_ms(START)) // 3_600_000
+    assert Lake(lake).symbols("1h") == ["BTCUSDT", "ETHUSDT"]
+    assert Lake(lake, "bybit").symbols("1h") == ["BTCUSDT", "SOLUSDT"]
+    for exchange, symbol in (("binance", "ETHUSDT"), ("bybit", "SOLUSDT")):
+        assert Lake(lake, exchange).scan("1h", [symbol]).collect().height == expected
+
+
+def test_an_invalid_symbol_fails_alone_on_another_exchange(tmp_path: Path, cli_env: Path) -> None:
+    from cryptolake.testing.bybit import FakeBybit
+
+    lake = tmp_path / "lake"
+    with FakeBybit(now=FAKE_NOW_MS) as by:
+        result = invoke(
+            "collect", "--exchange", "bybit", "--symbols", "BTC,NOPEUSDT", "--since", START,
+            "--lake", lake, "--base-url", by.base_url, "--json",
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    reports = json.loads(result.stdout)
+    failed = {s: e for r in reports for s, e in r["failed"].items()}
+    assert list(failed) == ["NOPEUSDT"] and "Bybit does not know symbol 'NOPEUSDT'" in failed["NOPEUSDT"]
+    assert Lake(lake, "bybit").symbols("1h") == ["BTCUSDT"]
+
+
+def test_top_n_and_the_fake_of_each_exchange_from_the_cli(tmp_path: Path, cli_env: Path) -> None:
+    import subprocess
+    import sys
+
+    for exchange, expected in (("coinbase", "BTC-USD"), ("kraken", "XBTUSD"), ("bybit", "BTCUSDT")):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cryptolake", "fake-exchange", "--exchange", exchange, "--port", "0",
+             "--frozen", "--now", "2026-01-01T00:30:00Z"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith(f"Fake {exchange} exchange listening on http://127.0.0.1:"), line
+            url = line.rsplit(" ", 1)[1].strip()
+            top = invoke("symbols", "--exchange", exchange, "--top", "3", "--base-url", url, "--json")
+            assert top.exit_code == 0, top.output
+            ranked = [row["symbol"] for row in json.loads(top.output)]
+            assert len(ranked) == 3 and expected in ranked, ranked
+        finally:
+            process.terminate()
+            process.wait(10)
+            if process.stdout is not None:
+                process.stdout.close()
