@@ -136,29 +136,6 @@ class BybitClient(VenueClient):
 
     # -- candles -----------------------------------------------------------------------------
 
-    def get_klines_page(
-        self,
-        symbol: str,
-        interval: str,
-        start_ms: int,
-        end_ms: int | None = None,
-        limit: int = 1000,
-        *,
-        as_arrow: bool = False,
-    ) -> Any:
-        """:meth:`VenueClient.get_klines_page`, refusing an interval Bybit does not serve even
-        when the range holds no slot of it."""
-        self.check_interval(interval)
-        return super().get_klines_page(symbol, interval, start_ms, end_ms, limit, as_arrow=as_arrow)
-
-    def get_klines_range(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, as_arrow: bool = False
-    ) -> Any:
-        """:meth:`VenueClient.get_klines_range`, refusing an interval Bybit does not serve even
-        when the range holds no slot of it."""
-        self.check_interval(interval)
-        return super().get_klines_range(symbol, interval, start_ms, end_ms, as_arrow=as_arrow)
-
     def _klines(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pa.Table:
         grid = self.check_interval(interval)
         rows = self._kline_rows(symbol, grid, start_ms, end_ms)

@@ -109,29 +109,6 @@ class CoinbaseClient(VenueClient):
 
     # -- candles -----------------------------------------------------------------------------
 
-    def get_klines_range(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, as_arrow: bool = False
-    ) -> Any:
-        """:meth:`VenueClient.get_klines_range`, refusing an interval Coinbase does not serve even
-        when the range holds no bucket of it (the base asks nothing then, so checks nothing)."""
-        self.check_interval(interval)
-        return super().get_klines_range(symbol, interval, start_ms, end_ms, as_arrow=as_arrow)
-
-    def get_klines_page(
-        self,
-        symbol: str,
-        interval: str,
-        start_ms: int,
-        end_ms: int | None = None,
-        limit: int = MAX_CANDLES,
-        *,
-        as_arrow: bool = False,
-    ) -> Any:
-        """:meth:`VenueClient.get_klines_page` (at most 300 buckets), with the interval checked
-        first, as :meth:`get_klines_range`."""
-        self.check_interval(interval)
-        return super().get_klines_page(symbol, interval, start_ms, end_ms, limit, as_arrow=as_arrow)
-
     def _klines(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> pa.Table:
         """One request: the candles opening in ``[start_ms, end_ms)`` (at most 300 buckets),
         the open one included, oldest first, in the lake's schema."""

@@ -142,7 +142,6 @@ class KrakenClient(VenueClient):
         self._pair_pacers: dict[str, RequestPacer] = {}
         self._pair_locks: dict[str, threading.Lock] = {}
         self._pairs_lock = threading.Lock()
-        self._clock_lock = threading.Lock()
         self._batches: OrderedDict[tuple[str, int], _TradeBatch] = OrderedDict()
         self._first_trade: dict[str, int | None] = {}
         self._altnames: dict[str, str] = {}
@@ -185,13 +184,6 @@ class KrakenClient(VenueClient):
             first = self._first_trade[symbol]
             self._first_open[key] = None if first is None else grid.floor(first)
         return self._first_open[key]
-
-    def exchange_now_ms(self) -> int:
-        """The venue's clock, asked once however many pages want it at once."""
-        with self._clock_lock:
-            if self._clock_offset_ms is None:
-                return self.sync_clock()
-        return super().exchange_now_ms()
 
     def cancel_pending(self) -> None:
         super().cancel_pending()

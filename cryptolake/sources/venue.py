@@ -115,6 +115,7 @@ class VenueClient:
         self._pacer = RequestPacer(limit, period, clock=clock)
         self._paused_until = 0.0
         self._clock_offset_ms: int | None = None
+        self._clock_lock = threading.Lock()
         self._first_open: dict[tuple[str, str], int | None] = {}
         self._markets: tuple[float, list[Market]] | None = None
         self._http = httpx.Client(
@@ -200,9 +201,11 @@ class VenueClient:
         return server
 
     def exchange_now_ms(self) -> int:
-        """The venue's clock now, from the offset :meth:`sync_clock` measured."""
-        if self._clock_offset_ms is None:
-            return self.sync_clock()
+        """The venue's clock now, from the offset :meth:`sync_clock` measured (asked once,
+        however many pages want it at once)."""
+        with self._clock_lock:
+            if self._clock_offset_ms is None:
+                return self.sync_clock()
         return int(self._clock() * 1000) + self._clock_offset_ms
 
     def cached_markets(self, max_age_s: float = 300.0) -> list[Market]:
@@ -271,7 +274,7 @@ class VenueClient:
         Without ``end_ms``, the first candle at or after ``start_ms`` and the slots after it:
         a start before the listing moves to the listing, and pages without a candle (no trades,
         an outage) are skipped up to the exchange's now (more than one request then)."""
-        grid = Interval(interval)
+        grid = self.check_interval(interval)
         lo = grid.ceil(start_ms)
         slots = min(limit, self.page_candles)
         if end_ms is not None:
@@ -295,8 +298,9 @@ class VenueClient:
         self, symbol: str, interval: str, start_ms: int, end_ms: int, *, as_arrow: bool = False
     ) -> Any:
         """Every candle opening in ``[start_ms, end_ms)``: one request per
-        :attr:`page_candles` slots, run concurrently."""
-        grid = Interval(interval)
+        :attr:`page_candles` slots, run concurrently (an interval the venue does not serve is
+        refused even when the range holds no slot of it)."""
+        grid = self.check_interval(interval)
         pages: list[tuple[int, int]] = []
         lo = grid.ceil(start_ms)
         while lo < end_ms:
