@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -101,36 +100,13 @@ class BybitClient(VenueClient):
     RATE_PERIOD_S = 5.0
 
     def __init__(
-        self,
-        *,
-        base_url: str = DEFAULT_BASE_URL,
-        quote_asset: str = "USDT",
-        max_retries: int = 3,
-        retry_delay: float = 1.0,
-        timeout_s: float = 10.0,
-        concurrency: int = 4,
-        requests_per_s: float | None = None,
-        excluded_bases: Iterable[str] = (),
-        transport: httpx.BaseTransport | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        self, *, base_url: str = DEFAULT_BASE_URL, quote_asset: str = "USDT", **options: Any
     ) -> None:
-        super().__init__(
-            base_url=base_url,
-            quote_asset=quote_asset,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            timeout_s=timeout_s,
-            concurrency=concurrency,
-            requests_per_s=requests_per_s,
-            excluded_bases=excluded_bases,
-            transport=transport,
-            clock=clock,
-            sleep=sleep,
-        )
+        """``options``: as :class:`~cryptolake.sources.venue.VenueClient`'s."""
+        super().__init__(base_url=base_url, quote_asset=quote_asset, **options)
         paced = self._pacer
         self._pacer = _StoppablePacer(
-            paced.limit, paced.period_s + PACE_GUARD_S, clock=clock, stopped=self._stopped
+            paced.limit, paced.period_s + PACE_GUARD_S, clock=self._clock, stopped=self._stopped
         )
         self._listings: dict[str, tuple[int, int] | None] = {}
 

@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,34 +106,9 @@ class KrakenClient(VenueClient):
     #: "too many requests" (it gives no Retry-After).
     RATE_LIMITED_PAUSE_S = 1.0
 
-    def __init__(
-        self,
-        *,
-        base_url: str = DEFAULT_BASE_URL,
-        quote_asset: str = "USD",
-        max_retries: int = 3,
-        retry_delay: float = 1.0,
-        timeout_s: float = 10.0,
-        concurrency: int = 4,
-        requests_per_s: float | None = None,
-        excluded_bases: Iterable[str] = (),
-        transport: httpx.BaseTransport | None = None,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__(
-            base_url=base_url,
-            quote_asset=quote_asset,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            timeout_s=timeout_s,
-            concurrency=concurrency,
-            requests_per_s=requests_per_s,
-            excluded_bases=excluded_bases,
-            transport=transport,
-            clock=clock,
-            sleep=sleep,
-        )
+    def __init__(self, *, base_url: str = DEFAULT_BASE_URL, quote_asset: str = "USD", **options: Any) -> None:
+        """``options``: as :class:`~cryptolake.sources.venue.VenueClient`'s."""
+        super().__init__(base_url=base_url, quote_asset=quote_asset, **options)
         # A pair's requests evenly spaced (no burst: Kraken's per-pair burst is small), in
         # windows of 10 ms at least (the pacer counts milliseconds).
         gap_s = self._pacer.period_s / self._pacer.limit
