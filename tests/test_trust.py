@@ -669,9 +669,10 @@ def test_ctrl_c_while_waiting_for_another_writer_stops_at_once(
             lake.parent,
         )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (lake / "_meta" / "collection_state.json").exists():
+        # It is waiting for the lock once its marker is there (a loaded machine starts slowly).
+        while time.monotonic() < deadline and not list((lake / "_meta").glob("writer.lock.wait-*")):
             time.sleep(0.05)
-        time.sleep(1.5)  # it is waiting for the lock now
+        time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         started = time.monotonic()
         _, err = process.communicate(timeout=30)

@@ -202,3 +202,38 @@ class TopSymbol:
     base: str
     quote: str
     quote_volume: float
+
+
+class WholeRangeFetch:
+    """The :class:`KlineSource` block methods of a source that fetches every candle by pages
+    (a REST client): nothing to learn before a run, no blocks, and a block asked for anyway
+    fetched by :meth:`get_klines_range`."""
+
+    def get_klines_range(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int, *, as_arrow: bool = False
+    ) -> Any:
+        raise NotImplementedError
+
+    def prepare(self, interval: str, spans: dict[str, tuple[int, int]], max_block_candles: int) -> None:
+        """Nothing to learn before a run (see :class:`~cryptolake.sources.archive.ArchiveSource`)."""
+
+    def blocks(
+        self,
+        symbol: str,
+        interval: str,
+        lo: int,
+        hi: int,
+        max_block_candles: int,
+        skip: frozenset[str] = frozenset(),
+    ) -> list[Block]:
+        """None: every candle is fetched by pages."""
+        return []
+
+    def get_block(self, symbol: str, interval: str, block: Block) -> BlockRows:
+        """The block's candles by pages (a REST client has no blocks of its own)."""
+        table = self.get_klines_range(symbol, interval, block.lo, block.hi, as_arrow=True)
+        return BlockRows(table, [SourceRecord("rest", rows=table.num_rows)])
+
+    def listing_error(self, symbol: str, interval: str) -> str | None:
+        """None: nothing is learnt before a run, so nothing can fail to be."""
+        return None

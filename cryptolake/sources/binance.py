@@ -40,7 +40,7 @@ from cryptolake.errors import (
     Transient,
 )
 from cryptolake.schema import INTERVALS, Interval
-from cryptolake.sources.base import Block, BlockRows, Market, SourceRecord, normalize_asset
+from cryptolake.sources.base import Market, WholeRangeFetch, normalize_asset
 from cryptolake.sources.klines import (
     ARROW_SCHEMA,
     EMPTY_TABLE,
@@ -107,7 +107,7 @@ class PriceData:
     taker_buy_quote_volume: float
 
 
-class BinanceClient:
+class BinanceClient(WholeRangeFetch):
     """Binance spot market data: klines for every interval, the top-N universe, server time.
 
     Args:
@@ -451,31 +451,6 @@ class BinanceClient:
         grid = _interval(interval)
         table = self._fetch_table(symbol, grid, start_ms, end_ms) if start_ms < end_ms else EMPTY_TABLE
         return table if as_arrow else table_to_frame(table)
-
-    # -- the KlineSource's blocks: REST has none ---------------------------------------------
-
-    def prepare(self, interval: str, spans: dict[str, tuple[int, int]], max_block_candles: int) -> None:
-        """Nothing to learn before a run (see :class:`~cryptolake.sources.archive.ArchiveSource`)."""
-
-    def blocks(
-        self,
-        symbol: str,
-        interval: str,
-        lo: int,
-        hi: int,
-        max_block_candles: int,
-        skip: frozenset[str] = frozenset(),
-    ) -> list[Block]:
-        """None: every candle is fetched by pages."""
-        return []
-
-    def get_block(self, symbol: str, interval: str, block: Block) -> BlockRows:
-        """The block's candles by pages (REST has no blocks of its own)."""
-        table: pa.Table = self.get_klines_range(symbol, interval, block.lo, block.hi, as_arrow=True)
-        return BlockRows(table, [SourceRecord("rest", rows=table.num_rows)])
-
-    def listing_error(self, symbol: str, interval: str) -> str | None:
-        return None
 
     def first_open_time(self, symbol: str, interval: str) -> int | None:
         """Open time (ms) of the symbol's first candle for ``interval``; None if it has none."""

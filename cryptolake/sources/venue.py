@@ -38,14 +38,14 @@ from cryptolake.errors import (
     SourceError,
 )
 from cryptolake.schema import Interval
-from cryptolake.sources.base import Block, BlockRows, Market, SourceRecord, TopSymbol
+from cryptolake.sources.base import Market, TopSymbol, WholeRangeFetch
 from cryptolake.sources.klines import ARROW_SCHEMA, EMPTY_TABLE, table_to_frame
 from cryptolake.sources.ratelimit import RequestPacer
 
 log = logging.getLogger("cryptolake.sources")
 
 
-class VenueClient:
+class VenueClient(WholeRangeFetch):
     """The shared machinery of a venue's REST candle source (see the module docstring).
 
     Args:
@@ -316,29 +316,6 @@ class VenueClient:
                 parts = list(pool.map(lambda page: self._klines(symbol, interval, *page), pages))
             table = pa.concat_tables(parts)
         return table if as_arrow else table_to_frame(table)
-
-    def prepare(self, interval: str, spans: dict[str, tuple[int, int]], max_block_candles: int) -> None:
-        """Nothing to learn before a run."""
-
-    def blocks(
-        self,
-        symbol: str,
-        interval: str,
-        lo: int,
-        hi: int,
-        max_block_candles: int,
-        skip: frozenset[str] = frozenset(),
-    ) -> list[Block]:
-        """None: every candle is fetched by pages."""
-        return []
-
-    def get_block(self, symbol: str, interval: str, block: Block) -> BlockRows:
-        """The block's candles by pages."""
-        table: pa.Table = self.get_klines_range(symbol, interval, block.lo, block.hi, as_arrow=True)
-        return BlockRows(table, [SourceRecord("rest", rows=table.num_rows)])
-
-    def listing_error(self, symbol: str, interval: str) -> str | None:
-        return None
 
     # -- helpers for subclasses --------------------------------------------------------------
 

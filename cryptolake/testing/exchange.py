@@ -3,7 +3,6 @@ endpoints and the control API."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import socket
@@ -26,6 +25,7 @@ from cryptolake.testing.faults import (
     _Chaos,
 )
 from cryptolake.testing.market import DEFAULT_NOW_MS, DEFAULT_OUTAGES, _Market, _row_list
+from cryptolake.testing.served import Served
 from cryptolake.testing.stats import FakeStats, RequestRecord
 from cryptolake.testing.symbols import FakeSymbol, default_symbols
 from cryptolake.testing.weights import MAX_BAN_S, _window_label, request_weight
@@ -60,7 +60,7 @@ def _delta_ms(delta: int | timedelta) -> int:
     return _as_ms(delta)
 
 
-class FakeExchange:
+class FakeExchange(Served):
     """A Binance-spot-compatible REST server on 127.0.0.1 (see the module docstring).
 
     ``now`` is the exchange's clock for candles (frozen unless ``follow_wall_clock``);
@@ -169,57 +169,6 @@ class FakeExchange:
         self._max_window_weight = 0
         self._window_weights: dict[int, int] = {}
         self._log: deque[RequestRecord] = deque(maxlen=self._max_log)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeExchange:
-        """Bind (port 0: the OS picks one) and serve in a daemon thread."""
-        if self._server is not None:
-            return self
-        from cryptolake.testing.server import _Handler, _Server  # the HTTP layer sits above the exchange
-
-        server = _Server((self._host, self._port), _Handler)
-        server.exchange = self
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            name=f"fake-exchange-{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close every open connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeExchange:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self._port}"
 
     # -- clock and knobs ---------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
-    exchange: FakeExchange
+    exchange: Any  # a fake (FakeExchange, FakeVenue): its _dispatch, _lock and _connections
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up early (timeouts, tests) are normal here: stay quiet."""

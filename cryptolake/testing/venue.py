@@ -14,7 +14,6 @@ A subclass names its symbols and implements :meth:`FakeVenue._route` (path, para
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import threading
@@ -28,6 +27,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cryptolake.schema import Interval
 from cryptolake.testing.market import DEFAULT_NOW_MS, DEFAULT_OUTAGES, _Market, _mix64, _seed
+from cryptolake.testing.served import Served
 from cryptolake.testing.symbols import FakeSymbol
 from cryptolake.testing.wire import _Reply
 from cryptolake.timeutils import to_ms
@@ -66,7 +66,7 @@ def json_reply(data: Any, status: int = 200, headers: Iterable[tuple[str, str]] 
     return _Reply(status, body, [("Content-Type", JSON), *headers])
 
 
-class FakeVenue:
+class FakeVenue(Served):
     """The shared part of a fake venue (see the module docstring).
 
     Args:
@@ -81,6 +81,7 @@ class FakeVenue:
 
     #: The venue's name (``coinbase``).
     exchange = ""
+    thread_prefix = "fake-venue"
     #: The rate window over which :attr:`VenueStats.max_in_window` is counted.
     window_s = 1.0
 
@@ -121,57 +122,6 @@ class FakeVenue:
         self._stats = VenueStats()
         self._admitted: deque[float] = deque()
         self._log: deque[tuple[float, str, dict[str, str], int]] = deque(maxlen=self._max_log)
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeVenue:
-        """Bind (port 0: the OS picks one) and serve in a daemon thread."""
-        if self._server is not None:
-            return self
-        from cryptolake.testing.server import _Handler, _Server
-
-        server = _Server((self._host, self._port), _Handler)
-        server.exchange = self  # type: ignore[assignment]
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.02},
-            name=f"fake-{self.exchange}-{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close every open connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeVenue:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self._port}"
 
     # -- clock and knobs ---------------------------------------------------------------------
 
