@@ -75,7 +75,8 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
         for s, e in status["symbols"].items()
     ]
     print_table(
-        f"{status['lake']} ({status['interval']}): {status['total_records_collected']} candles",
+        f"{status['lake']} ({status['exchange']}, {status['interval']}): "
+        f"{status['total_records_collected']} candles",
         ["symbol", "rows", "first", "last", "last run", "last error"],
         rows,
     )
