@@ -143,7 +143,9 @@ def _print_collect_summary(
     done = len(pairs) - len(failed) - len(stopped)
     click.echo(
         f"collected {added} new {settings.collection.interval} candles for {done}/{len(pairs)} symbols "
-        f"into {settings.lake.root}" + (f" ({len(stopped)} stopped before the end)" if stopped else "")
+        f"into {settings.lake.root}"
+        + (f" from {settings.collection.exchange}" if settings.collection.exchange != "binance" else "")
+        + (f" ({len(stopped)} stopped before the end)" if stopped else "")
     )
     if signum is not None:
         began = any(r.batches for report in reports for r in report.results.values())
