@@ -23,7 +23,7 @@ from typing import Any
 
 from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, LakeLocked
-from cryptolake.gaps import DataGapDetector, Gap, GapScan, forget_report, save_report
+from cryptolake.gaps import RECHECKED_KINDS, DataGapDetector, Gap, GapScan, forget_report, save_report
 from cryptolake.lake import Lake, meta_dir, validate_symbol
 from cryptolake.lake.layout import DEFAULT_EXCHANGE
 from cryptolake.lake.meta import LakeMeta
@@ -119,8 +119,15 @@ class CryptoCollector:
             return [t.symbol for t in top]
         if self.lake.exchange == DEFAULT_EXCHANGE:
             return pair_symbols(crypto_symbols, self.client.quote_asset)
+        # A symbol the lake already knows is taken as it is: no request (forget works offline).
+        known = set(self.lake.symbols(self.interval)) | set(self.meta.starts(self.interval))
+        known |= set(self.meta.markets()["symbol"].to_list())
         names = [name.strip() for name in crypto_symbols]
-        return list(dict.fromkeys(validate_symbol(self.client.resolve_symbol(n) if n else n) for n in names))
+        return list(
+            dict.fromkeys(
+                validate_symbol(n if not n or n in known else self.client.resolve_symbol(n)) for n in names
+            )
+        )
 
     def stored_symbols(self) -> list[str]:
         """Symbols with candles of this interval in the lake."""
@@ -627,7 +634,7 @@ def pair_symbols(names: Iterable[str], quote_asset: str) -> list[str]:
 
 def _fetchable(gap: Gap) -> bool:
     """Gap filling fetches missing and failed slots, and exchange gaps due for a re-check."""
-    return gap.kind in ("missing", "failed") or (gap.kind == "exchange_gap" and gap.recheck_due)
+    return gap.kind in ("missing", "failed") or (gap.kind in RECHECKED_KINDS and gap.recheck_due)
 
 
 def _write_json_atomic(path: Path, document: Any) -> None:

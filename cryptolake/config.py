@@ -378,7 +378,7 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("collection", "batch_size_hours", _int_between(1, 100_000), 720,
                 "Hours of candles fetched and written per batch (bounds memory)."),
     SettingSpec("collection", "exchange_gap_recheck_days", _float_between(0, 100_000), 30.0,
-                "Fetch a confirmed exchange outage again after this many days (0 = never)."),
+                "Fetch a confirmed exchange outage or no-trade period again after this many days (0 = never)."),
     SettingSpec("scheduler", "schedule", _cron, DEFAULT_SCHEDULE,
                 "Cron expression (UTC) of scheduled collection runs.", legacy_env="COLLECTION_SCHEDULE"),
     SettingSpec("postgres", "dsn", _dsn, "", "PostgreSQL DSN for `cryptolake load postgres`.",

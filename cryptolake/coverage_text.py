@@ -21,12 +21,14 @@ NOT_EXPECTED = "-"
 def percent_of(row: Mapping[str, Any]) -> float:
     """The completeness of one coverage row in percent, 0..100.
 
-    Computed from ``present`` and ``expected`` when the row has them (``completeness_percent``
-    is rounded to two decimals, so 44639 of 44640 reads 100.0 there), else ``completeness_percent``.
+    Computed from ``present`` (plus ``no_trades``: slots an exchange sends no candle for, as it
+    should) and ``expected`` when the row has them (``completeness_percent`` is rounded to two
+    decimals, so 44639 of 44640 reads 100.0 there), else ``completeness_percent``.
     """
     present, expected = row.get("present"), row.get("expected")
     if present is not None and expected:
-        return 100.0 * min(max(int(present), 0), int(expected)) / int(expected)
+        accounted = int(present) + int(row.get("no_trades") or 0)
+        return 100.0 * min(max(accounted, 0), int(expected)) / int(expected)
     return min(max(float(row["completeness_percent"]), 0.0), 100.0)
 
 

@@ -48,6 +48,9 @@ GapKind = Literal["missing", "exchange_gap", "no_trades", "failed", "off_grid", 
 Position = Literal["backward", "internal", "forward"]
 #: Kinds that are empty grid slots (the others are stored rows that break the grid).
 SLOT_KINDS: tuple[str, ...] = ("missing", "exchange_gap", "no_trades", "failed")
+#: Kinds found empty on the exchange, fetched again once ``exchange_gap_recheck_days`` have passed
+#: (an empty answer during an incident must not be written off for good).
+RECHECKED_KINDS: tuple[str, ...] = ("exchange_gap", "no_trades")
 log = logging.getLogger("cryptolake.gaps")
 
 DAY_MS = 24 * HOUR_MS
@@ -91,7 +94,7 @@ class Gap:
             "position": self.position, "start_time": iso(self.start_ms),
             "end_time": iso(self.end_ms), "count": self.count,
         }  # fmt: skip
-        if self.kind == "exchange_gap":
+        if self.kind in RECHECKED_KINDS:
             out["recheck_due"] = self.recheck_due
         if self.error is not None:
             out["error"] = self.error
@@ -390,7 +393,7 @@ class DataGapDetector:
         for a, b, window in split_by_windows(lo, hi, [(wa, wb, w) for wa, wb, w in known]):
             kind: GapKind = "missing" if window is None else window.kind
             due = bool(
-                window and kind == "exchange_gap" and recheck_ms and now_ms - window.checked_ms >= recheck_ms
+                window and kind in RECHECKED_KINDS and recheck_ms and now_ms - window.checked_ms >= recheck_ms
             )
             error = window.error if window is not None and kind == "failed" else None
             out.append(
@@ -511,8 +514,20 @@ def percent(part: int, whole: int, digits: int) -> float:
 
 
 def coverage_rows(result: GapScan) -> list[dict[str, Any]]:
-    """Per symbol and month: expected slots, present candles, completeness (%)."""
+    """Per symbol and month: expected slots, present candles, slots without trades (an exchange
+    that sends no candle for them), completeness (%): present and no-trade slots of expected."""
     grid = Interval(result.interval)
+    quiet: dict[tuple[str, str], int] = {}
+    for gap in result.gaps:
+        if gap.kind != "no_trades":
+            continue
+        lo, hi = gap.start_ms, grid.next_open(gap.end_ms)
+        month_ms = _month_floor(lo)
+        while month_ms < hi:
+            next_ms = _next_month(month_ms)
+            key = (gap.symbol, iso(month_ms)[:7])
+            quiet[key] = quiet.get(key, 0) + grid.count(max(month_ms, lo), min(next_ms, hi))
+            month_ms = next_ms
     out = []
     for symbol, span in sorted(result.spans.items()):
         if (
@@ -528,10 +543,12 @@ def coverage_rows(result: GapScan) -> list[dict[str, Any]]:
             expected = grid.count(max(month_ms, lo_ms), min(next_ms, hi_ms))
             month = iso(month_ms)[:7]
             present = span.present_by_month.get(month, 0)
+            no_trades = quiet.get((symbol, month), 0)
             if expected:
                 out.append({
-                    "exchange": result.exchange, "symbol": symbol, "interval": result.interval, "month": month, "expected": expected,
-                    "present": present, "completeness_percent": percent(present, expected, 2),
+                    "exchange": result.exchange, "symbol": symbol, "interval": result.interval, "month": month,
+                    "expected": expected, "present": present, "no_trades": no_trades,
+                    "completeness_percent": percent(present + no_trades, expected, 2),
                 })  # fmt: skip
             month_ms = next_ms
     return out
@@ -562,6 +579,7 @@ def save_report(lake: Lake, result: GapScan) -> None:
         "month": pl.String,
         "expected": pl.Int64,
         "present": pl.Int64,
+        "no_trades": pl.Int64,
         "completeness_percent": pl.Float64,
         "judged_at": pl.Int64,
     }

@@ -82,7 +82,7 @@ _META_VIEWS: dict[str, tuple[str, pa.Schema]] = {
     ])),
     "coverage": (COVERAGE_FILE, pa.schema([
         _EXCHANGE, ("symbol", pa.string()), ("interval", pa.string()), ("month", pa.string()), ("expected", pa.int64()),
-        ("present", pa.int64()), ("completeness_percent", pa.float64()), ("judged_at", _TIME),
+        ("present", pa.int64()), ("no_trades", pa.int64()), ("completeness_percent", pa.float64()), ("judged_at", _TIME),
     ])),
     "exchange_windows": (WINDOWS_FILE, pa.schema([
         _EXCHANGE, ("interval", pa.string()), ("symbol", pa.string()), ("kind", pa.string()), ("start_time", _TIME),

@@ -275,6 +275,11 @@ def test_coinbase_quiet_minutes_are_no_trades_gaps_never_refetched(tmp_path: Pat
         inside = quiet - trailing
         assert kinds.get(("QUIET-USD", "no_trades")) == inside
         assert kinds.get(("QUIET-USD", "missing"), 0) == trailing
+        assert all(g["recheck_due"] is False for g in gaps if g["kind"] == "no_trades")  # checked just now
+        # Coverage counts the no-trade minutes as accounted for, not as holes.
+        coverage = json.loads(invoke("coverage", *args, "--symbols", "QUIET", "--json").output)
+        assert sum(row["no_trades"] for row in coverage) == inside
+        assert sum(row["present"] for row in coverage) == len(traded)
         assert ("BTC-USD", "missing") not in kinds
         windows = json.loads(
             invoke("sql", "--lake", lake, "--format", "json",
@@ -420,14 +425,50 @@ def test_top_n_and_the_fake_of_each_exchange_from_the_cli(tmp_path: Path, cli_en
         try:
             assert process.stdout is not None
             line = process.stdout.readline()
-            assert line.startswith(f"Fake {exchange} exchange listening on http://127.0.0.1:"), line
+            assert line.startswith(f"Fake {exchange.capitalize()} exchange listening on http://127.0.0.1:"), (
+                line
+            )
             url = line.rsplit(" ", 1)[1].strip()
             top = invoke("symbols", "--exchange", exchange, "--top", "3", "--base-url", url, "--json")
             assert top.exit_code == 0, top.output
             ranked = [row["symbol"] for row in json.loads(top.output)]
+            table = invoke("symbols", "--exchange", exchange, "--top", "3", "--base-url", url)
+            assert table.exit_code == 0 and expected in table.output, table.output
             assert len(ranked) == 3 and expected in ranked, ranked
         finally:
             process.terminate()
             process.wait(10)
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def test_no_trades_windows_are_checked_again_once_due(tmp_path: Path) -> None:
+    from cryptolake.collector import CryptoCollector
+    from cryptolake.gaps import DataGapDetector
+    from cryptolake.sources.coinbase import CoinbaseClient
+    from cryptolake.testing.coinbase import FakeCoinbase
+
+    lake = tmp_path / "lake"
+    now = [FAKE_NOW_MS / 1000]
+    with (
+        FakeCoinbase(now=FAKE_NOW_MS) as cb,
+        CoinbaseClient(base_url=cb.base_url, retry_delay=0.01) as client,
+    ):
+        collector = CryptoCollector(
+            client, lake=lake, interval="1m", clock=lambda: now[0], exchange_gap_recheck_days=1
+        )
+        assert collector.collect("2025-12-31T22:00:00Z", ["QUIET-USD"])[0].ok
+        quiet = [g for g in collector.detector().scan(["QUIET-USD"]).gaps if g.kind == "no_trades"]
+        assert quiet and not any(g.recheck_due for g in quiet)
+        now[0] += 2 * 86_400  # two days on: due for a re-check
+        detector = DataGapDetector(
+            lake, "1m", client=client, exchange_gap_recheck_days=1, clock=lambda: now[0]
+        )
+        due = [g for g in detector.scan(["QUIET-USD"], end_date=FAKE_NOW_MS).gaps if g.kind == "no_trades"]
+        assert due and all(g.recheck_due for g in due)
+        cb.reset()
+        report = collector.detect_and_fill_gaps(["QUIET-USD"])
+        assert report.ok
+        assert sum(n for p, n in cb.stats().by_path.items() if p.endswith("/candles")) >= 1  # asked again
+        windows = LakeMeta(lake, "coinbase").windows("1m", ["QUIET-USD"], "no_trades")
+        assert windows and all(w.attempts >= 2 for w in windows)  # still empty: checked twice

@@ -826,4 +826,4 @@ def test_a_connection_lost_mid_sync_is_one_line_naming_the_server(
 
 def test_symbols_the_lake_does_not_hold_are_refused_not_synced_as_nothing(lake: Lake) -> None:
     result = invoke("load", "postgres", "--dsn", PG_DSN, "--symbols", "NOPE", "--lake", lake.root)
-    assert result.exit_code == 2 and "holds no 1h candles of NOPEUSDT" in result.output
+    assert result.exit_code == 2 and "holds no binance 1h candles of NOPEUSDT" in result.output

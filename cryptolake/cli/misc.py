@@ -72,11 +72,21 @@ def symbols_command(
     if as_json:
         click.echo(json.dumps([vars(p) for p in top_pairs], indent=2))
         return
+    exchange = settings.collection.exchange
+    quote = (
+        settings.collection.quote_asset if exchange == "binance" else getattr(settings, exchange).quote_asset
+    )
     print_table(
-        f"top {settings.collection.top_n} {settings.collection.quote_asset} pairs by 24h quote volume",
+        f"top {settings.collection.top_n} {quote} pairs on {exchange} by 24h quote volume",
         ["rank", "symbol", "base", "price", "24h quote volume"],
         [
-            [p.rank, p.symbol, p.base_asset, f"{p.current_price:g}", f"{p.quote_volume_24h:,.0f}"]
+            [
+                p.rank,
+                p.symbol,
+                p.base_asset,
+                f"{p.current_price:g}" if hasattr(p, "current_price") else "",  # Binance's ticker only
+                f"{p.quote_volume_24h:,.0f}",
+            ]
             for p in top_pairs
         ],
     )
@@ -180,7 +190,9 @@ def fake_exchange_command(
     """Serve a Binance-compatible fake exchange (deterministic candles) for offline use.
 
     Point cryptolake at it with --base-url http://127.0.0.1:PORT. The same port serves the
-    bulk archive (data.binance.vision): /data/spot/... zips and the S3 listing at /.
+    bulk archive (data.binance.vision): /data/spot/... zips and the S3 listing at /. With
+    --exchange coinbase|kraken|bybit it serves that exchange's REST API instead, at its documented
+    limits (the weight, chaos and archive options are the Binance fake's only).
 
     Example:
 
@@ -196,6 +208,19 @@ def fake_exchange_command(
     except ValueError:
         raise click.BadParameter(f"{now!r} is not an ISO 8601 time", param_hint="--now") from None
     if venue.lower() != "binance":
+        ctx = click.get_current_context()
+        binance_only = [
+            f"--{name.replace('_', '-')}"
+            for name in ("weight_limit", "weight_window_s", "chaos_rate", "chaos_seed", "ban_grace", "cache_rows",
+                         "archive_daily_delay_h", "archive_monthly_delay_d")
+            if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ]  # fmt: skip
+        if binance_only:
+            raise UsageProblem(
+                f"{', '.join(binance_only).replace('--chaos-rate', '--chaos')} shape the Binance fake only "
+                f"(weights, chaos, the bulk archive); the {venue.lower()} fake keeps that exchange's own "
+                "documented limits"
+            )
         _serve_venue(venue.lower(), host, port, start, not frozen, latency_ms / 1000, extra_symbols)
         return
     listed = to_ms("2017-09-01")

@@ -336,10 +336,20 @@ def known_pairs(settings: Settings, symbols: str | None, known: list[str]) -> li
     unknown = [s for s in wanted if s not in known]
     if unknown:
         held = ", ".join(known[:8]) + (f" and {len(known) - 8} more" if len(known) > 8 else "") or "nothing"
+        from cryptolake.lake import Lake
+
+        exchange = settings.collection.exchange
+        elsewhere = [
+            e
+            for e in Lake(settings.lake.root).exchanges()
+            if e != exchange
+            and set(unknown) & set(Lake(settings.lake.root, e).symbols(settings.collection.interval))
+        ]
+        hint = f"; {elsewhere[0]} has them: add --exchange {elsewhere[0]}" if elsewhere else ""
         raise UsageProblem(
-            f"the lake {settings.lake.root} holds no {settings.collection.interval} candles of "
-            f"{', '.join(unknown)} (it holds {held}); collect them first, or check --symbols "
-            "and --interval"
+            f"the lake {settings.lake.root} holds no {exchange} {settings.collection.interval} candles of "
+            f"{', '.join(unknown)} (it holds {held}){hint}; collect them first, or check --symbols, "
+            "--exchange and --interval"
         )
     return wanted
 
@@ -387,6 +397,10 @@ def checked_until(until: str | None, start: Any) -> Any:
     return end
 
 
+#: Quote assets a name may end with to be taken as a pair rather than a base asset.
+_COMMON_QUOTES = ("USDT", "USDC", "USD", "EUR", "GBP", "BTC", "ETH", "FDUSD", "TUSD", "BUSD")
+
+
 def _pairs(settings: Settings, names: Any) -> list[str]:
     """The pairs ``names`` mean on the chosen exchange, without asking it: Binance's
     ``BTC`` -> ``BTCUSDT``; elsewhere a base asset becomes the pair in the exchange's quote asset
@@ -398,7 +412,10 @@ def _pairs(settings: Settings, names: Any) -> list[str]:
     exchange = settings.collection.exchange
     try:
         if exchange == "binance":
-            return pair_symbols(names, settings.collection.quote_asset)
+            # Another exchange's pair (BTC-USD) stays as given: the lake or Binance refuse it.
+            pairs = [n for n in names if "-" not in n]
+            kept = [validate_symbol(n.strip().upper()) for n in names if "-" in n]
+            return list(dict.fromkeys([*pair_symbols(pairs, settings.collection.quote_asset), *kept]))
         from cryptolake.lake.meta import LakeMeta
         from cryptolake.sources.base import normalize_asset
         from cryptolake.sources.registry import pair_name
@@ -416,8 +433,12 @@ def _pairs(settings: Settings, names: Any) -> list[str]:
         for name in names:
             text = name.strip()
             upper = text.upper() if text.isascii() else text
-            if upper in own or "-" in upper or (upper.endswith(quote) and len(upper) > len(quote)):
-                out.append(validate_symbol(upper))
+            if (
+                upper in own
+                or "-" in upper
+                or any(upper.endswith(q) and len(upper) > len(q) for q in {quote, *_COMMON_QUOTES})
+            ):
+                out.append(validate_symbol(upper))  # a pair: the exchange's own name, as given
             else:
                 base = normalize_asset(upper)
                 out.append(validate_symbol(by_base.get(base) or pair_name(exchange, base, quote)))

@@ -196,12 +196,15 @@ class Market:
 
 @dataclass(frozen=True)
 class TopSymbol:
-    """A market of the top-N universe: its symbol, assets and 24 h volume in the quote asset."""
+    """A market of the top-N universe of an exchange that publishes less than Binance's 24 h
+    ticker: its rank (1 = largest), symbol, assets (common names) and 24 h volume in the quote
+    asset; the same names as :class:`~cryptolake.sources.binance.TopCrypto` has for them."""
 
+    rank: int
     symbol: str
-    base: str
-    quote: str
-    quote_volume: float
+    base_asset: str
+    quote_asset: str
+    quote_volume_24h: float
 
 
 class WholeRangeFetch:

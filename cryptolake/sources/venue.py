@@ -247,7 +247,10 @@ class VenueClient(WholeRangeFetch):
         ]
         volumes = self._volumes_24h([m.symbol for m in live])
         ranked = sorted(live, key=lambda m: (-volumes.get(m.symbol, 0.0), m.symbol))[:limit]
-        return [TopSymbol(m.symbol, m.base, m.quote, volumes.get(m.symbol, 0.0)) for m in ranked]
+        return [
+            TopSymbol(rank, m.symbol, m.base, m.quote, volumes.get(m.symbol, 0.0))
+            for rank, m in enumerate(ranked, start=1)
+        ]
 
     def last_open_time(self, symbol: str, interval: str) -> int | None:
         """Open time of the symbol's latest candle (the open one, for a live market)."""

@@ -309,7 +309,7 @@ def serve_venue(venue: FakeVenue) -> None:
             previous[signum] = signal.signal(signum, lambda *_: stopping.set())
     try:
         with venue:
-            print(f"Fake {venue.exchange} exchange listening on {venue.base_url}", flush=True)
+            print(f"Fake {venue.exchange.capitalize()} exchange listening on {venue.base_url}", flush=True)
             while not stopping.wait(0.2):
                 pass
     except KeyboardInterrupt:
