@@ -488,8 +488,8 @@ class CollectorScheduler:
         self, step: str, run: SchedulerRun
     ) -> list[tuple[str, CollectionReport | None, Exception | None]]:
         """One step on the main exchange and, in parallel, on every other one: ``(key,
-        report, error)`` each, the key being the step (``forward``) for the main exchange and
-        ``<exchange>:<step>`` for the others."""
+        report, error)`` each, the key being the step (``forward``) on Binance and
+        ``<exchange>:<step>`` on any other exchange."""
 
         def one(
             collector: CryptoCollector, symbols: list[str] | None, key: str
@@ -500,11 +500,14 @@ class CollectorScheduler:
                 return key, None, exc
 
         main_symbols = list(run.crypto_symbols) if run.crypto_symbols is not None else None
+        main_key = (
+            step if self.collector.lake.exchange == "binance" else f"{self.collector.lake.exchange}:{step}"
+        )
         if not self.other_exchanges:
-            return [one(self.collector, main_symbols, step)]
+            return [one(self.collector, main_symbols, main_key)]
         from concurrent.futures import ThreadPoolExecutor
 
-        jobs = [(self.collector, main_symbols, step)]
+        jobs = [(self.collector, main_symbols, main_key)]
         for collector, symbols in self.other_exchanges:
             mine = list(symbols) if symbols is not None else None
             jobs.append((collector, mine, f"{collector.lake.exchange}:{step}"))

@@ -54,6 +54,7 @@ def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str
     return {
         "lake": str(store.root),
         "exchange": store.exchange,
+        "exchanges_in_lake": store.exchanges(),
         "interval": interval,
         "total_records_collected": sum(e["rows"] for e in symbols.values()),
         "symbols": {

@@ -167,6 +167,10 @@ def test_two_exchanges_in_one_lake_are_kept_apart(tmp_path: Path, cli_env: Path)
         # Status and coverage name their exchange.
         status = json.loads(invoke("status", "--exchange", "bybit", "--lake", lake, "--json").output)
         assert status["exchange"] == "bybit" and set(status["symbols"]) == {"BTCUSDT", "ETHUSDT"}
+        assert status["exchanges_in_lake"] == ["binance", "bybit"]
+        assert (
+            "also in this lake: bybit (see them with --exchange)" in invoke("status", "--lake", lake).output
+        )
         assert status["symbols"]["BTCUSDT"]["rows"] == expected - 3
         coverage = json.loads(
             invoke(
@@ -472,3 +476,62 @@ def test_no_trades_windows_are_checked_again_once_due(tmp_path: Path) -> None:
         assert sum(n for p, n in cb.stats().by_path.items() if p.endswith("/candles")) >= 1  # asked again
         windows = LakeMeta(lake, "coinbase").windows("1m", ["QUIET-USD"], "no_trades")
         assert windows and all(w.attempts >= 2 for w in windows)  # still empty: checked twice
+
+
+def test_the_readme_query_recipes_keep_exchanges_apart(tmp_path: Path, cli_env: Path) -> None:
+    import shlex
+
+    from cryptolake.testing.bybit import FakeBybit
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Querying the lake", 1)[1]
+    duck_sql = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    polars_code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    commands = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    with FakeExchange(now=FAKE_NOW_MS) as fx, FakeBybit(now=FAKE_NOW_MS) as bybit:
+        lake = _in_both(tmp_path, fx, bybit)
+    expected = (FAKE_NOW_MS - FAKE_NOW_MS % 3_600_000 - to_ms(START)) // 3_600_000
+    here = lake.as_posix()
+    rows = duckdb.sql(duck_sql.replace("data/lake", here)).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("binance", "BTCUSDT", expected), ("binance", "ETHUSDT", expected),
+        ("bybit", "BTCUSDT", expected), ("bybit", "ETHUSDT", expected),
+    ]  # fmt: skip
+    scope: dict[str, Any] = {}
+    exec(polars_code.replace("data/lake", here), scope)  # noqa: S102 - the README's own recipe
+    assert scope["btc"].height == expected and set(scope["btc"]["exchange"]) == {"binance"}
+    assert scope["returns"].height == expected
+    tokens = shlex.split(commands, comments=True)
+    starts = [i for i, t in enumerate(tokens) if t == "cryptolake"] + [len(tokens)]
+    for a, b in zip(starts, starts[1:], strict=False):
+        argv = tokens[a + 1 : b]
+        result = invoke(*argv[:1], "--lake", lake, *argv[1:])
+        assert result.exit_code == 0, (argv, result.output)
+        if "lag(close)" in argv[1]:  # no return across exchanges: none is exactly 0 (same close)
+            assert " 0.0\n" not in result.output and "bybit" in result.output
+
+
+def test_binance_only_commands_refuse_another_exchange(tmp_path: Path, cli_env: Path) -> None:
+    from cryptolake.testing.coinbase import FakeCoinbase
+
+    lake = tmp_path / "lake"
+    with FakeCoinbase(now=FAKE_NOW_MS) as cb:
+        args = ("--exchange", "coinbase", "--lake", lake, "--base-url", cb.base_url)
+        assert invoke("collect", "--symbols", "BTC", "--since", START, *args).exit_code == 0
+        archive = invoke("collect", "--symbols", "BTC", "--since", START, "--source", "archive", *args)
+        assert archive.exit_code == 2 and "only Binance has a bulk archive" in archive.output
+        before = lake_bytes(lake / "klines")
+    verify = verify_on_coinbase(lake)
+    assert verify.exit_code == 2 and "verify compares the lake with Binance" in verify.output
+    assert lake_bytes(lake / "klines") == before
+
+
+def verify_on_coinbase(lake: Path) -> Any:
+    """``verify`` with collection.exchange set to coinbase in the environment."""
+    from click.testing import CliRunner
+
+    from cryptolake.cli import cli
+
+    return CliRunner().invoke(
+        cli, ["verify", "--lake", str(lake)], env={"CRYPTOLAKE_COLLECTION_EXCHANGE": "coinbase"}
+    )

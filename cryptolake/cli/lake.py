@@ -80,6 +80,9 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
         ["symbol", "rows", "first", "last", "last run", "last error"],
         rows,
     )
+    others = [e for e in status["exchanges_in_lake"] if e != status["exchange"]]
+    if others:
+        click.echo(f"also in this lake: {', '.join(others)} (see them with --exchange)")
     click.echo(scheduler_line(status["scheduler"]))
 
 

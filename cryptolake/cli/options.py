@@ -249,6 +249,11 @@ def interval_option(func: F) -> F:
 def make_source(settings: Settings, client: KlineSource) -> KlineSource:
     """The client itself (``collection.source = rest``, or an exchange without a bulk archive),
     or Binance's archive in front of it."""
+    if client.exchange != "binance" and settings.collection.source == "archive":
+        raise UsageProblem(
+            f"source archive (from {settings.sources['collection.source']}): only Binance has a bulk "
+            f"archive; {client.exchange}'s candles come over REST (use --source auto or rest)"
+        )
     if settings.collection.source == "rest" or client.exchange != "binance":
         return client
     from cryptolake.sources.archive import ArchiveSource, BinanceArchive
@@ -281,9 +286,15 @@ def make_source(settings: Settings, client: KlineSource) -> KlineSource:
 
 
 def make_collector(
-    settings: Settings, client: KlineSource, *, wait: bool = True, progress: Any = None
+    settings: Settings,
+    client: KlineSource,
+    *,
+    wait: bool = True,
+    progress: Any = None,
+    siblings: bool = False,
 ) -> CryptoCollector:
-    """A CryptoCollector over the configured lake."""
+    """A CryptoCollector over the configured lake. ``siblings``: other exchanges' collectors
+    of this process commit to the same lake, so a wait for the writer lock is no news."""
     from cryptolake.collector import CryptoCollector
 
     return CryptoCollector(
@@ -294,7 +305,9 @@ def make_collector(
         interval=settings.collection.interval,
         wait_for_lock=wait,
         on_progress=progress,
-        on_lock_wait=lambda: click.echo(
+        on_lock_wait=(lambda: None)
+        if siblings
+        else lambda: click.echo(
             f"waiting: another cryptolake process is writing to {settings.lake.root}", err=True
         ),
         exchange_gap_recheck_days=settings.collection.exchange_gap_recheck_days,

@@ -153,7 +153,7 @@ def run_command(
         collectors = []
         for each in per_exchange:
             client = stack.enter_context(make_client(each))
-            collector = make_collector(each, client)
+            collector = make_collector(each, client, siblings=len(per_exchange) > 1)
             pairs = collector.resolve_symbols(_pairs(each, wanted)) if wanted is not None else None
             collectors.append((client, collector, pairs))
         client, collector, pairs = collectors[0]

@@ -93,6 +93,12 @@ def verify_command(
         since=since,
     )  # fmt: skip
     root = existing_lake(settings)
+    if settings.collection.exchange != "binance":
+        raise UsageProblem(
+            f"verify compares the lake with Binance (its archive and API); collection.exchange is "
+            f"{settings.collection.exchange} (from {settings.sources['collection.exchange']}): "
+            "check other exchanges' candles with `cryptolake gaps --exchange ...`"
+        )
     interval_name = settings.collection.interval
     stored = Lake(root).symbols(interval_name)
     if not stored:

@@ -276,7 +276,7 @@ class PostgresLoader:
             partitions = self._partitions(interval, wanted, records, full)
             if not partitions and records:
                 raise LoaderError(
-                    f"the lake at {self.lake.root} has no {interval} partitions"
+                    f"the lake at {self.lake.root} has no {self.lake.exchange} {interval} partitions"
                     f"{' for ' + ','.join(wanted) if wanted else ''}, but {self.target} holds "
                     f"{len(records)} synced ones; refusing to delete them all (check --lake)"
                 )
