@@ -373,7 +373,7 @@ def test_top_symbols_by_24h_turnover(client: BybitClient, fx: FakeBybit) -> None
         "list"
     ]
     turnover = {t["symbol"]: float(t["turnover24h"]) for t in tickers}
-    assert [t.quote_volume for t in top] == [turnover[t.symbol] for t in top]
+    assert [t.quote_volume_24h for t in top] == [turnover[t.symbol] for t in top]
     assert fx.stats().by_path["/v5/market/tickers"] == 2  # the client's one request, and ours
 
 

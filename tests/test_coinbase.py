@@ -443,7 +443,7 @@ def test_top_by_24h_quote_volume(client: CoinbaseClient, fx: FakeCoinbase) -> No
     top = client.get_top_by_market_cap(4)
     assert [t.symbol for t in top] == ["BTC-USD", "USDT-USD", "ETH-USD", "SOL-USD"]
     stats = httpx.get(f"{fx.base_url}/products/ETH-USD/stats").json()
-    assert top[2].quote_volume == float(stats["volume"]) * float(stats["last"])
+    assert top[2].quote_volume_24h == float(stats["volume"]) * float(stats["last"])
     live_usd = [s for s in default_coinbase_symbols() if s.quote_asset == "USD" and s.delisted_ms is None]
     assert fx.stats().by_path["/products/{id}/stats"] == len(live_usd) + 1  # + the one asked above
 

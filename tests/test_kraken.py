@@ -339,8 +339,8 @@ def test_server_time_and_top_by_volume(fx: FakeKraken, client: KrakenClient) -> 
         if sym.quote_asset == "ZUSD" and sym.delisted_ms is None
     }
     assert [t.symbol for t in top] == sorted(volumes, key=lambda s: -volumes[s])[:4]
-    assert top[0].symbol == "XBTUSD" and (top[0].base, top[0].quote) == ("BTC", "USD")
-    assert top[0].quote_volume == pytest.approx(volumes["XBTUSD"])
+    assert top[0].symbol == "XBTUSD" and (top[0].base_asset, top[0].quote_asset) == ("BTC", "USD")
+    assert top[0].quote_volume_24h == pytest.approx(volumes["XBTUSD"])
 
 
 # -- rate limits, faults, errors ---------------------------------------------------------------
