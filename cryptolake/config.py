@@ -77,13 +77,15 @@ def _source(value: Any) -> str:
     return text
 
 
-_EXCHANGE_NAMES = ("binance", "coinbase", "kraken", "bybit")
+#: Exchanges cryptolake collects from (as ``cryptolake.lake.layout.EXCHANGES``, which the lake
+#: layer keeps without importing the settings).
+EXCHANGES: tuple[str, ...] = ("binance", "coinbase", "kraken", "bybit")
 
 
 def _exchange(value: Any) -> str:
     text = _text(value).strip().lower()
-    if text not in _EXCHANGE_NAMES:
-        raise _Invalid(", ".join(_EXCHANGE_NAMES))
+    if text not in EXCHANGES:
+        raise _Invalid(", ".join(EXCHANGES))
     return text
 
 
@@ -91,7 +93,7 @@ def _exchanges(value: Any) -> tuple[str, ...]:
     try:
         names = tuple(_exchange(name) for name in _list(value))
     except _Invalid:
-        raise _Invalid(f"a list of exchanges among {', '.join(_EXCHANGE_NAMES)}") from None
+        raise _Invalid(f"a list of exchanges among {', '.join(EXCHANGES)}") from None
     return tuple(dict.fromkeys(names))
 
 

@@ -88,7 +88,12 @@ def test_an_old_single_exchange_lake_opens_and_syncs_unchanged(tmp_path: Path, c
 
 
 def test_exchange_names_are_checked_and_kept_in_the_path(tmp_path: Path) -> None:
-    assert EXCHANGES == ("binance", "coinbase", "kraken", "bybit")
+    from cryptolake.config import EXCHANGES as SETTING_EXCHANGES
+    from cryptolake.sources.registry import VENUE_CLIENTS
+    from cryptolake.testing.venues import FAKE_VENUES
+
+    assert EXCHANGES == SETTING_EXCHANGES == ("binance", "coinbase", "kraken", "bybit")
+    assert set(VENUE_CLIENTS) == set(FAKE_VENUES) == set(EXCHANGES) - {"binance"}
     assert validate_exchange("kraken") == "kraken"
     for bad in ("Binance", "ftx", "", "../x"):
         try:

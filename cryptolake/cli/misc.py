@@ -19,6 +19,7 @@ from cryptolake.cli.options import (
     print_table,
     settings_from,
 )
+from cryptolake.config import EXCHANGES
 
 if TYPE_CHECKING:
     pass
@@ -96,7 +97,7 @@ def symbols_command(
 @click.option(
     "--exchange",
     "venue",
-    type=click.Choice(["binance", "coinbase", "kraken", "bybit"], case_sensitive=False),
+    type=click.Choice(EXCHANGES, case_sensitive=False),
     default="binance",
     show_default=True,
     help="Which exchange's API to serve. Example: --exchange coinbase",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cryptolake.cli.failures import UsageProblem
-from cryptolake.config import Settings, load_settings
+from cryptolake.config import EXCHANGES, Settings, load_settings
 from cryptolake.errors import InvalidSymbolName
 from cryptolake.redact import register_secret
 
@@ -52,7 +52,7 @@ def exchange_option(func: F) -> F:
     """``--exchange``: whose candles the command reads or writes (setting collection.exchange)."""
     return click.option(
         "--exchange",
-        type=click.Choice(["binance", "coinbase", "kraken", "bybit"], case_sensitive=False),
+        type=click.Choice(EXCHANGES, case_sensitive=False),
         default=None,
         expose_value=False,
         is_eager=True,
@@ -89,11 +89,9 @@ def settings_from(ctx: click.Context, **flags: Any) -> Settings:
         "lake": "lake.root", "base_url": "binance.base_url", "interval": "collection.interval",
         "since": "collection.start_date", "top": "collection.top_n", "symbols": "collection.symbols",
         "schedule": "scheduler.schedule", "dsn": "postgres.dsn", "source": "collection.source",
-        "archive_url": "binance.archive_url", "exchange": "collection.exchange",
+        "archive_url": "binance.archive_url",
     }  # fmt: skip
-    exchange = ctx.meta.get("cryptolake.exchange")
-    if exchange is not None:
-        flags = {**flags, "exchange": exchange}
+    exchange = ctx.meta.get("cryptolake.exchange")  # resolve_settings applies it
     base_url = flags.pop("base_url", None)
     overrides = {
         names[name]: (value, f"--{name.replace('_', '-')}")
@@ -120,12 +118,12 @@ def resolve_settings(ctx: click.Context, overrides: dict[str, tuple[Any, str]]) 
     return settings
 
 
-def make_client(settings: Settings, ban_file: Path | None = None, exchange: str | None = None) -> Any:
-    """The REST client of ``exchange`` (default: ``collection.exchange``) configured from
-    settings: a BinanceClient, or the client of another exchange from its section."""
+def make_client(settings: Settings, ban_file: Path | None = None) -> Any:
+    """The REST client of ``collection.exchange`` configured from settings: a BinanceClient, or
+    the client of another exchange from its section."""
     from cryptolake.sources.binance import BinanceClient
 
-    exchange = exchange or settings.collection.exchange
+    exchange = settings.collection.exchange
     if exchange != "binance":
         from cryptolake.sources.registry import venue_client_class
 
