@@ -39,7 +39,11 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time se
     from cryptolake.loader import PostgresLoader, SyncReport
     from cryptolake.scheduler import CollectorScheduler
     from cryptolake.sources.archive import ArchiveSource, BinanceArchive
+    from cryptolake.sources.base import Market
     from cryptolake.sources.binance import BinanceClient, PriceData, TopCrypto
+    from cryptolake.sources.bybit import BybitClient
+    from cryptolake.sources.coinbase import CoinbaseClient
+    from cryptolake.sources.kraken import KrakenClient
     from cryptolake.status import collection_status
     from cryptolake.verify import verify
 
@@ -49,6 +53,8 @@ __all__ = [
     "BadPayload",
     "BinanceArchive",
     "BinanceClient",
+    "BybitClient",
+    "CoinbaseClient",
     "CollectionReport",
     "CollectorScheduler",
     "ConfigError",
@@ -61,12 +67,14 @@ __all__ = [
     "Interrupted",
     "InvalidSymbol",
     "InvalidSymbolName",
+    "KrakenClient",
     "Lake",
     "LakeError",
     "LakeLocked",
     "LoaderError",
     "LoaderRejected",
     "LoaderUnavailable",
+    "Market",
     "MissingDependency",
     "PostgresLoader",
     "PriceData",
@@ -95,6 +103,10 @@ _LAZY: dict[str, str] = {
     "BadPayload": "cryptolake.errors",
     "BinanceArchive": "cryptolake.sources.archive",
     "BinanceClient": "cryptolake.sources.binance",
+    "BybitClient": "cryptolake.sources.bybit",
+    "CoinbaseClient": "cryptolake.sources.coinbase",
+    "KrakenClient": "cryptolake.sources.kraken",
+    "Market": "cryptolake.sources.base",
     "CollectionReport": "cryptolake.collector",
     "CollectorScheduler": "cryptolake.scheduler",
     "ConfigError": "cryptolake.errors",

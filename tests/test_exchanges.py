@@ -540,3 +540,25 @@ def verify_on_coinbase(lake: Path) -> Any:
     return CliRunner().invoke(
         cli, ["verify", "--lake", str(lake)], env={"CRYPTOLAKE_COLLECTION_EXCHANGE": "coinbase"}
     )
+
+
+def test_the_readme_python_recipe_for_other_exchanges(tmp_path: Path) -> None:
+    from cryptolake.testing.coinbase import FakeCoinbase
+    from cryptolake.testing.kraken import FakeKraken
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Other exchanges: Coinbase, Kraken, Bybit", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with FakeCoinbase(now=FAKE_NOW_MS) as cb, FakeKraken(now=FAKE_NOW_MS) as kr:
+        runnable = (
+            code.replace("CoinbaseClient()", f"CoinbaseClient(base_url={cb.base_url!r})")
+            .replace("KrakenClient()", f"KrakenClient(base_url={kr.base_url!r})")
+            .replace('"data/lake"', repr(str(tmp_path / "lake")))
+            .replace('"2025-01-01"', '"2025-12-30"')  # two days, not a year: a quick test
+        )
+        scope: dict[str, Any] = {}
+        exec(runnable, scope)  # noqa: S102 - the README's own recipe
+    assert Lake(tmp_path / "lake", "coinbase").symbols("1h") == ["BTC-USD", "ETH-USD"]
+    assert Lake(tmp_path / "lake", "kraken").symbols("1h") == ["ETHUSD", "XBTUSD"]
+    assert all(g.kind != "missing" for g in scope["gaps"])
+    assert {m.symbol for m in scope["markets"]} >= {"BTC-USD", "ETH-USD"}
