@@ -306,6 +306,23 @@ class SettingSpec:
         return f"CRYPTOLAKE_{self.section}_{self.name}".upper()
 
 
+def _venue_specs(
+    section: str, title: str, url: str, quote: str, limit: str, concurrency: int, concurrency_help: str
+) -> tuple[SettingSpec, ...]:
+    """The settings of a REST exchange other than Binance (its ``[section]``)."""
+    return (
+        SettingSpec(section, "base_url", _base_url, url, f"{title} REST host."),
+        SettingSpec(section, "quote_asset", _asset, quote, f"Quote asset of {title}'s pairs (BTC means BTC/{quote} there)."),
+        SettingSpec(section, "timeout_s", _float_between(0, 600, low_open=True), 10.0,
+                    f"Timeout of one request to {title}, seconds."),
+        SettingSpec(section, "max_retries", _int_between(0, 20), 3,
+                    f"Retries of a {title} request after timeouts, connection errors, 5xx and 429."),
+        SettingSpec(section, "concurrency", _int_between(1, 64), concurrency, concurrency_help),
+        SettingSpec(section, "requests_per_s", _float_between(0, 10_000), 0.0,
+                    f"Requests per second to {title} (0: its documented public limit, {limit})."),
+    )  # fmt: skip
+
+
 SPECS: tuple[SettingSpec, ...] = (
     SettingSpec("lake", "root", _path, "data/lake", "Directory of the Parquet lake."),
     SettingSpec("binance", "base_url", _base_url, "https://data-api.binance.vision",
@@ -329,37 +346,12 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Where the archive's S3 listing is read (empty: Binance's bucket endpoint for data.binance.vision, else the archive URL)."),
     SettingSpec("binance", "archive_cache_dir", _optional_path, "",
                 "Keep downloaded archive files in this folder (empty: not kept after their rows are merged)."),
-    SettingSpec("coinbase", "base_url", _base_url, "https://api.exchange.coinbase.com", "Coinbase Exchange REST host."),
-    SettingSpec("coinbase", "quote_asset", _asset, "USD",
-                "Quote asset of Coinbase Exchange's pairs (BTC means BTC/USD there)."),
-    SettingSpec("coinbase", "timeout_s", _float_between(0, 600, low_open=True), 10.0,
-                "Timeout of one request to Coinbase Exchange, seconds."),
-    SettingSpec("coinbase", "max_retries", _int_between(0, 20), 3,
-                "Retries of a Coinbase Exchange request after timeouts, connection errors, 5xx and 429."),
-    SettingSpec("coinbase", "concurrency", _int_between(1, 64), 8, "Requests to Coinbase Exchange in flight at once."),
-    SettingSpec("coinbase", "requests_per_s", _float_between(0, 10_000), 0.0,
-                "Requests per second to Coinbase Exchange (0: its documented public limit, 10/s)."),
-    SettingSpec("kraken", "base_url", _base_url, "https://api.kraken.com", "Kraken REST host."),
-    SettingSpec("kraken", "quote_asset", _asset, "USD",
-                "Quote asset of Kraken's pairs (BTC means BTC/USD there)."),
-    SettingSpec("kraken", "timeout_s", _float_between(0, 600, low_open=True), 10.0,
-                "Timeout of one request to Kraken, seconds."),
-    SettingSpec("kraken", "max_retries", _int_between(0, 20), 3,
-                "Retries of a Kraken request after timeouts, connection errors, 5xx and 429."),
-    SettingSpec("kraken", "concurrency", _int_between(1, 64), 64,
-                "Pages of Kraken candles in flight at once (each pair keeps its own pace, so more pages than pairs keeps every pair busy)."),
-    SettingSpec("kraken", "requests_per_s", _float_between(0, 10_000), 0.0,
-                "Requests per second to Kraken (0: its documented public limit, about 1/s per pair)."),
-    SettingSpec("bybit", "base_url", _base_url, "https://api.bybit.com", "Bybit REST host."),
-    SettingSpec("bybit", "quote_asset", _asset, "USDT",
-                "Quote asset of Bybit's pairs (BTC means BTC/USDT there)."),
-    SettingSpec("bybit", "timeout_s", _float_between(0, 600, low_open=True), 10.0,
-                "Timeout of one request to Bybit, seconds."),
-    SettingSpec("bybit", "max_retries", _int_between(0, 20), 3,
-                "Retries of a Bybit request after timeouts, connection errors, 5xx and 429."),
-    SettingSpec("bybit", "concurrency", _int_between(1, 64), 16, "Requests to Bybit in flight at once."),
-    SettingSpec("bybit", "requests_per_s", _float_between(0, 10_000), 0.0,
-                "Requests per second to Bybit (0: its documented public limit, 600 per 5 s)."),
+    *_venue_specs("coinbase", "Coinbase Exchange", "https://api.exchange.coinbase.com", "USD", "10/s", 8,
+                  "Requests to Coinbase Exchange in flight at once."),
+    *_venue_specs("kraken", "Kraken", "https://api.kraken.com", "USD", "about 1/s per pair", 64,
+                  "Pages of Kraken candles in flight at once (each pair keeps its own pace, so more pages than pairs keeps every pair busy)."),
+    *_venue_specs("bybit", "Bybit", "https://api.bybit.com", "USDT", "600 per 5 s", 16,
+                  "Requests to Bybit in flight at once."),
     SettingSpec("collection", "exchange", _exchange, "binance",
                 "Exchange a command reads and writes when --exchange is not given: binance, coinbase, kraken or bybit."),
     SettingSpec("collection", "exchanges", _exchanges, (),

@@ -106,20 +106,27 @@ def serve(*, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
     options.setdefault("follow_wall_clock", True)
     exchange = FakeExchange(host=host, port=port, **options)
     exchange.set_chaos(chaos_rate, kinds=chaos_kinds, seed=chaos_seed)  # bad values raise here
+    lines = ["Fake Binance exchange listening on {url}"]
+    if chaos_rate > 0:
+        lines.append(
+            f"Chaos: {chaos_rate * 100:g}% of /api/v3/klines requests fail "
+            f"({', '.join(chaos_kinds)}; seed {chaos_seed})"
+        )
+    serve_until_stopped(exchange, lines)
+
+
+def serve_until_stopped(fake: Any, lines: list[str]) -> None:
+    """Serve ``fake`` (a started-on-enter fake exchange) in the foreground until SIGINT or
+    SIGTERM, printing ``lines`` once it listens (``{url}`` in them is its base URL)."""
     stopping = threading.Event()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, lambda *_: stopping.set())
     try:
-        with exchange:
-            print(f"Fake Binance exchange listening on {exchange.base_url}", flush=True)
-            if chaos_rate > 0:
-                print(
-                    f"Chaos: {chaos_rate * 100:g}% of /api/v3/klines requests fail "
-                    f"({', '.join(chaos_kinds)}; seed {chaos_seed})",
-                    flush=True,
-                )
+        with fake:
+            for line in lines:
+                print(line.replace("{url}", fake.base_url), flush=True)
             while not stopping.wait(0.2):
                 pass
     except KeyboardInterrupt:

@@ -300,20 +300,6 @@ def _as_ms(value: int | datetime) -> int:
 
 def serve_venue(venue: FakeVenue) -> None:
     """Run ``venue`` in the foreground until SIGINT/SIGTERM; prints its base URL."""
-    import signal
+    from cryptolake.testing.server import serve_until_stopped
 
-    stopping = threading.Event()
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda *_: stopping.set())
-    try:
-        with venue:
-            print(f"Fake {venue.exchange.capitalize()} exchange listening on {venue.base_url}", flush=True)
-            while not stopping.wait(0.2):
-                pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    serve_until_stopped(venue, [f"Fake {venue.exchange.capitalize()} exchange listening on {{url}}"])
