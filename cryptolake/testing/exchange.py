@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cryptolake.schema import Interval
-from cryptolake.testing import binance_archive, binance_rest, control
+from cryptolake.testing import binance_archive, binance_rest, binance_stream, control
 from cryptolake.testing.faults import (
     _CHAOS_5XX,
     CHAOS_KINDS,
@@ -75,6 +75,13 @@ class FakeExchange(Served):
     get a 429 too (a concurrent client with N requests in flight when the 429 reaches it is not
     banned for those; the next one is).
 
+    ``clock_speed``: with ``follow_wall_clock``, how many exchange seconds pass per real second
+    (60: a 1m candle closes every real second), for streams and long-running tests.
+
+    Binance's WebSocket kline streams (:mod:`~cryptolake.testing.binance_stream`) are served on
+    the same port (``ws://.../ws/<stream>``, ``/stream?streams=...``); :attr:`streams` holds
+    their faults, lifetime and counters.
+
     The bulk archive (data.binance.vision, :mod:`~cryptolake.testing.binance_archive`) is served
     on the same port: ``/data/spot/...`` files and the S3 listing at ``/``. A daily file is
     published ``archive_daily_delay_s`` after its day ends, a monthly one
@@ -110,6 +117,7 @@ class FakeExchange(Served):
         archive_cache_bytes: int = 512 * 2**20,
         archive_header_from_ms: int | datetime | None = None,
         archive_list_exact_rows: int = 1000,
+        clock_speed: float = 1.0,
     ) -> None:
         self._market = _Market(
             default_symbols() if symbols is None else symbols,
@@ -118,6 +126,7 @@ class FakeExchange(Served):
         )
         self._clock = clock
         self._follow = follow_wall_clock
+        self._speed = float(clock_speed)
         self._now_anchor = DEFAULT_NOW_MS if now is None else _as_ms(now)
         self._wall_anchor = clock()
         self._host, self._port = host, port
@@ -139,6 +148,8 @@ class FakeExchange(Served):
             header_from_ms=None if archive_header_from_ms is None else _as_ms(archive_header_from_ms),
             list_exact_rows=archive_list_exact_rows,
         )
+        #: Binance's WebSocket kline streams on the same port (:mod:`binance_stream`).
+        self.streams = binance_stream.StreamHub(self._market, self.now_ms)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -180,7 +191,7 @@ class FakeExchange(Served):
     def _now_locked(self) -> int:
         if not self._follow:
             return self._now_anchor
-        return self._now_anchor + int((self._clock() - self._wall_anchor) * 1000)
+        return self._now_anchor + int((self._clock() - self._wall_anchor) * 1000 * self._speed)
 
     def set_now(self, t: int | datetime) -> None:
         """Set the exchange's time (it keeps following the wall clock if it did)."""

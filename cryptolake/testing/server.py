@@ -66,6 +66,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("HEAD")
 
     def _serve(self, method: str) -> None:
+        if method == "GET" and self.headers.get("Upgrade", "").lower() == "websocket":
+            self._serve_stream()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         reply = self.server.exchange._dispatch(method, self.path, self.headers, body)
@@ -84,6 +87,27 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(reply.body)  # one sendall, whatever the size (archive zips: MBs)
         except OSError:  # the client went away (e.g. it timed out during latency)
             self.close_connection = True
+
+    def _serve_stream(self) -> None:
+        """A WebSocket upgrade: Binance's kline streams (:mod:`~cryptolake.testing.binance_stream`)."""
+        from urllib.parse import parse_qsl, urlsplit
+
+        from cryptolake.testing import binance_stream
+
+        split = urlsplit(self.path)
+        hub = getattr(self.server.exchange, "streams", None)
+        key = self.headers.get("Sec-WebSocket-Key")
+        self.close_connection = True
+        if hub is None or key is None or not binance_stream.is_stream_path(split.path):
+            self.send_error(404)
+            return
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", binance_stream.accept_key(key))
+        self.end_headers()
+        self.wfile.flush()
+        binance_stream.run_session(hub, self.connection, split.path, dict(parse_qsl(split.query)))
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Silence the per-request stderr log."""
