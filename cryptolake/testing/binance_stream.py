@@ -55,8 +55,8 @@ class StreamFault:
     """What the next connection(s) do (``times`` of them): ``drop`` the TCP connection after
     ``after_s`` seconds (real time) without a close frame; ``server_shutdown``: send
     ``{"e": "serverShutdown"}`` after ``after_s`` and close ``grace_s`` later; ``stall``: send
-    nothing from ``after_s`` on (the connection stays open); ``skip_final``: leave out the next
-    final update (``x`` true) of every stream; ``unsubscribed``: send one event for a stream the
+    nothing from ``after_s`` on (the connection stays open); ``skip_final``: leave out the first
+    final updates (``x`` true) due after ``after_s``, of every stream; ``unsubscribed``: send one event for a stream the
     connection did not ask for."""
 
     kind: str
@@ -234,8 +234,9 @@ def run_session(hub: StreamHub, sock: socket.socket, path: str, query: dict[str,
                 return
             stalled = fault is not None and fault.kind == "stall" and elapsed >= fault.after_s
             if not stalled:
-                events, finals = hub.due(session, skip_final)
-                skip_final = skip_final and not finals  # only the first closing candles' finals
+                skipping = skip_final and fault is not None and elapsed >= fault.after_s
+                events, finals = hub.due(session, skipping)
+                skip_final = skip_final and not (skipping and finals)  # one closing boundary's finals
                 for stream, event in events:
                     _send(sock, ws, json.dumps({"stream": stream, "data": event} if combined else event))
                     hub.messages += 1
