@@ -156,11 +156,9 @@ def test_the_open_candle_is_the_newest_and_sits_where_the_floor_rule_drops_it(
     now = fx.now_ms()  # 2026-01-01T00:30Z
     start, end = to_ms("2025-12-31T19:00Z"), now + HOUR_MS
     frame = client.get_klines_range("BTCUSDT", "1h", start, end)
-    assert (
-        frame["open_time"][-1] == from_ms(client.closed_before("1h", now)) == datetime(2026, 1, 1, tzinfo=UTC)
-    )
+    assert frame["open_time"][-1] == from_ms(Interval("1h").floor(now)) == datetime(2026, 1, 1, tzinfo=UTC)
     assert frame.equals(oracle(fx, "BTCUSDT", "1h", start, end))
-    closed = frame.filter(pl.col("open_time") < from_ms(client.closed_before("1h", now)))
+    closed = frame.filter(pl.col("open_time") < from_ms(Interval("1h").floor(now)))
     assert closed.height == 5 and closed["open_time"][-1] == datetime(2025, 12, 31, 23, tzinfo=UTC)
     assert client.last_open_time("BTCUSDT", "1h") == to_ms("2026-01-01")
 

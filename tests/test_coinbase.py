@@ -208,7 +208,7 @@ def test_only_the_newest_candle_can_be_open(client: CoinbaseClient, fx: FakeCoin
     assert rows == expected(fx, "BTC-USD", "1m", lo, hi)  # the open one as the venue has it now
     assert rows[-1][0] == Interval("1m").floor(now) and rows[-1][6] >= now
     assert all(r[6] < now for r in rows[:-1])
-    floor = client.closed_before("1m", now)
+    floor = Interval("1m").floor(now)
     assert [r for r in rows if r[0] < floor] == rows[:-1]  # the pipeline's floor rule drops it alone
     fx.advance(20_000)  # the open candle changes; the closed ones do not
     later = lake_rows(fetch(client, "BTC-USD", "1m", lo, hi))

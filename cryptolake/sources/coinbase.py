@@ -21,7 +21,7 @@ What is Coinbase's own, and what this module decided where its documentation is 
 * **Quiet periods**: a bucket without trades has **no candle** (``empty_candles`` False); a
   missing candle in a traded range is not an outage.
 * **The open candle**: the newest bucket is sent while it is still open (its values change until
-  it closes); it is left to the pipeline's floor rule (:meth:`VenueClient.closed_before`).
+  it closes); it is left to the pipeline, which keeps only candles opening before the interval floor of the exchange's now.
 * **Rate limit**: public endpoints allow 10 requests per second per IP with bursts of 15; over
   it Coinbase answers 429 ``{"message": "Public rate limit exceeded"}``. The client keeps 10 in
   any sliding second (one client: its threads share the pace), leaving the burst allowance to
@@ -61,7 +61,8 @@ from cryptolake.errors import (
 )
 from cryptolake.schema import Interval
 from cryptolake.sources.base import Market, normalize_asset
-from cryptolake.sources.venue import VenueClient, candles_table, empty_table
+from cryptolake.sources.klines import EMPTY_TABLE
+from cryptolake.sources.venue import VenueClient, candles_table
 from cryptolake.timeutils import iso, parse_datetime, to_ms
 
 log = logging.getLogger("cryptolake.sources.coinbase")
@@ -115,7 +116,7 @@ class CoinbaseClient(VenueClient):
         grid = self.check_interval(interval)
         lo = grid.ceil(start_ms)
         if lo >= end_ms:
-            return empty_table()
+            return EMPTY_TABLE
         if grid.count(lo, end_ms) > self.page_candles:
             raise ValueError(
                 f"{self.title} serves at most {self.page_candles} candles per request; "

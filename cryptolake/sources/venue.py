@@ -168,11 +168,6 @@ class VenueClient(WholeRangeFetch):
         """The open time of the symbol's first candle for ``interval``; None if it has none."""
         raise NotImplementedError
 
-    def closed_before(self, interval: str, now_ms: int) -> int:
-        """Candles opening before this are closed at ``now_ms`` (the venue's open-candle rule:
-        by default, a candle is open until its interval has passed)."""
-        return Interval(interval).floor(now_ms)
-
     # -- KlineSource -------------------------------------------------------------------------
 
     def cancel_pending(self) -> None:
@@ -424,11 +419,6 @@ def _is_transient(exc: BaseException) -> bool:
     from cryptolake.errors import Transient
 
     return isinstance(exc, Transient) and isinstance(exc, SourceError)
-
-
-def empty_table() -> pa.Table:
-    """No candles, in the lake's schema."""
-    return EMPTY_TABLE
 
 
 def candles_table(columns: dict[str, list[Any]]) -> pa.Table:
