@@ -693,7 +693,8 @@ class _GapQuery:
             elif kind == "bounds":
                 rows.bounds[symbol] = (lo, hi)
             elif kind == "present":
-                rows.present_by_month.setdefault(symbol, {})[month] = count
+                by_month = rows.present_by_month.setdefault(symbol, {})
+                by_month[month] = by_month.get(month, 0) + count  # data.parquet and stream files
                 rows.present[symbol] = rows.present.get(symbol, 0) + count
             else:
                 rows.anomalies.setdefault(symbol, []).append((kind, lo, hi, count))

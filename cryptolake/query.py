@@ -55,7 +55,14 @@ import pyarrow.parquet as pq
 
 from cryptolake.errors import Interrupted, LakeError, QueryError
 from cryptolake.lake import ARROW_SCHEMA, Lake
-from cryptolake.lake.layout import DATA_FILE, is_valid_month, is_valid_symbol, klines_dir, meta_dir
+from cryptolake.lake.layout import (
+    DATA_FILE,
+    is_stream_name,
+    is_valid_month,
+    is_valid_symbol,
+    klines_dir,
+    meta_dir,
+)
 from cryptolake.lake.meta import MARKETS_FILE, SOURCES_FILE, WINDOWS_FILE
 from cryptolake.lake.store import check_partition
 
@@ -72,6 +79,9 @@ PARTITION_KEYS = ("exchange", "interval", "symbol", "month")
 _INTERVAL_AS_IN_PATHS = "CASE WHEN interval = '1M' THEN '1mo' ELSE interval END"
 #: Only month folders the layout allows (``month=2024-01``; not ``month=garbage``).
 _MONTH_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]"
+#: ``data.parquet`` and the stream files beside it (``stream-*.parquet``), in one glob: DuckDB
+#: refuses a list of globs when one of them matches nothing.
+_CANDLE_FILES_GLOB = "[ds][at]*.parquet"
 
 _TIME = pa.timestamp("ms", tz="UTC")
 _EXCHANGE = ("exchange", pa.string())
@@ -121,7 +131,9 @@ def partition_files(lake: Lake | str | Path) -> list[Path]:
     layout allows, as `status` and `gaps` see them), sorted."""
     base = klines_dir(lake.root if isinstance(lake, Lake) else lake)
     found = []
-    for path in base.glob(f"exchange=*/interval=*/symbol=*/month=*/{DATA_FILE}"):
+    for path in base.glob("exchange=*/interval=*/symbol=*/month=*/*.parquet"):
+        if path.name != DATA_FILE and not is_stream_name(path.name):
+            continue  # another tool's file: not part of the lake
         symbol, month = path.parent.parent.name.partition("=")[2], path.parent.name.partition("=")[2]
         if is_valid_symbol(symbol) and is_valid_month(month):
             found.append(path)
@@ -460,7 +472,7 @@ def view_definitions(lake: Lake | str | Path) -> dict[str, str]:
         source = "[" + ", ".join(_literal(p.as_posix()) for p in files) + "]"
     else:
         source = _literal(
-            klines_dir(root).as_posix() + "/*/*/symbol=*/month=" + _MONTH_GLOB + "/" + DATA_FILE
+            klines_dir(root).as_posix() + "/*/*/symbol=*/month=" + _MONTH_GLOB + "/" + _CANDLE_FILES_GLOB
         )
     views = {
         "klines": f"SELECT * FROM read_parquet({source}, hive_partitioning = true, "

@@ -39,10 +39,12 @@ def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str
         raise LakeError(f"no lake at {store.root}: collect into it first, or check the path")
     state = dict(_state_document(store.root).get(state_section(store.exchange, interval), {}))
     symbols: dict[str, dict[str, Any]] = {}
+    months: set[tuple[str, str]] = set()
     for part in store.partition_stats(interval):
         entry = symbols.setdefault(part.symbol, {"rows": 0, "months": 0, "first": None, "last": None})
         entry["rows"] += part.rows
-        entry["months"] += 1
+        entry["months"] += (part.symbol, part.month) not in months  # data.parquet and stream files
+        months.add((part.symbol, part.month))
         if part.first_open_ms is not None:
             entry["first"] = min(filter(None, (entry["first"], part.first_open_ms)))
             entry["last"] = max(filter(None, (entry["last"], part.last_open_ms)))

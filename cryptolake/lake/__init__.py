@@ -18,7 +18,14 @@ from cryptolake.lake.layout import (
     validate_symbol,
 )
 from cryptolake.lake.merge import dedupe_klines, merge_klines, normalize_klines, split_by_month
-from cryptolake.lake.store import ARROW_SCHEMA, Lake, PartitionStats, WriteResult
+from cryptolake.lake.store import (
+    ARROW_SCHEMA,
+    Lake,
+    PartitionStats,
+    WriteResult,
+    stream_files,
+    write_stream_file,
+)
 
 __all__ = [
     "ARROW_SCHEMA",
@@ -37,5 +44,7 @@ __all__ = [
     "partition_dir",
     "partition_path",
     "split_by_month",
+    "stream_files",
     "validate_symbol",
+    "write_stream_file",
 ]

@@ -3,6 +3,8 @@
 The layout is a public contract::
 
     <root>/klines/exchange=<exchange>/interval=<interval>/symbol=<SYMBOL>/month=<YYYY-MM>/data.parquet
+    <root>/klines/.../month=<YYYY-MM>/stream-<first open ms>-<hex>.parquet   streamed candles
+                                        not yet compacted into data.parquet (see :mod:`cryptolake.lake.store`)
     <root>/klines/.../month=<YYYY-MM>/.cryptolake-commit.json   what cryptolake committed there
     <root>/_meta/                       lake metadata (the writer lock, ...)
 
@@ -40,6 +42,12 @@ _ASCII_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 TEMP_PREFIX = f".{DATA_FILE}."
 TEMP_SUFFIX = ".tmp"
 _TEMP_RE = re.compile(r"^\.data\.parquet\.[0-9]+\.[0-9a-f]+\.tmp$")
+#: Small files of streamed candles beside ``data.parquet``, named so that they sort after it.
+STREAM_PREFIX = "stream-"
+_STREAM_RE = re.compile(r"^stream-[0-9]{13}-[0-9a-f]{8,32}\.parquet$")
+#: A hidden second name a compaction gives each stream file it absorbs, until the compacted
+#: ``data.parquet`` is in place (a compaction killed in between is finished from it).
+ABSORBING_SUFFIX = ".absorbing"
 
 _SYMBOL_RULE = (
     f"1 to {MAX_SYMBOL_LEN} characters, each an uppercase ASCII letter, a digit, '-', '_', '.' "
@@ -221,6 +229,29 @@ def temp_name(pid: int, token: str) -> str:
 def is_temp_name(name: str) -> bool:
     """True if ``name`` is a partition temp file (see :func:`temp_name`)."""
     return _TEMP_RE.match(name) is not None
+
+
+def stream_file_name(first_open_ms: int, token: str) -> str:
+    """Name of a file of streamed candles whose first open time is ``first_open_ms``."""
+    return f"{STREAM_PREFIX}{first_open_ms:013d}-{token}.parquet"
+
+
+def is_stream_name(name: str) -> bool:
+    """True if ``name`` is a file of streamed candles (see :func:`stream_file_name`)."""
+    return _STREAM_RE.match(name) is not None
+
+
+def absorbing_name(stream_name: str) -> str:
+    """The hidden name a compaction links a stream file to while it absorbs it."""
+    return f".{stream_name}{ABSORBING_SUFFIX}"
+
+
+def absorbed_stream_name(name: str) -> str | None:
+    """The stream file an absorbing link stands for, or None if ``name`` is not one."""
+    if name.startswith(".") and name.endswith(ABSORBING_SUFFIX):
+        inner = name[1 : -len(ABSORBING_SUFFIX)]
+        return inner if is_stream_name(inner) else None
+    return None
 
 
 def is_lake(root: str | Path) -> bool:

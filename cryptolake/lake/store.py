@@ -33,7 +33,7 @@ from filelock import FileLock, Timeout
 from cryptolake.errors import LakeError, LakeLocked, SchemaMismatch
 from cryptolake.lake import layout
 from cryptolake.lake.merge import dedupe_klines, normalize_klines, split_by_month
-from cryptolake.schema import KLINE_COLUMNS, KLINE_SCHEMA, Interval, empty_klines
+from cryptolake.schema import INTERVALS, KLINE_COLUMNS, KLINE_SCHEMA, Interval, empty_klines
 
 #: The Arrow schema of every partition file (timestamps are ``timestamp[ms, tz=UTC]``).
 ARROW_SCHEMA: pa.Schema = empty_klines().to_arrow().schema
@@ -137,8 +137,10 @@ class Lake:
             SchemaMismatch: The file's columns or types differ from the contract.
             LakeError: The file is not readable Parquet.
         """
-        read = _read_table(layout.partition_path(self.root, interval, symbol, month, self.exchange))
-        return empty_klines() if read is None else pl.from_arrow(read[0])  # type: ignore[return-value]
+        path = layout.partition_path(self.root, interval, symbol, month, self.exchange)
+        read = _read_table(path)
+        table = _with_staged(None if read is None else read[0], _staged(path.parent)[1])
+        return empty_klines() if table is None else pl.from_arrow(table)  # type: ignore[return-value]
 
     def symbols(self, interval: str) -> list[str]:
         """Symbols with at least one stored partition for ``interval``, sorted."""
@@ -150,10 +152,13 @@ class Lake:
         """Months (``YYYY-MM``) stored for one symbol, sorted."""
         base = layout.symbol_dir(self.root, interval, symbol, self.exchange)
         found = _keyed_dirs(base, "month", layout.is_valid_month)
-        return sorted(m for m in found if (base / f"month={m}" / layout.DATA_FILE).is_file())
+        return sorted(m for m in found if _holds_candles(base / f"month={m}"))
 
     def partition_stats(self, interval: str, symbol: str | None = None) -> list[PartitionStats]:
-        """Row counts and ``open_time`` range per partition, read from Parquet footers only.
+        """Row counts and ``open_time`` range per partition file, read from Parquet footers only.
+
+        A partition with streamed candles not yet compacted has an entry for ``data.parquet``
+        and one for each of its stream files (never trusted: ``off_grid_rows`` is None).
 
         Args:
             interval: Kline interval, e.g. ``"1h"``.
@@ -166,9 +171,17 @@ class Lake:
             SchemaMismatch: A footer's schema differs from the contract.
         """
         symbols = [symbol] if symbol is not None else self.symbols(interval)
-        keys = [(sym, month) for sym in symbols for month in self.months(interval, sym)]
-        paths = [layout.partition_path(self.root, interval, sym, month, self.exchange) for sym, month in keys]
-        return [_footer_stats(sym, month, path) for (sym, month), path in zip(keys, paths, strict=True)]
+        found = []
+        for sym in symbols:
+            for month in self.months(interval, sym):
+                path = layout.partition_path(self.root, interval, sym, month, self.exchange)
+                if path.is_file():
+                    found.append(_footer_stats(sym, month, path))
+                for staged in stream_files(path.parent):
+                    stats = _footer_stats(sym, month, staged)
+                    if stats.rows:  # an empty placeholder of an absorbed file holds nothing
+                        found.append(stats)
+        return found
 
     def bounds(self, interval: str, symbol: str) -> tuple[int, int, int] | None:
         """``(first_open_ms, last_open_ms, rows)`` over a symbol's partitions; None if none."""
@@ -213,7 +226,11 @@ class Lake:
         months = [m for m in self.months(interval, symbol) if _overlaps(m, start_ms, end_ms)]
         if not months:
             return None
-        paths = [layout.partition_path(self.root, interval, symbol, m, self.exchange) for m in months]
+        paths: list[Path] = []
+        for month in months:
+            path = layout.partition_path(self.root, interval, symbol, month, self.exchange)
+            paths.extend([path] if path.is_file() else [])
+            paths.extend(stream_files(path.parent))
         scan = pl.scan_parquet(paths, hive_partitioning=False)
         return scan.select(pl.lit(symbol, dtype=pl.String).alias(SYMBOL_COLUMN), *KLINE_COLUMNS)
 
@@ -298,6 +315,22 @@ class Lake:
             stored, committed = read
             if not committed:
                 stored = _tidy(stored, path, month)
+        staged_files, staged = _staged(path.parent)
+        absorbing = absorbing_files(path.parent)
+        if staged_files or absorbing:
+            # Streamed candles not yet compacted: this write absorbs them (see _commit_absorbing).
+            leftover = _read_staged(absorbing)
+            if leftover is not None:
+                staged = leftover if staged is None else pa.concat_tables([leftover, staged])
+            if staged is not None:
+                staged = _tidy(staged, path, month)
+            stored = _with_staged(stored, staged)
+            merged, added, changed = _merge_into(stored, fresh)
+            if merged.num_rows:
+                _commit_absorbing(path, merged, interval, staged_files, absorbing)
+            return added, changed, True
+        if fresh.num_rows == 0:
+            return 0, 0, False
         added, changed = fresh.num_rows, 0
         if stored is None or stored.num_rows == 0:
             merged = fresh
@@ -490,7 +523,7 @@ class Lake:
         os.replace(folder, target)
         _fsync_dir(folder.parent)
         shutil.rmtree(target, ignore_errors=True)
-        return len(stats), sum(s.rows for s in stats)
+        return len({s.month for s in stats}), sum(s.rows for s in stats)
 
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete partition temp files (``.data.parquet.<pid>.<hex>.tmp``) under ``klines/``, and
@@ -503,13 +536,39 @@ class Lake:
             shutil.rmtree(trash, ignore_errors=True)
         self._remove_dead_markers()
         removed = []
+        unfinished = []
         for folder, _dirs, files in os.walk(layout.klines_dir(self.root)):
             for name in files:
                 if layout.is_temp_name(name):
                     path = Path(folder) / name
                     path.unlink(missing_ok=True)
                     removed.append(path)
+                elif layout.absorbed_stream_name(name) is not None:
+                    unfinished.append(Path(folder))
+            if any(layout.is_stream_name(name) for name in files):
+                remove_placeholders(Path(folder))
+        for folder in dict.fromkeys(unfinished):
+            self._finish_compaction(folder)
         return sorted(removed)
+
+    # -- streamed candles ----------------------------------------------------------------
+
+    def compact_partition(self, interval: str, symbol: str, month: str) -> bool:
+        """Absorb a partition's stream files into its ``data.parquet`` (see :func:`_commit_absorbing`);
+        False if it had none. Only while holding :meth:`writer_lock`."""
+        folder = layout.partition_dir(self.root, interval, symbol, month, self.exchange)
+        if not (_staged(folder)[0] or absorbing_files(folder)):
+            return False
+        self._merge_month(interval, symbol, month, ARROW_SCHEMA.empty_table())
+        return True
+
+    def _finish_compaction(self, folder: Path) -> None:
+        """Finish a compaction that was killed after absorbing stream files (their hidden links
+        are still there): their candles go into ``data.parquet``."""
+        keys = dict(part.split("=", 1) for part in folder.relative_to(layout.klines_dir(self.root)).parts)
+        lake = self.for_exchange(keys["exchange"])
+        interval = next(i for i in INTERVALS if layout.interval_dir(i) == keys["interval"])
+        lake.compact_partition(interval, keys["symbol"], keys["month"])
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -523,6 +582,162 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # someone else's process: alive
     return True
+
+
+def stream_files(folder: Path) -> list[Path]:
+    """The stream files of one partition folder (empty placeholders included), sorted."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [folder / n for n in sorted(names) if layout.is_stream_name(n)]
+
+
+def absorbing_files(folder: Path) -> list[Path]:
+    """Hidden links to stream files a killed compaction was absorbing, sorted."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [folder / n for n in sorted(names) if layout.absorbed_stream_name(n) is not None]
+
+
+def _holds_candles(folder: Path) -> bool:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return any(n == layout.DATA_FILE or layout.is_stream_name(n) for n in names)
+
+
+def _staged(folder: Path) -> tuple[list[Path], pa.Table | None]:
+    """A partition's stream files that hold candles (not placeholders), and their candles."""
+    paths, tables = [], []
+    for path in stream_files(folder):
+        read = _read_table(path)
+        if read is not None and read[0].num_rows:
+            paths.append(path)
+            tables.append(read[0])
+    return paths, (pa.concat_tables(tables) if tables else None)
+
+
+def _read_staged(paths: Sequence[Path]) -> pa.Table | None:
+    """The candles of stream files as one table (unsorted; None if they hold none)."""
+    tables = []
+    for path in paths:
+        read = _read_table(path)
+        if read is not None and read[0].num_rows:
+            tables.append(read[0])
+    return pa.concat_tables(tables) if tables else None
+
+
+def _with_staged(stored: pa.Table | None, staged: pa.Table | None) -> pa.Table | None:
+    """A partition's stored candles with its streamed ones (which win on a shared open time)."""
+    if staged is None or staged.num_rows == 0:
+        return stored
+    staged = _unique_sorted(staged)
+    if stored is None or stored.num_rows == 0:
+        return staged
+    merged, _, _ = _merge_into(stored, staged)
+    return merged
+
+
+def _unique_sorted(table: pa.Table) -> pa.Table:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.unique(_KEY, keep="last", maintain_order=True).sort(_KEY).to_arrow().cast(ARROW_SCHEMA)
+
+
+def _merge_into(stored: pa.Table | None, fresh: pa.Table) -> tuple[pa.Table, int, int]:
+    """``stored`` with ``fresh`` merged in (both sorted, unique): ``(merged, added, changed)``."""
+    if stored is None or stored.num_rows == 0:
+        return fresh, fresh.num_rows, 0
+    if fresh.num_rows == 0:
+        return stored, 0, 0
+    if _last_open(fresh) < _first_open(stored):
+        return pa.concat_tables([fresh, stored]), fresh.num_rows, 0
+    if _last_open(stored) < _first_open(fresh):
+        return pa.concat_tables([stored, fresh]), fresh.num_rows, 0
+    outcome = _merge_overlapping(stored, fresh)
+    return (stored, 0, 0) if outcome is None else outcome
+
+
+def write_stream_file(folder: Path, table: pa.Table) -> Path:
+    """Write sorted, unique candles of one month as a new stream file in ``folder`` (crash-safe:
+    temp file, fsync, rename, fsync of the folder); returns its path."""
+    path = folder / layout.stream_file_name(_first_open(table), secrets.token_hex(8))
+    write_parquet_atomic(path, table)
+    return path
+
+
+def _commit_absorbing(
+    path: Path, merged: pa.Table, interval: str, staged: list[Path], absorbing: list[Path]
+) -> None:
+    """Replace ``path`` with ``merged``, which holds the candles of the ``staged`` stream files
+    (and of ``absorbing`` links a killed compaction left), so that neither a reader nor a crash
+    ever sees a candle twice or loses one for good:
+
+    1. each stream file gets a hidden second name (a hard link), so its candles survive a crash;
+    2. each is replaced, atomically, by an empty Parquet file (a placeholder: a reader that
+       listed the folder before still opens a valid file; removed after
+       :data:`PLACEHOLDER_GRACE_S`);
+    3. ``merged`` replaces ``data.parquet`` (temp file, fsync, rename);
+    4. the hidden links go.
+
+    Stream files sort after ``data.parquet`` and readers open files in that order, so a query
+    that spans steps 2-3 can miss these candles for that instant but never count them twice.
+    Killed after 1 or 2, the next writer finishes it (:meth:`Lake.remove_stale_temp_files`).
+    """
+    folder = path.parent
+    links = list(absorbing)
+    for file in staged:
+        link = folder / layout.absorbing_name(file.name)
+        try:
+            os.link(file, link)
+        except FileExistsError:
+            pass
+        links.append(link)
+    _fsync_dir(folder)
+    placeholder = folder / layout.temp_name(os.getpid(), secrets.token_hex(6))
+    buffer = pa.BufferOutputStream()
+    pq.write_table(ARROW_SCHEMA.empty_table(), buffer, compression="zstd")
+    try:
+        with open(placeholder, "xb") as fh:
+            fh.write(buffer.getvalue().to_pybytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        for file in staged:
+            twin = folder / layout.temp_name(os.getpid(), secrets.token_hex(6))
+            os.link(placeholder, twin)
+            os.replace(twin, file)
+    finally:
+        placeholder.unlink(missing_ok=True)
+    write_parquet_atomic(path, merged, interval=interval)
+    for link in dict.fromkeys(links):
+        link.unlink(missing_ok=True)
+    remove_placeholders(folder)
+
+
+#: How long the empty placeholder of an absorbed stream file stays (a reader that listed the
+#: folder before may still open it); the next writer after that removes it.
+PLACEHOLDER_GRACE_S = 600.0
+
+
+def remove_placeholders(folder: Path, grace_s: float | None = None) -> int:
+    """Remove the empty placeholders of absorbed stream files older than ``grace_s``
+    (:data:`PLACEHOLDER_GRACE_S`); returns how many went."""
+    grace = PLACEHOLDER_GRACE_S if grace_s is None else grace_s
+    removed = 0
+    now = time.time()
+    for file in stream_files(folder):
+        try:
+            if now - file.stat().st_mtime < grace or pq.read_metadata(file).num_rows:
+                continue
+            file.unlink()
+            removed += 1
+        except (OSError, pa.ArrowException):
+            continue
+    return removed
 
 
 def _merge_overlapping(stored: pa.Table, fresh: pa.Table) -> tuple[pa.Table, int, int] | None:

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptolake.config import redact_dsn
 from cryptolake.errors import LakeError, LoaderError, LoaderRejected, LoaderUnavailable, MissingDependency
-from cryptolake.lake import ARROW_SCHEMA, Lake, layout
+from cryptolake.lake import ARROW_SCHEMA, Lake, layout, stream_files
 from cryptolake.loader import pgtables
 from cryptolake.loader.pgtables import STATE_TABLE, Statements
 
@@ -124,7 +124,8 @@ class _Partition:
 
     symbol: str
     month: str
-    path: Path
+    #: ``data.parquet`` and the partition's stream files (see :mod:`cryptolake.lake.store`).
+    path: tuple[Path, ...]
     synced: bool
     changed: bool
 
@@ -316,7 +317,9 @@ class PostgresLoader:
         found = []
         for symbol in symbols:
             for month in self.lake.months(interval, symbol):
-                path = layout.partition_path(self.lake.root, interval, symbol, month, self.lake.exchange)
+                data_file = layout.partition_path(self.lake.root, interval, symbol, month, self.lake.exchange)
+                # Streamed candles not yet compacted live beside data.parquet: sent with it.
+                path = (data_file, *stream_files(data_file.parent))
                 record = records.get((symbol, month))
                 found.append(
                     _Partition(
@@ -433,13 +436,14 @@ class PostgresLoader:
         from cryptolake.loader.pgcopy import encode_rows
 
         data, table = _read_partition(partition.path)
+        where = partition.path[0].parent
         first, last = _open_time_range(table)
         low, high = layout.month_bounds(partition.month)
         if first is not None and last is not None and (first < low or last >= high):
-            raise LakeError(f"partition {partition.path} holds candles outside {partition.month}")
+            raise LakeError(f"partition {where} holds candles outside {partition.month}")
         if table.num_rows and _has_repeated_open_times(table):
             raise LakeError(
-                f"partition {partition.path} holds an open time more than once (written by another "
+                f"partition {where} holds an open time more than once (written by another "
                 "tool?): `cryptolake gaps` lists them; the next collection of that month rewrites it "
                 "with one candle per open time"
             )
@@ -724,15 +728,27 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _changed(path: Path, record: tuple[int, bytes]) -> bool:
-    """Whether a file differs from its record (size first: most changes change the size)."""
+def _changed(paths: tuple[Path, ...], record: tuple[int, bytes]) -> bool:
+    """Whether a partition's files differ from its record (size first: most changes change it)."""
     size, digest = record
     try:
-        if path.stat().st_size != size:
+        if sum(p.stat().st_size for p in paths if p.exists()) != size:
             return True
-        return hashlib.sha256(path.read_bytes()).digest() != digest
+        return hashlib.sha256(b"".join(_bytes_of(paths))).digest() != digest
     except FileNotFoundError:  # removed since the listing: the next sync sees it gone
         return False
+
+
+def _bytes_of(paths: tuple[Path, ...]) -> list[bytes]:
+    """Each file's bytes (a data.parquet that does not exist yet, beside stream files: none)."""
+    found = []
+    for path in paths:
+        try:
+            found.append(path.read_bytes())
+        except FileNotFoundError:
+            if path.name != layout.DATA_FILE:
+                raise
+    return found
 
 
 def _month_ranges(batch: Sequence[_Job]) -> list[tuple[Any, ...]]:
@@ -752,20 +768,25 @@ def _utc_or_none(ms: int | None) -> datetime | None:
     return None if ms is None else _utc(ms)
 
 
-def _read_partition(path: Path) -> tuple[bytes, pa.Table]:
-    """A partition's bytes and its candles, decoded from those very bytes (what is recorded is
-    what was sent, even if the file is replaced meanwhile)."""
+def _read_partition(paths: tuple[Path, ...]) -> tuple[bytes, pa.Table]:
+    """A partition's bytes (its files' one after the other) and its candles, decoded from those
+    very bytes (what is recorded is what was sent, even if a file is replaced meanwhile)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        data = path.read_bytes()
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-        if not parquet.schema_arrow.equals(ARROW_SCHEMA):
-            raise LakeError(f"partition {path} does not match the candle schema: {parquet.schema_arrow}")
-        return data, parquet.read(use_threads=False)  # the workers are the parallelism
+        blobs = _bytes_of(paths)
+        tables = []
+        for data in blobs:
+            parquet = pq.ParquetFile(pa.BufferReader(data))
+            if not parquet.schema_arrow.equals(ARROW_SCHEMA):
+                where = paths[0].parent
+                raise LakeError(f"partition {where} does not match the candle schema: {parquet.schema_arrow}")
+            tables.append(parquet.read(use_threads=False))  # the workers are the parallelism
     except (OSError, pa.ArrowException) as exc:
-        raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
+        raise LakeError(f"cannot read Parquet partition {paths[0].parent}: {exc}") from exc
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).sort_by("open_time")
+    return b"".join(blobs), table
 
 
 def _has_repeated_open_times(table: pa.Table) -> bool:
