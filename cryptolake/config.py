@@ -210,6 +210,16 @@ def _base_url(value: Any) -> str:
     return text
 
 
+def _stream_url(value: Any) -> str:
+    text = _text(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.query or parts.fragment:
+        raise _Invalid("a ws(s) URL such as wss://data-stream.binance.vision")
+    if parts.hostname.endswith("binance.us"):
+        raise _Invalid("a binance.com stream host: binance.us is a different exchange")
+    return text
+
+
 #: The default schedule, checked by the tests: settings that keep it need not load APScheduler
 #: to parse it (which would cost `cryptolake config` and `--help` a third of their time).
 DEFAULT_SCHEDULE = "0 */6 * * *"
@@ -346,6 +356,8 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Where the archive's S3 listing is read (empty: Binance's bucket endpoint for data.binance.vision, else the archive URL)."),
     SettingSpec("binance", "archive_cache_dir", _optional_path, "",
                 "Keep downloaded archive files in this folder (empty: not kept after their rows are merged)."),
+    SettingSpec("binance", "stream_url", _stream_url, "wss://data-stream.binance.vision",
+                "Binance WebSocket host of `cryptolake stream` (market-data streams, or wss://stream.binance.com:9443)."),
     *_venue_specs("coinbase", "Coinbase Exchange", "https://api.exchange.coinbase.com", "USD", "10/s", 8,
                   "Requests to Coinbase Exchange in flight at once."),
     *_venue_specs("kraken", "Kraken", "https://api.kraken.com", "USD", "about 1/s per pair", 64,
@@ -375,6 +387,13 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Fetch a confirmed exchange outage or no-trade period again after this many days (0 = never)."),
     SettingSpec("scheduler", "schedule", _cron, DEFAULT_SCHEDULE,
                 "Cron expression (UTC) of scheduled collection runs.", legacy_env="COLLECTION_SCHEDULE"),
+    SettingSpec("stream", "enabled", _bool, False,
+                "Make `cryptolake run` keep a live stream of the collection's Binance symbols going beside its scheduled runs."),
+    SettingSpec("stream", "interval", _interval, "1m", "Candle interval of the live stream (`cryptolake stream`, `run`)."),
+    SettingSpec("stream", "flush_s", _float_between(0.1, 60), 5.0,
+                "Streamed candles are written to the lake this often, seconds."),
+    SettingSpec("stream", "compact_files", _int_between(1, 10_000), 60,
+                "A partition's stream files are compacted into its data.parquet once it has this many."),
     SettingSpec("postgres", "dsn", _dsn, "", "PostgreSQL DSN for `cryptolake load postgres`.",
                 secret=True),
     SettingSpec("postgres", "schema", _pg_name, "cryptolake", "Schema of the PostgreSQL candle table."),
@@ -404,6 +423,7 @@ class BinanceSettings:
     archive_url: str
     archive_listing_url: str
     archive_cache_dir: str
+    stream_url: str
 
 
 @dataclass(frozen=True)
@@ -439,6 +459,14 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    enabled: bool = False
+    interval: str = "1m"
+    flush_s: float = 5.0
+    compact_files: int = 60
+
+
+@dataclass(frozen=True)
 class PostgresSettings:
     dsn: str = field(repr=False)
     schema: str = "cryptolake"
@@ -457,6 +485,7 @@ class Settings:
     bybit: VenueSettings
     collection: CollectionSettings
     scheduler: SchedulerSettings
+    stream: StreamSettings
     postgres: PostgresSettings
     sources: Mapping[str, str] = field(repr=False, compare=False)
     #: Things worth telling the user that do not stop the command (an unknown variable).
@@ -484,6 +513,7 @@ _SECTIONS = {
     "bybit": VenueSettings,
     "collection": CollectionSettings,
     "scheduler": SchedulerSettings,
+    "stream": StreamSettings,
     "postgres": PostgresSettings,
 }
 

@@ -42,17 +42,22 @@ SQL_TABLE_ROWS = 1000
 @json_option
 @click.pass_context
 def status_command(ctx: click.Context, interval: str | None, lake: str | None, as_json: bool) -> None:
-    """Show what the lake holds per symbol, each symbol's last run and error, and the scheduler.
+    """Show what the lake holds per symbol, each symbol's last run and error, the scheduler and
+    the live stream.
 
-    With --json, the scheduler's `status`, `last_run` and `next_run_time` are at the top level.
+    With --json, the scheduler's `status`, `last_run` and `next_run_time` are at the top level,
+    and the stream (connections, reconnects, REST repairs, each symbol's last candle and its
+    delay after close) under `stream` (null if none ever ran).
 
     Example:
 
         cryptolake status --json
     """
     from cryptolake.cli.scheduler import scheduler_line, scheduler_summary
+    from cryptolake.cli.stream import stream_lines
     from cryptolake.lake import Lake
     from cryptolake.status import collection_status
+    from cryptolake.streaming import stream_status
 
     settings = settings_from(ctx, lake=lake, interval=interval)
     existing_lake(settings)
@@ -60,6 +65,7 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
         Lake(settings.lake.root, settings.collection.exchange), settings.collection.interval
     )
     status.update(scheduler_summary(settings.lake.root))
+    status["stream"] = stream_status(settings.lake.root) if status["exchange"] == "binance" else None
     if as_json:
         click.echo(json.dumps(status, indent=2))
         return
@@ -84,6 +90,9 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
     if others:
         click.echo(f"also in this lake: {', '.join(others)} (see them with --exchange)")
     click.echo(scheduler_line(status["scheduler"]))
+    if status["exchange"] == "binance":
+        for line in stream_lines(status["stream"]):
+            click.echo(line)
 
 
 @cli.command("forget")

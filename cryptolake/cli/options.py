@@ -83,18 +83,22 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
+_FLAG_OF = {"stream_interval": "--interval"}
+
+
 def settings_from(ctx: click.Context, **flags: Any) -> Settings:
     """Resolve settings with the given flag values on top (None = flag not given)."""
     names = {
         "lake": "lake.root", "base_url": "binance.base_url", "interval": "collection.interval",
         "since": "collection.start_date", "top": "collection.top_n", "symbols": "collection.symbols",
         "schedule": "scheduler.schedule", "dsn": "postgres.dsn", "source": "collection.source",
-        "archive_url": "binance.archive_url",
+        "archive_url": "binance.archive_url", "stream_interval": "stream.interval",
+        "stream_url": "binance.stream_url",
     }  # fmt: skip
     exchange = ctx.meta.get("cryptolake.exchange")  # resolve_settings applies it
     base_url = flags.pop("base_url", None)
     overrides = {
-        names[name]: (value, f"--{name.replace('_', '-')}")
+        names[name]: (value, _FLAG_OF.get(name, f"--{name.replace('_', '-')}"))
         for name, value in flags.items()
         if value is not None
     }

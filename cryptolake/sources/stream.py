@@ -65,7 +65,8 @@ class KlineStream:
         interval: a kline interval (``1m``).
         on_candle: called with ``(symbol, kline)`` for each closed candle (``kline`` is the
             event's ``k`` object: ``t``, ``o``, ``h``, ``l``, ``c``, ``v``, ``T``, ``q``, ``n``,
-            ``V``, ``Q`` as Binance sends them), on a connection's thread.
+            ``V``, ``Q`` as Binance sends them, and the event time ``E``), on a connection's
+            thread.
         on_connected: called with the connection's symbols each time one (re)starts.
         on_missed: called with ``(symbol, first_open_ms, last_open_ms)`` for candles that closed
             without a final update.
@@ -104,6 +105,11 @@ class KlineStream:
             self.symbols[i : i + streams_per_connection]
             for i in range(0, len(self.symbols), streams_per_connection)
         ]
+
+    @property
+    def connection_count(self) -> int:
+        """Connections the stream keeps open (one per ``streams_per_connection`` symbols)."""
+        return len(self._groups)
 
     def start(self) -> KlineStream:
         """Start one thread per connection; returns at once."""
@@ -245,6 +251,7 @@ class KlineStream:
                 self.stats.missed += 1
         if gap and last is not None and self.on_missed is not None:
             self.on_missed(symbol, self.grid.next_open(last), self.grid.floor(open_ms - 1))
+        kline.setdefault("E", data.get("E"))  # when the exchange sent it (its clock)
         self.on_candle(symbol, kline)
         return None
 

@@ -1,0 +1,449 @@
+"""StreamCollector: Binance's live candles into the lake seconds after they close, none lost.
+
+It reads closed candles from :class:`~cryptolake.sources.stream.KlineStream`, buffers them and
+every ``flush_s`` appends them to the lake as small stream files (:mod:`cryptolake.lake.append`),
+so a reader sees a candle a few seconds after it closed without any month being rewritten. A
+background thread compacts a partition's stream files into its ``data.parquet`` once it has
+``compact_files`` of them, and every partition's at shutdown.
+
+Nothing is lost: whenever a connection (re)starts, the candles between the last one stored and
+the stream's first are fetched over REST before the symbol counts as live; a candle that closed
+without its final update is fetched at once. A candle still missing after that (the REST
+request failed too) is a gap like any other, found and filled by the next collection run.
+
+Status (connections, reconnects, REST repairs, last candle per symbol and its delay) is written
+to ``<lake>/_meta/stream.json`` at every flush, for ``cryptolake status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from cryptolake.atomic import write_bytes_atomic
+from cryptolake.errors import CryptolakeError, LakeLocked
+from cryptolake.lake import Lake, meta_dir, validate_symbol
+from cryptolake.lake.append import Appender
+from cryptolake.lake.layout import month_of, partition_dir
+from cryptolake.lake.store import remove_placeholders
+from cryptolake.schema import Interval
+from cryptolake.sources.binance import BinanceClient
+from cryptolake.sources.klines import rows_to_table
+from cryptolake.sources.stream import DEFAULT_LIFETIME_S, DEFAULT_STREAM_URL, KlineStream
+from cryptolake.timeutils import iso
+
+log = logging.getLogger("cryptolake.streaming")
+
+#: ``<lake>/_meta/stream.json``: what a running stream reports (see :func:`stream_status`).
+STREAM_STATUS_FILE = "stream.json"
+#: How long after a failed REST repair it is tried again, seconds.
+REPAIR_RETRY_S = 30.0
+#: At exit, the placeholders of absorbed stream files are removed once they are this old.
+SHUTDOWN_GRACE_S = 2.0
+_KLINE_FIELDS = ("t", "o", "h", "l", "c", "v", "T", "q", "n", "V", "Q")
+
+
+@dataclass
+class StreamReport:
+    """What a stream did: candles stored (from the stream and from REST repairs), repairs made
+    and failed, reconnects, compactions."""
+
+    symbols: int = 0
+    interval: str = "1m"
+    candles_streamed: int = 0
+    candles_repaired: int = 0
+    repairs: int = 0
+    repairs_failed: int = 0
+    reconnects: int = 0
+    compactions: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def candles_stored(self) -> int:
+        return self.candles_streamed + self.candles_repaired
+
+
+class StreamCollector:
+    """Keep ``symbols``' ``interval`` candles flowing into the lake from Binance's streams.
+
+    Args:
+        client: the REST client that repairs what the stream missed (and judges, by the
+            exchange's clock, which candles are closed).
+        lake: the lake (path or :class:`~cryptolake.lake.Lake`; Binance's candles).
+        symbols: Binance symbols (``BTCUSDT``).
+        interval: kline interval (``1m``).
+        stream_url: Binance's WebSocket host.
+        flush_s: buffered candles are written this often.
+        compact_files: a partition is compacted once it holds this many stream files.
+        silence_s, lifetime_s, retry_delay_s: see :class:`~cryptolake.sources.stream.KlineStream`.
+        clock: wall clock (seconds), for the status times.
+
+    Use :meth:`run` to stream until stopped, or :meth:`start`/:meth:`stop` (or ``with``) to
+    stream in the background.
+    """
+
+    def __init__(
+        self,
+        client: BinanceClient,
+        lake: str | Path | Lake,
+        symbols: Sequence[str],
+        interval: str = "1m",
+        *,
+        stream_url: str = DEFAULT_STREAM_URL,
+        flush_s: float = 5.0,
+        compact_files: int = 60,
+        silence_s: float = 30.0,
+        lifetime_s: float = DEFAULT_LIFETIME_S,
+        retry_delay_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if flush_s <= 0 or compact_files < 1:
+            raise ValueError("flush_s > 0 and compact_files >= 1")
+        self.client = client
+        self.lake = lake if isinstance(lake, Lake) else Lake(lake)
+        if self.lake.exchange != "binance":
+            raise ValueError("streams are Binance's: the lake must be Binance's")
+        self.symbols = [validate_symbol(s) for s in dict.fromkeys(symbols)]
+        if not self.symbols:
+            raise ValueError("no symbols to stream")
+        self.grid = Interval(interval)
+        self.stream_url = stream_url
+        self.flush_s = flush_s
+        self.compact_files = compact_files
+        self.report = StreamReport(symbols=len(self.symbols), interval=self.grid.name)
+        self._clock = clock
+        self._appender = Appender(self.lake, self.grid.name)
+        self._stream = KlineStream(
+            self.symbols, self.grid.name, on_candle=self._on_candle, on_connected=self._on_connected,
+            on_missed=self._on_missed, stream_url=stream_url, silence_s=silence_s, lifetime_s=lifetime_s,
+            retry_delay_s=retry_delay_s,
+        )  # fmt: skip
+        self._buffer: list[tuple[str, list[Any], float]] = []
+        self._buffer_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one writer thread at a time in this process
+        self._repairs: queue.Queue[tuple[str, int, int | None] | None] = queue.Queue()
+        self._compact_due = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_stored: dict[str, int] = {}
+        self._stored_at: dict[str, tuple[float, int]] = {}  # symbol: (stored at, delay ms)
+        self._started_at = 0.0
+        self._started_ms = 0
+        self._compacted: set[tuple[str, str]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> StreamCollector:
+        """Finish what a killed predecessor left, connect and start the writer threads; returns
+        at once. Raises :class:`~cryptolake.errors.LakeLocked` if the lake cannot be written."""
+        self._started_at = self._clock()
+        self._started_ms = self.grid.floor(self.client.exchange_now_ms())
+        with self._writing():
+            self.lake.remove_stale_temp_files()  # also finishes a compaction cut short
+        for symbol in self.symbols:
+            bounds = self.lake.bounds(self.grid.name, symbol)
+            if bounds is not None:
+                self._last_stored[symbol] = bounds[1]
+        for target, name in (
+            (self._flush_loop, "flush"),
+            (self._repair_loop, "repair"),
+            (self._compact_loop, "compact"),
+        ):
+            thread = threading.Thread(target=target, name=f"cryptolake-stream-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        self._stream.start()
+        log.info("streaming %d symbols (%s) from %s", len(self.symbols), self.grid.name, self.stream_url)
+        return self
+
+    def stop(self) -> StreamReport:
+        """Close the connections, write what is buffered, compact every partition with stream
+        files, and return the report."""
+        self._stream.stop()
+        self._stop.set()
+        self._repairs.put(None)
+        self._compact_due.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        self._flush()
+        self._compact(everything=True)
+        self._remove_placeholders()
+        self._write_status(running=False)
+        self.report.reconnects = self._stream.stats.reconnects
+        return self.report
+
+    def run(self, stop: threading.Event | None = None, duration_s: float | None = None) -> StreamReport:
+        """Stream until ``stop`` is set (or ``duration_s`` passed; or Ctrl-C), then :meth:`stop`."""
+        self.start()
+        try:
+            deadline = None if duration_s is None else time.monotonic() + duration_s
+            event = stop or threading.Event()
+            while not event.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                event.wait(0.2 if left is None else min(0.2, left))
+        finally:
+            report = self.stop()
+        return report
+
+    def __enter__(self) -> StreamCollector:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- stream callbacks (connection threads) -------------------------------------------
+
+    def _on_candle(self, symbol: str, kline: dict[str, Any]) -> None:
+        row = [kline[k] for k in _KLINE_FIELDS]
+        # How late the exchange sent it after the close (its clock), and when it arrived (ours):
+        # with the time it waited here, its delay from close to stored.
+        sent_late_ms = max(0, int(kline.get("E") or 0) - (int(kline["T"]) + 1))
+        with self._buffer_lock:
+            self._buffer.append((symbol, row, self._clock() - sent_late_ms / 1000))
+
+    def _on_connected(self, symbols: list[str]) -> None:
+        # What closed while no connection listened: from the last stored candle on, over REST.
+        for symbol in symbols:
+            self._repairs.put((symbol, -1, None))
+
+    def _on_missed(self, symbol: str, first_open_ms: int, last_open_ms: int) -> None:
+        self._repairs.put((symbol, first_open_ms, last_open_ms))
+
+    # -- writer threads --------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self._flush()
+                self._write_status(running=True)
+            except LakeLocked:
+                return  # stopping while another process held the lake
+            except (CryptolakeError, OSError) as exc:
+                self._error(f"writing streamed candles failed: {exc}")
+
+    def _flush(self) -> None:
+        with self._buffer_lock:
+            pending, self._buffer = self._buffer, []
+        if not pending:
+            return
+        by_symbol: dict[str, list[list[Any]]] = {}
+        closed_at: dict[str, float] = {}
+        for symbol, row, closed in pending:
+            by_symbol.setdefault(symbol, []).append(row)
+            closed_at[symbol] = closed
+        tables = {symbol: rows_to_table(rows) for symbol, rows in by_symbol.items()}
+        with self._writing():
+            for symbol, table in tables.items():
+                self.report.candles_streamed += self._store(symbol, table, closed_at[symbol])
+        if any(files >= self.compact_files for files in self._appender.pending().values()):
+            self._compact_due.set()
+
+    def _store(self, symbol: str, table: pa.Table, closed_at: float | None = None) -> int:
+        """Append (holding the writer lock); remember the last candle and its delay after its
+        close (``closed_at``: when it closed on this machine's clock; None: by the exchange's)."""
+        stored = self._appender.append(symbol, table)
+        if table.num_rows:
+            last = int(table.column("open_time")[-1].value)
+            if last > self._last_stored.get(symbol, -1):
+                self._last_stored[symbol] = last
+                now = self._clock()
+                if closed_at is not None:
+                    delay_ms = int((now - closed_at) * 1000)
+                else:
+                    delay_ms = self.client.exchange_now_ms() - self.grid.next_open(last)
+                self._stored_at[symbol] = (now, delay_ms)
+        return stored
+
+    def _repair_loop(self) -> None:
+        while True:
+            item = self._repairs.get()
+            if item is None:
+                return
+            symbol, first, last = item
+            try:
+                self._repair(symbol, first, last)
+            except LakeLocked:
+                return
+            except (CryptolakeError, OSError) as exc:
+                self.report.repairs_failed += 1
+                self._error(f"REST repair of {symbol} failed: {exc}; trying again in {REPAIR_RETRY_S:g} s")
+                if self._stop.wait(REPAIR_RETRY_S):
+                    return
+                self._repairs.put(item)
+
+    def _repair(self, symbol: str, first: int, last: int | None) -> None:
+        """Fetch over REST the closed candles from ``first`` (-1: after the last one stored)
+        through ``last`` (None: the newest closed one), and store those the lake lacks."""
+        if first < 0:
+            known = self._last_stored.get(symbol)
+            first = self.grid.next_open(known) if known is not None else self._started_ms
+        end = None if last is None else self.grid.next_open(last)
+        if end is not None and end <= first:
+            return
+        table = self.client.get_klines(symbol, self.grid.name, first, end, as_arrow=True)
+        self.report.repairs += 1
+        if table.num_rows == 0:
+            return
+        with self._writing():
+            added = self._store(symbol, table)
+        self.report.candles_repaired += added
+        if added:
+            log.info("repaired %d %s candles of %s over REST", added, self.grid.name, symbol)
+
+    def _compact_loop(self) -> None:
+        while not self._stop.is_set():
+            self._compact_due.wait()
+            self._compact_due.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._compact(everything=False)
+            except LakeLocked:
+                return
+            except (CryptolakeError, OSError) as exc:
+                self._error(f"compaction failed: {exc}")
+
+    def _compact(self, everything: bool) -> None:
+        """Compact partitions with ``compact_files`` stream files, or of a past month (or all),
+        one at a time, each under the writer lock (flushes go in between)."""
+        current = month_of(self.client.exchange_now_ms())
+        for (symbol, month), files in sorted(self._appender.pending().items()):
+            if everything or files >= self.compact_files or month < current:
+                with self._writing():
+                    if self._appender.compact(symbol, month):
+                        self.report.compactions += 1
+                        self._compacted.add((symbol, month))
+
+    def _remove_placeholders(self) -> None:
+        """At exit, the empty placeholders this run's compactions left, after
+        :data:`SHUTDOWN_GRACE_S` (a query that listed a folder before then has opened its files)."""
+        if not self._compacted:
+            return
+        time.sleep(SHUTDOWN_GRACE_S)
+        with self._writing():
+            for symbol, month in sorted(self._compacted):
+                folder = partition_dir(self.lake.root, self.grid.name, symbol, month, self.lake.exchange)
+                remove_placeholders(folder, grace_s=SHUTDOWN_GRACE_S)
+        self._compacted.clear()
+
+    def _writing(self) -> _Writing:
+        return _Writing(self)
+
+    def _error(self, message: str) -> None:
+        log.warning("%s", message)
+        self.report.errors.append(message)
+        del self.report.errors[:-20]
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self, running: bool = True) -> dict[str, Any]:
+        """What the stream is doing (what ``cryptolake status`` shows)."""
+        stats = self._stream.stats
+        now = self._clock()
+        symbols = {}
+        for symbol in self.symbols:
+            last = self._last_stored.get(symbol)
+            stored = self._stored_at.get(symbol)
+            symbols[symbol] = {
+                "last_open_time": iso(last) if last is not None else None,
+                "stored_at": iso(int(stored[0] * 1000)) if stored else None,
+                "delay_s": round(stored[1] / 1000, 3) if stored else None,
+            }
+        return {
+            "running": running,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "exchange": self.lake.exchange,
+            "interval": self.grid.name,
+            "stream_url": self.stream_url,
+            "started_at": iso(int(self._started_at * 1000)),
+            "updated_at": iso(int(now * 1000)),
+            "flush_s": self.flush_s,
+            "connections": self._stream.connection_count,
+            "connections_opened": stats.connections,
+            "reconnects": stats.reconnects,
+            "messages": stats.messages,
+            "candles_streamed": self.report.candles_streamed,
+            "candles_repaired": self.report.candles_repaired,
+            "rest_repairs": self.report.repairs,
+            "rest_repairs_failed": self.report.repairs_failed,
+            "missed_final_updates": stats.missed,
+            "compactions": self.report.compactions,
+            "last_error": self.report.errors[-1] if self.report.errors else None,
+            "symbols": symbols,
+        }
+
+    def _write_status(self, running: bool) -> None:
+        document = self.status(running)
+        try:
+            write_bytes_atomic(meta_dir(self.lake.root) / STREAM_STATUS_FILE, json.dumps(document).encode())
+        except OSError as exc:
+            log.debug("cannot write the stream status: %s", exc)
+
+
+class _Writing:
+    """The writer lock of the lake, and of this process's writer threads."""
+
+    def __init__(self, owner: StreamCollector) -> None:
+        self.owner = owner
+        self.file_lock: Any = None
+
+    def __enter__(self) -> None:
+        self.owner._write_lock.acquire()
+        try:
+            self.file_lock = self.owner.lake.acquire_writer_lock(cancel=None)
+        except BaseException:
+            self.owner._write_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.file_lock.release()
+        finally:
+            self.owner._write_lock.release()
+
+
+def stream_status(lake: str | Path | Lake, clock: Callable[[], float] = time.time) -> dict[str, Any] | None:
+    """The last status a stream wrote to the lake, with ``running`` true only while its process
+    is alive and writing; None if no stream ever ran there."""
+    root = lake.root if isinstance(lake, Lake) else Path(lake)
+    try:
+        document = json.loads((meta_dir(root) / STREAM_STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    if document.get("running"):
+        from cryptolake.timeutils import to_ms
+
+        updated = to_ms(document.get("updated_at") or 0) / 1000
+        stale = clock() - updated > max(30.0, 3 * float(document.get("flush_s") or 5))
+        alive = document.get("host") != socket.gethostname() or _alive(int(document.get("pid") or 0))
+        document["running"] = alive and not stale
+    return document
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
