@@ -53,6 +53,7 @@ from cryptolake.scheduler_types import COLLECTION_TYPES, CollectionType  # defin
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 if TYPE_CHECKING:
+    from cryptolake.streaming import StreamCollector
     from cryptolake.collector import CollectionReport, CryptoCollector
     from cryptolake.sources.base import KlineSource
 
@@ -186,6 +187,7 @@ class CollectorScheduler:
         poll_interval_s: float = 0.5,
         after_run: Callable[[SchedulerRun], str | None] | None = None,
         other_exchanges: Sequence[tuple[CryptoCollector, Sequence[str] | None]] = (),
+        stream: StreamCollector | None = None,
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError("poll_interval_s must be > 0")
@@ -195,6 +197,8 @@ class CollectorScheduler:
         #: top N / everything stored); every step runs them beside the main one, in parallel
         #: (each exchange has its own rate budget).
         self.other_exchanges = [(c, tuple(s) if s is not None else None) for c, s in other_exchanges]
+        #: A live stream kept going beside the scheduled runs (started and stopped with them).
+        self.stream = stream
         self.schedule_cron = schedule_cron.strip()
         self.cron = parse_cron(self.schedule_cron)
         self.start_date = start_date
@@ -246,6 +250,8 @@ class CollectorScheduler:
             self._persist()
             self._thread = threading.Thread(target=self._loop, name="cryptolake-scheduler", daemon=True)
             self._thread.start()
+            if self.stream is not None:
+                self.stream.start()
         log.info(
             "scheduler started on %s: schedule '%s' (UTC), next run at %s",
             self.lake_root,
@@ -263,6 +269,8 @@ class CollectorScheduler:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join()
+            if self.stream is not None:
+                self.stream.stop()  # writes what is buffered and compacts
         with self._lock:  # a run launched from now on is skipped: the last worker is this one
             worker = self._worker
         while worker is not None and worker.is_alive():

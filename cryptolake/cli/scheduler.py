@@ -36,6 +36,7 @@ from cryptolake.cli.options import (
     symbols_option,
 )
 from cryptolake.cli.signals import StopSignals
+from cryptolake.cli.stream import make_stream_collector
 from cryptolake.config import Settings
 from cryptolake.errors import LoaderError
 from cryptolake.scheduler_types import COLLECTION_TYPES  # not cryptolake.scheduler: keeps --help fast
@@ -114,6 +115,8 @@ def run_command(
     partition write in progress finish, records the run, then exits 143 (SIGTERM) or 130
     (Ctrl-C); a second signal aborts at once. One scheduler per lake; watch it with
     `cryptolake status` and steer it with `cryptolake scheduler trigger|pause|resume`.
+    With stream.enabled, it also keeps a live stream of the Binance symbols' stream.interval
+    candles going (as `cryptolake stream` does) beside the scheduled runs.
 
     Example:
 
@@ -157,6 +160,12 @@ def run_command(
             pairs = collector.resolve_symbols(_pairs(each, wanted)) if wanted is not None else None
             collectors.append((client, collector, pairs))
         client, collector, pairs = collectors[0]
+        streamer = None
+        if settings.stream.enabled:
+            if "binance" not in exchanges:
+                raise UsageProblem("stream.enabled streams Binance's candles; this run collects " + ", ".join(exchanges))
+            index = exchanges.index("binance")
+            streamer = make_stream_collector(per_exchange[index], collectors[index][0], wanted)
         scheduler = CollectorScheduler(
             client,
             collector,
@@ -165,6 +174,7 @@ def run_command(
             crypto_symbols=pairs,
             after_run=postgres_sync_hook(settings, exchanges),
             other_exchanges=[(c, p) for _, c, p in collectors[1:]],
+            stream=streamer,
         )
         scheduler.start()
         signals = StopSignals(stop_requested.set, announce=log.info)
