@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time se
     from cryptolake.sources.coinbase import CoinbaseClient
     from cryptolake.sources.kraken import KrakenClient
     from cryptolake.status import collection_status
+    from cryptolake.streaming import StreamCollector, StreamReport
     from cryptolake.verify import verify
 
 __all__ = [
@@ -86,6 +87,8 @@ __all__ = [
     "SchedulerError",
     "SchemaMismatch",
     "SourceError",
+    "StreamCollector",
+    "StreamReport",
     "SymbolResult",
     "SyncReport",
     "TopCrypto",
@@ -136,6 +139,8 @@ _LAZY: dict[str, str] = {
     "SchedulerError": "cryptolake.errors",
     "SchemaMismatch": "cryptolake.errors",
     "SourceError": "cryptolake.errors",
+    "StreamCollector": "cryptolake.streaming",
+    "StreamReport": "cryptolake.streaming",
     "SymbolResult": "cryptolake.collector",
     "SyncReport": "cryptolake.loader",
     "TopCrypto": "cryptolake.sources.binance",

@@ -53,9 +53,9 @@ from cryptolake.scheduler_types import COLLECTION_TYPES, CollectionType  # defin
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 if TYPE_CHECKING:
-    from cryptolake.streaming import StreamCollector
     from cryptolake.collector import CollectionReport, CryptoCollector
     from cryptolake.sources.base import KlineSource
+    from cryptolake.streaming import StreamCollector
 
 log = logging.getLogger("cryptolake.scheduler")
 

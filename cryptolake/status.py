@@ -6,6 +6,10 @@ which the collector writes).
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,7 @@ from cryptolake.errors import LakeError
 from cryptolake.lake import Lake, meta_dir
 from cryptolake.lake.layout import DEFAULT_EXCHANGE
 from cryptolake.lake.meta import LakeMeta
-from cryptolake.timeutils import iso
+from cryptolake.timeutils import iso, to_ms
 
 #: The collector's record of each symbol's last run, by interval (in ``<lake>/_meta``).
 STATE_FILE = "collection_state.json"
@@ -79,3 +83,37 @@ def _state_document(root: Path) -> dict[str, Any]:
     except (FileNotFoundError, ValueError):
         return {}
     return document if isinstance(document, dict) else {}
+
+
+#: ``<lake>/_meta/stream.json``: what a running stream reports (see :func:`stream_status`).
+STREAM_STATUS_FILE = "stream.json"
+
+
+def stream_status(lake: str | Path | Lake, clock: Callable[[], float] = time.time) -> dict[str, Any] | None:
+    """The last status a stream wrote to the lake, with ``running`` true only while its process
+    is alive and writing; None if no stream ever ran there."""
+    root = lake.root if isinstance(lake, Lake) else Path(lake)
+    try:
+        document = json.loads((meta_dir(root) / STREAM_STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    if document.get("running"):
+        updated = to_ms(document.get("updated_at") or 0) / 1000
+        stale = clock() - updated > max(30.0, 3 * float(document.get("flush_s") or 5))
+        alive = document.get("host") != socket.gethostname() or _alive(int(document.get("pid") or 0))
+        document["running"] = alive and not stale
+    return document
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -41,12 +41,13 @@ from cryptolake.schema import Interval
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.sources.klines import rows_to_table
 from cryptolake.sources.stream import DEFAULT_LIFETIME_S, DEFAULT_STREAM_URL, KlineStream
+from cryptolake.status import STREAM_STATUS_FILE, stream_status
 from cryptolake.timeutils import iso
+
+__all__ = ["StreamCollector", "StreamReport", "stream_status"]
 
 log = logging.getLogger("cryptolake.streaming")
 
-#: ``<lake>/_meta/stream.json``: what a running stream reports (see :func:`stream_status`).
-STREAM_STATUS_FILE = "stream.json"
 #: How long after a failed REST repair it is tried again, seconds.
 REPAIR_RETRY_S = 30.0
 #: At exit, the placeholders of absorbed stream files are removed once they are this old.
@@ -294,7 +295,7 @@ class StreamCollector:
         end = None if last is None else self.grid.next_open(last)
         if end is not None and end <= first:
             return
-        table = self.client.get_klines(symbol, self.grid.name, first, end, as_arrow=True)
+        table = cast(pa.Table, self.client.get_klines(symbol, self.grid.name, first, end, as_arrow=True))
         self.report.repairs += 1
         if table.num_rows == 0:
             return
@@ -415,35 +416,3 @@ class _Writing:
             self.file_lock.release()
         finally:
             self.owner._write_lock.release()
-
-
-def stream_status(lake: str | Path | Lake, clock: Callable[[], float] = time.time) -> dict[str, Any] | None:
-    """The last status a stream wrote to the lake, with ``running`` true only while its process
-    is alive and writing; None if no stream ever ran there."""
-    root = lake.root if isinstance(lake, Lake) else Path(lake)
-    try:
-        document = json.loads((meta_dir(root) / STREAM_STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(document, dict):
-        return None
-    if document.get("running"):
-        from cryptolake.timeutils import to_ms
-
-        updated = to_ms(document.get("updated_at") or 0) / 1000
-        stale = clock() - updated > max(30.0, 3 * float(document.get("flush_s") or 5))
-        alive = document.get("host") != socket.gethostname() or _alive(int(document.get("pid") or 0))
-        document["running"] = alive and not stale
-    return document
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True

@@ -101,7 +101,9 @@ def test_compaction_leaves_one_data_file_and_placeholders_that_go_later(tmp_path
     assert remove_placeholders(folder) == 0  # too young: a reader may have listed them
     assert remove_placeholders(folder, grace_s=0) == 10
     assert [p.name for p in folder.iterdir() if p.suffix == ".parquet"] == ["data.parquet"]
-    assert lake.partition_stats("1m", "ETHUSDT")[0].is_contiguous(__import__("cryptolake").schema.Interval("1m"))
+    assert lake.partition_stats("1m", "ETHUSDT")[0].is_contiguous(
+        __import__("cryptolake").schema.Interval("1m")
+    )
 
 
 def test_a_collection_write_absorbs_stream_files(tmp_path: Path) -> None:
@@ -182,7 +184,9 @@ _KILLABLE = textwrap.dedent(
 )
 
 
-def test_sigkill_during_appends_and_compactions_never_duplicates_and_a_restart_completes(tmp_path: Path) -> None:
+def test_sigkill_during_appends_and_compactions_never_duplicates_and_a_restart_completes(
+    tmp_path: Path,
+) -> None:
     """Kill a process that appends and compacts in a loop at arbitrary instants; after each kill
     the lake reads without a duplicate or a torn file, and the next writer finishes what was cut
     short, so every candle appended before the kill is there."""
@@ -214,22 +218,32 @@ def test_sigkill_during_appends_and_compactions_never_duplicates_and_a_restart_c
 
 def test_readers_never_count_a_candle_twice_while_compaction_runs(tmp_path: Path) -> None:
     """The README's plain-DuckDB recipe and polars scan, in a loop on a thread, while another
-    appends and compacts 20 partitions over and over."""
+    appends and compacts 20 partitions over and over (far more often than a stream does).
+
+    A query can fail when a file it planned against is replaced under it (DuckDB and polars
+    open a file more than once; the README says to run it again); one that answers never counts
+    a candle twice."""
     lake = Lake(tmp_path)
     appender = Appender(lake, "1m")
     symbols = [f"S{i:02d}USDT" for i in range(20)]
     for symbol in symbols:
         lake.write_partition("1m", symbol, candles([NOV + i * MIN for i in range(2000)]))
     stop = threading.Event()
-    seen: list[tuple[int, int]] = []
-    errors: list[BaseException] = []
+    seen: dict[str, list[tuple[int, int]]] = {"duckdb": [], "polars": []}
+    failed: dict[str, list[str]] = {"duckdb": [], "polars": []}
 
     def read() -> None:
-        try:
-            while not stop.is_set():
-                seen.append(plain_duckdb(tmp_path))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        while not stop.is_set():
+            try:
+                seen["duckdb"].append(plain_duckdb(tmp_path))
+            except duckdb.Error as exc:
+                failed["duckdb"].append(str(exc))
+            try:
+                frame = pl.scan_parquet(klines_glob(tmp_path), hive_partitioning=True).select(
+                    "symbol", "open_time").collect()  # fmt: skip
+                seen["polars"].append((frame.height, frame.n_unique()))
+            except BaseException as exc:  # noqa: BLE001 - polars panics (PanicException) too
+                failed["polars"].append(str(exc))
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -243,6 +257,14 @@ def test_readers_never_count_a_candle_twice_while_compaction_runs(tmp_path: Path
     finally:
         stop.set()
         reader.join()
-    assert not errors, errors
-    assert len(seen) > 20
-    assert all(rows == distinct for rows, distinct in seen), [s for s in seen if s[0] != s[1]][:5]
+    for engine, answers in seen.items():
+        assert all(rows == distinct for rows, distinct in answers), (
+            engine,
+            [a for a in answers if a[0] != a[1]][:5],
+        )
+    # DuckDB answers nearly always; a failure is the replaced-file kind, never anything else.
+    assert len(seen["duckdb"]) > 20 and len(failed["duckdb"]) <= len(seen["duckdb"]) // 20
+    assert all(
+        "Invalid data" in f or "Cannot open file" in f or "magic" in f.lower() for f in failed["duckdb"]
+    )
+    assert len(seen["polars"]) > 5

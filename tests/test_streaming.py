@@ -44,7 +44,9 @@ def streamer(fx: FakeExchange, lake: Path, symbols: list[str] = SYMBOLS, **optio
     return StreamCollector(client, lake, symbols, "1m", stream_url=ws(fx), **settings)
 
 
-def assert_lake_is_the_exchange(fx: FakeExchange, lake: Path, symbols: list[str], since_ms: int | None = None) -> None:
+def assert_lake_is_the_exchange(
+    fx: FakeExchange, lake: Path, symbols: list[str], since_ms: int | None = None
+) -> None:
     """Each symbol's stored 1m candles are one per minute, equal to the exchange's, all closed,
     and none twice as plain DuckDB reads the lake."""
     frame = duck(lake).filter(pl.col("interval") == "1m")
@@ -118,7 +120,9 @@ def test_the_24_hour_handover_loses_and_duplicates_nothing(fast: FakeExchange, t
     assert_lake_is_the_exchange(fast, lake, SYMBOLS[:3])
 
 
-def test_candles_are_visible_to_plain_duckdb_within_seconds_of_closing(fast: FakeExchange, tmp_path: Path) -> None:
+def test_candles_are_visible_to_plain_duckdb_within_seconds_of_closing(
+    fast: FakeExchange, tmp_path: Path
+) -> None:
     """While the stream runs, the newest candle plain DuckDB sees closed at most a flush and a
     final update ago (at 60x: 10 s of wall time is 600 s of exchange time)."""
     lake = tmp_path / "lake"
@@ -190,6 +194,7 @@ def _killed_at(lake: Path, fx: FakeExchange, tmp_path: Path, marker: str) -> boo
     env_settings = {"CRYPTOLAKE_STREAM_FLUSH_S": "0.2", "CRYPTOLAKE_STREAM_COMPACT_FILES": "2"}
     os.environ.update(env_settings)
     try:
+
         def ready() -> bool:
             return any(p.name.endswith(marker) for p in lake.rglob("*"))
 

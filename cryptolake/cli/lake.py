@@ -56,8 +56,7 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
     from cryptolake.cli.scheduler import scheduler_line, scheduler_summary
     from cryptolake.cli.stream import stream_lines
     from cryptolake.lake import Lake
-    from cryptolake.status import collection_status
-    from cryptolake.streaming import stream_status
+    from cryptolake.status import collection_status, stream_status
 
     settings = settings_from(ctx, lake=lake, interval=interval)
     existing_lake(settings)

@@ -126,6 +126,14 @@ def symbols_command(
 @click.option("--now", "now", default=None, help="The exchange's clock (ISO 8601 UTC); default: real time.")
 @click.option("--frozen", is_flag=True, help="Keep the exchange's clock still instead of ticking.")
 @click.option(
+    "--clock-speed",
+    type=click.FloatRange(0, 10_000, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Exchange seconds per real second, for REST and streams alike (60: a 1m candle closes "
+    "every second). Example: --clock-speed 60",
+)
+@click.option(
     "--extra-symbols",
     type=click.IntRange(0, 10_000),
     default=0,
@@ -180,6 +188,7 @@ def fake_exchange_command(
     weight_window_s: int,
     now: str | None,
     frozen: bool,
+    clock_speed: float,
     extra_symbols: int,
     chaos_rate: float,
     chaos_seed: int,
@@ -191,7 +200,8 @@ def fake_exchange_command(
     """Serve a Binance-compatible fake exchange (deterministic candles) for offline use.
 
     Point cryptolake at it with --base-url http://127.0.0.1:PORT. The same port serves the
-    bulk archive (data.binance.vision): /data/spot/... zips and the S3 listing at /. With
+    bulk archive (data.binance.vision): /data/spot/... zips and the S3 listing at /, and the
+    WebSocket kline streams (/ws/..., /stream?streams=...; --stream-url ws://127.0.0.1:PORT). With
     --exchange coinbase|kraken|bybit it serves that exchange's REST API instead, at its documented
     limits (the weight, chaos and archive options are the Binance fake's only).
 
@@ -213,7 +223,7 @@ def fake_exchange_command(
         binance_only = [
             f"--{name.replace('_', '-')}"
             for name in ("weight_limit", "weight_window_s", "chaos_rate", "chaos_seed", "ban_grace", "cache_rows",
-                         "archive_daily_delay_h", "archive_monthly_delay_d")
+                         "archive_daily_delay_h", "archive_monthly_delay_d", "clock_speed")
             if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
         ]  # fmt: skip
         if binance_only:
@@ -237,6 +247,7 @@ def fake_exchange_command(
             port=port,
             now=start,
             follow_wall_clock=not frozen,
+            clock_speed=clock_speed,
             latency_s=latency_ms / 1000,
             weight_limit=weight_limit,
             weight_window_s=weight_window_s,

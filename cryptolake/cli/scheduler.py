@@ -163,7 +163,9 @@ def run_command(
         streamer = None
         if settings.stream.enabled:
             if "binance" not in exchanges:
-                raise UsageProblem("stream.enabled streams Binance's candles; this run collects " + ", ".join(exchanges))
+                raise UsageProblem(
+                    "stream.enabled streams Binance's candles; this run collects " + ", ".join(exchanges)
+                )
             index = exchanges.index("binance")
             streamer = make_stream_collector(per_exchange[index], collectors[index][0], wanted)
         scheduler = CollectorScheduler(

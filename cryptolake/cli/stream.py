@@ -33,9 +33,7 @@ log = logging.getLogger("cryptolake.streaming")
 @click.option("--interval", default=None, help="Candle interval, 1s ... 1M (setting stream.interval, 1m).")
 @lake_option
 @base_url_option
-@click.option(
-    "--stream-url", default=None, help="Binance WebSocket host (setting binance.stream_url)."
-)
+@click.option("--stream-url", default=None, help="Binance WebSocket host (setting binance.stream_url).")
 @click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
@@ -94,7 +92,11 @@ def stream_command(
         f"stored {report.candles_stored} {report.interval} candles of {report.symbols} symbols "
         f"({report.candles_streamed} streamed, {report.candles_repaired} repaired over REST in "
         f"{report.repairs} requests); {report.reconnects} reconnects, {report.compactions} compactions"
-        + (f"; {report.repairs_failed} repairs failed (the next run fills them)" if report.repairs_failed else "")
+        + (
+            f"; {report.repairs_failed} repairs failed (the next run fills them)"
+            if report.repairs_failed
+            else ""
+        )
     )
     if signals.exit_code is not None:
         raise SystemExit(signals.exit_code)

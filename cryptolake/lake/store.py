@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -547,8 +547,8 @@ class Lake:
                     unfinished.append(Path(folder))
             if any(layout.is_stream_name(name) for name in files):
                 remove_placeholders(Path(folder))
-        for folder in dict.fromkeys(unfinished):
-            self._finish_compaction(folder)
+        for cut_short in dict.fromkeys(unfinished):
+            self._finish_compaction(cut_short)
         return sorted(removed)
 
     # -- streamed candles ----------------------------------------------------------------
@@ -692,10 +692,8 @@ def _commit_absorbing(
     links = list(absorbing)
     for file in staged:
         link = folder / layout.absorbing_name(file.name)
-        try:
+        with suppress(FileExistsError):
             os.link(file, link)
-        except FileExistsError:
-            pass
         links.append(link)
     _fsync_dir(folder)
     placeholder = folder / layout.temp_name(os.getpid(), secrets.token_hex(6))
