@@ -37,6 +37,7 @@ from cryptolake.lake import Lake, meta_dir, validate_symbol
 from cryptolake.lake.append import Appender
 from cryptolake.lake.layout import month_of, partition_dir
 from cryptolake.lake.store import remove_placeholders
+from cryptolake.query import refresh_database
 from cryptolake.schema import Interval
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.sources.klines import rows_to_table
@@ -142,6 +143,7 @@ class StreamCollector:
         self._started_at = 0.0
         self._started_ms = 0
         self._compacted: set[tuple[str, str]] = set()
+        self._views_ready = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -250,6 +252,10 @@ class StreamCollector:
         with self._writing():
             for symbol, table in tables.items():
                 self.report.candles_streamed += self._store(symbol, table, closed_at[symbol])
+        if not self._views_ready:
+            # The lake's views (cryptolake.duckdb) read every partition's files by a glob, but
+            # only once the lake has some: made again after the first write.
+            self._views_ready = refresh_database(self.lake.root) is not None
         if any(files >= self.compact_files for files in self._appender.pending().values()):
             self._compact_due.set()
 

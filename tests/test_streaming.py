@@ -196,7 +196,7 @@ def _killed_at(lake: Path, fx: FakeExchange, tmp_path: Path, marker: str) -> boo
     try:
 
         def ready() -> bool:
-            return any(p.name.endswith(marker) for p in lake.rglob("*"))
+            return any(p.name.endswith(marker) for p in (lake / "klines").rglob(".*"))
 
         sigkill_when(stream_argv(fx, lake), tmp_path, ready, timeout_s=20)
     finally:
@@ -220,7 +220,8 @@ def test_sigkill_during_a_flush_and_a_compaction_then_a_restart_completes(
     result = invoke("stream", "--lake", lake, "--base-url", fast.base_url, "--stream-url", ws(fast),
                     "--symbols", "BTC,ETH,SOL,XRP,DOGE,BNB", "--duration", "2")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert not [p for p in lake.rglob("*") if p.name.endswith((".absorbing", ".tmp"))]
+    # (a views file a kill cut short, beside the klines, goes 10 minutes later with the next build)
+    assert not [p for p in (lake / "klines").rglob("*") if p.name.endswith((".absorbing", ".tmp"))]
     assert_lake_is_the_exchange(fast, lake, SYMBOLS)
 
 
