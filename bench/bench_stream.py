@@ -63,14 +63,19 @@ def main() -> None:
     args = parser.parse_args()
     listed = to_ms("2017-09-01")
     extra = [
-        FakeSymbol(f"S{i:04d}USDT", f"S{i:04d}", "USDT", listed_ms=listed, base_price=10.0 + i, volume_scale=0.001)
+        FakeSymbol(
+            f"S{i:04d}USDT", f"S{i:04d}", "USDT", listed_ms=listed, base_price=10.0 + i, volume_scale=0.001
+        )
         for i in range(1, args.symbols + 1)
     ]
     names = [s.symbol for s in extra]
     wall_s = args.minutes * 60 / args.speed
-    with tempfile.TemporaryDirectory() as tmp, FakeExchange(
-        now=NOW_MS, follow_wall_clock=True, clock_speed=args.speed, symbols=default_symbols() + extra
-    ) as fx:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeExchange(
+            now=NOW_MS, follow_wall_clock=True, clock_speed=args.speed, symbols=default_symbols() + extra
+        ) as fx,
+    ):
         lake = Path(tmp) / "lake"
         argv = [
             sys.executable, "-c", _RUNNER, "stream", "--lake", str(lake), "--base-url", fx.base_url,

@@ -89,6 +89,7 @@ class StreamCollector:
         flush_s: buffered candles are written this often.
         compact_files: a partition is compacted once it holds this many stream files.
         silence_s, lifetime_s, retry_delay_s: see :class:`~cryptolake.sources.stream.KlineStream`.
+        repair_retry_s: a REST repair that failed is tried again after this long.
         clock: wall clock (seconds), for the status times.
 
     Use :meth:`run` to stream until stopped, or :meth:`start`/:meth:`stop` (or ``with``) to
@@ -108,6 +109,7 @@ class StreamCollector:
         silence_s: float = 30.0,
         lifetime_s: float = DEFAULT_LIFETIME_S,
         retry_delay_s: float = 1.0,
+        repair_retry_s: float = REPAIR_RETRY_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if flush_s <= 0 or compact_files < 1:
@@ -123,6 +125,7 @@ class StreamCollector:
         self.stream_url = stream_url
         self.flush_s = flush_s
         self.compact_files = compact_files
+        self.repair_retry_s = repair_retry_s
         self.report = StreamReport(symbols=len(self.symbols), interval=self.grid.name)
         self._clock = clock
         self._appender = Appender(self.lake, self.grid.name)
@@ -235,8 +238,8 @@ class StreamCollector:
                 self._write_status(running=True)
             except LakeLocked:
                 return  # stopping while another process held the lake
-            except (CryptolakeError, OSError) as exc:
-                self._error(f"writing streamed candles failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a long-running writer says why and goes on
+                self._error(f"writing streamed candles failed: {exc}", exc)
 
     def _flush(self) -> None:
         with self._buffer_lock:
@@ -256,7 +259,9 @@ class StreamCollector:
             # The lake's views (cryptolake.duckdb) read every partition's files by a glob, but
             # only once the lake has some: made again after the first write.
             self._views_ready = refresh_database(self.lake.root) is not None
-        if any(files >= self.compact_files for files in self._appender.pending().values()):
+        with self._write_lock:
+            due = any(files >= self.compact_files for files in self._appender.pending().values())
+        if due:
             self._compact_due.set()
 
     def _store(self, symbol: str, table: pa.Table, closed_at: float | None = None) -> int:
@@ -276,21 +281,28 @@ class StreamCollector:
         return stored
 
     def _repair_loop(self) -> None:
-        while True:
-            item = self._repairs.get()
+        retry: list[tuple[float, tuple[str, int, int | None]]] = []  # (when, repair) after a failure
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for when, again in [r for r in retry if r[0] <= now]:
+                retry.remove((when, again))
+                self._repairs.put(again)
+            try:
+                item = self._repairs.get(timeout=0.5)
+            except queue.Empty:
+                continue
             if item is None:
                 return
-            symbol, first, last = item
             try:
-                self._repair(symbol, first, last)
+                self._repair(*item)
             except LakeLocked:
                 return
-            except (CryptolakeError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - tried again later; the others go on meanwhile
                 self.report.repairs_failed += 1
-                self._error(f"REST repair of {symbol} failed: {exc}; trying again in {REPAIR_RETRY_S:g} s")
-                if self._stop.wait(REPAIR_RETRY_S):
-                    return
-                self._repairs.put(item)
+                self._error(
+                    f"REST repair of {item[0]} failed: {exc}; trying again in {self.repair_retry_s:g} s", exc
+                )
+                retry.append((time.monotonic() + self.repair_retry_s, item))
 
     def _repair(self, symbol: str, first: int, last: int | None) -> None:
         """Fetch over REST the closed candles from ``first`` (-1: after the last one stored)
@@ -321,14 +333,16 @@ class StreamCollector:
                 self._compact(everything=False)
             except LakeLocked:
                 return
-            except (CryptolakeError, OSError) as exc:
-                self._error(f"compaction failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - as above
+                self._error(f"compaction failed: {exc}", exc)
 
     def _compact(self, everything: bool) -> None:
         """Compact partitions with ``compact_files`` stream files, or of a past month (or all),
         one at a time, each under the writer lock (flushes go in between)."""
         current = month_of(self.client.exchange_now_ms())
-        for (symbol, month), files in sorted(self._appender.pending().items()):
+        with self._write_lock:  # the flush thread adds to what the appender knows
+            pending = sorted(self._appender.pending().items())
+        for (symbol, month), files in pending:
             if everything or files >= self.compact_files or month < current:
                 with self._writing():
                     if self._appender.compact(symbol, month):
@@ -350,8 +364,9 @@ class StreamCollector:
     def _writing(self) -> _Writing:
         return _Writing(self)
 
-    def _error(self, message: str) -> None:
-        log.warning("%s", message)
+    def _error(self, message: str, exc: BaseException | None = None) -> None:
+        expected = exc is None or isinstance(exc, (CryptolakeError, OSError))
+        log.warning("%s", message, exc_info=None if expected else exc)
         self.report.errors.append(message)
         del self.report.errors[:-20]
 

@@ -255,3 +255,21 @@ def test_run_with_the_stream_enabled_also_runs_its_cron_jobs(fast: FakeExchange,
     assert Lake(lake).symbols("1m") == ["BTCUSDT", "ETHUSDT"]
     assert_lake_is_the_exchange(fast, lake, ["BTCUSDT", "ETHUSDT"])
     assert stream_status(lake)["running"] is False  # type: ignore[index]
+
+
+def test_a_failed_rest_repair_is_tried_again_and_fills_the_hole(fast: FakeExchange, tmp_path: Path) -> None:
+    """Klines requests all fail while the stream skips a final update: the repair fails, is
+    tried again once REST answers, and the lake ends up equal to the exchange."""
+    lake = tmp_path / "lake"
+    collector = streamer(fast, lake, SYMBOLS[:2], repair_retry_s=0.3)
+    collector.client.max_retries = 0
+    fast.streams.inject(StreamFault("skip_final", after_s=1.0))
+    fast.set_chaos(1.0, kinds=["5xx"])
+    with collector:
+        time.sleep(3.0)
+        assert collector.report.repairs_failed >= 1
+        fast.set_chaos(0.0)
+        time.sleep(2.5)
+    assert collector.report.candles_repaired >= 1
+    assert any("REST repair" in e for e in collector.report.errors)
+    assert_lake_is_the_exchange(fast, lake, SYMBOLS[:2])
