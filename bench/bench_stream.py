@@ -60,6 +60,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=60, help="stream time to run, exchange minutes")
     parser.add_argument("--flush-s", type=float, default=5.0)
     parser.add_argument("--poll-s", type=float, default=0.25)
+    parser.add_argument(
+        "--compact-files", type=int, default=12,
+        help="stream.compact_files; 12 flushes of 5 s at 60x hold an hour of 1m candles, as 60 do in real time",
+    )  # fmt: skip
     args = parser.parse_args()
     listed = to_ms("2017-09-01")
     extra = [
@@ -82,23 +86,30 @@ def main() -> None:
             "--stream-url", fx.base_url.replace("http://", "ws://"), "--symbols", ",".join(names),
             "--interval", "1m", "--duration", f"{wall_s:g}",
         ]  # fmt: skip
-        env = {"PATH": "/usr/bin:/bin", "CRYPTOLAKE_STREAM_FLUSH_S": str(args.flush_s)}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "CRYPTOLAKE_STREAM_FLUSH_S": str(args.flush_s),
+            "CRYPTOLAKE_STREAM_COMPACT_FILES": str(args.compact_files),
+        }
         started = time.monotonic()
         child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         seen: dict[tuple[str, int], float] = {}
         poll_errors = 0
+        poll_s: list[float] = []
         views = lake / "cryptolake.duckdb"
         while child.poll() is None:
             time.sleep(args.poll_s)
             if not views.exists():
                 continue
+            asked = time.monotonic()
             try:
                 with duckdb.connect(str(views), read_only=True) as con:
                     rows = con.execute("SELECT symbol, epoch_ms(close_time) FROM klines").fetchall()
             except duckdb.Error:
                 poll_errors += 1  # a file replaced under the query (a compaction): asked again
                 continue
-            now_exchange = fx.now_ms()
+            poll_s.append(time.monotonic() - asked)
+            now_exchange = fx.now_ms()  # at the answer: a delay includes the query's own time
             for symbol, close_ms in rows:
                 key = (symbol, close_ms)
                 if key not in seen:
@@ -120,13 +131,15 @@ def main() -> None:
         delays = sorted(d for (_, close), d in seen.items() if close > first_close + MINUTE)
     print(out.strip())
     print(f"symbols {args.symbols}, clock {args.speed:g}x, {args.minutes} exchange minutes in {wall:.1f} s wall "
-          f"(flush every {args.flush_s:g} s)")  # fmt: skip
+          f"(flush every {args.flush_s:g} s, compaction every {args.compact_files} files)")  # fmt: skip
     print(f"stored {stored} candles ({distinct} distinct), {stored / wall:.0f} candles/s")
     if delays:
         p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))]
         print(f"close -> visible in the klines view: median {statistics.median(delays):.2f} s, p99 {p99:.2f} s, "
               f"max {delays[-1]:.2f} s over {len(delays)} candles (poll every {args.poll_s:g} s; {poll_errors} polls "
               "failed on a replaced file and were asked again)")  # fmt: skip
+        print(f"(each delay includes the poll query's own time: median {statistics.median(poll_s):.2f} s, "
+              f"max {max(poll_s):.2f} s)")  # fmt: skip
     print(f"bytes written: {cost['wchar'] / max(stored, 1):,.0f} per stored candle (wchar {cost['wchar']:,}; "
           f"block-device writes {cost['write_bytes']:,})")  # fmt: skip
     print(f"CPU {cost['cpu_s']:.1f} s = {100 * cost['cpu_s'] / wall:.0f}% of one core; RSS at exit "

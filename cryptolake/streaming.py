@@ -2,9 +2,10 @@
 
 It reads closed candles from :class:`~cryptolake.sources.stream.KlineStream`, buffers them and
 every ``flush_s`` appends them to the lake as small stream files (:mod:`cryptolake.lake.append`),
-so a reader sees a candle a few seconds after it closed without any month being rewritten. A
-background thread compacts a partition's stream files into its ``data.parquet`` once it has
-``compact_files`` of them, and every partition's at shutdown.
+so a reader sees a candle a few seconds after it closed without any month being rewritten. In
+the time between two flushes, the writer thread compacts a partition's stream files into its
+``data.parquet`` once it has ``compact_files`` of them (a few partitions per gap, so a flush is
+never held up), and every partition's at shutdown.
 
 Nothing is lost: whenever a connection (re)starts, the candles between the last one stored and
 the stream's first are fetched over REST before the symbol counts as live; a candle that closed
@@ -138,7 +139,6 @@ class StreamCollector:
         self._buffer_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one writer thread at a time in this process
         self._repairs: queue.Queue[tuple[str, int, int | None] | None] = queue.Queue()
-        self._compact_due = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_stored: dict[str, int] = {}
@@ -164,7 +164,6 @@ class StreamCollector:
         for target, name in (
             (self._flush_loop, "flush"),
             (self._repair_loop, "repair"),
-            (self._compact_loop, "compact"),
         ):
             thread = threading.Thread(target=target, name=f"cryptolake-stream-{name}", daemon=True)
             self._threads.append(thread)
@@ -179,7 +178,6 @@ class StreamCollector:
         self._stream.stop()
         self._stop.set()
         self._repairs.put(None)
-        self._compact_due.set()
         for thread in self._threads:
             thread.join()
         self._threads.clear()
@@ -232,7 +230,11 @@ class StreamCollector:
     # -- writer threads --------------------------------------------------------------------
 
     def _flush_loop(self) -> None:
-        while not self._stop.wait(self.flush_s):
+        """Flush every ``flush_s``; in the time left before the next flush, compact what is due
+        (so that compaction never holds up a flush, however many partitions are due at once)."""
+        next_flush = time.monotonic() + self.flush_s
+        while not self._stop.wait(max(0.0, next_flush - time.monotonic())):
+            next_flush = max(next_flush + self.flush_s, time.monotonic() + self.flush_s / 2)
             try:
                 self._flush()
                 self._write_status(running=True)
@@ -240,6 +242,12 @@ class StreamCollector:
                 return  # stopping while another process held the lake
             except Exception as exc:  # noqa: BLE001 - a long-running writer says why and goes on
                 self._error(f"writing streamed candles failed: {exc}", exc)
+            try:
+                self._compact(everything=False, until=next_flush - self.flush_s / 5)
+            except LakeLocked:
+                return
+            except Exception as exc:  # noqa: BLE001 - as above
+                self._error(f"compaction failed: {exc}", exc)
 
     def _flush(self) -> None:
         with self._buffer_lock:
@@ -259,10 +267,6 @@ class StreamCollector:
             # The lake's views (cryptolake.duckdb) read every partition's files by a glob, but
             # only once the lake has some: made again after the first write.
             self._views_ready = refresh_database(self.lake.root) is not None
-        with self._write_lock:
-            due = any(files >= self.compact_files for files in self._appender.pending().values())
-        if due:
-            self._compact_due.set()
 
     def _store(self, symbol: str, table: pa.Table, closed_at: float | None = None) -> int:
         """Append (holding the writer lock); remember the last candle and its delay after its
@@ -323,26 +327,15 @@ class StreamCollector:
         if added:
             log.info("repaired %d %s candles of %s over REST", added, self.grid.name, symbol)
 
-    def _compact_loop(self) -> None:
-        while not self._stop.is_set():
-            self._compact_due.wait()
-            self._compact_due.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._compact(everything=False)
-            except LakeLocked:
-                return
-            except Exception as exc:  # noqa: BLE001 - as above
-                self._error(f"compaction failed: {exc}", exc)
-
-    def _compact(self, everything: bool) -> None:
+    def _compact(self, everything: bool, until: float | None = None) -> None:
         """Compact partitions with ``compact_files`` stream files, or of a past month (or all),
-        one at a time, each under the writer lock (flushes go in between)."""
+        one at a time, each under the writer lock; stop at ``until`` (``time.monotonic()``)."""
         current = month_of(self.client.exchange_now_ms())
         with self._write_lock:  # the flush thread adds to what the appender knows
             pending = sorted(self._appender.pending().items())
         for (symbol, month), files in pending:
+            if until is not None and time.monotonic() >= until:
+                return  # the rest after the next flush
             if everything or files >= self.compact_files or month < current:
                 with self._writing():
                     if self._appender.compact(symbol, month):
