@@ -30,6 +30,7 @@ from cryptolake.lake.meta import LakeMeta
 from cryptolake.pipeline import CommitGate, FetchWindow, Pipeline
 from cryptolake.results import CollectionReport, Direction, ProgressEvent, SymbolResult, _iso_dt
 from cryptolake.schema import DAY_MS, HOUR_MS, Interval
+from cryptolake.sharding import Shard
 from cryptolake.sources.base import KlineSource, Market
 from cryptolake.status import STATE_FILE, _state_document, collection_status, state_section
 from cryptolake.timeutils import from_ms, iso, to_ms
@@ -68,6 +69,9 @@ class CryptoCollector:
         window_attempts: how many times one page is asked in a run before its window fails;
             between attempts it waits, with backoff, while the other pages go on (each attempt
             is itself one client call with the client's own retries).
+        shard: ``"K/N"`` or a :class:`~cryptolake.sharding.Shard`: collect (and fill the gaps
+            of) only the symbols of shard K of N, so that N processes on N hosts share the
+            universe; None collects every symbol.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class CryptoCollector:
         clock: Callable[[], float] = time.time,
         exchange_gap_recheck_days: float = 30,
         window_attempts: int = 5,
+        shard: Shard | str | None = None,
     ) -> None:
         if top_n_cryptos < 1 or batch_size_hours < 1 or window_attempts < 1:
             raise ValueError("top_n_cryptos, batch_size_hours and window_attempts must be at least 1")
@@ -102,6 +107,8 @@ class CryptoCollector:
         self.exchange_gap_recheck_days = exchange_gap_recheck_days
         self.meta = LakeMeta(self.lake.root, self.lake.exchange)
         self.window_attempts = window_attempts
+        #: Collect only this shard's symbols (see :mod:`cryptolake.sharding`); None: all.
+        self.shard = Shard.parse(shard) if isinstance(shard, str) else shard
         self._stop = threading.Event()
         self._end_ms: int | None = None
         self._state_lock = threading.Lock()
@@ -128,6 +135,10 @@ class CryptoCollector:
                 validate_symbol(n if not n or n in known else self.client.resolve_symbol(n)) for n in names
             )
         )
+
+    def _mine(self, symbols: list[str]) -> list[str]:
+        """The symbols this collector's shard owns (all of them without a shard)."""
+        return symbols if self.shard is None else self.shard.select(self.lake.exchange, symbols)
 
     def stored_symbols(self) -> list[str]:
         """Symbols with candles of this interval in the lake."""
@@ -209,6 +220,7 @@ class CryptoCollector:
         whichever is earliest. ``report.remaining`` gives the candles still missing, by kind.
         """
         symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.known_symbols()
+        symbols = self._mine(symbols)
         start_ms = to_ms(start_date) if start_date is not None else None
         report = self._run(["gaps"], symbols, start_ms, None)[0]
         # Judged at the run's end (the exchange's clock as the run read it): asking again could
@@ -250,6 +262,7 @@ class CryptoCollector:
         start_ms: int | None,
         until: date | datetime | str | int | None,
     ) -> list[CollectionReport]:
+        symbols = self._mine(symbols)
         started = from_ms(self._now_ms())
         reports = {step: CollectionReport(step, self.interval, started_at=started) for step in steps}
         results = {step: {s: SymbolResult(s, step) for s in symbols} for step in steps}

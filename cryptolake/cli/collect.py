@@ -26,6 +26,7 @@ from cryptolake.cli.options import (
     make_client,
     make_collector,
     settings_from,
+    shard_option,
     source_options,
     symbols_option,
 )
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     help="Fail at once if another process is collecting into or writing to the lake.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print only the summary and errors.")
+@shard_option
 @json_option
 @click.pass_context
 def collect_command(
@@ -78,6 +80,7 @@ def collect_command(
     forward_only: bool,
     no_wait: bool,
     quiet: bool,
+    shard: Any,
     as_json: bool,
 ) -> None:
     """Collect every closed candle of the chosen symbols into the lake.
@@ -114,7 +117,7 @@ def collect_command(
         logging.getLogger("cryptolake.binance").setLevel(logging.ERROR)
         logging.getLogger("cryptolake.archive").setLevel(logging.ERROR)  # no retry chatter: the summary tells
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
-        collector = make_collector(settings, client, wait=not no_wait, progress=progress.update)
+        collector = make_collector(settings, client, wait=not no_wait, progress=progress.update, shard=shard)
         pairs = collector.resolve_symbols(_pairs(settings, wanted) if wanted is not None else None)
         with StopSignals(collector.request_stop, announce=progress.announce) as signals:
             reports = collector.collect(

@@ -242,6 +242,29 @@ def symbols_option(default_text: str) -> Callable[[F], F]:
     )
 
 
+def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from cryptolake.sharding import Shard
+
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise UsageProblem(f"invalid --shard {value!r}: {exc}") from None
+
+
+def shard_option(func: F) -> F:
+    """``--shard K/N``: this process's stable share of the symbols."""
+    return click.option(
+        "--shard",
+        default=None,
+        callback=_shard,
+        metavar="K/N",
+        help="Only this process's share of the symbols (by a hash of exchange and symbol): run "
+        "K/N for K = 1..N on N hosts to split the universe. Example: --shard 2/4",
+    )(func)
+
+
 def interval_option(func: F) -> F:
     return click.option(
         "--interval", default=None, help="Candle interval, 1s ... 1M (setting collection.interval)."
@@ -294,6 +317,7 @@ def make_collector(
     wait: bool = True,
     progress: Any = None,
     siblings: bool = False,
+    shard: Any = None,
 ) -> CryptoCollector:
     """A CryptoCollector over the configured lake. ``siblings``: other exchanges' collectors
     of this process commit to the same lake, so a wait for the writer lock is no news."""
@@ -313,6 +337,7 @@ def make_collector(
             f"waiting: another cryptolake process is writing to {settings.lake.root}", err=True
         ),
         exchange_gap_recheck_days=settings.collection.exchange_gap_recheck_days,
+        shard=shard,
     )
 
 

@@ -33,6 +33,7 @@ from cryptolake.cli.options import (
     make_client,
     make_collector,
     settings_from,
+    shard_option,
     symbols_option,
 )
 from cryptolake.cli.signals import StopSignals
@@ -96,6 +97,7 @@ def postgres_sync_hook(settings: Settings, exchanges: list[str] | None = None) -
 @exchange_option
 @base_url_option
 @click.option("--run-now", is_flag=True, help="Start with a full run now rather than at the first fire time.")
+@shard_option
 @click.pass_context
 def run_command(
     ctx: click.Context,
@@ -107,6 +109,7 @@ def run_command(
     lake: str | None,
     base_url: str | None,
     run_now: bool,
+    shard: Any,
 ) -> None:
     """Collect on a cron schedule until stopped: a long-running foreground process.
 
@@ -156,7 +159,7 @@ def run_command(
         collectors = []
         for each in per_exchange:
             client = stack.enter_context(make_client(each))
-            collector = make_collector(each, client, siblings=len(per_exchange) > 1)
+            collector = make_collector(each, client, siblings=len(per_exchange) > 1, shard=shard)
             pairs = collector.resolve_symbols(_pairs(each, wanted)) if wanted is not None else None
             collectors.append((client, collector, pairs))
         client, collector, pairs = collectors[0]

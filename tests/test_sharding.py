@@ -1,0 +1,81 @@
+"""`--shard K/N`: N processes share the universe, each symbol in exactly one shard, stable across
+processes; together they build exactly the lake one process builds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cryptolake import CryptoCollector
+from cryptolake.sharding import Shard
+from cryptolake.sources.binance import BinanceClient
+from cryptolake.testing import FakeExchange
+from tests.helpers import collect, duck, invoke, one_line_error
+
+SYMBOLS = "BTC,ETH,SOL,XRP,DOGE,BNB,ADA"
+symbols = st.lists(st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=12), max_size=60)
+
+
+@given(names=symbols, count=st.integers(1, 16), exchange=st.sampled_from(["binance", "kraken"]))
+def test_every_symbol_is_in_exactly_one_shard(names: list[str], count: int, exchange: str) -> None:
+    shards = [Shard(k, count) for k in range(1, count + 1)]
+    picked = [s for shard in shards for s in shard.select(exchange, names)]
+    assert sorted(picked) == sorted(names)  # each name once (repeats kept as given)
+
+
+def test_a_symbols_shard_is_the_same_in_every_process() -> None:
+    names = [f"S{i:04d}USDT" for i in range(200)]
+    code = (
+        "import sys; from cryptolake.sharding import Shard; "
+        "print(','.join(Shard(3, 7).select('binance', sys.argv[1].split(','))))"
+    )
+    other = subprocess.run([sys.executable, "-c", code, ",".join(names)], capture_output=True, text=True, check=True)
+    mine = Shard(3, 7).select("binance", names)
+    assert other.stdout.strip().split(",") == mine
+    assert 10 < len(mine) < 50  # a share, not all or nothing
+    assert Shard(1, 2).select("binance", names) != Shard(1, 2).select("kraken", names)  # keyed by exchange
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "1/0", "a/b", "1", "1/2/3", "", "1/2000"])
+def test_a_bad_shard_is_refused_in_one_line(text: str, cli_env: Path) -> None:
+    result = invoke("collect", "--shard", text, "--symbols", "BTC")
+    assert result.exit_code == 2
+    assert "--shard" in one_line_error(result)
+    with pytest.raises(ValueError):
+        Shard.parse(text)
+
+
+def test_four_shards_build_exactly_the_lake_one_process_builds(fake_exchange: FakeExchange, tmp_path: Path) -> None:
+    whole, shared = tmp_path / "whole", tmp_path / "shared"
+    result = collect(whole, fake_exchange, "--symbols", SYMBOLS, "--since", "2025-10-01")
+    assert result.exit_code == 0, result.output
+    for k in range(1, 5):
+        result = collect(shared, fake_exchange, "--symbols", SYMBOLS, "--since", "2025-10-01", "--shard", f"{k}/4")
+        assert result.exit_code == 0, result.output
+    assert duck(shared).equals(duck(whole))
+    assert duck(whole).select("symbol").n_unique() == 7
+
+
+def test_a_sharded_collector_fills_only_its_own_gaps(fake_exchange: FakeExchange, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    assert collect(lake, fake_exchange, "--symbols", SYMBOLS, "--since", "2025-12-01").exit_code == 0
+    # Two symbols lose a day each; shard 1/2 fills only the one it owns.
+    pairs = [f"{s}USDT" for s in SYMBOLS.split(",")]
+    mine = Shard(1, 2).select("binance", pairs)
+    theirs = [p for p in pairs if p not in mine]
+    assert mine and theirs
+    for symbol in (mine[0], theirs[0]):
+        path = lake / f"klines/exchange=binance/interval=1h/symbol={symbol}/month=2025-12/data.parquet"
+        frame = pl.read_parquet(path)
+        frame.filter(pl.col("open_time").dt.day() != 10).write_parquet(path)
+    with BinanceClient(base_url=fake_exchange.base_url, ban_file=tmp_path / "bans.json") as client:
+        report = CryptoCollector(client, lake=lake, shard="1/2").detect_and_fill_gaps()
+    assert set(report.results) == set(mine)
+    counts = dict(duck(lake).group_by("symbol").len().iter_rows())
+    assert counts[mine[0]] == counts[mine[-1]] and counts[theirs[0]] == counts[mine[0]] - 24
