@@ -215,6 +215,11 @@ def _stream_url(value: Any) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("ws", "wss") or not parts.hostname or parts.query or parts.fragment:
         raise _Invalid("a ws(s) URL such as wss://data-stream.binance.vision")
+    if parts.path not in ("", "/"):
+        raise _Invalid(
+            "the stream host alone, such as wss://stream.binance.com:9443: cryptolake adds "
+            f"/stream?streams=... itself (drop {parts.path!r})"
+        )
     if parts.hostname.endswith("binance.us"):
         raise _Invalid("a binance.com stream host: binance.us is a different exchange")
     return text

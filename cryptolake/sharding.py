@@ -27,7 +27,9 @@ class Shard:
 
     def __post_init__(self) -> None:
         if not 1 <= self.count <= MAX_SHARDS or not 1 <= self.index <= self.count:
-            raise ValueError(f"a shard is K/N with 1 <= K <= N <= {MAX_SHARDS}, got {self.index}/{self.count}")
+            raise ValueError(
+                f"a shard is K/N with 1 <= K <= N <= {MAX_SHARDS}, got {self.index}/{self.count}"
+            )
 
     @classmethod
     def parse(cls, text: str) -> Shard:

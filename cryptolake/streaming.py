@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import pyarrow as pa
+from filelock import FileLock, Timeout
 
 from cryptolake.atomic import write_bytes_atomic
-from cryptolake.errors import CryptolakeError, LakeLocked
+from cryptolake.errors import CryptolakeError, InvalidSymbol, LakeError, LakeLocked
 from cryptolake.lake import Lake, meta_dir, validate_symbol
 from cryptolake.lake.append import Appender
 from cryptolake.lake.layout import month_of, partition_dir
@@ -54,6 +55,8 @@ log = logging.getLogger("cryptolake.streaming")
 REPAIR_RETRY_S = 30.0
 #: At exit, the placeholders of absorbed stream files are removed once they are this old.
 SHUTDOWN_GRACE_S = 2.0
+#: ``<lake>/_meta/stream.lock``: held by the lake's one running stream.
+STREAM_LOCK_FILE = "stream.lock"
 _KLINE_FIELDS = ("t", "o", "h", "l", "c", "v", "T", "q", "n", "V", "Q")
 
 
@@ -70,6 +73,9 @@ class StreamReport:
     repairs_failed: int = 0
     reconnects: int = 0
     compactions: int = 0
+    #: Whether a stream connection was ever open (False: nothing could be streamed).
+    connected: bool = False
+    last_connection_error: str | None = None
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -147,6 +153,8 @@ class StreamCollector:
         self._started_ms = 0
         self._compacted: set[tuple[str, str]] = set()
         self._views_ready = False
+        self._repairing: dict[str, int] = {}  # symbol: REST repairs queued and not yet stored
+        self._stream_lock: FileLock | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -154,13 +162,12 @@ class StreamCollector:
         """Finish what a killed predecessor left, connect and start the writer threads; returns
         at once. Raises :class:`~cryptolake.errors.LakeLocked` if the lake cannot be written."""
         self._started_at = self._clock()
-        self._started_ms = self.grid.floor(self.client.exchange_now_ms())
-        with self._writing():
-            self.lake.remove_stale_temp_files()  # also finishes a compaction cut short
-        for symbol in self.symbols:
-            bounds = self.lake.bounds(self.grid.name, symbol)
-            if bounds is not None:
-                self._last_stored[symbol] = bounds[1]
+        self._take_stream_lock()
+        try:
+            self._prepare()
+        except BaseException:
+            self._release_stream_lock()
+            raise
         for target, name in (
             (self._flush_loop, "flush"),
             (self._repair_loop, "repair"),
@@ -169,29 +176,87 @@ class StreamCollector:
             self._threads.append(thread)
             thread.start()
         self._stream.start()
-        log.info("streaming %d symbols (%s) from %s", len(self.symbols), self.grid.name, self.stream_url)
+        log.debug("streaming %d symbols (%s) from %s", len(self.symbols), self.grid.name, self.stream_url)
         return self
+
+    def _prepare(self) -> None:
+        """Check the symbols with the exchange, finish what a killed predecessor left, and learn
+        each symbol's last stored candle."""
+        listed = self.client.symbol_statuses()
+        unknown = [s for s in self.symbols if s not in listed]
+        if unknown:
+            raise InvalidSymbol(
+                unknown[0],
+                msg=f"not listed ({len(unknown)} of the symbols are not: {', '.join(unknown[:5])})",
+            )
+        self._started_ms = self.grid.floor(self.client.exchange_now_ms())
+        with self._writing():
+            self.lake.remove_stale_temp_files()  # also finishes a compaction cut short
+        for symbol in self.symbols:
+            bounds = self.lake.bounds(self.grid.name, symbol)
+            if bounds is not None:
+                self._last_stored[symbol] = bounds[1]
+
+    def _take_stream_lock(self) -> None:
+        """One stream per lake (``_meta/stream.lock``): a second would only duplicate the work."""
+        path = meta_dir(self.lake.root) / STREAM_LOCK_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LakeError(f"cannot write to the lake at {self.lake.root}: {exc.strerror or exc}") from None
+        lock = FileLock(path, thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            other = stream_status(self.lake) or {}
+            who = f" (pid {other.get('pid')} on {other.get('host')})" if other.get("pid") else ""
+            raise LakeLocked(
+                f"another cryptolake stream is running on {self.lake.root}{who}; stop it first "
+                f"(lock file: {path})",
+                root=str(self.lake.root),
+            ) from None
+        self._stream_lock = lock
+
+    def _release_stream_lock(self) -> None:
+        if self._stream_lock is not None:
+            self._stream_lock.release()
+            self._stream_lock = None
 
     def stop(self) -> StreamReport:
         """Close the connections, write what is buffered, compact every partition with stream
         files, and return the report."""
-        self._stream.stop()
-        self._stop.set()
-        self._repairs.put(None)
-        for thread in self._threads:
-            thread.join()
-        self._threads.clear()
-        self._flush()
-        self._compact(everything=True)
-        self._remove_placeholders()
-        self._write_status(running=False)
-        self.report.reconnects = self._stream.stats.reconnects
+        if self._stream_lock is None:
+            return self.report  # not started, or stopped already
+        try:
+            self._stream.stop()
+            self._stop.set()
+            self._repairs.put(None)
+            for thread in self._threads:
+                thread.join()
+            self._threads.clear()
+            self._flush(everything=True)
+            self._compact(everything=True)
+            self._remove_placeholders()
+            self.report.reconnects = self._stream.stats.reconnects
+            self.report.connected = self._stream.stats.connections > 0
+            self.report.last_connection_error = self._stream.stats.last_error
+            self._write_status(running=False)
+        finally:
+            self._release_stream_lock()
         return self.report
 
-    def run(self, stop: threading.Event | None = None, duration_s: float | None = None) -> StreamReport:
-        """Stream until ``stop`` is set (or ``duration_s`` passed; or Ctrl-C), then :meth:`stop`."""
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        duration_s: float | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> StreamReport:
+        """Stream until ``stop`` is set (or ``duration_s`` passed; or Ctrl-C), then :meth:`stop`.
+        ``on_started`` is called once the stream has started."""
         self.start()
         try:
+            if on_started is not None:
+                on_started()
             deadline = None if duration_s is None else time.monotonic() + duration_s
             event = stop or threading.Event()
             while not event.is_set():
@@ -222,10 +287,25 @@ class StreamCollector:
     def _on_connected(self, symbols: list[str]) -> None:
         # What closed while no connection listened: from the last stored candle on, over REST.
         for symbol in symbols:
-            self._repairs.put((symbol, -1, None))
+            self._queue_repair((symbol, -1, None))
 
     def _on_missed(self, symbol: str, first_open_ms: int, last_open_ms: int) -> None:
-        self._repairs.put((symbol, first_open_ms, last_open_ms))
+        self._queue_repair((symbol, first_open_ms, last_open_ms))
+
+    def _queue_repair(self, item: tuple[str, int, int | None]) -> None:
+        # Until the repair is stored, the symbol's newer candles wait in the buffer: stored
+        # before it, a crash in between would leave a hole that no restart looks behind.
+        with self._buffer_lock:
+            self._repairing[item[0]] = self._repairing.get(item[0], 0) + 1
+        self._repairs.put(item)
+
+    def _repaired(self, symbol: str) -> None:
+        with self._buffer_lock:
+            left = self._repairing.get(symbol, 0) - 1
+            if left > 0:
+                self._repairing[symbol] = left
+            else:
+                self._repairing.pop(symbol, None)
 
     # -- writer threads --------------------------------------------------------------------
 
@@ -249,9 +329,15 @@ class StreamCollector:
             except Exception as exc:  # noqa: BLE001 - as above
                 self._error(f"compaction failed: {exc}", exc)
 
-    def _flush(self) -> None:
+    def _flush(self, everything: bool = False) -> None:
+        """Write the buffered candles; those of symbols with a REST repair still to be stored
+        wait (unless ``everything``: at exit, a repair that never came is a gap for later)."""
         with self._buffer_lock:
-            pending, self._buffer = self._buffer, []
+            if everything or not self._repairing:
+                pending, self._buffer = self._buffer, []
+            else:
+                pending = [entry for entry in self._buffer if entry[0] not in self._repairing]
+                self._buffer = [entry for entry in self._buffer if entry[0] in self._repairing]
         if not pending:
             return
         by_symbol: dict[str, list[list[Any]]] = {}
@@ -299,6 +385,7 @@ class StreamCollector:
                 return
             try:
                 self._repair(*item)
+                self._repaired(item[0])
             except LakeLocked:
                 return
             except Exception as exc:  # noqa: BLE001 - tried again later; the others go on meanwhile
@@ -347,7 +434,7 @@ class StreamCollector:
         :data:`SHUTDOWN_GRACE_S` (a query that listed a folder before then has opened its files)."""
         if not self._compacted:
             return
-        time.sleep(SHUTDOWN_GRACE_S)
+        time.sleep(SHUTDOWN_GRACE_S)  # (placeholders older runs left in them go too)
         with self._writing():
             for symbol, month in sorted(self._compacted):
                 folder = partition_dir(self.lake.root, self.grid.name, symbol, month, self.lake.exchange)
@@ -388,7 +475,8 @@ class StreamCollector:
             "started_at": iso(int(self._started_at * 1000)),
             "updated_at": iso(int(now * 1000)),
             "flush_s": self.flush_s,
-            "connections": self._stream.connection_count,
+            "connections": stats.open,
+            "connections_wanted": self._stream.connection_count,
             "connections_opened": stats.connections,
             "reconnects": stats.reconnects,
             "messages": stats.messages,
@@ -398,7 +486,8 @@ class StreamCollector:
             "rest_repairs_failed": self.report.repairs_failed,
             "missed_final_updates": stats.missed,
             "compactions": self.report.compactions,
-            "last_error": self.report.errors[-1] if self.report.errors else None,
+            "last_error": self.report.errors[-1] if self.report.errors else stats.last_error,
+            "last_connection_error": stats.last_error,
             "symbols": symbols,
         }
 

@@ -35,7 +35,9 @@ def test_a_symbols_shard_is_the_same_in_every_process() -> None:
         "import sys; from cryptolake.sharding import Shard; "
         "print(','.join(Shard(3, 7).select('binance', sys.argv[1].split(','))))"
     )
-    other = subprocess.run([sys.executable, "-c", code, ",".join(names)], capture_output=True, text=True, check=True)
+    other = subprocess.run(
+        [sys.executable, "-c", code, ",".join(names)], capture_output=True, text=True, check=True
+    )
     mine = Shard(3, 7).select("binance", names)
     assert other.stdout.strip().split(",") == mine
     assert 10 < len(mine) < 50  # a share, not all or nothing
@@ -51,12 +53,16 @@ def test_a_bad_shard_is_refused_in_one_line(text: str, cli_env: Path) -> None:
         Shard.parse(text)
 
 
-def test_four_shards_build_exactly_the_lake_one_process_builds(fake_exchange: FakeExchange, tmp_path: Path) -> None:
+def test_four_shards_build_exactly_the_lake_one_process_builds(
+    fake_exchange: FakeExchange, tmp_path: Path
+) -> None:
     whole, shared = tmp_path / "whole", tmp_path / "shared"
     result = collect(whole, fake_exchange, "--symbols", SYMBOLS, "--since", "2025-10-01")
     assert result.exit_code == 0, result.output
     for k in range(1, 5):
-        result = collect(shared, fake_exchange, "--symbols", SYMBOLS, "--since", "2025-10-01", "--shard", f"{k}/4")
+        result = collect(
+            shared, fake_exchange, "--symbols", SYMBOLS, "--since", "2025-10-01", "--shard", f"{k}/4"
+        )
         assert result.exit_code == 0, result.output
     assert duck(shared).equals(duck(whole))
     assert duck(whole).select("symbol").n_unique() == 7

@@ -156,11 +156,13 @@ def test_cli_stream_and_status(fast: FakeExchange, tmp_path: Path, cli_env: Path
     status = invoke("status", "--lake", lake, "--interval", "1m", "--json")
     assert status.exit_code == 0, status.output
     document = json.loads(status.output)["stream"]
-    assert document["running"] is False and document["connections"] == 1
+    assert (
+        document["running"] is False and document["connections"] == 0 and document["connections_wanted"] == 1
+    )
     assert set(document["symbols"]) == {"BTCUSDT", "ETHUSDT"}
     assert all(e["last_open_time"] for e in document["symbols"].values())
     text = invoke("status", "--lake", lake, "--interval", "1m")
-    assert "stream: stopped" in text.output and "1 connections, 2 symbols" in text.output
+    assert "stream: stopped" in text.output and "0 of 1 connections open, 2 symbols" in text.output
     assert_lake_is_the_exchange(fast, lake, ["BTCUSDT", "ETHUSDT"])
 
 
@@ -273,3 +275,60 @@ def test_a_failed_rest_repair_is_tried_again_and_fills_the_hole(fast: FakeExchan
     assert collector.report.candles_repaired >= 1
     assert any("REST repair" in e for e in collector.report.errors)
     assert_lake_is_the_exchange(fast, lake, SYMBOLS[:2])
+
+
+def test_the_stream_refuses_unknown_symbols_a_second_stream_and_a_url_with_a_path(
+    fast: FakeExchange, tmp_path: Path, cli_env: Path
+) -> None:
+    lake = tmp_path / "lake"
+    base = [
+        "stream",
+        "--lake",
+        lake,
+        "--base-url",
+        fast.base_url,
+        "--stream-url",
+        ws(fast),
+        "--duration",
+        "2",
+    ]
+    result = invoke(*base, "--symbols", "NOPE")
+    assert (
+        result.exit_code == 1
+        and "NOPEUSDT" in one_line_error(result)
+        and "not listed" in one_line_error(result)
+    )
+    result = invoke(*base[:-4], "--stream-url", ws(fast) + "/ws", "--symbols", "BTC")
+    assert result.exit_code == 2 and "drop '/ws'" in one_line_error(result)
+    with streamer(fast, lake, ["BTCUSDT"]):
+        result = invoke(*base, "--symbols", "ETH")
+        assert result.exit_code == 1 and "another cryptolake stream is running" in one_line_error(result)
+    assert "streaming" not in result.output  # refused before it said it started
+
+
+def test_a_stream_that_never_connects_says_so_and_fails(
+    fast: FakeExchange, tmp_path: Path, cli_env: Path
+) -> None:
+    lake = tmp_path / "lake"
+    result = invoke("stream", "--lake", lake, "--base-url", fast.base_url, "--stream-url", "ws://127.0.0.1:9",
+                    "--symbols", "BTC", "--duration", "1.5")  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: never connected to ws://127.0.0.1:9: ")
+    status = stream_status(lake)
+    assert status is not None and status["connections"] == 0 and status["last_connection_error"]
+
+
+def test_newer_candles_wait_for_the_repair_before_them(fast: FakeExchange, tmp_path: Path) -> None:
+    """While a symbol's connect repair is not stored, its streamed candles are not written: a
+    crash in between would leave a hole behind the last stored candle, which no restart sees."""
+    lake = tmp_path / "lake"
+    collector = streamer(fast, lake, ["BTCUSDT"], repair_retry_s=0.3)
+    collector.client.max_retries = 0
+    fast.set_chaos(1.0, kinds=["5xx"])  # the connect repair fails until REST answers again
+    with collector:
+        time.sleep(2.5)
+        assert collector.report.repairs_failed >= 1
+        assert not (lake / "klines").exists()  # streamed candles held back, none written
+        fast.set_chaos(0.0)
+        time.sleep(2.0)
+    assert_lake_is_the_exchange(fast, lake, ["BTCUSDT"])

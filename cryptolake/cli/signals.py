@@ -26,8 +26,14 @@ class StopSignals:
     thread (an embedding program) nothing is installed: signals are the caller's business.
     """
 
-    def __init__(self, on_stop: Callable[[], None], announce: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_stop: Callable[[], None],
+        announce: Callable[[str], None] | None = None,
+        what_finishes: str = "the partition being written finishes and the run is recorded first",
+    ) -> None:
         self.on_stop = on_stop
+        self.what_finishes = what_finishes
         self.announce = announce or (lambda text: print(text, file=sys.stderr, flush=True))
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
@@ -65,8 +71,5 @@ class StopSignals:
             os._exit(128 + signum)
         self.signum = signum
         again = "Ctrl-C again" if signum == signal.SIGINT else f"another {name}"
-        self.announce(
-            f"stopping ({name}): the partition being written finishes and the run is recorded "
-            f"first ({again} aborts at once)"
-        )
+        self.announce(f"stopping ({name}): {self.what_finishes} ({again} aborts at once)")
         self.on_stop()

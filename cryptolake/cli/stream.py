@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from typing import Any
 
@@ -23,6 +24,7 @@ from cryptolake.cli.options import (
 )
 from cryptolake.cli.signals import StopSignals
 from cryptolake.config import Settings
+from cryptolake.errors import CryptolakeError
 
 log = logging.getLogger("cryptolake.streaming")
 
@@ -36,7 +38,7 @@ log = logging.getLogger("cryptolake.streaming")
 @click.option("--stream-url", default=None, help="Binance WebSocket host (setting binance.stream_url).")
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=10 * 365 * 86400, min_open=True),
     default=None,
     help="Stop after this many seconds (default: run until Ctrl-C or SIGTERM).",
 )
@@ -78,16 +80,25 @@ def stream_command(
     if wanted is not None:
         _pairs(settings, wanted)  # refuse a bad name before the lake is created
     creatable_lake(settings)
+    if duration is not None and not math.isfinite(duration):
+        raise UsageProblem("--duration must be a number of seconds")
     stop = threading.Event()
     with make_client(settings) as client:
         streamer = make_stream_collector(settings, client, wanted)
-        click.echo(
-            f"streaming {len(streamer.symbols)} symbols ({streamer.grid.name}) from "
-            f"{settings.binance.stream_url} into {settings.lake.root}; Ctrl-C to stop",
-            err=True,
-        )
-        with StopSignals(stop.set, announce=lambda text: click.echo(text, err=True)) as signals:
-            report = streamer.run(stop, duration_s=duration)
+
+        def started() -> None:
+            click.echo(
+                f"streaming {len(streamer.symbols)} symbols ({streamer.grid.name}) from "
+                f"{settings.binance.stream_url} into {settings.lake.root}; Ctrl-C to stop",
+                err=True,
+            )
+
+        with StopSignals(
+            stop.set,
+            announce=lambda text: click.echo(text, err=True),
+            what_finishes="what is buffered is written and compacted first",
+        ) as signals:
+            report = streamer.run(stop, duration_s=duration, on_started=started)
     click.echo(
         f"stored {report.candles_stored} {report.interval} candles of {report.symbols} symbols "
         f"({report.candles_streamed} streamed, {report.candles_repaired} repaired over REST in "
@@ -100,6 +111,10 @@ def stream_command(
     )
     if signals.exit_code is not None:
         raise SystemExit(signals.exit_code)
+    if not report.connected:
+        raise CryptolakeError(
+            f"never connected to {settings.binance.stream_url}: {report.last_connection_error or 'no answer'}"
+        )
 
 
 def make_stream_collector(settings: Settings, client: Any, wanted: list[str] | None) -> Any:
@@ -131,7 +146,8 @@ def stream_lines(document: dict[str, Any] | None) -> list[str]:
     lines = [
         f"stream: {state} (pid {document.get('pid')}, {document.get('interval')}, since "
         f"{document.get('started_at')}, updated {document.get('updated_at')}); "
-        f"{document.get('connections')} connections, {len(symbols)} symbols, "
+        f"{document.get('connections')} of {document.get('connections_wanted')} connections open, "
+        f"{len(symbols)} symbols, "
         f"{document.get('reconnects')} reconnects, {document.get('rest_repairs')} REST repairs "
         f"({document.get('candles_repaired')} candles), {document.get('candles_streamed')} candles streamed"
     ]
@@ -142,4 +158,8 @@ def stream_lines(document: dict[str, Any] | None) -> list[str]:
         )
     if document.get("last_error"):
         lines.append(f"stream: last error: {document['last_error']}")
+    if document.get("last_connection_error") and document.get("last_connection_error") != document.get(
+        "last_error"
+    ):
+        lines.append(f"stream: last connection error: {document['last_connection_error']}")
     return lines

@@ -47,7 +47,11 @@ class StreamStats:
     per symbol the open time of the last closed candle handed on."""
 
     connections: int = 0
+    #: Connections open now.
+    open: int = 0
     reconnects: int = 0
+    #: Why the last connection attempt or connection failed (None: none has).
+    last_error: str | None = None
     messages: int = 0
     candles: int = 0
     missed: int = 0
@@ -151,6 +155,8 @@ class KlineStream:
             try:
                 if current is None:
                     current = _open(self._url(group))
+                    with self._lock:
+                        self.stats.open += 1
                     opened_at = time.monotonic()
                     self._connected(group, first)
                     first = False
@@ -167,14 +173,28 @@ class KlineStream:
                 if current is not None:
                     current.close()
                     current = None
+                    with self._lock:
+                        self.stats.open -= 1
                 if self._stop.is_set():
                     break
                 failures += 1
+                with self._lock:
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 delay = min(60.0, self.retry_delay_s * 2 ** min(failures - 1, 6)) * (0.5 + random.random())
-                log.info("stream connection lost (%s); reconnecting in %.1f s", exc, delay)
+                # The first loss is routine (Binance cuts connections); failing again and again is not.
+                level = logging.INFO if failures == 1 else logging.WARNING
+                log.log(
+                    level,
+                    "stream connection to %s failed (%s); reconnecting in %.1f s",
+                    self.stream_url,
+                    exc,
+                    delay,
+                )
                 self._stop.wait(delay)
         if current is not None:
             current.close()
+            with self._lock:
+                self.stats.open -= 1
 
     def _connected(self, group: list[str], first: bool) -> None:
         with self._lock:
