@@ -166,7 +166,9 @@ def test_cli_stream_and_status(fast: FakeExchange, tmp_path: Path, cli_env: Path
     assert_lake_is_the_exchange(fast, lake, ["BTCUSDT", "ETHUSDT"])
 
 
-def test_cli_stream_refuses_bad_input_in_one_line(fast: FakeExchange, tmp_path: Path, cli_env: Path) -> None:
+def test_cli_stream_refuses_bad_input_in_one_line(
+    fast: FakeExchange, tmp_path: Path, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lake = tmp_path / "lake"
     for args, words in [
         (["--symbols", "BTC", "--top", "3"], "not both"),
@@ -180,11 +182,9 @@ def test_cli_stream_refuses_bad_input_in_one_line(fast: FakeExchange, tmp_path: 
         ("CRYPTOLAKE_COLLECTION_EXCHANGE", "coinbase", "streams are Binance's"),
         ("CRYPTOLAKE_STREAM_FLUSH_S", "0", "stream.flush_s"),
     ]:
-        os.environ[variable] = value
-        try:
+        with monkeypatch.context() as env:
+            env.setenv(variable, value)
             result = invoke("stream", "--lake", lake, "--symbols", "BTC")
-        finally:
-            del os.environ[variable]
         assert result.exit_code == 2 and words in one_line_error(result), result.output
     assert not lake.exists()
 
