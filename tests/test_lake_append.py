@@ -196,11 +196,11 @@ def test_sigkill_during_appends_and_compactions_never_duplicates_and_a_restart_c
     start = 0
     for round_ in range(8):
         code = _KILLABLE.format(tests=tests, root=str(root), start=start)
-        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
-        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
-        time.sleep(0.3 + 0.07 * round_)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+        with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env) as child:
+            assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+            time.sleep(0.3 + 0.07 * round_)
+            child.send_signal(signal.SIGKILL)
+            child.wait()
         rows, distinct = plain_duckdb(root)
         assert rows == distinct  # readable, and no candle twice, before any repair
         Lake(root).remove_stale_temp_files()  # what the next writer does first

@@ -38,8 +38,19 @@ def ws(fx: FakeExchange) -> str:
     return fx.base_url.replace("http://", "ws://")
 
 
+_CLIENTS: list[BinanceClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def streamer(fx: FakeExchange, lake: Path, symbols: list[str] = SYMBOLS, **options: Any) -> StreamCollector:
     client = BinanceClient(base_url=fx.base_url, ban_file=lake.parent / "bans.json", retry_delay=0.01)
+    _CLIENTS.append(client)  # the stream does not own its REST client: closed after the test
     settings: dict[str, Any] = {"flush_s": 0.3, "retry_delay_s": 0.05, **options}
     return StreamCollector(client, lake, symbols, "1m", stream_url=ws(fx), **settings)
 
