@@ -1,0 +1,343 @@
+"""Where the lake's bytes live: a local folder or an S3-compatible bucket, behind one seam.
+
+:class:`Storage` is what the lake needs from a store, and nothing more: list a prefix, read an
+object (whole or a byte range, with the version read), put one atomically, put one only if it is
+still the version that was read (or does not exist yet), delete one. :class:`LocalStorage` keeps
+today's behaviour on a disk (temp file, fsync, rename, fsync of the folder); :class:`ObjectStorage`
+talks to S3, MinIO, R2 or SeaweedFS with ``obstore``, where a conditional put is one ``PUT`` with
+``If-Match`` (``If-None-Match: *`` for a new object): the only coordination writers on several
+hosts need. :func:`open_storage` picks one from a lake root (``s3://bucket/prefix`` or a path).
+
+Object storage reads its endpoint, region and credentials from the standard ``AWS_*`` variables
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+``AWS_REGION``, ``AWS_ALLOW_HTTP``); no credential is ever part of an error message.
+
+Every failure is a :class:`~cryptolake.errors.LakeError` with one line that names the object;
+a lost conditional put is a :class:`VersionConflict` (the caller re-reads, re-merges, retries).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from cryptolake.errors import LakeError
+
+#: Environment variables object storage is configured from (never printed).
+AWS_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ALLOW_HTTP",
+)
+
+
+class VersionConflict(LakeError):
+    """A conditional put lost: the object changed (or appeared) since it was read."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} changed while it was being written; read it again and retry")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object: its path under the storage root, size and version."""
+
+    path: str
+    size: int
+    version: str
+
+
+class Storage(Protocol):
+    """What the lake needs from a store. Paths are ``/``-separated and relative to the root."""
+
+    url: str
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object under ``prefix`` (recursively), sorted by path."""
+        ...
+
+    def read(self, path: str) -> tuple[bytes, str] | None:
+        """The object's bytes and the version read; None if there is none."""
+        ...
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of an object (a Parquet footer without the data)."""
+        ...
+
+    def put(self, path: str, data: bytes) -> str:
+        """Replace (or create) the object atomically: readers see the old bytes or the new,
+        never a part. Returns the new version."""
+        ...
+
+    def put_if(self, path: str, data: bytes, version: str | None) -> str:
+        """:meth:`put`, only if the object is still at ``version`` (None: only if there is none).
+
+        Raises:
+            VersionConflict: it changed or appeared since.
+        """
+        ...
+
+    def delete(self, path: str) -> None:
+        """Remove the object (no error if there is none)."""
+        ...
+
+
+def open_storage(root: str | Path, environ: Mapping[str, str] | None = None) -> Storage:
+    """The storage of a lake root: ``s3://bucket[/prefix]`` or a local folder.
+
+    Raises:
+        LakeError: an ``s3://`` root without a bucket, or ``obstore`` is not installed.
+    """
+    text = str(root)
+    if text.startswith("s3://"):
+        return ObjectStorage(text, environ if environ is not None else os.environ)
+    return LocalStorage(Path(root))
+
+
+def is_object_store_url(root: str | Path) -> bool:
+    return str(root).startswith("s3://")
+
+
+# -- a local folder -------------------------------------------------------------------------
+
+
+class LocalStorage:
+    """A lake in a local folder: atomic puts by temp file, fsync and rename (and an fsync of the
+    folder), versions from the file's inode, size and change time.
+
+    A conditional put checks the version and renames; it is atomic against other writers only
+    under the lake's writer lock, which every local writer holds (one host, one lock file).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.url = str(self.root)
+
+    def _path(self, path: str) -> Path:
+        parts = [p for p in path.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise LakeError(f"invalid lake path {path!r}")
+        return self.root.joinpath(*parts)
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        base = self._path(prefix) if prefix else self.root
+        found = []
+        if base.is_file():
+            stat = base.stat()
+            return [ObjectInfo(prefix, stat.st_size, _local_version(stat))]
+        for folder, _dirs, files in os.walk(base):
+            for name in files:
+                full = Path(folder) / name
+                with contextlib.suppress(FileNotFoundError):
+                    stat = full.stat()
+                    found.append(
+                        ObjectInfo(full.relative_to(self.root).as_posix(), stat.st_size, _local_version(stat))
+                    )
+        return sorted(found, key=lambda o: o.path)
+
+    def read(self, path: str) -> tuple[bytes, str] | None:
+        try:
+            with open(self._path(path), "rb") as handle:
+                data = handle.read()
+                return data, _local_version(os.fstat(handle.fileno()))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LakeError(f"cannot read {self._path(path)}: {exc.strerror or exc}") from None
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        try:
+            with open(self._path(path), "rb") as handle:
+                handle.seek(start)
+                return handle.read(end - start)
+        except OSError as exc:
+            raise LakeError(f"cannot read {self._path(path)}: {exc.strerror or exc}") from None
+
+    def put(self, path: str, data: bytes) -> str:
+        target = self._path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+            try:
+                with open(tmp, "xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(target.parent)
+            return _local_version(target.stat())
+        except OSError as exc:
+            raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from None
+
+    def put_if(self, path: str, data: bytes, version: str | None) -> str:
+        target = self._path(path)
+        try:
+            current = _local_version(target.stat())
+        except FileNotFoundError:
+            current = None
+        if current != version:
+            raise VersionConflict(path)
+        return self.put(path, data)
+
+    def delete(self, path: str) -> None:
+        try:
+            self._path(path).unlink(missing_ok=True)
+        except OSError as exc:
+            raise LakeError(f"cannot delete {self._path(path)}: {exc.strerror or exc}") from None
+
+
+def _local_version(stat: os.stat_result) -> str:
+    return f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ctime_ns}"
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- S3-compatible object storage ------------------------------------------------------------
+
+
+class ObjectStorage:
+    """A lake in an S3-compatible bucket (``s3://bucket/prefix``), through ``obstore``.
+
+    A put is one ``PUT`` (S3 makes an object visible whole or not at all); a conditional put
+    sends ``If-Match: <etag>`` or ``If-None-Match: *`` and a lost race is a
+    :class:`VersionConflict`.
+    """
+
+    def __init__(self, url: str, environ: Mapping[str, str]) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise LakeError(f"invalid lake URL {url!r}: expected s3://bucket/prefix")
+        try:
+            from obstore.store import S3Store
+        except ImportError:
+            raise LakeError("an s3:// lake needs obstore: pip install 'cryptolake[s3]'") from None
+        self.url = url.rstrip("/")
+        self.bucket = parts.netloc
+        self.prefix = parts.path.strip("/")
+        config: dict[str, Any] = {}
+        names = {
+            "AWS_ENDPOINT_URL": "endpoint",
+            "AWS_ACCESS_KEY_ID": "access_key_id",
+            "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+            "AWS_SESSION_TOKEN": "session_token",
+            "AWS_DEFAULT_REGION": "region",
+            "AWS_REGION": "region",
+        }
+        for variable, key in names.items():
+            if environ.get(variable):
+                config[key] = environ[variable]
+        client: dict[str, Any] = {}
+        if environ.get("AWS_ALLOW_HTTP", "").lower() in ("1", "true", "yes"):
+            client["allow_http"] = True
+        if "region" not in config:
+            config["region"] = "us-east-1"
+        config["conditional_put"] = "etag"
+        self._store = S3Store(
+            self.bucket,
+            prefix=self.prefix or None,
+            config=config,  # type: ignore[arg-type]  # built from the environment, keys checked above
+            client_options=client,  # type: ignore[arg-type]
+        )
+
+    def _where(self, path: str) -> str:
+        return f"{self.url}/{path}"
+
+    def _fail(self, action: str, path: str, exc: BaseException) -> LakeError:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return LakeError(f"cannot {action} {self._where(path)}: {text[:300]}")
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        import obstore
+
+        try:
+            found = [
+                ObjectInfo(
+                    str(meta["path"]), int(meta["size"]), str(meta.get("e_tag") or meta["last_modified"])
+                )
+                for batch in obstore.list(self._store, prefix=prefix or None)
+                for meta in batch
+            ]
+        except Exception as exc:  # noqa: BLE001 - obstore's errors, as one line
+            raise self._fail("list", prefix, exc) from None
+        return sorted(found, key=lambda o: o.path)
+
+    def read(self, path: str) -> tuple[bytes, str] | None:
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        try:
+            result = obstore.get(self._store, path)
+            data = bytes(result.bytes())
+            return data, str(result.meta.get("e_tag"))
+        except (NotFoundError, FileNotFoundError):
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("read", path, exc) from None
+
+    def read_range(self, path: str, start: int, end: int) -> bytes:
+        import obstore
+
+        try:
+            return bytes(obstore.get_range(self._store, path, start=start, end=end))
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("read", path, exc) from None
+
+    def put(self, path: str, data: bytes) -> str:
+        import obstore
+
+        try:
+            result = obstore.put(self._store, path, data, mode="overwrite", use_multipart=False)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("write", path, exc) from None
+        return str(result.get("e_tag"))
+
+    def put_if(self, path: str, data: bytes, version: str | None) -> str:
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        mode: Any = "create" if version is None else {"e_tag": version}
+        try:
+            result = obstore.put(self._store, path, data, mode=mode, use_multipart=False)
+        except (AlreadyExistsError, PreconditionError):
+            raise VersionConflict(self._where(path)) from None
+        except Exception as exc:  # noqa: BLE001
+            if "409" in str(exc) or "ConditionalRequestConflict" in str(exc):
+                raise VersionConflict(self._where(path)) from None  # S3: a concurrent conditional write
+            raise self._fail("write", path, exc) from None
+        return str(result.get("e_tag"))
+
+    def delete(self, path: str) -> None:
+        import obstore
+
+        try:
+            obstore.delete(self._store, path)
+        except FileNotFoundError:
+            return
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("delete", path, exc) from None
+
+
+def walk(storage: Storage, prefix: str = "") -> Iterator[ObjectInfo]:
+    """The objects under ``prefix``, in path order."""
+    yield from storage.list(prefix)
