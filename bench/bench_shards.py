@@ -78,7 +78,9 @@ def main() -> None:
             lake = Path(tmp) / setup.replace(" ", "-")
             with ExitStack() as stack:
                 urls = [
-                    stack.enter_context(fake_exchange(args.latency_ms, args.weight_limit, extra_symbols=args.symbols))
+                    stack.enter_context(
+                        fake_exchange(args.latency_ms, args.weight_limit, extra_symbols=args.symbols)
+                    )
                     for _ in range(processes)
                 ]
                 started = time.monotonic()

@@ -171,3 +171,72 @@ def test_concurrent_conditional_writers_never_lose_an_update(seaweed_endpoint: s
         thread.join()
     assert storage.read("n")[0] == b"160"  # type: ignore[index]
     assert conflicts  # the races happened, and were lost cleanly
+
+
+# -- partition commits without a lock -----------------------------------------------------------
+
+_WRITER = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_lake_append import candles, NOV, MIN
+from cryptolake.lake.commit import commit_partition
+from cryptolake.lake.storage import open_storage
+storage = open_storage("s3://race/lake", {env!r})
+conflicts = 0
+for step in range(30):
+    slots = [{offset} + 2 * (step * 3 + i) for i in range(3)]
+    result = commit_partition(storage, "klines/p/data.parquet", "2026-11", candles([NOV + s * MIN for s in slots]))
+    conflicts += result.conflicts
+print(conflicts)
+"""
+
+
+def test_two_processes_committing_one_partition_keep_both_sets_of_candles(seaweed_endpoint: str) -> None:
+    """Two writers (processes) commit 30 batches each into the same partition object at once,
+    one the even minutes, one the odd: every candle of both survives."""
+    from cryptolake.lake.storage import open_storage
+
+    tests = str(Path(__file__).parent)
+    env = _env(seaweed_endpoint)
+    code = [_WRITER.format(tests=tests, env=env, offset=offset) for offset in (0, 1)]
+    pythonpath = os.pathsep.join([str(Path(__file__).parent.parent), tests])
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", c],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": pythonpath},
+        )  # fmt: skip
+        for c in code
+    ]
+    outputs = [child.communicate(timeout=120)[0] for child in children]
+    assert all(child.returncode == 0 for child in children), outputs
+    print("lost races per writer:", [o.strip() for o in outputs])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = open_storage("s3://race/lake", env).read("klines/p/data.parquet")
+    assert data is not None
+    table = pq.read_table(pa.BufferReader(data[0]))
+    opens = [t.value for t in table.column("open_time")]
+    from tests.test_lake_append import MIN, NOV
+
+    assert opens == [NOV + i * MIN for i in range(180)]  # both writers' 90 candles, each once
+
+
+def test_a_commit_merges_replaces_and_skips_like_the_local_lake(moto_storage: ObjectStorage) -> None:
+    from cryptolake.lake.commit import commit_partition
+    from tests.test_lake_append import MIN, NOV, candles
+
+    key = "klines/exchange=binance/interval=1m/symbol=BTCUSDT/month=2026-11/data.parquet"
+    first = commit_partition(moto_storage, key, "2026-11", candles([NOV + i * MIN for i in range(10)]))
+    assert (first.added, first.changed, first.written) == (10, 0, True)
+    same = commit_partition(moto_storage, key, "2026-11", candles([NOV + i * MIN for i in range(5)]))
+    assert not same.written  # nothing new: no PUT
+    changed = commit_partition(
+        moto_storage, key, "2026-11", candles([NOV + i * MIN for i in range(8, 12)], price=7)
+    )
+    assert (changed.added, changed.changed) == (2, 2)
+    moto_storage.put("klines/bad/data.parquet", b"not parquet")
+    with pytest.raises(LakeError, match="cannot read Parquet partition"):
+        commit_partition(moto_storage, "klines/bad/data.parquet", "2026-11", candles([NOV]))
