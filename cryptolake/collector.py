@@ -136,7 +136,7 @@ class CryptoCollector:
             )
         )
 
-    def _mine(self, symbols: list[str]) -> list[str]:
+    def own_symbols(self, symbols: list[str]) -> list[str]:
         """The symbols this collector's shard owns (all of them without a shard)."""
         return symbols if self.shard is None else self.shard.select(self.lake.exchange, symbols)
 
@@ -220,7 +220,7 @@ class CryptoCollector:
         whichever is earliest. ``report.remaining`` gives the candles still missing, by kind.
         """
         symbols = self.resolve_symbols(crypto_symbols) if crypto_symbols is not None else self.known_symbols()
-        symbols = self._mine(symbols)
+        symbols = self.own_symbols(symbols)
         start_ms = to_ms(start_date) if start_date is not None else None
         report = self._run(["gaps"], symbols, start_ms, None)[0]
         # Judged at the run's end (the exchange's clock as the run read it): asking again could
@@ -262,7 +262,7 @@ class CryptoCollector:
         start_ms: int | None,
         until: date | datetime | str | int | None,
     ) -> list[CollectionReport]:
-        symbols = self._mine(symbols)
+        symbols = self.own_symbols(symbols)
         started = from_ms(self._now_ms())
         reports = {step: CollectionReport(step, self.interval, started_at=started) for step in steps}
         results = {step: {s: SymbolResult(s, step) for s in symbols} for step in steps}

@@ -52,7 +52,7 @@ def _path(value: Any) -> str:
     text = _text(value).strip()
     if not text:
         raise _Invalid("a folder path (empty is not one)")
-    if "://" in text:
+    if "://" in text or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", text):
         # Not a folder named "s3:": the commands read and write local lakes only so far (the
         # storage seam for s3:// is in cryptolake.lake.storage; issue 16 wires it in).
         raise _Invalid(

@@ -85,3 +85,15 @@ def test_a_sharded_collector_fills_only_its_own_gaps(fake_exchange: FakeExchange
     assert set(report.results) == set(mine)
     counts = dict(duck(lake).group_by("symbol").len().iter_rows())
     assert counts[mine[0]] == counts[mine[-1]] and counts[theirs[0]] == counts[mine[0]] - 24
+
+
+def test_collect_says_what_its_shard_owns(fake_exchange: FakeExchange, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    pairs = [f"{s}USDT" for s in SYMBOLS.split(",")]
+    mine = Shard(2, 3).select("binance", pairs)
+    result = collect(lake, fake_exchange, "--symbols", SYMBOLS, "--since", "2025-12-20", "--shard", "2/3")
+    assert result.exit_code == 0, result.output
+    assert f"shard 2/3: {len(mine)} of the 7 symbols" in result.stderr
+    assert f"for {len(mine)}/{len(mine)} symbols" in result.output
+    assert sorted(duck(lake).get_column("symbol").unique().to_list()) == sorted(mine)
+    assert invoke("collect", "--shard", "１/2", "--symbols", "BTC").exit_code == 2  # full-width digit

@@ -240,3 +240,38 @@ def test_a_commit_merges_replaces_and_skips_like_the_local_lake(moto_storage: Ob
     moto_storage.put("klines/bad/data.parquet", b"not parquet")
     with pytest.raises(LakeError, match="cannot read Parquet partition"):
         commit_partition(moto_storage, "klines/bad/data.parquet", "2026-11", candles([NOV]))
+
+
+def test_bad_paths_and_roots_are_refused_in_one_line(storage: Storage, tmp_path: Path) -> None:
+    for path in ["", "/", "/etc/passwd", "a/", "a//b", "a/./b", "../x", "a\x00b", "a\\b"]:
+        with pytest.raises(LakeError, match="invalid lake path"):
+            storage.put(path, b"x")
+        with pytest.raises(LakeError, match="invalid lake path"):
+            storage.put_if(path, b"x", None)
+    storage.put("k", b"abc")
+    with pytest.raises(LakeError, match="invalid byte range"):
+        storage.read_range("k", 3, 1)
+    for root in ["", "gs://bucket/x", "S3://bucket/x", "file:///tmp/x", "s3:/bucket/x"]:
+        with pytest.raises(LakeError, match="invalid lake root"):
+            open_storage(root)
+    assert not list(tmp_path.glob("gs*")) and not Path("gs:").exists()
+
+
+def test_credentials_in_an_endpoint_are_masked() -> None:
+    secret = "SUPERSECRETKEY123"
+    storage = open_storage(
+        "s3://bucket/p",
+        {"AWS_ENDPOINT_URL": f"http://AKIDSECRETID:{secret}@127.0.0.1:9", "AWS_SECRET_ACCESS_KEY": secret,
+         "AWS_ACCESS_KEY_ID": "AKIDSECRETID", "AWS_ALLOW_HTTP": "true"},
+    )  # fmt: skip
+    with pytest.raises(LakeError) as caught:
+        storage.read("a")
+    assert secret not in str(caught.value) and "AKIDSECRETID" not in str(caught.value)
+
+
+def test_a_commit_refuses_candles_of_another_month(moto_storage: ObjectStorage) -> None:
+    from cryptolake.lake.commit import commit_partition
+    from tests.test_lake_append import NOV, candles
+
+    with pytest.raises(ValueError, match="outside 2026-10"):
+        commit_partition(moto_storage, "k/data.parquet", "2026-10", candles([NOV]))

@@ -119,6 +119,10 @@ def collect_command(
     with make_client(settings) as client, CollectProgress(quiet=quiet or as_json) as progress:
         collector = make_collector(settings, client, wait=not no_wait, progress=progress.update, shard=shard)
         pairs = collector.resolve_symbols(_pairs(settings, wanted) if wanted is not None else None)
+        if shard is not None:
+            mine = collector.own_symbols(pairs)
+            progress.announce(f"shard {shard}: {len(mine)} of the {len(pairs)} symbols")
+            pairs = mine
         with StopSignals(collector.request_stop, announce=progress.announce) as signals:
             reports = collector.collect(
                 start, pairs, until=end, backward=not forward_only, forward=not backward_only

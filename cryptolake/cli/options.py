@@ -250,7 +250,7 @@ def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
     try:
         return Shard.parse(value)
     except ValueError as exc:
-        raise UsageProblem(f"invalid --shard {value!r}: {exc}") from None
+        raise UsageProblem(f"invalid --shard: {exc}") from None
 
 
 def shard_option(func: F) -> F:

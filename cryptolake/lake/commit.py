@@ -20,8 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cryptolake.errors import LakeError
+from cryptolake.lake.layout import month_bounds
 from cryptolake.lake.storage import Storage, VersionConflict
-from cryptolake.lake.store import ARROW_SCHEMA, _merge_into, _tidy, _unique_sorted
+from cryptolake.lake.store import ARROW_SCHEMA, _first_open, _last_open, _merge_into, _tidy, _unique_sorted
 
 #: How many lost races one commit survives before it gives up (each retry re-reads and re-merges).
 MAX_ATTEMPTS = 20
@@ -37,14 +38,18 @@ class CommitResult:
     conflicts: int
 
 
-def commit_partition(storage: Storage, key: str, month: str, fresh: pa.Table) -> CommitResult:
-    """Merge ``fresh`` (candles of ``month``) into the partition object ``key``.
+def commit_partition(storage: Storage, key: str, month: str, candles: pa.Table) -> CommitResult:
+    """Merge ``candles`` (all of ``month``) into the partition object ``key``.
 
     Raises:
+        ValueError: a candle is not of ``month``.
         LakeError: the stored object is not a candle partition, or the store failed, or
             :data:`MAX_ATTEMPTS` races were lost in a row.
     """
-    fresh = _unique_sorted(fresh.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA))
+    fresh = _unique_sorted(candles.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA))
+    low, high = month_bounds(month)
+    if fresh.num_rows and not (low <= _first_open(fresh) and _last_open(fresh) < high):
+        raise ValueError(f"candles outside {month} given for {key}")
     conflicts = 0
     for attempt in range(MAX_ATTEMPTS):
         read = storage.read(key)

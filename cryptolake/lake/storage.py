@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptolake.errors import LakeError
+
+#: A URL scheme (``gs://``, ``S3://``, ``file:///``, a typo like ``s3:/``), not a folder.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 #: Environment variables object storage is configured from (never printed).
 AWS_VARIABLES = (
@@ -102,6 +106,8 @@ def open_storage(root: str | Path, environ: Mapping[str, str] | None = None) -> 
     text = str(root)
     if text.startswith("s3://"):
         return ObjectStorage(text, environ if environ is not None else os.environ)
+    if not text.strip() or _SCHEME.match(text):
+        raise LakeError(f"invalid lake root {text!r}: a local folder or s3://bucket/prefix")
     return LocalStorage(Path(root))
 
 
@@ -125,13 +131,10 @@ class LocalStorage:
         self.url = str(self.root)
 
     def _path(self, path: str) -> Path:
-        parts = [p for p in path.split("/") if p]
-        if any(p in (".", "..") for p in parts):
-            raise LakeError(f"invalid lake path {path!r}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*check_path(path).split("/"))
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
-        base = self._path(prefix) if prefix else self.root
+        base = self._path(prefix.rstrip("/")) if prefix else self.root
         found = []
         if base.is_file():
             stat = base.stat()
@@ -157,6 +160,7 @@ class LocalStorage:
             raise LakeError(f"cannot read {self._path(path)}: {exc.strerror or exc}") from None
 
     def read_range(self, path: str, start: int, end: int) -> bytes:
+        _check_range(path, start, end)
         try:
             with open(self._path(path), "rb") as handle:
                 handle.seek(start)
@@ -197,6 +201,28 @@ class LocalStorage:
             self._path(path).unlink(missing_ok=True)
         except OSError as exc:
             raise LakeError(f"cannot delete {self._path(path)}: {exc.strerror or exc}") from None
+
+
+def check_path(path: str) -> str:
+    """``path`` if it names an object under the root: relative, ``/``-separated, no empty,
+    ``.`` or ``..`` segment, no control character.
+
+    Raises:
+        LakeError: it does not.
+    """
+    parts = path.split("/")
+    if (
+        not path
+        or any(p in ("", ".", "..") for p in parts)
+        or any(ord(ch) < 32 or ch in "\\\x7f" for ch in path)
+    ):
+        raise LakeError(f"invalid lake path {path!r}: a relative path such as klines/.../data.parquet")
+    return path
+
+
+def _check_range(path: str, start: int, end: int) -> None:
+    if not 0 <= start <= end:
+        raise LakeError(f"invalid byte range [{start}, {end}) of {path!r}")
 
 
 def _local_version(stat: os.stat_result) -> str:
@@ -252,6 +278,13 @@ class ObjectStorage:
             client["allow_http"] = True
         if "region" not in config:
             config["region"] = "us-east-1"
+        endpoint = urlsplit(str(config.get("endpoint", "")))
+        self._secrets = [
+            str(v)
+            for v in (config.get("access_key_id"), config.get("secret_access_key"), config.get("session_token"),
+                      endpoint.username, endpoint.password)
+            if v
+        ]  # fmt: skip
         config["conditional_put"] = "etag"
         self._store = S3Store(
             self.bucket,
@@ -265,6 +298,8 @@ class ObjectStorage:
 
     def _fail(self, action: str, path: str, exc: BaseException) -> LakeError:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        for secret in self._secrets:  # an endpoint with user:password@, a key echoed back
+            text = text.replace(secret, "***")
         return LakeError(f"cannot {action} {self._where(path)}: {text[:300]}")
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
@@ -286,6 +321,7 @@ class ObjectStorage:
         import obstore
         from obstore.exceptions import NotFoundError
 
+        check_path(path)
         try:
             result = obstore.get(self._store, path)
             data = bytes(result.bytes())
@@ -298,6 +334,8 @@ class ObjectStorage:
     def read_range(self, path: str, start: int, end: int) -> bytes:
         import obstore
 
+        check_path(path)
+        _check_range(path, start, end)
         try:
             return bytes(obstore.get_range(self._store, path, start=start, end=end))
         except Exception as exc:  # noqa: BLE001
@@ -306,6 +344,7 @@ class ObjectStorage:
     def put(self, path: str, data: bytes) -> str:
         import obstore
 
+        check_path(path)
         try:
             result = obstore.put(self._store, path, data, mode="overwrite", use_multipart=False)
         except Exception as exc:  # noqa: BLE001
@@ -316,6 +355,7 @@ class ObjectStorage:
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
+        check_path(path)
         mode: Any = "create" if version is None else {"e_tag": version}
         try:
             result = obstore.put(self._store, path, data, mode=mode, use_multipart=False)
@@ -330,6 +370,7 @@ class ObjectStorage:
     def delete(self, path: str) -> None:
         import obstore
 
+        check_path(path)
         try:
             obstore.delete(self._store, path)
         except FileNotFoundError:
