@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the names below, for type checkers and IDEs; at run time se
         SchemaMismatch,
         SourceError,
         Transient,
+        VersionConflict,
     )
     from cryptolake.gaps import DataGapDetector, Gap
     from cryptolake.lake import Lake
@@ -93,6 +94,7 @@ __all__ = [
     "SyncReport",
     "TopCrypto",
     "Transient",
+    "VersionConflict",
     "__version__",
     "collection_status",
     "verify",
@@ -145,6 +147,7 @@ _LAZY: dict[str, str] = {
     "SyncReport": "cryptolake.loader",
     "TopCrypto": "cryptolake.sources.binance",
     "Transient": "cryptolake.errors",
+    "VersionConflict": "cryptolake.errors",
     "collection_status": "cryptolake.status",
     "verify": "cryptolake.verify",
 }

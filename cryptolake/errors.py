@@ -167,6 +167,15 @@ class LakeLocked(LakeError):
         self.cancelled = False
 
 
+class VersionConflict(LakeError):
+    """A conditional put lost: the object changed (or appeared) since it was read
+    (:mod:`cryptolake.lake.storage`); read it again, merge again and retry."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} changed while it was being written; read it again and retry")
+        self.path = path
+
+
 class InvalidSymbolName(LakeError):
     """A symbol that is not safe to use as a lake path segment; ``symbol`` is what was given."""
 

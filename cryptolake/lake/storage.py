@@ -28,10 +28,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from cryptolake.errors import LakeError
+from cryptolake.errors import LakeError, VersionConflict
 
 #: A URL scheme (``gs://``, ``S3://``, ``file:///``, a typo like ``s3:/``), not a folder.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+__all__ = ["LocalStorage", "ObjectInfo", "ObjectStorage", "Storage", "VersionConflict", "open_storage"]
 
 #: Environment variables object storage is configured from (never printed).
 AWS_VARIABLES = (
@@ -43,14 +45,6 @@ AWS_VARIABLES = (
     "AWS_DEFAULT_REGION",
     "AWS_ALLOW_HTTP",
 )
-
-
-class VersionConflict(LakeError):
-    """A conditional put lost: the object changed (or appeared) since it was read."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(f"{path} changed while it was being written; read it again and retry")
-        self.path = path
 
 
 @dataclass(frozen=True)
