@@ -25,18 +25,33 @@ import pyarrow.parquet as pq
 
 from cryptolake.errors import LakeError
 from cryptolake.lake import layout
-from cryptolake.lake.store import ARROW_SCHEMA, Lake, write_stream_file
+from cryptolake.lake.store import ARROW_SCHEMA, Lake, footer_stats, write_stream_file
 
 _KEY = "open_time"
 
 
 @dataclass
 class _Known:
-    """The open times one partition holds, valid while its files are the ones listed."""
+    """What one partition holds, valid while its files are the ones listed: the open times of
+    its stream files (few: compaction empties them), and of its data.parquet only the range from
+    the footer, its open times read only when a candle falls inside that range (a repair), so
+    that a month of 1m candles for hundreds of symbols is not held in memory."""
 
     signature: tuple[object, ...]
-    times: set[int] = field(default_factory=set)
+    data: Path
+    data_range: tuple[int, int] | None = None
+    data_times: set[int] | None = None
+    stream_times: set[int] = field(default_factory=set)
     stream_files: int = 0
+
+    def holds(self, t: int) -> bool:
+        if t in self.stream_times:
+            return True
+        if self.data_range is None or not self.data_range[0] <= t <= self.data_range[1]:
+            return False
+        if self.data_times is None:
+            self.data_times = set(_open_times(self.data))
+        return t in self.data_times
 
 
 class Appender:
@@ -78,14 +93,14 @@ class Appender:
         # One row per open time (the last one), none the partition holds, sorted.
         keep: dict[int, int] = {}
         for index, t in enumerate(times.tolist()):
-            if t not in known.times:
+            if not known.holds(t):
                 keep[t] = index
         if not keep:
             return 0
         order = [keep[t] for t in sorted(keep)]
         fresh = candles.take(pa.array(order, pa.int64()))
         write_stream_file(folder, fresh)
-        known.times.update(keep)
+        known.stream_times.update(keep)
         known.stream_files += 1
         known.signature = _signature(folder)
         return len(keep)
@@ -96,19 +111,16 @@ class Appender:
         known = self._known.get((symbol, month))
         if known is not None and known.signature == signature:
             return known
-        known = _Known(signature)
-        data = folder / layout.DATA_FILE
+        known = _Known(signature, folder / layout.DATA_FILE)
+        if signature[0] is not None:
+            stats = footer_stats(symbol, month, known.data)  # the commit record, else the footer
+            if stats.rows and stats.first_open_ms is not None and stats.last_open_ms is not None:
+                known.data_range = (stats.first_open_ms, stats.last_open_ms)
         names: tuple[str, ...] = signature[1]  # type: ignore[assignment]
-        for path in [data, *(folder / name for name in names)]:
-            try:
-                column = pq.read_table(path, columns=[_KEY]).column(_KEY)
-            except FileNotFoundError:
-                continue
-            except (OSError, pa.ArrowException) as exc:
-                raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
-            known.times.update(column.cast(pa.int64()).to_pylist())
-            if path != data and len(column):
-                known.stream_files += 1
+        for name in names:
+            times = _open_times(folder / name)
+            known.stream_times.update(times)
+            known.stream_files += bool(times)
         self._known[(symbol, month)] = known
         return known
 
@@ -137,3 +149,14 @@ def _signature(folder: Path) -> tuple[object, ...]:
     except FileNotFoundError:
         data = None
     return (data, tuple(names))
+
+
+def _open_times(path: Path) -> list[int]:
+    """The open times (ms) in one Parquet file of the partition; none if it is gone."""
+    try:
+        column = pq.read_table(path, columns=[_KEY]).column(_KEY)
+    except FileNotFoundError:
+        return []
+    except (OSError, pa.ArrowException) as exc:
+        raise LakeError(f"cannot read Parquet partition {path}: {exc}") from exc
+    return list(column.cast(pa.int64()).to_pylist())

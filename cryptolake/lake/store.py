@@ -176,9 +176,9 @@ class Lake:
             for month in self.months(interval, sym):
                 path = layout.partition_path(self.root, interval, sym, month, self.exchange)
                 if path.is_file():
-                    found.append(_footer_stats(sym, month, path))
+                    found.append(footer_stats(sym, month, path))
                 for staged in stream_files(path.parent):
-                    stats = _footer_stats(sym, month, staged)
+                    stats = footer_stats(sym, month, staged)
                     if stats.rows:  # an empty placeholder of an absorbed file holds nothing
                         found.append(stats)
         return found
@@ -1060,7 +1060,9 @@ def _off_grid_rows(table: pa.Table, grid: Interval, times: np.ndarray | None = N
     return int(((times - origin) % step != 0).sum())
 
 
-def _footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
+def footer_stats(symbol: str, month: str, path: Path) -> PartitionStats:
+    """One partition file's stats, from its commit record when it is the file cryptolake
+    committed, else from its footer."""
     try:
         footer, tail, stat = _footer_bytes(path)
     except LakeError as exc:
