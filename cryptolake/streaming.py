@@ -187,6 +187,7 @@ class StreamCollector:
         if unknown:
             raise InvalidSymbol(
                 unknown[0],
+                code=None,
                 msg=f"not listed ({len(unknown)} of the symbols are not: {', '.join(unknown[:5])})",
             )
         self._started_ms = self.grid.floor(self.client.exchange_now_ms())
