@@ -22,29 +22,19 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptolake.errors import LakeError, VersionConflict
+from cryptolake.lake.store import _fsync_dir
 
 #: A URL scheme (``gs://``, ``S3://``, ``file:///``, a typo like ``s3:/``), not a folder.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 __all__ = ["LocalStorage", "ObjectInfo", "ObjectStorage", "Storage", "VersionConflict", "open_storage"]
-
-#: Environment variables object storage is configured from (never printed).
-AWS_VARIABLES = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_ALLOW_HTTP",
-)
 
 
 @dataclass(frozen=True)
@@ -103,10 +93,6 @@ def open_storage(root: str | Path, environ: Mapping[str, str] | None = None) -> 
     if not text.strip() or _SCHEME.match(text):
         raise LakeError(f"invalid lake root {text!r}: a local folder or s3://bucket/prefix")
     return LocalStorage(Path(root))
-
-
-def is_object_store_url(root: str | Path) -> bool:
-    return str(root).startswith("s3://")
 
 
 # -- a local folder -------------------------------------------------------------------------
@@ -221,16 +207,6 @@ def _check_range(path: str, start: int, end: int) -> None:
 
 def _local_version(stat: os.stat_result) -> str:
     return f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ctime_ns}"
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- S3-compatible object storage ------------------------------------------------------------
@@ -371,8 +347,3 @@ class ObjectStorage:
             return
         except Exception as exc:  # noqa: BLE001
             raise self._fail("delete", path, exc) from None
-
-
-def walk(storage: Storage, prefix: str = "") -> Iterator[ObjectInfo]:
-    """The objects under ``prefix``, in path order."""
-    yield from storage.list(prefix)
