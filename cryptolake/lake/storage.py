@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import LakeError, VersionConflict
 from cryptolake.lake.store import _fsync_dir
 
@@ -151,17 +151,8 @@ class LocalStorage:
     def put(self, path: str, data: bytes) -> str:
         target = self._path(path)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-            try:
-                with open(tmp, "xb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, target)
-            finally:
-                tmp.unlink(missing_ok=True)
-            _fsync_dir(target.parent)
+            write_bytes_atomic(target, data)  # temp file, fsync, rename
+            _fsync_dir(target.parent)  # and the rename itself survives a power cut
             return _local_version(target.stat())
         except OSError as exc:
             raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from None
