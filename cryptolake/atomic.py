@@ -24,6 +24,17 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in ``folder`` survive a power cut."""
+    if os.name == "nt":  # Windows cannot open a directory; NTFS journals the rename itself.
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_file_atomic(path: Path, data: bytes) -> None:
     """Like :func:`write_bytes_atomic`, for a file a user named: the mode of the file it replaces
     is kept, and a new file gets the usual ``0666`` less the umask (not the temp file's 0600)."""

@@ -21,18 +21,18 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, LakeLocked
 from cryptolake.gaps import RECHECKED_KINDS, DataGapDetector, Gap, GapScan, forget_report, save_report
-from cryptolake.lake import Lake, meta_dir, validate_symbol
+from cryptolake.lake import Lake, validate_symbol
 from cryptolake.lake.layout import DEFAULT_EXCHANGE
 from cryptolake.lake.meta import LakeMeta
+from cryptolake.lake.storage import update_object
 from cryptolake.pipeline import CommitGate, FetchWindow, Pipeline
 from cryptolake.results import CollectionReport, Direction, ProgressEvent, SymbolResult, _iso_dt
 from cryptolake.schema import DAY_MS, HOUR_MS, Interval
 from cryptolake.sharding import Shard
 from cryptolake.sources.base import KlineSource, Market
-from cryptolake.status import STATE_FILE, _state_document, collection_status, state_section
+from cryptolake.status import STATE_PATH, collection_status, parse_state, state_document, state_section
 from cryptolake.timeutils import from_ms, iso, to_ms
 
 __all__ = [
@@ -105,7 +105,7 @@ class CryptoCollector:
         self.on_lock_wait = on_lock_wait
         self._clock = clock
         self.exchange_gap_recheck_days = exchange_gap_recheck_days
-        self.meta = LakeMeta(self.lake.root, self.lake.exchange)
+        self.meta = LakeMeta(self.lake.storage, self.lake.exchange)
         self.window_attempts = window_attempts
         #: Collect only this shard's symbols (see :mod:`cryptolake.sharding`); None: all.
         self.shard = Shard.parse(shard) if isinstance(shard, str) else shard
@@ -584,14 +584,17 @@ class CryptoCollector:
         return out
 
     def _forget_state(self, symbol: str) -> bool:
-        with self._state_lock:
-            document = self._state_document()
-            section = state_section(self.lake.exchange, self.interval)
+        section = state_section(self.lake.exchange, self.interval)
+
+        def forget(data: bytes | None) -> bytes | None:
+            document = parse_state(data)
             if symbol not in document.get(section, {}):
-                return False
+                return None
             del document[section][symbol]
-            _write_json_atomic(self._state_path(), document)
-            return True
+            return _json(document)
+
+        with self._state_lock:
+            return update_object(self.lake.storage, STATE_PATH, forget)
 
     # -- state and status ------------------------------------------------------------------
 
@@ -599,20 +602,19 @@ class CryptoCollector:
         """:func:`collection_status` of this collector's lake and interval."""
         return collection_status(self.lake, self.interval)
 
-    def _state_path(self) -> Path:
-        return meta_dir(self.lake.root) / STATE_FILE
-
     def _load_state(self) -> dict[str, dict[str, Any]]:
         return dict(self._state_document().get(state_section(self.lake.exchange, self.interval), {}))
 
     def _state_document(self) -> dict[str, Any]:
         """The whole collection state (every interval); empty if there is none or it is torn."""
-        return _state_document(self.lake.root)
+        return state_document(self.lake)
 
     def _save_state(self, report: CollectionReport) -> None:
-        with self._state_lock:
-            document = self._state_document()
-            section = document.setdefault(state_section(self.lake.exchange, self.interval), {})
+        section_name = state_section(self.lake.exchange, self.interval)
+
+        def save(data: bytes | None) -> bytes | None:
+            document = parse_state(data)
+            section = document.setdefault(section_name, {})
             for symbol, result in report.results.items():
                 if result.ok and not result.batches and not result.stopped:
                     continue  # nothing was attempted: keep the last real run's record
@@ -627,7 +629,10 @@ class CryptoCollector:
                     if result.stopped
                     else ("failed" if result.error else "succeeded"),
                 }
-            _write_json_atomic(self._state_path(), document)
+            return _json(document)
+
+        with self._state_lock:  # other hosts' collectors: the conditional put
+            update_object(self.lake.storage, STATE_PATH, save)
 
 
 def pair_symbols(names: Iterable[str], quote_asset: str) -> list[str]:
@@ -650,5 +655,5 @@ def _fetchable(gap: Gap) -> bool:
     return gap.kind in ("missing", "failed") or (gap.kind in RECHECKED_KINDS and gap.recheck_due)
 
 
-def _write_json_atomic(path: Path, document: Any) -> None:
-    write_bytes_atomic(path, json.dumps(document, indent=1, sort_keys=True).encode("utf-8"))
+def _json(document: Any) -> bytes:
+    return json.dumps(document, indent=1, sort_keys=True).encode("utf-8")

@@ -35,11 +35,11 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from cryptolake.atomic import write_bytes_atomic
 from cryptolake.errors import CryptolakeError, Interrupted, LakeError, SourceError
-from cryptolake.lake import Lake, PartitionStats, meta_dir
-from cryptolake.lake.layout import DEFAULT_EXCHANGE
+from cryptolake.lake import Lake, PartitionStats
+from cryptolake.lake.layout import DEFAULT_EXCHANGE, META_DIR
 from cryptolake.lake.meta import LakeMeta, Window, with_exchange
+from cryptolake.lake.storage import ObjectStorage, update_object
 from cryptolake.schema import HOUR_MS, Interval
 from cryptolake.sources.base import KlineSource
 from cryptolake.timeutils import from_ms, iso, to_ms
@@ -163,7 +163,7 @@ class DataGapDetector:
         self.start_ms = to_ms(start_date) if start_date is not None else None
         self.exchange_gap_recheck_days = exchange_gap_recheck_days
         self._clock = clock
-        self.meta = LakeMeta(self.lake.root, self.lake.exchange)
+        self.meta = LakeMeta(self.lake.storage, self.lake.exchange)
 
     # -- the original design's API ---------------------------------------------------------
 
@@ -234,17 +234,19 @@ class DataGapDetector:
         Raises:
             LakeError: there is no lake at the detector's path (nothing is created there).
         """
-        if not self.lake.root.is_dir():
-            raise LakeError(f"no lake at {self.lake.root}: collect into it first, or check the path")
+        if not self.lake.exists():
+            raise LakeError(f"no lake at {self.lake.location}: collect into it first, or check the path")
         found = self.scan(symbols, start_date, end_date)
         try:
             save_report(self.lake, found)
-        except OSError as exc:
+        except (OSError, LakeError) as exc:
+            if not self.lake.is_local:
+                raise
             log.debug("gap report not saved (read-only lake?): %s", exc)
             return found
         from cryptolake.query import refresh_database  # duckdb: only when a report is kept
 
-        refresh_database(self.lake.root)
+        refresh_database(self.lake)
         return found
 
     def scan(
@@ -260,7 +262,10 @@ class DataGapDetector:
         end_ms = self.grid.floor(to_ms(end_date)) if end_date is not None else self._end_ms()
         stats = [s for sym in wanted for s in self.lake.partition_stats(self.interval, sym)]
         stats = [s for s in stats if s.rows]
-        query = _GapQuery(self.grid, stats)
+        storage = self.lake.storage
+        query = _GapQuery(
+            self.grid, stats, storage.fsspec_filesystem() if isinstance(storage, ObjectStorage) else None
+        )
         rows = query.run()
         listings = self._listings(starts, rows.bounds)
         windows = self.meta.windows(self.interval, wanted)
@@ -589,47 +594,51 @@ def save_report(lake: Lake, result: GapScan) -> None:
     ):
         frame = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema, orient="row")
         frame = frame.with_columns(pl.col(c).cast(pl.Datetime("ms", "UTC")) for c in stamp)
-        path = meta_dir(lake.root) / name
-        try:
-            old = with_exchange(
-                pl.read_parquet(io.BytesIO(path.read_bytes()))
-            )  # one read: see LakeMeta._read
-            keep = ~(
-                (pl.col("exchange") == result.exchange)
-                & (pl.col("interval") == result.interval)
-                & pl.col("symbol").is_in(list(result.spans))
-            )
-            frame = pl.concat([old.filter(keep), frame]) if old.schema == frame.schema else frame
-        except (FileNotFoundError, pl.exceptions.PolarsError, OSError):
-            pass
-        buffer = io.BytesIO()
-        frame.sort("exchange", "interval", "symbol").write_parquet(buffer, compression="zstd")
-        write_bytes_atomic(path, buffer.getvalue())
+        keep = ~(
+            (pl.col("exchange") == result.exchange)
+            & (pl.col("interval") == result.interval)
+            & pl.col("symbol").is_in(list(result.spans))
+        )
+
+        def replace(data: bytes | None, frame: pl.DataFrame = frame, keep: pl.Expr = keep) -> bytes:
+            if data is not None:
+                try:
+                    old = with_exchange(pl.read_parquet(io.BytesIO(data)))
+                    frame = pl.concat([old.filter(keep), frame]) if old.schema == frame.schema else frame
+                except pl.exceptions.PolarsError:
+                    pass  # a torn or foreign report: the new one replaces it
+            buffer = io.BytesIO()
+            frame.sort("exchange", "interval", "symbol").write_parquet(buffer, compression="zstd")
+            return buffer.getvalue()
+
+        update_object(lake.storage, f"{META_DIR}/{name}", replace)
 
 
 def forget_report(lake: Lake, interval: str, symbol: str) -> int:
     """Drop one symbol's rows from the stored gap report (``gaps`` and ``coverage``); returns how
     many rows went."""
     dropped = 0
+    hit = (pl.col("exchange") == lake.exchange) & (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
     for name in ("gaps.parquet", "coverage.parquet"):
-        path = meta_dir(lake.root) / name
-        try:
-            frame = with_exchange(pl.read_parquet(io.BytesIO(path.read_bytes())))
-        except FileNotFoundError:
-            continue
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise LakeError(f"cannot read the gap report {path} ({exc}); move it aside") from exc
-        hit = (
-            (pl.col("exchange") == lake.exchange)
-            & (pl.col("interval") == interval)
-            & (pl.col("symbol") == symbol)
-        )
-        count = frame.filter(hit).height
-        if count:
+        path = f"{META_DIR}/{name}"
+        counted = [0]
+
+        def drop(data: bytes | None, path: str = path, counted: list[int] = counted) -> bytes | None:
+            if data is None:
+                return None
+            try:
+                frame = with_exchange(pl.read_parquet(io.BytesIO(data)))
+            except pl.exceptions.PolarsError as exc:
+                raise LakeError(f"cannot read the gap report {lake.storage.url}/{path} ({exc}); move it aside") from exc
+            counted[0] = frame.filter(hit).height
+            if not counted[0]:
+                return None
             buffer = io.BytesIO()
             frame.filter(~hit).write_parquet(buffer, compression="zstd")
-            write_bytes_atomic(path, buffer.getvalue())
-            dropped += count
+            return buffer.getvalue()
+
+        update_object(lake.storage, path, drop)
+        dropped += counted[0]
     return dropped
 
 
@@ -656,8 +665,9 @@ class _QueryRows:
 class _GapQuery:
     """One DuckDB query over footer ranges (contiguous partitions) and scanned partitions."""
 
-    def __init__(self, grid: Interval, stats: list[PartitionStats]) -> None:
+    def __init__(self, grid: Interval, stats: list[PartitionStats], filesystem: Any = None) -> None:
         self.grid = grid
+        self.filesystem = filesystem  # an fsspec filesystem for an object store's URLs
         self.contiguous = [s for s in stats if s.is_contiguous(grid)]
         self.to_scan = [s for s in stats if not s.is_contiguous(grid)]
         # Files cryptolake wrote hold each open time once; only the others can have duplicates.
@@ -679,6 +689,8 @@ class _GapQuery:
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
+            if self.filesystem is not None and self.to_scan:
+                con.register_filesystem(self.filesystem)
             con.register("footers", footers)
             params = [[str(s.path) for s in part] for part in (self.trusted, self.foreign) if part]
             result = con.execute(self._sql(), params)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptolake.errors import LakeError
-from cryptolake.lake import Lake, meta_dir
-from cryptolake.lake.layout import DEFAULT_EXCHANGE
+from cryptolake.lake import Lake
+from cryptolake.lake.layout import DEFAULT_EXCHANGE, META_DIR
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.timeutils import iso, to_ms
 
@@ -39,9 +39,9 @@ def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str
         LakeError: there is no lake at that path (nothing is created).
     """
     store = lake if isinstance(lake, Lake) else Lake(lake)
-    if not store.root.is_dir():
-        raise LakeError(f"no lake at {store.root}: collect into it first, or check the path")
-    state = dict(_state_document(store.root).get(state_section(store.exchange, interval), {}))
+    if not store.exists():
+        raise LakeError(f"no lake at {store.location}: collect into it first, or check the path")
+    state = dict(state_document(store).get(state_section(store.exchange, interval), {}))
     symbols: dict[str, dict[str, Any]] = {}
     months: set[tuple[str, str]] = set()
     for part in store.partition_stats(interval):
@@ -54,11 +54,11 @@ def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str
             entry["last"] = max(filter(None, (entry["last"], part.last_open_ms)))
     for symbol in [
         *state,
-        *LakeMeta(store.root, store.exchange).starts(interval),
+        *LakeMeta(store.storage, store.exchange).starts(interval),
     ]:  # known without candles yet, too
         symbols.setdefault(symbol, {"rows": 0, "months": 0, "first": None, "last": None})
     return {
-        "lake": str(store.root),
+        "lake": store.location,
         "exchange": store.exchange,
         "exchanges_in_lake": store.exchanges(),
         "interval": interval,
@@ -76,11 +76,22 @@ def collection_status(lake: Lake | str | Path, interval: str = "1h") -> dict[str
     }
 
 
-def _state_document(root: Path) -> dict[str, Any]:
+#: ``_meta/collection_state.json`` as a storage path.
+STATE_PATH = f"{META_DIR}/{STATE_FILE}"
+
+
+def state_document(lake: Lake) -> dict[str, Any]:
     """The whole collection state (every interval); empty if there is none or it is torn."""
+    return parse_state(lake.storage.read(STATE_PATH))
+
+
+def parse_state(read: tuple[bytes, str] | bytes | None) -> dict[str, Any]:
+    """A state document's bytes (as :meth:`Storage.read` returns them) as a dict; empty if
+    there are none or they are torn."""
+    data = read[0] if isinstance(read, tuple) else read
     try:
-        document = json.loads((meta_dir(root) / STATE_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
+        document = json.loads(data) if data is not None else {}
+    except ValueError:
         return {}
     return document if isinstance(document, dict) else {}
 
@@ -92,10 +103,11 @@ STREAM_STATUS_FILE = "stream.json"
 def stream_status(lake: str | Path | Lake, clock: Callable[[], float] = time.time) -> dict[str, Any] | None:
     """The last status a stream wrote to the lake, with ``running`` true only while its process
     is alive and writing; None if no stream ever ran there."""
-    root = lake.root if isinstance(lake, Lake) else Path(lake)
+    store = lake if isinstance(lake, Lake) else Lake(lake)
     try:
-        document = json.loads((meta_dir(root) / STREAM_STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        read = store.storage.read(f"{META_DIR}/{STREAM_STATUS_FILE}")
+        document = json.loads(read[0]) if read is not None else None
+    except (LakeError, ValueError):
         return None
     if not isinstance(document, dict):
         return None

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import settings
 
@@ -59,3 +60,40 @@ def client(fake_exchange: FakeExchange, ban_file: Path) -> Iterator[BinanceClien
         base_url=fake_exchange.base_url, retry_delay=0.01, timeout_s=5, ban_file=ban_file
     ) as binance:
         yield binance
+
+
+# -- an S3 server on 127.0.0.1 ------------------------------------------------------------------
+
+
+def s3_env(endpoint: str, secret: str = "s3cret-test-key") -> dict[str, str]:
+    """The ``AWS_*`` variables that point cryptolake (and obstore, polars, pyarrow) at ``endpoint``."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "cryptolake-test",
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free loopback port, for the session."""
+    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_lake(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """``s3://<a new bucket>/lake`` on moto's server, with the ``AWS_*`` variables set."""
+    bucket = f"lake-{abs(hash(request.node.nodeid)) % 10**10}"
+    assert httpx.put(f"{moto_endpoint}/{bucket}").status_code == 200
+    for name, value in s3_env(moto_endpoint).items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{bucket}/lake"

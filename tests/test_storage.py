@@ -20,6 +20,8 @@ import pytest
 from cryptolake.errors import LakeError
 from cryptolake.lake.storage import LocalStorage, ObjectStorage, Storage, VersionConflict, open_storage
 
+from tests.conftest import s3_env
+
 SECRET = "s3cret-never-shown-0123456789"
 
 
@@ -29,25 +31,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 def _env(endpoint: str) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "cryptolake-test",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_ALLOW_HTTP": "true",
-    }
+    return s3_env(endpoint, SECRET)
 
 
 @pytest.fixture

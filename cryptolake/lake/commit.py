@@ -22,7 +22,17 @@ import pyarrow.parquet as pq
 from cryptolake.errors import LakeError
 from cryptolake.lake.layout import month_bounds
 from cryptolake.lake.storage import Storage, VersionConflict
-from cryptolake.lake.store import ARROW_SCHEMA, _first_open, _last_open, _merge_into, _tidy, _unique_sorted
+from cryptolake.lake.store import (
+    ARROW_SCHEMA,
+    _first_open,
+    _last_open,
+    _merge_into,
+    _off_grid_rows,
+    _tidy,
+    _unique_sorted,
+    footer_metadata,
+)
+from cryptolake.schema import Interval
 
 #: How many lost races one commit survives before it gives up (each retry re-reads and re-merges).
 MAX_ATTEMPTS = 20
@@ -38,8 +48,11 @@ class CommitResult:
     conflicts: int
 
 
-def commit_partition(storage: Storage, key: str, month: str, candles: pa.Table) -> CommitResult:
-    """Merge ``candles`` (all of ``month``) into the partition object ``key``.
+def commit_partition(
+    storage: Storage, key: str, month: str, candles: pa.Table, interval: str | None = None
+) -> CommitResult:
+    """Merge ``candles`` (all of ``month``) into the partition object ``key``. With ``interval``,
+    the footer records it, the off-grid rows and the row count (what gap detection trusts).
 
     Raises:
         ValueError: a candle is not of ``month``.
@@ -58,7 +71,7 @@ def commit_partition(storage: Storage, key: str, month: str, candles: pa.Table) 
         if stored is not None and not added and not changed:
             return CommitResult(0, 0, False, conflicts)
         try:
-            storage.put_if(key, _encode(merged), version)
+            storage.put_if(key, _encode(merged, interval), version)
             return CommitResult(added, changed, True, conflicts)
         except VersionConflict:
             conflicts += 1
@@ -76,7 +89,10 @@ def _decode(key: str, data: bytes, month: str) -> pa.Table:
     return _tidy(table.replace_schema_metadata(None), key, month)  # type: ignore[arg-type]
 
 
-def _encode(table: pa.Table) -> bytes:
+def _encode(table: pa.Table, interval: str | None) -> bytes:
+    if interval is not None:
+        off_grid = _off_grid_rows(table, Interval(interval))
+        table = table.replace_schema_metadata(footer_metadata(interval, off_grid, table.num_rows))
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer, compression="zstd", write_statistics=True, use_dictionary=False)
     return bytes(buffer.getvalue().to_pybytes())

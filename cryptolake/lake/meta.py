@@ -21,18 +21,21 @@ Times are the first and the last open time of the window (both inclusive), in UT
 
 from __future__ import annotations
 
+import functools
 import io
+import random
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 
-from cryptolake.atomic import write_bytes_atomic
-from cryptolake.errors import LakeError
+from cryptolake.errors import LakeError, VersionConflict
 from cryptolake.lake import layout
+from cryptolake.lake.storage import MAX_ATTEMPTS, Storage, open_storage
 from cryptolake.schema import Interval
 from cryptolake.timeutils import to_ms
 
@@ -66,6 +69,25 @@ START_SCHEMA = pl.Schema({
 })  # fmt: skip
 
 
+_T = TypeVar("_T")
+
+
+def _retried(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Run a read-change-write of the records again when another writer changed a file between
+    this one's read and its write (a conditional put lost): nobody's record is lost."""
+
+    @functools.wraps(method)
+    def retrying(self: LakeMeta, *args: Any, **kwargs: Any) -> _T:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return method(self, *args, **kwargs)
+            except VersionConflict:
+                time.sleep(min(0.5, 0.005 * 2**attempt) * random.random())
+        raise LakeError(f"gave up recording lake metadata after {MAX_ATTEMPTS} lost races with other writers")
+
+    return retrying
+
+
 @dataclass(frozen=True, order=True)
 class Window:
     """Candle slots ``[start_ms, end_ms]`` (open times, inclusive) missing for a known reason."""
@@ -90,31 +112,21 @@ class LakeMeta:
     Callers that write hold the lake's writer lock, so one process writes at a time.
     """
 
-    def __init__(self, root: str | Path, exchange: str = layout.DEFAULT_EXCHANGE) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Path | Storage, exchange: str = layout.DEFAULT_EXCHANGE) -> None:
+        self.storage: Storage = open_storage(root) if isinstance(root, str | Path) else root
         self.exchange = layout.validate_exchange(exchange)
         self._lock = threading.Lock()
-        # The last read of each file, by its identity on disk (inode, size, change time): a
-        # collection settles its windows once per partition commit, and the file rarely changes.
-        self._cache: dict[
-            Path, tuple[tuple[int, int, int], pl.DataFrame, dict[tuple[str, str, str], list[Any]]]
-        ] = {}
+        # The last read of each file, by its version: a collection settles its windows once per
+        # partition commit, and the file rarely changes.
+        self._cache: dict[str, tuple[str, pl.DataFrame, dict[tuple[str, str, str], list[Any]]]] = {}
+        # The version of each file this thread read last: its write must replace that version.
+        self._read_versions = threading.local()
 
-    @property
-    def windows_path(self) -> Path:
-        return layout.meta_dir(self.root) / WINDOWS_FILE
-
-    @property
-    def listings_path(self) -> Path:
-        return layout.meta_dir(self.root) / LISTINGS_FILE
-
-    @property
-    def starts_path(self) -> Path:
-        return layout.meta_dir(self.root) / STARTS_FILE
-
-    @property
-    def sources_path(self) -> Path:
-        return layout.meta_dir(self.root) / SOURCES_FILE
+    windows_path = f"{layout.META_DIR}/{WINDOWS_FILE}"
+    listings_path = f"{layout.META_DIR}/{LISTINGS_FILE}"
+    starts_path = f"{layout.META_DIR}/{STARTS_FILE}"
+    sources_path = f"{layout.META_DIR}/{SOURCES_FILE}"
+    markets_path = f"{layout.META_DIR}/{MARKETS_FILE}"
 
     # -- windows -------------------------------------------------------------------------
 
@@ -129,6 +141,7 @@ class LakeMeta:
             frame = frame.filter(pl.col("kind") == kind)
         return sorted(_window(row) for row in frame.iter_rows(named=True))
 
+    @_retried
     def record_window(self, window: Window) -> None:
         """Add a window; one of the same kind over the same slots is replaced (attempts add up)."""
         with self._lock:
@@ -152,6 +165,7 @@ class LakeMeta:
                 "start_time", "end_time", "recorded_at", "checked_at"))  # fmt: skip
             self._write(self.windows_path, pl.concat([frame.filter(~same), row.cast(WINDOW_SCHEMA)]))
 
+    @_retried
     def forget_windows(
         self,
         interval: str,
@@ -180,6 +194,7 @@ class LakeMeta:
                 self._write(self.windows_path, frame.filter(~hit))
             return [_window(row) for row in dropped.iter_rows(named=True)]
 
+    @_retried
     def settle_windows(
         self,
         interval: str,
@@ -280,6 +295,7 @@ class LakeMeta:
             zip(frame["symbol"].to_list(), frame["first_open_time"].dt.epoch("ms").to_list(), strict=True)
         )
 
+    @_retried
     def record_listing(self, interval: str, symbol: str, first_open_ms: int, checked_ms: int) -> None:
         """Remember a symbol's first candle for ``interval`` (replacing an older record)."""
         with self._lock:
@@ -303,6 +319,7 @@ class LakeMeta:
         frame = self._read(self.starts_path, START_SCHEMA).filter(self._key(interval))
         return dict(zip(frame["symbol"].to_list(), frame["start_time"].dt.epoch("ms").to_list(), strict=True))
 
+    @_retried
     def record_start(self, interval: str, symbol: str, start_ms: int, recorded_ms: int) -> None:
         """Remember that ``symbol``'s history is wanted from ``start_ms`` (an earlier record wins)."""
         with self._lock:
@@ -346,6 +363,7 @@ class LakeMeta:
                 out.setdefault(symbol, set()).add(key)
         return {symbol: frozenset(keys) for symbol, keys in out.items()}
 
+    @_retried
     def record_sources(
         self, interval: str, symbol: str, month: str, records: Iterable[Any], recorded_ms: int
     ) -> None:
@@ -406,16 +424,13 @@ class LakeMeta:
 
     # -- markets ---------------------------------------------------------------------------
 
-    @property
-    def markets_path(self) -> Path:
-        return layout.meta_dir(self.root) / MARKETS_FILE
-
     def markets(self) -> pl.DataFrame:
         """This exchange's markets as last recorded: exchange, symbol, base, quote (common
         asset names), status, listed, delisted, checked_at."""
         frame = self._read(self.markets_path, MARKET_SCHEMA)
         return frame.filter(pl.col("exchange") == self.exchange).sort("symbol")
 
+    @_retried
     def record_markets(self, markets: Iterable[Any], checked_ms: int) -> None:
         """Replace this exchange's markets (:class:`~cryptolake.sources.base.Market` s). A
         market's listing, when the exchange does not say it, is its earliest first candle the
@@ -465,6 +480,7 @@ class LakeMeta:
             found.update(frame["symbol"].to_list())
         return found
 
+    @_retried
     def forget_symbol(self, interval: str, symbol: str) -> int:
         """Drop every record of ``symbol`` for ``interval`` (start, listing, windows, sources);
         returns how many records went."""
@@ -490,63 +506,72 @@ class LakeMeta:
         """Rows of this exchange and ``interval``."""
         return (pl.col("exchange") == self.exchange) & (pl.col("interval") == interval)
 
-    def _read(self, path: Path, schema: pl.Schema) -> pl.DataFrame:
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
+    def _read(self, path: str, schema: pl.Schema) -> pl.DataFrame:
+        versions = self._versions()
+        info = self.storage.head(path)
+        if info is None:
             self._cache.pop(path, None)
+            versions[path] = None
             return pl.DataFrame(schema=schema)
-        except OSError:
-            stat = None
-        identity = (stat.st_ino, stat.st_size, stat.st_ctime_ns) if stat is not None else None
         cached = self._cache.get(path)
-        if cached is not None and cached[0] == identity:
+        if cached is not None and cached[0] == info.version:
+            versions[path] = info.version
             return cached[1]
-        try:
-            # Read the bytes once, then parse: polars opens a path more than once, so a file
-            # replaced between two opens (another thread records a window) would read torn.
-            frame = pl.read_parquet(io.BytesIO(path.read_bytes()))
-        except FileNotFoundError:
+        read = self.storage.read(path)  # the bytes once, then parse: never a torn file
+        if read is None:
+            versions[path] = None
             return pl.DataFrame(schema=schema)
+        data, version = read
+        where = f"{self.storage.url}/{path}"
+        try:
+            frame = pl.read_parquet(io.BytesIO(data))
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise LakeError(
-                f"cannot read lake metadata {path} ({exc}); move it aside: cryptolake starts "
+                f"cannot read lake metadata {where} ({exc}); move it aside: cryptolake starts "
                 "a new one and learns its records again"
             ) from exc
         if "exchange" in schema:
             frame = with_exchange(frame)
         if frame.schema != schema:
             raise LakeError(
-                f"lake metadata {path} has columns {dict(frame.schema)}; expected {dict(schema)}; "
+                f"lake metadata {where} has columns {dict(frame.schema)}; expected {dict(schema)}; "
                 "move it aside: cryptolake starts a new one and learns its records again"
             )
-        if identity is not None:
-            keys: dict[tuple[str, str, str], list[Any]] = {}
-            if "kind" in frame.columns:  # the windows file: each one's kind and slots, for a quick look
-                spans = zip(
-                    frame["exchange"].to_list(),
-                    frame["interval"].to_list(),
-                    frame["symbol"].to_list(),
-                    frame["kind"].to_list(),
-                    frame["start_time"].dt.epoch("ms").to_list(),
-                    frame["end_time"].dt.epoch("ms").to_list(),
-                    strict=True,
-                )
-                for exchange, interval, symbol, kind, start, end in spans:
-                    keys.setdefault((exchange, interval, symbol), []).append((kind, start, end))
-            self._cache[path] = (identity, frame, keys)
+        keys: dict[tuple[str, str, str], list[Any]] = {}
+        if "kind" in frame.columns:  # the windows file: each one's kind and slots, for a quick look
+            spans = zip(
+                frame["exchange"].to_list(),
+                frame["interval"].to_list(),
+                frame["symbol"].to_list(),
+                frame["kind"].to_list(),
+                frame["start_time"].dt.epoch("ms").to_list(),
+                frame["end_time"].dt.epoch("ms").to_list(),
+                strict=True,
+            )
+            for exchange, interval, symbol, kind, start, end in spans:
+                keys.setdefault((exchange, interval, symbol), []).append((kind, start, end))
+        self._cache[path] = (version, frame, keys)
+        versions[path] = version
         return frame
 
-    def _windows_index(self, path: Path) -> dict[tuple[str, str, str], list[Any]]:
+    def _versions(self) -> dict[str, str | None]:
+        found: dict[str, str | None] | None = getattr(self._read_versions, "versions", None)
+        if found is None:
+            found = self._read_versions.versions = {}
+        return found
+
+    def _windows_index(self, path: str) -> dict[tuple[str, str, str], list[Any]]:
         """``{(exchange, interval, symbol): [(kind, start ms, end ms), ...]}`` of the windows file as last
         read (after :meth:`_read`)."""
         cached = self._cache.get(path)
         return cached[2] if cached is not None else {}
 
-    def _write(self, path: Path, frame: pl.DataFrame) -> None:
+    def _write(self, path: str, frame: pl.DataFrame) -> None:
+        """Replace the file, only if it is still the version this thread read (else
+        :class:`VersionConflict`, and the record method runs again)."""
         buffer = io.BytesIO()
         frame.sort(frame.columns[:4]).write_parquet(buffer, compression="zstd")
-        write_bytes_atomic(path, buffer.getvalue())
+        self.storage.put_if(path, buffer.getvalue(), self._versions().get(path))
 
 
 def with_exchange(frame: pl.DataFrame) -> pl.DataFrame:

@@ -20,21 +20,34 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from cryptolake.atomic import write_bytes_atomic
+from cryptolake.atomic import fsync_dir, write_bytes_atomic
 from cryptolake.errors import LakeError, VersionConflict
-from cryptolake.lake.store import _fsync_dir
 
 #: A URL scheme (``gs://``, ``S3://``, ``file:///``, a typo like ``s3:/``), not a folder.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
-__all__ = ["LocalStorage", "ObjectInfo", "ObjectStorage", "Storage", "VersionConflict", "open_storage"]
+__all__ = [
+    "LocalStorage",
+    "ObjectInfo",
+    "ObjectStorage",
+    "Storage",
+    "VersionConflict",
+    "is_object_url",
+    "open_storage",
+    "update_object",
+]
+
+#: How many lost races one read-change-put survives before it gives up.
+MAX_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,10 @@ class Storage(Protocol):
         """Bytes ``[start, end)`` of an object (a Parquet footer without the data)."""
         ...
 
+    def head(self, path: str) -> ObjectInfo | None:
+        """The object's size and version without its bytes; None if there is none."""
+        ...
+
     def put(self, path: str, data: bytes) -> str:
         """Replace (or create) the object atomically: readers see the old bytes or the new,
         never a part. Returns the new version."""
@@ -81,6 +98,34 @@ class Storage(Protocol):
         ...
 
 
+def is_object_url(root: str | Path) -> bool:
+    """Whether a lake root names object storage (``s3://...``) rather than a folder."""
+    return str(root).startswith("s3://")
+
+
+def update_object(storage: Storage, path: str, change: Callable[[bytes | None], bytes | None]) -> bool:
+    """Read ``path``, compute its new bytes with ``change`` (None: leave it), put them only if the
+    object is still the version read, and on a lost race do it all again: two writers of one
+    object (a ``_meta`` record, a state document) never lose each other's change. Returns
+    whether it wrote.
+
+    Raises:
+        LakeError: :data:`MAX_ATTEMPTS` races lost in a row, or the store failed.
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        read = storage.read(path)
+        data, version = (None, None) if read is None else read
+        new = change(data)
+        if new is None:
+            return False
+        try:
+            storage.put_if(path, new, version)
+            return True
+        except VersionConflict:
+            time.sleep(min(0.5, 0.005 * 2**attempt) * random.random())  # let the winner finish
+    raise LakeError(f"gave up writing {storage.url}/{path} after {MAX_ATTEMPTS} lost races with other writers")
+
+
 def open_storage(root: str | Path, environ: Mapping[str, str] | None = None) -> Storage:
     """The storage of a lake root: ``s3://bucket[/prefix]`` or a local folder.
 
@@ -88,7 +133,7 @@ def open_storage(root: str | Path, environ: Mapping[str, str] | None = None) -> 
         LakeError: an ``s3://`` root without a bucket, or ``obstore`` is not installed.
     """
     text = str(root)
-    if text.startswith("s3://"):
+    if is_object_url(text):
         return ObjectStorage(text, environ if environ is not None else os.environ)
     if not text.strip() or _SCHEME.match(text):
         raise LakeError(f"invalid lake root {text!r}: a local folder or s3://bucket/prefix")
@@ -139,6 +184,15 @@ class LocalStorage:
         except OSError as exc:
             raise LakeError(f"cannot read {self._path(path)}: {exc.strerror or exc}") from None
 
+    def head(self, path: str) -> ObjectInfo | None:
+        try:
+            stat = self._path(path).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise LakeError(f"cannot read {self._path(path)}: {exc.strerror or exc}") from None
+        return ObjectInfo(path, stat.st_size, _local_version(stat))
+
     def read_range(self, path: str, start: int, end: int) -> bytes:
         _check_range(path, start, end)
         try:
@@ -152,7 +206,7 @@ class LocalStorage:
         target = self._path(path)
         try:
             write_bytes_atomic(target, data)  # temp file, fsync, rename
-            _fsync_dir(target.parent)  # and the rename itself survives a power cut
+            fsync_dir(target.parent)  # and the rename itself survives a power cut
             return _local_version(target.stat())
         except OSError as exc:
             raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from None
@@ -246,6 +300,8 @@ class ObjectStorage:
                       endpoint.username, endpoint.password)
             if v
         ]  # fmt: skip
+        self._config = dict(config)
+        self._allow_http = bool(client.get("allow_http"))
         config["conditional_put"] = "etag"
         self._store = S3Store(
             self.bucket,
@@ -256,6 +312,55 @@ class ObjectStorage:
 
     def _where(self, path: str) -> str:
         return f"{self.url}/{path}"
+
+    def url_of(self, path: str) -> str:
+        """The ``s3://bucket/prefix/path`` URL of an object, as other readers name it."""
+        return f"{self.url}/{path}" if path else self.url
+
+    def polars_options(self) -> dict[str, str]:
+        """``storage_options`` for ``polars.scan_parquet`` (polars reads S3 with object_store too)."""
+        names = {
+            "endpoint": "aws_endpoint_url",
+            "access_key_id": "aws_access_key_id",
+            "secret_access_key": "aws_secret_access_key",
+            "session_token": "aws_session_token",
+            "region": "aws_region",
+        }
+        options = {names[k]: str(v) for k, v in self._config.items() if k in names}
+        if self._allow_http:
+            options["aws_allow_http"] = "true"
+        return options
+
+    def arrow_filesystem(self) -> Any:
+        """A ``pyarrow.fs.S3FileSystem`` on the same endpoint and credentials (paths ``bucket/key``)."""
+        from pyarrow import fs
+
+        c = self._config
+        return fs.S3FileSystem(
+            access_key=c.get("access_key_id"),
+            secret_key=c.get("secret_access_key"),
+            session_token=c.get("session_token"),
+            region=c.get("region"),
+            endpoint_override=c.get("endpoint"),
+            scheme="http" if self._allow_http else "https",
+        )
+
+    def arrow_path(self, path: str) -> str:
+        """An object's path as :meth:`arrow_filesystem` names it (``bucket/prefix/path``)."""
+        return "/".join(p for p in (self.bucket, self.prefix, path) if p)
+
+    def fsspec_filesystem(self) -> Any:
+        """An fsspec filesystem for ``s3://`` on the same endpoint and credentials (obstore's),
+        for DuckDB's ``register_filesystem`` where its httpfs extension is not installed."""
+        try:
+            import fsspec
+            import obstore.fsspec
+        except ImportError:
+            raise LakeError("querying an s3:// lake needs fsspec: pip install 'cryptolake[s3]'") from None
+        obstore.fsspec.register("s3")
+        config = {k: v for k, v in self._config.items()}
+        client = {"allow_http": True} if self._allow_http else {}
+        return fsspec.filesystem("s3", config=config, client_options=client, skip_instance_cache=True)
 
     def _fail(self, action: str, path: str, exc: BaseException) -> LakeError:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -291,6 +396,19 @@ class ObjectStorage:
             return None
         except Exception as exc:  # noqa: BLE001
             raise self._fail("read", path, exc) from None
+
+    def head(self, path: str) -> ObjectInfo | None:
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        check_path(path)
+        try:
+            meta = obstore.head(self._store, path)
+        except (NotFoundError, FileNotFoundError):
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("read", path, exc) from None
+        return ObjectInfo(path, int(meta["size"]), str(meta.get("e_tag") or meta["last_modified"]))
 
     def read_range(self, path: str, start: int, end: int) -> bytes:
         import obstore

@@ -21,7 +21,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -30,9 +30,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
+from cryptolake.atomic import fsync_dir as _fsync_dir
 from cryptolake.errors import LakeError, LakeLocked, SchemaMismatch
 from cryptolake.lake import layout
 from cryptolake.lake.merge import dedupe_klines, normalize_klines, split_by_month
+from cryptolake.lake.storage import LocalStorage, Storage
 from cryptolake.schema import INTERVALS, KLINE_COLUMNS, KLINE_SCHEMA, Interval, empty_klines
 
 #: The Arrow schema of every partition file (timestamps are ``timestamp[ms, tz=UTC]``).
@@ -49,6 +51,14 @@ TRASH_DIR = "trash"
 #: Footer key-value metadata cryptolake writes into every partition file.
 META_INTERVAL = "cryptolake.interval"
 META_OFF_GRID_ROWS = "cryptolake.off_grid_rows"
+#: ... and its row count, which an object store's reader checks against the footer's own.
+META_ROWS = "cryptolake.rows"
+
+
+class WriterLock(Protocol):
+    """A held writer lock: :meth:`Lake.acquire_writer_lock`'s caller releases it."""
+
+    def release(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -108,18 +118,52 @@ class Lake:
     Creating a ``Lake`` touches nothing on disk; folders appear on the first write.
     """
 
+    def __new__(cls, root: str | Path, exchange: str = layout.DEFAULT_EXCHANGE) -> Lake:
+        if cls is Lake and str(root).startswith("s3://"):
+            from cryptolake.lake.object_lake import ObjectLake  # obstore: only for such a lake
+
+            return super().__new__(ObjectLake)
+        return super().__new__(cls)
+
     def __init__(self, root: str | Path, exchange: str = layout.DEFAULT_EXCHANGE) -> None:
-        self.root = Path(root)
+        self._root = Path(root)
         self.exchange = layout.validate_exchange(exchange)
+        self._storage: Storage | None = None
 
     def __repr__(self) -> str:
         if self.exchange == layout.DEFAULT_EXCHANGE:
-            return f"Lake({str(self.root)!r})"
-        return f"Lake({str(self.root)!r}, exchange={self.exchange!r})"
+            return f"Lake({self.location!r})"
+        return f"Lake({self.location!r}, exchange={self.exchange!r})"
+
+    @property
+    def root(self) -> Path:
+        """The lake's folder."""
+        return self._root
+
+    @property
+    def location(self) -> str:
+        """Where the lake is, as a user would write it (a folder, or ``s3://bucket/prefix``)."""
+        return str(self._root)
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the lake is a folder on a local disk (not object storage)."""
+        return True
+
+    @property
+    def storage(self) -> Storage:
+        """The lake's bytes, through the storage seam (for ``_meta`` records and documents)."""
+        if self._storage is None:
+            self._storage = LocalStorage(self._root)
+        return self._storage
+
+    def exists(self) -> bool:
+        """Whether there is a lake folder at all."""
+        return self._root.is_dir()
 
     def for_exchange(self, exchange: str) -> Lake:
         """The same lake, for ``exchange``'s candles."""
-        return self if exchange == self.exchange else Lake(self.root, exchange)
+        return self if exchange == self.exchange else Lake(self.location, exchange)
 
     def exchanges(self) -> list[str]:
         """Exchanges with a folder in the lake, sorted."""
@@ -385,7 +429,7 @@ class Lake:
         timeout_s: float | None = None,
         on_wait: Callable[[], None] | None = None,
         cancel: threading.Event | None = None,
-    ) -> FileLock:
+    ) -> WriterLock:
         """Take the lake's single-writer lock and return it; the caller calls ``release()`` on it
         (from any thread). Unlike :meth:`writer_lock`, it leaves temp files alone: for writers
         that take the lock once per commit (see :mod:`cryptolake.pipeline`) and tidy once per run.
@@ -948,7 +992,7 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
     times = table.column(_KEY).cast(pa.int64()).to_numpy() if interval is not None else np.empty(0, np.int64)
     off_grid = _off_grid_rows(table, Interval(interval), times) if interval is not None else 0
     if interval is not None:
-        table = table.replace_schema_metadata({META_INTERVAL: interval, META_OFF_GRID_ROWS: str(off_grid)})
+        table = table.replace_schema_metadata(footer_metadata(interval, off_grid, table.num_rows))
     buffer = pa.BufferOutputStream()
     # No dictionary pages: prices and volumes hardly repeat, so dictionaries cost time and bytes.
     pq.write_table(table, buffer, compression="zstd", write_statistics=True, use_dictionary=False)
@@ -981,6 +1025,11 @@ def write_parquet_atomic(path: Path, frame: pl.DataFrame | pa.Table, interval: s
         )
 
 
+def footer_metadata(interval: str, off_grid: int, rows: int) -> dict[str, str]:
+    """The key-value metadata cryptolake writes into a partition's footer."""
+    return {META_INTERVAL: interval, META_OFF_GRID_ROWS: str(off_grid), META_ROWS: str(rows)}
+
+
 def _make_dirs_durably(folder: Path) -> None:
     if folder.is_dir():
         return
@@ -992,16 +1041,6 @@ def _make_dirs_durably(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for created in reversed(missing):
         _fsync_dir(created.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name == "nt":  # Windows cannot open a directory; NTFS journals the rename itself.
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _known_exchange(name: str) -> bool:
@@ -1021,7 +1060,7 @@ def _keyed_dirs(base: Path, key: str, is_valid: Callable[[str], bool]) -> list[s
     return [v for v in values if is_valid(v)]
 
 
-def _check_schema(path: Path, schema: pa.Schema) -> None:
+def _check_schema(path: Path | str, schema: pa.Schema) -> None:
     """Raise SchemaMismatch unless ``schema`` has the contract's columns, order and types."""
     if schema.equals(ARROW_SCHEMA):
         return
