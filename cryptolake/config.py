@@ -48,16 +48,22 @@ def _text(value: Any) -> str:
     return value
 
 
+#: An S3 bucket name as S3 allows it (3-63 lowercase letters, digits, dots and hyphens).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
 def _path(value: Any) -> str:
     text = _text(value).strip()
     if not text:
         raise _Invalid("a folder path (empty is not one)")
+    if text.startswith("s3://"):
+        bucket, _, prefix = text[len("s3://") :].partition("/")
+        if not _BUCKET.match(bucket) or any(p in (".", "..") for p in prefix.strip("/").split("/")):
+            raise _Invalid("s3://bucket/prefix with a valid bucket name (3-63 lowercase letters, digits, . or -)")
+        return "s3://" + bucket + ("/" + prefix.strip("/") if prefix.strip("/") else "")
     if "://" in text or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", text):
-        # Not a folder named "s3:": the commands read and write local lakes only so far (the
-        # storage seam for s3:// is in cryptolake.lake.storage; issue 16 wires it in).
-        raise _Invalid(
-            "a local folder path: object-storage lakes (s3://...) are not supported by the commands yet"
-        )
+        # Not a folder named "gs:": the other object stores are not supported.
+        raise _Invalid("a local folder path or s3://bucket/prefix (other URL schemes are not supported)")
     return text
 
 
@@ -345,7 +351,9 @@ def _venue_specs(
 
 
 SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec("lake", "root", _path, "data/lake", "Directory of the Parquet lake."),
+    SettingSpec(
+        "lake", "root", _path, "data/lake", "Folder of the Parquet lake, or s3://bucket/prefix (AWS_* variables)."
+    ),
     SettingSpec("binance", "base_url", _base_url, "https://data-api.binance.vision",
                 "Binance REST host: the market-data host, https://api.binance.com or a mirror."),
     SettingSpec("binance", "api_key", _key, "", "Optional API key (public data needs none).",
@@ -418,7 +426,8 @@ SPECS_BY_KEY = {spec.key: spec for spec in SPECS}
 
 @dataclass(frozen=True)
 class LakeSettings:
-    root: Path
+    #: A folder, or an ``s3://bucket/prefix`` URL (object storage).
+    root: Path | str
 
 
 @dataclass(frozen=True)
@@ -578,7 +587,8 @@ def load_settings(
         if key not in SPECS_BY_KEY:
             raise ConfigError(f"unknown setting {key!r} from {source}")
         values[key], sources[key] = _parse(SPECS_BY_KEY[key], raw, source), source
-    values["lake.root"] = Path(values["lake.root"])
+    if not str(values["lake.root"]).startswith("s3://"):
+        values["lake.root"] = Path(values["lake.root"])
     sections = {
         section: cls(**{spec.name: values[spec.key] for spec in SPECS if spec.section == section})
         for section, cls in _SECTIONS.items()

@@ -57,6 +57,7 @@ from cryptolake.errors import Interrupted, LakeError, QueryError
 from cryptolake.lake import ARROW_SCHEMA, Lake
 from cryptolake.lake.layout import (
     DATA_FILE,
+    META_DIR,
     is_stream_name,
     is_valid_month,
     is_valid_symbol,
@@ -64,6 +65,8 @@ from cryptolake.lake.layout import (
     meta_dir,
 )
 from cryptolake.lake.meta import MARKETS_FILE, SOURCES_FILE, WINDOWS_FILE
+from cryptolake.lake.object_lake import ObjectLake
+from cryptolake.lake.storage import is_object_url
 from cryptolake.lake.store import check_partition
 
 log = logging.getLogger("cryptolake.query")
@@ -147,7 +150,10 @@ def klines_dataset(lake: Lake | str | Path) -> ds.Dataset:
         SchemaMismatch: a partition another tool wrote does not fit the candle schema (what
             `status` and `gaps` refuse too, rather than reading it cast or cut).
     """
-    root = lake.root if isinstance(lake, Lake) else Path(lake)
+    store = lake if isinstance(lake, Lake) else Lake(lake)
+    if isinstance(store, ObjectLake):
+        return _object_dataset(store)
+    root = store.root
     paths = partition_files(root)
     for path in paths:
         check_partition(path)
@@ -164,6 +170,25 @@ def klines_dataset(lake: Lake | str | Path) -> ds.Dataset:
     )
 
 
+def _object_dataset(lake: ObjectLake) -> ds.Dataset:
+    """:func:`klines_dataset` of a lake on object storage: pyarrow's own S3 filesystem reads the
+    objects; each footer is checked against the contract first (range reads, kept per version)."""
+    objects = lake.candle_objects()
+    if not objects:
+        return ds.dataset(KLINES_SCHEMA.empty_table())
+    lake.check_objects(objects)
+    storage = lake.storage
+    partitioning = ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITION_KEYS]), flavor="hive")
+    return ds.dataset(
+        [storage.arrow_path(o.path) for o in objects],
+        schema=KLINES_SCHEMA,
+        format="parquet",
+        filesystem=storage.arrow_filesystem(),
+        partitioning=partitioning,
+        partition_base_dir=storage.arrow_path("klines"),
+    )
+
+
 def connect(
     lake: Lake | str | Path, warnings: list[str] | None = None, *, temp_dir: str | Path | None = None
 ) -> duckdb.DuckDBPyConnection:
@@ -174,7 +199,7 @@ def connect(
     to the working directory or the lake. An unreadable metadata file leaves its view empty and
     adds a line to ``warnings``.
     """
-    root = lake.root if isinstance(lake, Lake) else Path(lake)
+    store = lake if isinstance(lake, Lake) else Lake(lake)
     con = duckdb.connect()
     try:
         # In this order: the time zone needs ICU, which cannot load once external access is off.
@@ -183,9 +208,9 @@ def connect(
         con.execute(f"SET temp_directory = {_literal(str(temp_dir or tempfile.gettempdir()))}")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
-        con.register("klines", klines_dataset(root))
+        con.register("klines", klines_dataset(store))
         for view, (name, schema) in _META_VIEWS.items():
-            con.register(view, _meta_table(meta_dir(root) / name, schema, view, warnings))
+            con.register(view, _meta_table(store, name, schema, view, warnings))
     except BaseException:
         con.close()
         raise
@@ -419,7 +444,7 @@ def write_database(lake: Lake | str | Path) -> Path:
     Raises:
         OSError: The lake folder is not writable (a read-only lake keeps its old file).
     """
-    root = (lake.root if isinstance(lake, Lake) else Path(lake)).resolve()
+    root = (lake.root if isinstance(lake, Lake) else Path(lake)).resolve()  # a local lake only
     path = root / DATABASE_FILE
     _remove_stale_builds(root)
     tmp = root / f".{DATABASE_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -456,7 +481,10 @@ def _remove_stale_builds(root: Path, older_than_s: float = 600) -> None:
 
 
 def refresh_database(lake: Lake | str | Path) -> Path | None:
-    """:func:`write_database`, or None when the lake is read-only (its old file stays)."""
+    """:func:`write_database`, or None when the lake is read-only (its old file stays) or on
+    object storage (where readers use their own S3 access: see the README)."""
+    if isinstance(lake, ObjectLake) or (not isinstance(lake, Lake) and is_object_url(lake)):
+        return None
     try:
         return write_database(lake)
     except OSError as exc:
@@ -523,15 +551,17 @@ def _interrupt_on_ctrl_c(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _meta_table(path: Path, schema: pa.Schema, view: str, warnings: list[str] | None) -> pa.Table:
+def _meta_table(lake: Lake, name: str, schema: pa.Schema, view: str, warnings: list[str] | None) -> pa.Table:
+    where = f"{lake.storage.url}/{META_DIR}/{name}"
     try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        return schema.empty_table()
-    except (pa.ArrowException, OSError) as exc:
+        read = lake.storage.read(f"{META_DIR}/{name}")
+        if read is None:
+            return schema.empty_table()
+        table = pq.read_table(pa.BufferReader(read[0]))
+    except (pa.ArrowException, OSError, LakeError) as exc:
         if warnings is not None:
             warnings.append(
-                f"the {view} view is empty: {path} cannot be read ({_one_line(exc)}); "
+                f"the {view} view is empty: {where} cannot be read ({_one_line(exc)}); "
                 "move it aside, the next gap report or collection run writes it again"
             )
         return schema.empty_table()

@@ -28,6 +28,7 @@ applies each request, deletes it and acknowledges it in ``scheduler.json``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -49,6 +50,7 @@ from cryptolake.config import SPECS_BY_KEY
 from cryptolake.cron import Trigger, cron_trigger
 from cryptolake.errors import ConfigError, CryptolakeError, SchedulerError
 from cryptolake.lake import meta_dir
+from cryptolake.lake.storage import is_object_url
 from cryptolake.scheduler_types import COLLECTION_TYPES, CollectionType  # defined there for the CLI's options
 from cryptolake.timeutils import from_ms, iso, to_ms
 
@@ -205,7 +207,10 @@ class CollectorScheduler:
         self.crypto_symbols = tuple(crypto_symbols) if crypto_symbols is not None else None
         self.poll_interval_s = poll_interval_s
         self.after_run = after_run
-        self.lake_root = Path(crypto_collector.lake.root)
+        self.lake_root: str | Path = crypto_collector.lake.location
+        shard = crypto_collector.shard
+        #: Where the lock, the status document and the control requests live (see :func:`scheduler_dir`).
+        self.state_dir = scheduler_dir(self.lake_root, str(shard) if shard is not None else None)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.RLock()
@@ -245,7 +250,7 @@ class CollectorScheduler:
             self._stopping.clear()
             self._started_at = self._now()
             self._restore_state()
-            _discard_requests(self.lake_root)
+            _discard_requests(self.state_dir)
             self._next_fire = None if self._paused else self._fire_time_from(self._now(), inclusive=True)
             self._persist()
             self._thread = threading.Thread(target=self._loop, name="cryptolake-scheduler", daemon=True)
@@ -662,14 +667,14 @@ class CollectorScheduler:
     # -- persistence, the lake lock and requests from other processes ----------------------
 
     def _acquire_lake_lock(self) -> None:
-        path = meta_dir(self.lake_root) / LOCK_FILE
+        path = self.state_dir / LOCK_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(path)
         try:
             # A short wait: `cryptolake status` probes the lock for an instant.
             lock.acquire(timeout=0.5)
         except Timeout:
-            other = read_state_file(self.lake_root)
+            other = _read_state(self.state_dir)
             who = (
                 f" (pid {other.get('pid')} on {other.get('host')}, since {other.get('started_at')})"
                 if other.get("pid")
@@ -683,7 +688,7 @@ class CollectorScheduler:
 
     def _restore_state(self) -> None:
         """Carry run counts, the last run and the history over from the previous process."""
-        previous = read_state_file(self.lake_root)
+        previous = _read_state(self.state_dir)
         counts = previous.get("counts")
         if isinstance(counts, dict):
             self._counts.update({k: int(v) for k, v in counts.items() if k in self._counts})
@@ -711,14 +716,14 @@ class CollectorScheduler:
         )
         try:
             write_bytes_atomic(
-                meta_dir(self.lake_root) / STATE_FILE,
+                self.state_dir / STATE_FILE,
                 json.dumps(document, indent=1, sort_keys=True).encode("utf-8"),
             )
         except OSError as exc:  # a full disk must not stop the schedule
             log.error("cannot write the scheduler state: %s", exc)
 
     def _apply_requests(self) -> None:
-        for path, request in _pending_requests(self.lake_root):
+        for path, request in _pending_requests(self.state_dir):
             action = request.get("action") if isinstance(request, dict) else None
             ack: dict[str, Any] = {"id": path.stem, "action": action}
             try:
@@ -772,13 +777,14 @@ class SchedulerControl:
     within its poll interval and acknowledges it in ``<lake>/_meta/scheduler.json``.
     """
 
-    def __init__(self, lake_root: str | Path, *, poll_s: float = 0.1) -> None:
-        self.lake_root = Path(lake_root)
+    def __init__(self, lake_root: str | Path, *, poll_s: float = 0.1, shard: str | None = None) -> None:
+        self.lake_root = lake_root if is_object_url(lake_root) else Path(lake_root)
+        self.state_dir = scheduler_dir(lake_root, shard)
         self.poll_s = poll_s
 
     def is_running(self) -> bool:
         """True while a scheduler process holds the lake's scheduler lock."""
-        path = meta_dir(self.lake_root) / LOCK_FILE
+        path = self.state_dir / LOCK_FILE
         if not path.exists():
             return False
         lock = FileLock(path)
@@ -796,7 +802,7 @@ class SchedulerControl:
         ``status`` is ``stopped`` when no scheduler runs on the lake (``note`` says so when the
         last one did not stop cleanly).
         """
-        document = read_state_file(self.lake_root)
+        document = _read_state(self.state_dir)
         if self.is_running():
             return document
         if not document:
@@ -851,11 +857,11 @@ class SchedulerControl:
             "requested_at": iso(int(time.time() * 1000)),
             "pid": os.getpid(),
         }
-        path = meta_dir(self.lake_root) / CONTROL_DIR / f"{request_id}.json"
+        path = self.state_dir / CONTROL_DIR / f"{request_id}.json"
         write_bytes_atomic(path, json.dumps(body).encode("utf-8"))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for ack in read_state_file(self.lake_root).get("requests") or []:
+            for ack in _read_state(self.state_dir).get("requests") or []:
                 if ack.get("id") == request_id:
                     return dict(ack)
             time.sleep(self.poll_s)
@@ -873,7 +879,7 @@ class SchedulerControl:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while deadline is None or time.monotonic() < deadline:
-            document = read_state_file(self.lake_root)
+            document = _read_state(self.state_dir)
             for run in document.get("history") or []:
                 if run.get("id") == run_id and run.get("result"):
                     return dict(run)
@@ -899,17 +905,35 @@ def parse_cron(expression: str) -> Trigger:
         ) from None
 
 
-def read_state_file(lake_root: str | Path) -> dict[str, Any]:
+def scheduler_dir(lake_root: str | Path, shard: str | None = None) -> Path:
+    """Where a lake's scheduler keeps its lock, status document and control requests: the
+    lake's ``_meta`` folder; for a lake on object storage, which schedulers on several hosts
+    share, this host's state folder (``$XDG_STATE_HOME/cryptolake/schedulers/<lake>[-shard]``,
+    default ``~/.local/state``), one per lake URL and shard."""
+    if not is_object_url(lake_root):
+        return meta_dir(lake_root)
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    name = hashlib.sha256(str(lake_root).rstrip("/").encode()).hexdigest()[:16]
+    if shard:
+        name += "-shard-" + shard.replace("/", "-of-")
+    return state / "cryptolake" / "schedulers" / name
+
+
+def read_state_file(lake_root: str | Path, shard: str | None = None) -> dict[str, Any]:
     """The last status document a scheduler wrote on this lake; empty if none (or unreadable)."""
+    return _read_state(scheduler_dir(lake_root, shard))
+
+
+def _read_state(folder: Path) -> dict[str, Any]:
     try:
-        document = json.loads((meta_dir(lake_root) / STATE_FILE).read_text(encoding="utf-8"))
+        document = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return document if isinstance(document, dict) else {}
 
 
-def _pending_requests(lake_root: Path) -> list[tuple[Path, Any]]:
-    folder = meta_dir(lake_root) / CONTROL_DIR
+def _pending_requests(state_dir: Path) -> list[tuple[Path, Any]]:
+    folder = state_dir / CONTROL_DIR
     try:
         paths = sorted(p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
     except FileNotFoundError:
@@ -925,9 +949,9 @@ def _pending_requests(lake_root: Path) -> list[tuple[Path, Any]]:
     return found
 
 
-def _discard_requests(lake_root: Path) -> None:
+def _discard_requests(state_dir: Path) -> None:
     """Requests left from a previous process are stale: nobody is waiting for their answer."""
-    stale = _pending_requests(lake_root)
+    stale = _pending_requests(state_dir)
     for path, _ in stale:
         path.unlink(missing_ok=True)
     if stale:

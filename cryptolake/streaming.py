@@ -123,6 +123,11 @@ class StreamCollector:
             raise ValueError("flush_s > 0 and compact_files >= 1")
         self.client = client
         self.lake = lake if isinstance(lake, Lake) else Lake(lake)
+        if not self.lake.is_local:
+            raise LakeError(
+                f"cryptolake stream needs a lake in a local folder, not {self.lake.location}: its "
+                "small files are moved into data.parquet by renames, which object storage lacks"
+            )
         if self.lake.exchange != "binance":
             raise ValueError("streams are Binance's: the lake must be Binance's")
         self.symbols = [validate_symbol(s) for s in dict.fromkeys(symbols)]

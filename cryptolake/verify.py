@@ -127,13 +127,13 @@ def verify(
         LakeError: the lake does not exist.
     """
     lake = lake if isinstance(lake, Lake) else Lake(lake)
-    if not lake.root.is_dir():
-        raise LakeError(f"no lake at {lake.root}")
+    if not lake.exists():
+        raise LakeError(f"no lake at {lake.location}")
     grid = Interval(interval)
     stored = lake.symbols(interval)
     chosen = [s for s in (symbols if symbols is not None else stored) if s in stored]
     report = VerifyReport(against, interval, chosen)
-    meta = LakeMeta(lake.root)
+    meta = LakeMeta(lake.storage)
     if against == "archive":
         if archive is None:
             raise ValueError("verifying against the archive needs an archive client")

@@ -160,7 +160,7 @@ def make_client(settings: Settings, ban_file: Path | None = None) -> Any:
         weight_share=b.weight_share,
         quote_asset=settings.collection.quote_asset,
         excluded_bases=settings.collection.excluded_bases,
-        ban_file=ban_file if ban_file is not None else settings.lake.root / "_meta" / "binance-bans.json",
+        ban_file=ban_file if ban_file is not None else ban_book_path(settings.lake.root),
     )
 
 
@@ -175,17 +175,35 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         click.echo((f"{title}\n" if title else "") + plain_table(columns, cells), nl=False)
 
 
-def existing_lake(settings: Settings) -> Path:
-    """The lake root, which must already be a lake (a folder with ``klines/`` or ``_meta/``):
-    commands that only read or repair never create one from a mistyped path.
+def ban_book_path(root: Path | str) -> Path:
+    """Where a client remembers Binance's bans of this host's IP: in a local lake's ``_meta``;
+    for a lake on object storage, which hosts with other IPs share, in this host's state folder
+    (``$XDG_STATE_HOME/cryptolake``, default ``~/.local/state/cryptolake``)."""
+    if isinstance(root, Path):
+        return root / "_meta" / "binance-bans.json"
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "cryptolake" / "binance-bans.json"
+
+
+def existing_lake(settings: Settings) -> Path | str:
+    """The lake root, which must already be a lake (a folder with ``klines/`` or ``_meta/``, or
+    an object-storage prefix holding such objects): commands that only read or repair never
+    create one from a mistyped path.
 
     Raises:
         UsageProblem: the path is a file, missing, or a folder that holds no lake.
     """
-    from cryptolake.lake import is_lake
+    from cryptolake.lake import Lake, is_lake
 
     root = settings.lake.root
     where = f"{root} (from {settings.sources['lake.root']})"
+    if not isinstance(root, Path):
+        if not Lake(root).exists():
+            raise UsageProblem(
+                f"lake {where} holds no lake (no klines/ or _meta/ objects); check --lake / lake.root "
+                f"and AWS_ENDPOINT_URL, or collect into it first with `cryptolake collect --lake {root}`"
+            )
+        return root
     check_lake_path(settings)
     if not is_lake(root):
         missing = "does not exist" if not root.exists() else "holds no lake (no klines/ or _meta/ folder)"
@@ -196,10 +214,10 @@ def existing_lake(settings: Settings) -> Path:
     return root
 
 
-def check_lake_path(settings: Settings) -> Path:
+def check_lake_path(settings: Settings) -> Path | str:
     """The lake root, refused when it names a file (a lake is a folder)."""
     root = settings.lake.root
-    if root.exists() and not root.is_dir():
+    if isinstance(root, Path) and root.exists() and not root.is_dir():
         raise UsageProblem(
             f"lake {root} (from {settings.sources['lake.root']}) is a file, not a folder; "
             "point --lake / lake.root at a folder"
@@ -207,12 +225,17 @@ def check_lake_path(settings: Settings) -> Path:
     return root
 
 
-def creatable_lake(settings: Settings) -> Path:
+def creatable_lake(settings: Settings) -> Path | str:
     """The lake root for a command that creates the lake (collect, run): made now if missing,
-    so a path that cannot hold a lake is refused before anything else happens."""
+    so a path that cannot hold a lake is refused before anything else happens. On object
+    storage, the bucket must answer (a missing bucket or bad credentials fail here)."""
     from cryptolake.cli.failures import describe_os_error
+    from cryptolake.lake import Lake
 
     root = check_lake_path(settings)
+    if not isinstance(root, Path):
+        Lake(root).exists()  # one listing: the bucket is there and the credentials work
+        return root
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -456,12 +479,14 @@ def _pairs(settings: Settings, names: Any) -> list[str]:
             pairs = [n for n in names if "-" not in n]
             kept = [validate_symbol(n.strip().upper()) for n in names if "-" in n]
             return list(dict.fromkeys([*pair_symbols(pairs, settings.collection.quote_asset), *kept]))
+        from cryptolake.lake import Lake
         from cryptolake.lake.meta import LakeMeta
         from cryptolake.sources.base import normalize_asset
         from cryptolake.sources.registry import pair_name
 
         quote = getattr(settings, exchange).quote_asset
-        markets = LakeMeta(settings.lake.root, exchange).markets() if settings.lake.root.is_dir() else None
+        known = Lake(settings.lake.root, exchange)
+        markets = LakeMeta(known.storage, exchange).markets() if known.exists() else None
         by_base = {}
         own = set()
         if markets is not None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 RICH_MAX_ROWS = 100
 
 
-def check_output_path(output: Path, lake_root: Path, option: str = "--output") -> Path:
+def check_output_path(output: Path, lake_root: Path | str, option: str = "--output") -> Path:
     """Where an ``--output`` file really goes (symlinks followed), refused when that is inside the
     lake (also through a bind mount of the lake or of any folder in it: folders are compared by
     device and inode), a folder, something other than a regular file (a device, a pipe), or in
@@ -32,7 +32,7 @@ def check_output_path(output: Path, lake_root: Path, option: str = "--output") -
     """
     target = output.expanduser().resolve()
     shown = f"{option} {output}" + (f" (a link to {target})" if output.is_symlink() else "")
-    if _inside(target, lake_root.expanduser().resolve()):
+    if isinstance(lake_root, Path) and _inside(target, lake_root.expanduser().resolve()):
         raise UsageProblem(
             f"{shown} is inside the lake {lake_root}: the lake holds only what cryptolake "
             "writes; choose a file outside it"

@@ -286,7 +286,7 @@ def _request(ctx: click.Context, lake: str | None, action: str) -> None:
 # -- shown by `cryptolake status` ----------------------------------------------------------
 
 
-def scheduler_summary(lake_root: Path) -> dict[str, Any]:
+def scheduler_summary(lake_root: Path | str) -> dict[str, Any]:
     """``status``, ``next_run_time`` and ``last_run`` of the lake's scheduler, and the whole
     document under ``scheduler``."""
     from cryptolake.scheduler import SchedulerControl

@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -66,11 +65,14 @@ class ObjectLake(Lake):
     :class:`~cryptolake.lake.storage.ObjectStorage`)."""
 
     def __init__(
-        self, root: str | Path, exchange: str = layout.DEFAULT_EXCHANGE, storage: Storage | None = None
+        self, root: str | Path, exchange: str = layout.DEFAULT_EXCHANGE, storage: ObjectStorage | None = None
     ) -> None:
         self._url = str(root).rstrip("/")
         self.exchange = layout.validate_exchange(exchange)
-        self._storage = storage if storage is not None else open_storage(self._url)
+        opened = storage if storage is not None else open_storage(self._url)
+        assert isinstance(opened, ObjectStorage)
+        self._objects: ObjectStorage = opened
+        self._storage = opened
         self._footers: dict[tuple[str, str], PartitionStats] = {}
         self._footers_lock = threading.Lock()
 
@@ -88,22 +90,21 @@ class ObjectLake(Lake):
 
     @property
     def storage(self) -> ObjectStorage:
-        assert isinstance(self._storage, ObjectStorage)
-        return self._storage
+        return self._objects
 
     def exists(self) -> bool:
         """Whether the prefix holds any candle or metadata object."""
-        return bool(self._storage.list("klines/") or self._storage.list("_meta/"))
+        return bool(self._objects.list("klines/") or self._objects.list("_meta/"))
 
     def for_exchange(self, exchange: str) -> Lake:
         if exchange == self.exchange:
             return self
-        other = ObjectLake(self._url, exchange, self._storage)
+        other = ObjectLake(self._url, exchange, self._objects)
         other._footers, other._footers_lock = self._footers, self._footers_lock
         return other
 
     def exchanges(self) -> list[str]:
-        found = {_key_value(o.path, 1, "exchange") for o in self._storage.list("klines/")}
+        found = {_key_value(o.path, 1, "exchange") for o in self._objects.list("klines/")}
         return sorted(e for e in found if e is not None and _known_exchange(e))
 
     # -- reading -------------------------------------------------------------------------
@@ -118,7 +119,7 @@ class ObjectLake(Lake):
     def _partitions(self, interval: str, symbol: str | None = None) -> dict[tuple[str, str], ObjectInfo]:
         """``{(symbol, month): data.parquet object}`` of the interval (one listing)."""
         found = {}
-        for info in self._storage.list(self._prefix(interval, symbol)):
+        for info in self._objects.list(self._prefix(interval, symbol)):
             parts = info.path.split("/")
             if len(parts) != 6 or parts[5] != layout.DATA_FILE or info.size == 0:
                 continue
@@ -129,11 +130,14 @@ class ObjectLake(Lake):
 
     def read_partition(self, interval: str, symbol: str, month: str) -> pl.DataFrame:
         key = self._key(interval, symbol, month)
-        read = self._storage.read(key)
+        read = self._objects.read(key)
         if read is None:
             return empty_klines()
-        table = _decode(self._storage.url_of(key), read[0])
+        table = _decode(self._objects.url_of(key), read[0])
         return pl.from_arrow(table)  # type: ignore[return-value]
+
+    def partition_objects(self, interval: str, symbol: str, month: str) -> tuple[str, ...]:
+        return (self._key(interval, symbol, month),)
 
     def symbols(self, interval: str) -> list[str]:
         return sorted({symbol for symbol, _ in self._partitions(interval)})
@@ -152,10 +156,39 @@ class ObjectLake(Lake):
             known = self._footers.get((info.path, info.version))
         if known is not None:
             return known
-        stats = _footer_stats(self._storage, symbol, month, info)
+        stats = _footer_stats(self._objects, symbol, month, info)
         with self._footers_lock:
             self._footers[(info.path, info.version)] = stats
         return stats
+
+    def candle_objects(self) -> list[ObjectInfo]:
+        """Every partition object of the lake (any exchange and interval) the layout allows."""
+        found = []
+        for info in self._objects.list("klines/"):
+            parts = info.path.split("/")
+            if len(parts) != 6 or parts[5] != layout.DATA_FILE or info.size == 0:
+                continue
+            exchange, sym, month = _value(parts[1], "exchange"), _value(parts[3], "symbol"), _value(parts[4], "month")
+            if (
+                exchange is not None and _known_exchange(exchange)
+                and sym is not None and layout.is_valid_symbol(sym)
+                and month is not None and layout.is_valid_month(month)
+            ):  # fmt: skip
+                found.append(info)
+        return found
+
+    def check_objects(self, objects: list[ObjectInfo]) -> None:
+        """Refuse objects whose footer is not the candle schema (read once per version).
+
+        Raises:
+            SchemaMismatch: an object another tool wrote does not fit the contract.
+        """
+
+        def check(info: ObjectInfo) -> PartitionStats:
+            parts = info.path.split("/")
+            return self._stats(parts[3].partition("=")[2], parts[4].partition("=")[2], info)
+
+        list(_pool().map(check, objects))
 
     def _scan_symbol(
         self, interval: str, symbol: str, start_ms: int | None, end_ms: int | None
@@ -165,7 +198,7 @@ class ObjectLake(Lake):
         months = [m for m in self.months(interval, symbol) if _overlaps(m, start_ms, end_ms)]
         if not months:
             return None
-        urls = [self._storage.url_of(self._key(interval, symbol, m)) for m in months]
+        urls = [self._objects.url_of(self._key(interval, symbol, m)) for m in months]
         scan = pl.scan_parquet(urls, hive_partitioning=False, storage_options=self.storage.polars_options())
         return scan.select(pl.lit(symbol, dtype=pl.String).alias(SYMBOL_COLUMN), *KLINE_COLUMNS)
 
@@ -174,7 +207,7 @@ class ObjectLake(Lake):
     def _merge_month(self, interval: str, symbol: str, month: str, fresh: pa.Table) -> tuple[int, int, bool]:
         if fresh.num_rows == 0:
             return 0, 0, False
-        result = commit_partition(self._storage, self._key(interval, symbol, month), month, fresh, interval)
+        result = commit_partition(self._objects, self._key(interval, symbol, month), month, fresh, interval)
         return result.added, result.changed, result.written
 
     # -- coordination ----------------------------------------------------------------------
@@ -214,8 +247,8 @@ class ObjectLake(Lake):
 
     def delete_symbol(self, interval: str, symbol: str) -> tuple[int, int]:
         stats = self.partition_stats(interval, symbol)
-        for info in self._storage.list(self._prefix(interval, symbol)):
-            self._storage.delete(info.path)
+        for info in self._objects.list(self._prefix(interval, symbol)):
+            self._objects.delete(info.path)
         return len(stats), sum(s.rows for s in stats)
 
 
@@ -236,7 +269,7 @@ def _key_value(path: str, index: int, key: str) -> str | None:
 def _decode(where: str, data: bytes) -> pa.Table:
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
-        _check_schema(where, parquet.schema_arrow)  # type: ignore[arg-type]
+        _check_schema(where, parquet.schema_arrow)
         return parquet.read(use_threads=False).replace_schema_metadata(None)
     except (pa.ArrowException, OSError) as exc:
         raise LakeError(f"cannot read Parquet partition {where}: {exc}") from None
@@ -266,7 +299,7 @@ def _footer_stats(storage: Storage, symbol: str, month: str, info: ObjectInfo) -
     rewrote the object keeping the metadata but not the rows is caught by the count)."""
     meta = _footer(storage, info)
     url = f"{storage.url}/{info.path}"
-    _check_schema(url, meta.schema.to_arrow_schema())  # type: ignore[arg-type]
+    _check_schema(url, meta.schema.to_arrow_schema())
     index = meta.schema.to_arrow_schema().get_field_index(_KEY)
     lows, highs, complete = [], [], True
     for group in range(meta.num_row_groups):
@@ -300,14 +333,4 @@ def _footer_stats(storage: Storage, symbol: str, month: str, info: ObjectInfo) -
     )
 
 
-def object_partition_keys(lake: ObjectLake, interval: str, symbol: str, month: str) -> list[str]:
-    """The objects of one partition (its ``data.parquet``), for readers that hash them."""
-    return [lake._key(interval, symbol, month)]
-
-
-def readers_options(lake: Lake) -> dict[str, Any]:
-    """``storage_options`` for polars on this lake (empty for a local one)."""
-    return lake.storage.polars_options() if isinstance(lake, ObjectLake) else {}
-
-
-__all__ = ["ObjectLake", "object_partition_keys", "readers_options"]
+__all__ = ["ObjectLake"]

@@ -254,6 +254,15 @@ def _local_version(stat: os.stat_result) -> str:
     return f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ctime_ns}"
 
 
+#: What to do about S3's commonest refusals.
+_HINTS = {
+    "NoSuchBucket": ": the bucket does not exist (create it, or check the URL and AWS_ENDPOINT_URL)",
+    "InvalidAccessKeyId": ": check AWS_ACCESS_KEY_ID",
+    "SignatureDoesNotMatch": ": check AWS_SECRET_ACCESS_KEY",
+    "AccessDenied": ": the credentials may not do this",
+}
+
+
 # -- S3-compatible object storage ------------------------------------------------------------
 
 
@@ -296,9 +305,8 @@ class ObjectStorage:
         endpoint = urlsplit(str(config.get("endpoint", "")))
         self._secrets = [
             str(v)
-            for v in (config.get("access_key_id"), config.get("secret_access_key"), config.get("session_token"),
-                      endpoint.username, endpoint.password)
-            if v
+            for v in (config.get("secret_access_key"), config.get("session_token"), endpoint.password)
+            if v and len(str(v)) >= 4  # shorter: not a credential, and masking it would garble the text
         ]  # fmt: skip
         self._config = dict(config)
         self._allow_http = bool(client.get("allow_http"))
@@ -363,7 +371,15 @@ class ObjectStorage:
         return fsspec.filesystem("s3", config=config, client_options=client, skip_instance_cache=True)
 
     def _fail(self, action: str, path: str, exc: BaseException) -> LakeError:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        full = str(exc)
+        code = re.search(r"<Code>([A-Za-z]+)</Code>", full)
+        status = re.search(r"status code: (\d{3})|Status \{\s*status: (\d{3})", full)
+        if code is not None:  # S3's own answer: its error code says it best
+            number = next((g for g in status.groups() if g), "") if status is not None else ""
+            text = code.group(1) + (f" (HTTP {number})" if number else "")
+            text += _HINTS.get(code.group(1), "")
+        else:
+            text = full.strip().splitlines()[0] if full.strip() else type(exc).__name__
         for secret in self._secrets:  # an endpoint with user:password@, a key echoed back
             text = text.replace(secret, "***")
         return LakeError(f"cannot {action} {self._where(path)}: {text[:300]}")

@@ -186,6 +186,12 @@ class Lake:
         table = _with_staged(None if read is None else read[0], _staged(path.parent)[1])
         return empty_klines() if table is None else pl.from_arrow(table)  # type: ignore[return-value]
 
+    def partition_objects(self, interval: str, symbol: str, month: str) -> tuple[str, ...]:
+        """A partition's files as :attr:`storage` paths: ``data.parquet`` (which may not exist
+        yet, beside stream files), then its stream files."""
+        data_file = layout.partition_path(self.root, interval, symbol, month, self.exchange)
+        return tuple(p.relative_to(self.root).as_posix() for p in (data_file, *stream_files(data_file.parent)))
+
     def symbols(self, interval: str) -> list[str]:
         """Symbols with at least one stored partition for ``interval``, sorted."""
         base = layout.interval_root(self.root, interval, self.exchange)

@@ -55,7 +55,8 @@ from typing import TYPE_CHECKING, Any
 
 from cryptolake.config import redact_dsn
 from cryptolake.errors import LakeError, LoaderError, LoaderRejected, LoaderUnavailable, MissingDependency
-from cryptolake.lake import ARROW_SCHEMA, Lake, layout, stream_files
+from cryptolake.lake import ARROW_SCHEMA, Lake, layout
+from cryptolake.lake.storage import Storage
 from cryptolake.loader import pgtables
 from cryptolake.loader.pgtables import STATE_TABLE, Statements
 
@@ -124,8 +125,8 @@ class _Partition:
 
     symbol: str
     month: str
-    #: ``data.parquet`` and the partition's stream files (see :mod:`cryptolake.lake.store`).
-    path: tuple[Path, ...]
+    #: ``data.parquet`` and the partition's stream files, as lake storage paths.
+    path: tuple[str, ...]
     synced: bool
     changed: bool
 
@@ -268,8 +269,8 @@ class PostgresLoader:
         began = time.perf_counter()
         layout.interval_dir(interval)  # ValueError for an unknown interval
         wanted = None if symbols is None else sorted({layout.validate_symbol(s) for s in symbols})
-        if not self.lake.root.is_dir():
-            raise LoaderError(f"lake directory {self.lake.root} does not exist")
+        if not self.lake.exists():
+            raise LoaderError(f"lake {self.lake.location} does not exist")
         conn = self._ensure_connection()
         with self._guard("sync"), self._sync_lock(conn):
             sql = self._prepare(conn)
@@ -277,7 +278,7 @@ class PostgresLoader:
             partitions = self._partitions(interval, wanted, records, full)
             if not partitions and records:
                 raise LoaderError(
-                    f"the lake at {self.lake.root} has no {self.lake.exchange} {interval} partitions"
+                    f"the lake at {self.lake.location} has no {self.lake.exchange} {interval} partitions"
                     f"{' for ' + ','.join(wanted) if wanted else ''}, but {self.target} holds "
                     f"{len(records)} synced ones; refusing to delete them all (check --lake)"
                 )
@@ -317,9 +318,8 @@ class PostgresLoader:
         found = []
         for symbol in symbols:
             for month in self.lake.months(interval, symbol):
-                data_file = layout.partition_path(self.lake.root, interval, symbol, month, self.lake.exchange)
                 # Streamed candles not yet compacted live beside data.parquet: sent with it.
-                path = (data_file, *stream_files(data_file.parent))
+                path = self.lake.partition_objects(interval, symbol, month)
                 record = records.get((symbol, month))
                 found.append(
                     _Partition(
@@ -327,7 +327,7 @@ class PostgresLoader:
                         month,
                         path,
                         synced=record is not None,
-                        changed=full or record is None or _changed(path, record),
+                        changed=full or record is None or _changed(self.lake.storage, path, record),
                     )
                 )
         return found
@@ -435,8 +435,8 @@ class PostgresLoader:
         """Read, check and encode one partition (no database work)."""
         from cryptolake.loader.pgcopy import encode_rows
 
-        data, table = _read_partition(partition.path)
-        where = partition.path[0].parent
+        data, table = _read_partition(self.lake.storage, partition.path)
+        where = _folder(self.lake.storage, partition.path)
         first, last = _open_time_range(table)
         low, high = layout.month_bounds(partition.month)
         if first is not None and last is not None and (first < low or last >= high):
@@ -728,27 +728,32 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _changed(paths: tuple[Path, ...], record: tuple[int, bytes]) -> bool:
+def _changed(storage: Storage, paths: tuple[str, ...], record: tuple[int, bytes]) -> bool:
     """Whether a partition's files differ from its record (size first: most changes change it)."""
     size, digest = record
     try:
-        if sum(p.stat().st_size for p in paths if p.exists()) != size:
+        if sum(info.size for info in map(storage.head, paths) if info is not None) != size:
             return True
-        return hashlib.sha256(b"".join(_bytes_of(paths))).digest() != digest
+        return hashlib.sha256(b"".join(_bytes_of(storage, paths))).digest() != digest
     except FileNotFoundError:  # removed since the listing: the next sync sees it gone
         return False
 
 
-def _bytes_of(paths: tuple[Path, ...]) -> list[bytes]:
+def _bytes_of(storage: Storage, paths: tuple[str, ...]) -> list[bytes]:
     """Each file's bytes (a data.parquet that does not exist yet, beside stream files: none)."""
     found = []
     for path in paths:
-        try:
-            found.append(path.read_bytes())
-        except FileNotFoundError:
-            if path.name != layout.DATA_FILE:
-                raise
+        read = storage.read(path)
+        if read is not None:
+            found.append(read[0])
+        elif not path.endswith("/" + layout.DATA_FILE):
+            raise FileNotFoundError(path)
     return found
+
+
+def _folder(storage: Storage, paths: tuple[str, ...]) -> str:
+    """The partition's folder, as messages name it."""
+    return f"{storage.url}/{paths[0].rpartition('/')[0]}"
 
 
 def _month_ranges(batch: Sequence[_Job]) -> list[tuple[Any, ...]]:
@@ -768,23 +773,23 @@ def _utc_or_none(ms: int | None) -> datetime | None:
     return None if ms is None else _utc(ms)
 
 
-def _read_partition(paths: tuple[Path, ...]) -> tuple[bytes, pa.Table]:
+def _read_partition(storage: Storage, paths: tuple[str, ...]) -> tuple[bytes, pa.Table]:
     """A partition's bytes (its files' one after the other) and its candles, decoded from those
     very bytes (what is recorded is what was sent, even if a file is replaced meanwhile)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        blobs = _bytes_of(paths)
+        blobs = _bytes_of(storage, paths)
         tables = []
         for data in blobs:
             parquet = pq.ParquetFile(pa.BufferReader(data))
             if not parquet.schema_arrow.equals(ARROW_SCHEMA):
-                where = paths[0].parent
+                where = _folder(storage, paths)
                 raise LakeError(f"partition {where} does not match the candle schema: {parquet.schema_arrow}")
             tables.append(parquet.read(use_threads=False))  # the workers are the parallelism
     except (OSError, pa.ArrowException) as exc:
-        raise LakeError(f"cannot read Parquet partition {paths[0].parent}: {exc}") from exc
+        raise LakeError(f"cannot read Parquet partition {_folder(storage, paths)}: {exc}") from exc
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).sort_by("open_time")
     return b"".join(blobs), table
 
