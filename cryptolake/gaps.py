@@ -618,7 +618,11 @@ def forget_report(lake: Lake, interval: str, symbol: str) -> int:
     """Drop one symbol's rows from the stored gap report (``gaps`` and ``coverage``); returns how
     many rows went."""
     dropped = 0
-    hit = (pl.col("exchange") == lake.exchange) & (pl.col("interval") == interval) & (pl.col("symbol") == symbol)
+    hit = (
+        (pl.col("exchange") == lake.exchange)
+        & (pl.col("interval") == interval)
+        & (pl.col("symbol") == symbol)
+    )
     for name in ("gaps.parquet", "coverage.parquet"):
         path = f"{META_DIR}/{name}"
         counted = [0]
@@ -629,7 +633,9 @@ def forget_report(lake: Lake, interval: str, symbol: str) -> int:
             try:
                 frame = with_exchange(pl.read_parquet(io.BytesIO(data)))
             except pl.exceptions.PolarsError as exc:
-                raise LakeError(f"cannot read the gap report {lake.storage.url}/{path} ({exc}); move it aside") from exc
+                raise LakeError(
+                    f"cannot read the gap report {lake.storage.url}/{path} ({exc}); move it aside"
+                ) from exc
             counted[0] = frame.filter(hit).height
             if not counted[0]:
                 return None

