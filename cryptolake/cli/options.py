@@ -30,7 +30,7 @@ def lake_option(func: F) -> F:
         "lake",
         type=click.Path(file_okay=False),
         default=None,
-        help="Lake directory (setting lake.root, default data/lake).",
+        help="Lake folder, or s3://bucket/prefix (setting lake.root, default data/lake).",
     )(func)
 
 
