@@ -93,61 +93,84 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--gap-symbols", type=int, default=20)
     parser.add_argument("--gap-months", type=int, default=12)
+    parser.add_argument("--parts", default="collect,gaps", help="collect, gaps or both")
+    parser.add_argument("--write-gap-lake", nargs=2, help=argparse.SUPPRESS)  # root, "symbols,months"
     args = parser.parse_args()
+    if args.write_gap_lake:  # in a child process, so that the benchmark's own memory stays small
+        from cryptolake import Lake
+
+        root, shape = args.write_gap_lake
+        symbols, months = map(int, shape.split(","))
+        lake = Lake(root)
+        for symbol, frame in _minute_lake(symbols, months):
+            lake.write_klines("1m", symbol, frame)
+        return
     with tempfile.TemporaryDirectory() as tmp, seaweedfs(os.path.join(tmp, "weed"), "bench") as endpoint:
         env = _env(endpoint, tmp)
         cli = [sys.executable, "-m", "cryptolake"]
-        # -- 1. collect into S3 and into a folder ---------------------------------------------
-        symbols = ",".join(f"S{i:04d}USDT" for i in range(1, args.symbols + 1))
-        since = _since(args.months)
-        walls: dict[str, list[tuple[float, float, float]]] = {"local": [], "s3": []}
-        with fake_exchange(args.latency_ms, extra_symbols=args.symbols) as url:
-            for round_ in range(args.rounds):
-                for kind in ("local", "s3"):
-                    lake = (
-                        f"s3://bench/collect-{round_}"
-                        if kind == "s3"
-                        else os.path.join(tmp, f"collect-{round_}")
-                    )
-                    argv = [*cli, "collect", "--lake", lake, "--base-url", url, "--symbols", symbols,
-                            "--since", since, "--source", "rest", "--quiet"]  # fmt: skip
-                    wall, cpu, rss, _ = _run(argv, env)
-                    walls[kind].append((wall, cpu, rss))
-                    print(f"collect {args.symbols} x {args.months} months 1h into {kind}: "
-                          f"{wall:.1f} s wall, {cpu:.1f} s CPU, {rss:.0f} MiB peak RSS", flush=True)  # fmt: skip
-            check = [*cli, "sql", "--lake", "s3://bench/collect-0", "--format", "csv",
-                     "SELECT count(*) FROM klines"]  # fmt: skip
-            s3_rows = _run(check, env)[3].split()[-1]
-            local_rows = _run([*check[:4], os.path.join(tmp, "collect-0"), *check[5:]], env)[3].split()[-1]
-            print(f"rows: s3 {s3_rows}, local {local_rows}")
-        best = {k: min(v) for k, v in walls.items()}
-        print(f"collect S3/local wall ratio (best of {args.rounds}): {best['s3'][0] / best['local'][0]:.2f}")
+        if "collect" in args.parts:
+            _collect_part(args, cli, env, tmp)
+        if "gaps" in args.parts:
+            _gaps_part(args, cli, env, tmp, endpoint)
 
-        # -- 2. the gap report over a 10M-row lake ------------------------------------------
-        os.environ.update({k: v for k, v in env.items() if k.startswith(("AWS_", "XDG_"))})
-        from cryptolake import Lake
 
-        frames = _minute_lake(args.gap_symbols, args.gap_months)
-        rows = sum(f.height for _, f in frames)
-        for root in ("s3://bench/gaps", os.path.join(tmp, "gaps")):
-            lake = Lake(root)
-            for symbol, frame in frames:
-                lake.write_klines("1m", symbol, frame)
-        size = sum(o.size for o in Lake("s3://bench/gaps").storage.list("klines/"))
-        print(f"gap lake: {rows:,} rows of 1m, {args.gap_symbols} symbols x {args.gap_months} months, "
-              f"{size / 2**20:.1f} MiB in {args.gap_symbols * args.gap_months} objects")  # fmt: skip
-        port = urlsplit(endpoint).port
-        assert port is not None
-        gaps = [*cli, "gaps", "--offline", "--interval", "1m", "--json", "--lake"]
-        for _ in range(2):
-            with counting_proxy(port) as (proxy, received):
-                wall, cpu, rss, out = _run(
-                    [*gaps, "s3://bench/gaps"], {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy}"}
+def _collect_part(args: argparse.Namespace, cli: list[str], env: dict[str, str], tmp: str) -> None:
+    symbols = ",".join(f"S{i:04d}USDT" for i in range(1, args.symbols + 1))
+    since = _since(args.months)
+    walls: dict[str, list[tuple[float, float, float]]] = {"local": [], "s3": []}
+    with fake_exchange(args.latency_ms, extra_symbols=args.symbols) as url:
+        for round_ in range(args.rounds):
+            for kind in ("local", "s3"):
+                lake = (
+                    f"s3://bench/collect-{round_}" if kind == "s3" else os.path.join(tmp, f"collect-{round_}")
                 )
-                print(f"gaps on S3: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.0f} MiB peak RSS, "
-                      f"{received[0] / 2**20:.2f} MiB downloaded ({100 * received[0] / size:.2f}% of the lake)")  # fmt: skip
-            wall, cpu, rss, _ = _run([*gaps, os.path.join(tmp, "gaps")], env)
-            print(f"gaps on disk: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.0f} MiB peak RSS")
+                argv = [*cli, "collect", "--lake", lake, "--base-url", url, "--symbols", symbols,
+                        "--since", since, "--source", "rest", "--quiet"]  # fmt: skip
+                wall, cpu, rss, _ = _run(argv, env)
+                walls[kind].append((wall, cpu, rss))
+                print(f"collect {args.symbols} x {args.months} months 1h into {kind}: "
+                      f"{wall:.1f} s wall, {cpu:.1f} s CPU, {rss:.0f} MiB peak RSS", flush=True)  # fmt: skip
+        check = [*cli, "sql", "--lake", "s3://bench/collect-0", "--format", "csv",
+                 "SELECT count(*) FROM klines"]  # fmt: skip
+        s3_rows = _run(check, env)[3].split()[-1]
+        local_rows = _run([*check[:5], os.path.join(tmp, "collect-0"), *check[6:]], env)[3].split()[-1]
+        print(f"rows: s3 {s3_rows}, local {local_rows}")
+    best = {k: min(v) for k, v in walls.items()}
+    print(f"collect S3/local wall ratio (best of {args.rounds}): {best['s3'][0] / best['local'][0]:.2f}")
+
+
+def _gaps_part(
+    args: argparse.Namespace, cli: list[str], env: dict[str, str], tmp: str, endpoint: str
+) -> None:
+    """The gap report over a 10M-row lake, on S3 (through a counting proxy) and on disk."""
+    from cryptolake import Lake
+
+    shape = f"{args.gap_symbols},{args.gap_months}"
+    for root in ("s3://bench/gaps", os.path.join(tmp, "gaps")):
+        subprocess.run([sys.executable, __file__, "--write-gap-lake", root, shape], env=env, check=True)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+    storage = Lake("s3://bench/gaps").storage
+    objects = storage.list("klines/")
+    size = sum(o.size for o in objects)
+    footers = sum(
+        int.from_bytes(storage.read_range(o.path, o.size - 8, o.size - 4), "little") + 8 for o in objects
+    )
+    print(f"gap lake: {args.gap_symbols} symbols x {args.gap_months} months of 1m, {size / 2**20:.1f} MiB "
+          f"in {len(objects)} objects, footers {footers / 2**20:.2f} MiB")  # fmt: skip
+    port = urlsplit(endpoint).port
+    assert port is not None
+    gaps = [*cli, "gaps", "--offline", "--interval", "1m", "--json", "--lake"]
+    for _ in range(2):
+        with counting_proxy(port) as (proxy, received):
+            wall, cpu, rss, out = _run(
+                [*gaps, "s3://bench/gaps"], {**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy}"}
+            )
+            print(f"gaps on S3: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.0f} MiB peak RSS, "
+                  f"{received[0] / 2**20:.2f} MiB downloaded ({100 * received[0] / size:.2f}% of the lake)")  # fmt: skip
+        wall, cpu, rss, local_out = _run([*gaps, os.path.join(tmp, "gaps")], env)
+        print(
+            f"gaps on disk: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.0f} MiB peak RSS; same report: {out == local_out}"
+        )
 
 
 if __name__ == "__main__":

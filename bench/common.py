@@ -101,6 +101,7 @@ def seaweedfs(folder: str, bucket: str = "bench") -> Iterator[str]:
     argv = [weed, "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
             "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={s3_port}", f"-bucket={bucket}",
             *(f"-{flag}={free_port()}" for flag in flags)]  # fmt: skip
+    os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "weed.log"), "w") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     endpoint = f"http://127.0.0.1:{s3_port}"

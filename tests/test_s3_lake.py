@@ -413,3 +413,55 @@ def test_a_foreign_object_is_refused_in_one_line(s3_lake: str, fake_exchange: Fa
     result = invoke("status", "--lake", s3_lake)
     assert result.exit_code != 0
     assert "does not match the candle schema" in one_line_error(result)
+
+
+def test_sharded_schedulers_on_two_hosts_share_one_s3_lake(
+    seaweed_endpoint: str, fake_exchange: FakeExchange, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cryptolake run --shard K/2` twice at once on one bucket: each keeps its lock and state on
+    its own host (here: its own state folder), both collect their share, `status` sees the whole
+    lake, and a second `run` of the same shard on the same host is refused in one line."""
+    from cryptolake.scheduler import SchedulerControl
+    from tests.test_scheduler import NEVER_IN_A_TEST
+
+    lake, env = _seaweed_lake(seaweed_endpoint, "scheduled")
+    for name, value in s3_env(seaweed_endpoint).items():
+        monkeypatch.setenv(name, value)
+    hosts = [tmp_path / "host-1", tmp_path / "host-2"]
+    argv = [sys.executable, "-m", "cryptolake", "run", "--lake", lake, "--base-url", fake_exchange.base_url,
+            "--schedule", NEVER_IN_A_TEST, "--symbols", "BTC,ETH,SOL,BNB", "--since", "2025-12-01", "--run-now"]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [*argv, "--shard", f"{k}/2"],
+            env={**env, "XDG_STATE_HOME": str(host)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for k, host in enumerate(hosts, start=1)
+    ]
+    try:
+        for k, host in enumerate(hosts, start=1):
+            monkeypatch.setenv("XDG_STATE_HOME", str(host))
+            control = SchedulerControl(lake, shard=f"{k}/2")
+            deadline = time.monotonic() + 90
+            while not (control.state().get("last_run") or {}).get("result"):
+                assert time.monotonic() < deadline, "no first run"
+                assert all(p.poll() is None for p in processes), [
+                    p.stderr.read() for p in processes if p.stderr
+                ]
+                time.sleep(0.1)
+            assert control.state()["last_run"]["result"] == "succeeded"
+        twin = subprocess.run([*argv, "--shard", "2/2"], env={**env, "XDG_STATE_HOME": str(hosts[1])},
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert twin.returncode == 1 and len(twin.stderr.strip().splitlines()) == 1, twin.stderr
+        assert "another scheduler is already running" in twin.stderr
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=30) for p in processes]
+    assert codes == [143, 143]
+    pairs = ["BNBUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert _all_candles(lake).equals(_oracle(fake_exchange, pairs, "2025-12-01"))
+    status = invoke("status", "--lake", lake, "--json")
+    assert status.exit_code == 0 and sorted(json.loads(status.output)["symbols"]) == pairs

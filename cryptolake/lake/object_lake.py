@@ -47,8 +47,9 @@ from cryptolake.lake.store import (
 )
 from cryptolake.schema import KLINE_COLUMNS, empty_klines
 
-#: Bytes read from an object's end for its footer: cryptolake's footers are a few KiB.
-FOOTER_PROBE_BYTES = 64 * 1024
+#: Bytes read from an object's end for its footer: cryptolake's footers are 2-3 KiB (a second
+#: read fetches the rest of a bigger one).
+FOOTER_PROBE_BYTES = 8 * 1024
 _FOOTER_THREADS = 16
 
 
@@ -94,7 +95,7 @@ class ObjectLake(Lake):
 
     def exists(self) -> bool:
         """Whether the prefix holds any candle or metadata object."""
-        return bool(self._objects.list("klines/") or self._objects.list("_meta/"))
+        return self._objects.holds_any("klines/") or self._objects.holds_any("_meta/")
 
     def for_exchange(self, exchange: str) -> Lake:
         if exchange == self.exchange:
@@ -104,7 +105,7 @@ class ObjectLake(Lake):
         return other
 
     def exchanges(self) -> list[str]:
-        found = {_key_value(o.path, 1, "exchange") for o in self._objects.list("klines/")}
+        found = {_value(name, "exchange") for name in self._objects.folders("klines/")}
         return sorted(e for e in found if e is not None and _known_exchange(e))
 
     # -- reading -------------------------------------------------------------------------
@@ -270,11 +271,6 @@ def _value(part: str, key: str) -> str | None:
     return part[len(key) + 1 :] if part.startswith(f"{key}=") else None
 
 
-def _key_value(path: str, index: int, key: str) -> str | None:
-    parts = path.split("/")
-    return _value(parts[index], key) if len(parts) > index else None
-
-
 def _decode(where: str, data: bytes) -> pa.Table:
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
@@ -285,7 +281,7 @@ def _decode(where: str, data: bytes) -> pa.Table:
 
 
 def _footer(storage: Storage, info: ObjectInfo) -> pq.FileMetaData:
-    """An object's Parquet footer from one range read (two for a footer over 64 KiB)."""
+    """An object's Parquet footer from one range read (two for a footer over 8 KiB)."""
     where = f"{storage.url}/{info.path}"
     if info.size < 12:
         raise LakeError(f"cannot read Parquet footer of {where}: not a Parquet file ({info.size} bytes)")

@@ -406,6 +406,28 @@ class ObjectStorage:
             raise self._fail("list", prefix, exc) from None
         return sorted(found, key=lambda o: o.path)
 
+    def holds_any(self, prefix: str) -> bool:
+        """Whether any object is under ``prefix`` (one small listing, not the whole prefix)."""
+        import obstore
+
+        try:
+            for batch in obstore.list(self._store, prefix=prefix or None, chunk_size=1):
+                if batch:
+                    return True
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("list", prefix, exc) from None
+        return False
+
+    def folders(self, prefix: str) -> list[str]:
+        """The names of the "folders" right under ``prefix`` (a listing with a delimiter)."""
+        import obstore
+
+        try:
+            found = obstore.list_with_delimiter(self._store, prefix=prefix or None)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("list", prefix, exc) from None
+        return sorted(str(p).rstrip("/").rpartition("/")[2] for p in found["common_prefixes"])
+
     def read(self, path: str) -> tuple[bytes, str] | None:
         import obstore
         from obstore.exceptions import NotFoundError
