@@ -133,6 +133,10 @@ def test_status_and_sql_see_the_whole_lake(lake_root: str, fake_exchange: FakeEx
     assert json.loads(sql.output) == [
         {"symbol": s, "n": n, "last_month": "2025-12"} for s, n in counts.iter_rows()
     ]
+    coverage = invoke("coverage", "--lake", lake_root, "--base-url", fake_exchange.base_url, "--json")
+    assert coverage.exit_code == 0, coverage.output
+    months = {(r["symbol"], r["month"]): r["completeness_percent"] for r in json.loads(coverage.output)}
+    assert months == {(s, m): 100.0 for s in PAIRS for m in ("2025-10", "2025-11", "2025-12")}
     # The sql connection cannot write, on S3 too (DuckDB's external access is off).
     refused = invoke("sql", "--lake", lake_root, f"COPY klines TO '{lake_root}/klines/x.parquet'")
     assert refused.exit_code != 0
