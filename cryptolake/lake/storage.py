@@ -18,6 +18,7 @@ a lost conditional put is a :class:`VersionConflict` (the caller re-reads, re-me
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import random
@@ -418,7 +419,7 @@ class ObjectStorage:
             raise self._fail("list", prefix, exc) from None
         return False
 
-    def folders(self, prefix: str) -> list[str]:
+    def folders(self, prefix: str) -> builtins.list[str]:
         """The names of the "folders" right under ``prefix`` (a listing with a delimiter)."""
         import obstore
 
