@@ -405,15 +405,15 @@ def test_sharded_schedulers_on_two_hosts_share_one_s3_lake(
     hosts = [tmp_path / "host-1", tmp_path / "host-2"]
     argv = [sys.executable, "-m", "cryptolake", "run", "--lake", lake, "--base-url", fake_exchange.base_url,
             "--schedule", NEVER_IN_A_TEST, "--symbols", "BTC,ETH,SOL,BNB", "--since", "2025-12-01", "--run-now"]  # fmt: skip
+    logs = [open(host.with_suffix(".err"), "w+") for host in hosts]  # noqa: SIM115 - closed below
     processes = [
         subprocess.Popen(
             [*argv, "--shard", f"{k}/2"],
             env={**env, "XDG_STATE_HOME": str(host)},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for k, host in enumerate(hosts, start=1)
+            stderr=log,
+        )
+        for k, (host, log) in enumerate(zip(hosts, logs, strict=True), start=1)
     ]
     try:
         for k, host in enumerate(hosts, start=1):
@@ -423,7 +423,7 @@ def test_sharded_schedulers_on_two_hosts_share_one_s3_lake(
             while not (control.state().get("last_run") or {}).get("result"):
                 assert time.monotonic() < deadline, "no first run"
                 assert all(p.poll() is None for p in processes), [
-                    p.stderr.read() for p in processes if p.stderr
+                    h.with_suffix(".err").read_text() for h in hosts
                 ]
                 time.sleep(0.1)
             assert control.state()["last_run"]["result"] == "succeeded"
@@ -435,6 +435,8 @@ def test_sharded_schedulers_on_two_hosts_share_one_s3_lake(
         for process in processes:
             process.send_signal(signal.SIGTERM)
         codes = [p.wait(timeout=30) for p in processes]
+        for log in logs:
+            log.close()
     assert codes == [143, 143]
     pairs = ["BNBUSDT", "BTCUSDT", "ETHUSDT", "SOLUSDT"]
     assert _all_candles(lake).equals(_oracle(fake_exchange, pairs, "2025-12-01"))
