@@ -58,11 +58,16 @@ def _path(value: Any) -> str:
         raise _Invalid("a folder path (empty is not one)")
     if text.startswith("s3://"):
         bucket, _, prefix = text[len("s3://") :].partition("/")
-        if not _BUCKET.match(bucket) or any(p in (".", "..") for p in prefix.strip("/").split("/")):
+        if not _BUCKET.match(bucket):
             raise _Invalid(
                 "s3://bucket/prefix with a valid bucket name (3-63 lowercase letters, digits, . or -)"
             )
-        return "s3://" + bucket + ("/" + prefix.strip("/") if prefix.strip("/") else "")
+        prefix = prefix.strip("/")
+        if "?" in prefix or "#" in prefix or any(p in ("", ".", "..") for p in prefix.split("/") if prefix):
+            raise _Invalid(
+                "s3://bucket/prefix with a prefix of plain names (no //, ., .., ?query or #fragment)"
+            )
+        return "s3://" + bucket + ("/" + prefix if prefix else "")
     if "://" in text or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", text):
         # Not a folder named "gs:": the other object stores are not supported.
         raise _Invalid("a local folder path or s3://bucket/prefix (other URL schemes are not supported)")

@@ -919,6 +919,19 @@ def scheduler_dir(lake_root: str | Path, shard: str | None = None) -> Path:
     return state / "cryptolake" / "schedulers" / name
 
 
+def local_shards(lake_root: str | Path) -> list[str]:
+    """The shards (``"K/N"``) whose schedulers ran on this host for a lake on object storage."""
+    if not is_object_url(lake_root):
+        return []
+    base = scheduler_dir(lake_root)
+    found = []
+    for folder in base.parent.glob(f"{base.name}-shard-*-of-*"):
+        index, _, count = folder.name.rpartition("-shard-")[2].partition("-of-")
+        if index.isdigit() and count.isdigit():
+            found.append((int(count), int(index)))
+    return [f"{index}/{count}" for count, index in sorted(found)]
+
+
 def read_state_file(lake_root: str | Path, shard: str | None = None) -> dict[str, Any]:
     """The last status document a scheduler wrote on this lake; empty if none (or unreadable)."""
     return _read_state(scheduler_dir(lake_root, shard))

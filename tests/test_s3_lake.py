@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cryptolake import CryptoCollector, Lake
+from cryptolake.errors import LakeError
 from cryptolake.lake.object_lake import ObjectLake
 from cryptolake.lake.storage import ObjectStorage, open_storage
 from cryptolake.sources.binance import BinanceClient
@@ -377,6 +378,36 @@ def _month(month: str) -> tuple[int, int]:
     return month_bounds(month)
 
 
+def test_an_object_another_tool_rewrote_or_copied_is_read_in_full(
+    s3_lake: str, fake_exchange: FakeExchange
+) -> None:
+    """A rewrite that keeps cryptolake's footer metadata (two rows duplicated over two others),
+    and a copy of a partition into another month: neither is trusted from its footer, so gaps
+    finds the missing hours, the duplicates and the misplaced candles, as on a folder."""
+    assert _collect(s3_lake, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-10-01").exit_code == 0
+    storage = open_storage(s3_lake)
+    base = "klines/exchange=binance/interval=1h/symbol="
+    read = storage.read(f"{base}ETHUSDT/month=2025-11/data.parquet")
+    assert read is not None
+    table = pq.read_table(io.BytesIO(read[0]))
+    rows = list(range(table.num_rows))
+    rows[10], rows[11] = 9, 9  # hours 10 and 11 replaced by hour 9, twice: same row count
+    rewritten = table.take(rows)
+    assert rewritten.schema.metadata == table.schema.metadata  # cryptolake's footer keys kept
+    buffer = io.BytesIO()
+    pq.write_table(rewritten, buffer)
+    storage.put(f"{base}ETHUSDT/month=2025-11/data.parquet", buffer.getvalue())  # as boto3 would
+    october = storage.read(f"{base}BTCUSDT/month=2025-10/data.parquet")
+    assert october is not None
+    storage.put(f"{base}BTCUSDT/month=2025-08/data.parquet", october[0])
+    result = invoke("gaps", "--lake", s3_lake, "--base-url", fake_exchange.base_url, "--json")
+    assert result.exit_code == 0, result.output
+    found = {(g["symbol"], g["kind"]): g["count"] for g in json.loads(result.output)}
+    assert found[("ETHUSDT", "missing")] == 2
+    assert found[("ETHUSDT", "duplicate")] == 2
+    assert found[("BTCUSDT", "misplaced")] == 744
+
+
 def test_a_foreign_object_is_refused_in_one_line(s3_lake: str, fake_exchange: FakeExchange) -> None:
     assert _collect(s3_lake, fake_exchange, "--symbols", "BTC", "--since", "2025-12-01").exit_code == 0
     storage = open_storage(s3_lake)
@@ -427,6 +458,13 @@ def test_sharded_schedulers_on_two_hosts_share_one_s3_lake(
                 ]
                 time.sleep(0.1)
             assert control.state()["last_run"]["result"] == "succeeded"
+        # This host (host 2) sees and steers its shard's scheduler.
+        table = invoke("status", "--lake", lake)
+        assert table.exit_code == 0 and "shard 2/2 scheduler: idle" in table.output, table.output
+        assert "paused" in invoke("scheduler", "pause", "--lake", lake, "--shard", "2/2").output
+        assert (
+            invoke("scheduler", "pause", "--lake", lake, "--shard", "1/2").exit_code != 0
+        )  # not on this host
         twin = subprocess.run([*argv, "--shard", "2/2"], env={**env, "XDG_STATE_HOME": str(hosts[1])},
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert twin.returncode == 1 and len(twin.stderr.strip().splitlines()) == 1, twin.stderr
@@ -442,3 +480,24 @@ def test_sharded_schedulers_on_two_hosts_share_one_s3_lake(
     assert _all_candles(lake).equals(_oracle(fake_exchange, pairs, "2025-12-01"))
     status = invoke("status", "--lake", lake, "--json")
     assert status.exit_code == 0 and sorted(json.loads(status.output)["symbols"]) == pairs
+
+
+def test_bad_lake_urls_and_endpoints_are_one_line(
+    s3_lake: str, cli_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bucket = s3_lake.split("/")[2]
+    for url in (f"s3://{bucket}/lake//x", f"s3://{bucket}/lake?x=1", f"s3://{bucket}/./lake"):
+        result = invoke("status", "--lake", url)
+        assert result.exit_code == 2, url
+        assert "prefix of plain names" in one_line_error(result)
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.removeprefix("http://"))
+    assert "must start with http:// or https://" in one_line_error(invoke("status", "--lake", s3_lake))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.delenv("AWS_ALLOW_HTTP")
+    assert "set AWS_ALLOW_HTTP=true" in one_line_error(invoke("status", "--lake", s3_lake))
+    for root in ("gs://bucket/x", "S3://bucket/x", "s3a://bucket/x"):  # the API does not make folders of them
+        with pytest.raises(LakeError, match="a local folder or s3://bucket/prefix"):
+            Lake(root)
+    monkeypatch.chdir(tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -88,7 +88,11 @@ def status_command(ctx: click.Context, interval: str | None, lake: str | None, a
     others = [e for e in status["exchanges_in_lake"] if e != status["exchange"]]
     if others:
         click.echo(f"also in this lake: {', '.join(others)} (see them with --exchange)")
-    click.echo(scheduler_line(status["scheduler"]))
+    shards = status["scheduler_shards"]
+    for shard, state in shards.items():  # sharded schedulers of an s3:// lake, on this host
+        click.echo(f"shard {shard} {scheduler_line(state)}")
+    if not shards or status["scheduler"] not in shards.values():
+        click.echo(scheduler_line(status["scheduler"]))
     if status["exchange"] == "binance":
         for line in stream_lines(status["stream"]):
             click.echo(line)

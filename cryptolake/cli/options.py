@@ -288,6 +288,18 @@ def shard_option(func: F) -> F:
     )(func)
 
 
+def scheduler_shard_option(func: F) -> F:
+    """``--shard K/N`` of the `scheduler` commands: which of this host's schedulers to steer."""
+    return click.option(
+        "--shard",
+        default=None,
+        callback=_shard,
+        metavar="K/N",
+        help="The scheduler of shard K/N on this host (a `run --shard K/N` on an s3:// lake keeps "
+        "its state on its host, one per shard). Example: --shard 2/4",
+    )(func)
+
+
 def interval_option(func: F) -> F:
     return click.option(
         "--interval", default=None, help="Candle interval, 1s ... 1M (setting collection.interval)."

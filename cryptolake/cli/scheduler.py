@@ -32,6 +32,7 @@ from cryptolake.cli.options import (
     lake_option,
     make_client,
     make_collector,
+    scheduler_shard_option,
     settings_from,
     shard_option,
     symbols_option,
@@ -41,6 +42,7 @@ from cryptolake.cli.stream import make_stream_collector
 from cryptolake.config import Settings
 from cryptolake.errors import LoaderError
 from cryptolake.scheduler_types import COLLECTION_TYPES  # not cryptolake.scheduler: keeps --help fast
+from cryptolake.sharding import Shard
 
 log = logging.getLogger("cryptolake.scheduler")
 
@@ -218,10 +220,17 @@ def scheduler_group() -> None:
 @symbols_option("default: the scheduler's")
 @click.option("--wait", is_flag=True, help="Wait for the run to finish; exit 1 if it failed.")
 @lake_option
+@scheduler_shard_option
 @json_option
 @click.pass_context
 def trigger_command(
-    ctx: click.Context, collection_type: str, symbols: str | None, wait: bool, lake: str | None, as_json: bool
+    ctx: click.Context,
+    collection_type: str,
+    symbols: str | None,
+    wait: bool,
+    lake: str | None,
+    shard: Shard | None,
+    as_json: bool,
 ) -> None:
     """Run a collection now in the running scheduler; skipped (exit 1) if a run is in progress.
 
@@ -234,7 +243,7 @@ def trigger_command(
     settings = settings_from(ctx, lake=lake, symbols=symbols)
     existing_lake(settings)
     wanted = _pairs(settings, settings.collection.symbols) if symbols is not None else None
-    control = SchedulerControl(settings.lake.root)
+    control = SchedulerControl(settings.lake.root, shard=_shard_text(shard))
     ack = control.request("trigger", collection_type=collection_type, crypto_symbols=wanted)
     skipped = str(ack.get("outcome", "")).startswith(("skipped", "rejected"))
     run = control.wait_for_run(int(ack["run_id"])) if wait and not skipped else None
@@ -250,36 +259,38 @@ def trigger_command(
 
 @scheduler_group.command("pause")
 @lake_option
+@scheduler_shard_option
 @click.pass_context
-def pause_command(ctx: click.Context, lake: str | None) -> None:
+def pause_command(ctx: click.Context, lake: str | None, shard: Shard | None) -> None:
     """Pause scheduled runs (a run in progress goes on; manual triggers still run).
 
     Example:
 
         cryptolake scheduler pause --lake data/lake
     """
-    _request(ctx, lake, "pause")
+    _request(ctx, lake, "pause", shard)
 
 
 @scheduler_group.command("resume")
 @lake_option
+@scheduler_shard_option
 @click.pass_context
-def resume_command(ctx: click.Context, lake: str | None) -> None:
+def resume_command(ctx: click.Context, lake: str | None, shard: Shard | None) -> None:
     """Resume scheduled runs from the next fire time (missed ones are not caught up).
 
     Example:
 
         cryptolake scheduler resume --lake data/lake
     """
-    _request(ctx, lake, "resume")
+    _request(ctx, lake, "resume", shard)
 
 
-def _request(ctx: click.Context, lake: str | None, action: str) -> None:
+def _request(ctx: click.Context, lake: str | None, action: str, shard: Shard | None) -> None:
     from cryptolake.scheduler import SchedulerControl
 
     settings = settings_from(ctx, lake=lake)
     existing_lake(settings)
-    ack = SchedulerControl(settings.lake.root).request(action)
+    ack = SchedulerControl(settings.lake.root, shard=_shard_text(shard)).request(action)
     click.echo(f"scheduler on {settings.lake.root}: {ack.get('outcome')}")
 
 
@@ -289,15 +300,24 @@ def _request(ctx: click.Context, lake: str | None, action: str) -> None:
 def scheduler_summary(lake_root: Path | str) -> dict[str, Any]:
     """``status``, ``next_run_time`` and ``last_run`` of the lake's scheduler, and the whole
     document under ``scheduler``."""
-    from cryptolake.scheduler import SchedulerControl
+    from cryptolake.scheduler import SchedulerControl, local_shards
 
     state = SchedulerControl(lake_root).state()
+    shards = {shard: SchedulerControl(lake_root, shard=shard).state() for shard in local_shards(lake_root)}
+    if shards and not state.get("last_run") and state["status"] == "stopped":
+        # Only sharded schedulers ran here (a lake on object storage): the first one speaks.
+        state = next(iter(shards.values()))
     return {
         "status": state["status"],
         "next_run_time": state.get("next_run_time"),
         "last_run": state.get("last_run"),
         "scheduler": state,
+        "scheduler_shards": shards,
     }
+
+
+def _shard_text(shard: Shard | None) -> str | None:
+    return str(shard) if shard is not None else None
 
 
 def scheduler_line(state: dict[str, Any]) -> str:

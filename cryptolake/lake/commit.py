@@ -12,6 +12,7 @@ one (a ``PUT`` is all or nothing), and nothing to clean up.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from cryptolake.lake.storage import Storage, VersionConflict
 from cryptolake.lake.store import (
     ARROW_SCHEMA,
     _first_open,
+    _footer_sha256,
     _last_open,
     _merge_into,
     _off_grid_rows,
@@ -34,6 +36,8 @@ from cryptolake.lake.store import (
 )
 from cryptolake.schema import Interval
 
+#: The user-metadata key of a partition object's commit stamp (:func:`commit_stamp`).
+COMMIT_METADATA = "cryptolake-commit"
 #: How many lost races one commit survives before it gives up (each retry re-reads and re-merges).
 MAX_ATTEMPTS = 20
 
@@ -71,12 +75,21 @@ def commit_partition(
         if stored is not None and not added and not changed:
             return CommitResult(0, 0, False, conflicts)
         try:
-            storage.put_if(key, _encode(merged, interval), version)
+            data = _encode(merged, interval)
+            storage.put_if(key, data, version, {COMMIT_METADATA: commit_stamp(key, data)})
             return CommitResult(added, changed, True, conflicts)
         except VersionConflict:
             conflicts += 1
             time.sleep(min(0.5, 0.005 * 2**attempt) * random.random())  # let the winner finish
     raise LakeError(f"gave up committing {key} after {MAX_ATTEMPTS} lost races with other writers")
+
+
+def commit_stamp(key: str, data: bytes) -> str:
+    """What a commit records in the object's user metadata: the SHA-256 of its key and its
+    Parquet footer. Only the object cryptolake committed at that key matches: another tool's
+    rewrite (a new footer, and no such metadata unless copied) or a copy to another partition
+    (another key) does not, and is then read in full rather than trusted from its footer."""
+    return hashlib.sha256(f"{key}\n{_footer_sha256(data)}".encode()).hexdigest()
 
 
 def _decode(key: str, data: bytes, month: str) -> pa.Table:

@@ -19,6 +19,7 @@ DuckDB, polars and Spark read either the same way. What differs is how writers a
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +33,8 @@ import pyarrow.parquet as pq
 
 from cryptolake.errors import LakeError
 from cryptolake.lake import layout
-from cryptolake.lake.commit import commit_partition
-from cryptolake.lake.storage import ObjectInfo, ObjectStorage, Storage, open_storage
+from cryptolake.lake.commit import COMMIT_METADATA, commit_partition
+from cryptolake.lake.storage import ObjectInfo, ObjectStorage, open_storage
 from cryptolake.lake.store import (
     _KEY,
     META_OFF_GRID_ROWS,
@@ -280,29 +281,37 @@ def _decode(where: str, data: bytes) -> pa.Table:
         raise LakeError(f"cannot read Parquet partition {where}: {exc}") from None
 
 
-def _footer(storage: Storage, info: ObjectInfo) -> pq.FileMetaData:
-    """An object's Parquet footer from one range read (two for a footer over 8 KiB)."""
+def _footer(storage: ObjectStorage, info: ObjectInfo) -> tuple[pq.FileMetaData, bytes, dict[str, str]]:
+    """An object's Parquet footer (parsed and as bytes, with its last 8) and its user metadata,
+    from one range read (two for a footer over 8 KiB)."""
     where = f"{storage.url}/{info.path}"
+    advice = "; delete or move the object aside: the next collection fetches its month again"
     if info.size < 12:
-        raise LakeError(f"cannot read Parquet footer of {where}: not a Parquet file ({info.size} bytes)")
+        raise LakeError(
+            f"cannot read Parquet footer of {where}: not a Parquet file ({info.size} bytes){advice}"
+        )
     start = max(0, info.size - FOOTER_PROBE_BYTES)
-    tail = storage.read_range(info.path, start, info.size)
+    tail, metadata = storage.read_range_and_metadata(info.path, start, info.size)
     length = int.from_bytes(tail[-8:-4], "little")
     if tail[-4:] != b"PAR1" or not 0 < length <= info.size - 12:
-        raise LakeError(f"cannot read Parquet footer of {where}: not a Parquet file")
+        raise LakeError(
+            f"cannot read Parquet footer of {where}: not a Parquet file ({info.size} bytes){advice}"
+        )
     if length + 8 > len(tail):
         tail = storage.read_range(info.path, info.size - 8 - length, info.size)
+    footer = tail[-8 - length :]
     try:
-        return pq.read_metadata(pa.BufferReader(b"PAR1" + tail[-8 - length :]))
+        return pq.read_metadata(pa.BufferReader(b"PAR1" + footer)), footer, metadata
     except (pa.ArrowException, OSError) as exc:
-        raise LakeError(f"cannot read Parquet footer of {where}: {exc}") from None
+        raise LakeError(f"cannot read Parquet footer of {where}: {exc}{advice}") from None
 
 
-def _footer_stats(storage: Storage, symbol: str, month: str, info: ObjectInfo) -> PartitionStats:
-    """One object's stats from its footer. Its off-grid count is trusted only when cryptolake
-    wrote it: the footer records the count and a row count that is the footer's own (a tool that
-    rewrote the object keeping the metadata but not the rows is caught by the count)."""
-    meta = _footer(storage, info)
+def _footer_stats(storage: ObjectStorage, symbol: str, month: str, info: ObjectInfo) -> PartitionStats:
+    """One object's stats from its footer. Its off-grid count (what lets gap detection skip
+    reading it) is trusted only for the very object cryptolake committed at this key: its user
+    metadata holds the commit stamp of this key and this footer (:func:`commit_stamp`); another
+    tool's rewrite, or a copy into another partition, is read in full."""
+    meta, footer, metadata = _footer(storage, info)
     url = f"{storage.url}/{info.path}"
     _check_schema(url, meta.schema.to_arrow_schema())
     index = meta.schema.to_arrow_schema().get_field_index(_KEY)
@@ -325,7 +334,13 @@ def _footer_stats(storage: Storage, symbol: str, month: str, info: ObjectInfo) -
     written: dict[bytes, bytes] = meta.metadata or {}
     off_grid = written.get(META_OFF_GRID_ROWS.encode(), b"")
     rows = written.get(META_ROWS.encode(), b"")
-    trusted = off_grid.isdigit() and rows.isdigit() and int(rows) == meta.num_rows
+    stamp = hashlib.sha256(f"{info.path}\n{hashlib.sha256(footer[:-8]).hexdigest()}".encode()).hexdigest()
+    trusted = (
+        off_grid.isdigit()
+        and rows.isdigit()
+        and int(rows) == meta.num_rows
+        and metadata.get(COMMIT_METADATA) == stamp  # the very object cryptolake committed at this key
+    )
     return PartitionStats(
         symbol=symbol,
         month=month,

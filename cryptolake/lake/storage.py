@@ -87,8 +87,12 @@ class Storage(Protocol):
         never a part. Returns the new version."""
         ...
 
-    def put_if(self, path: str, data: bytes, version: str | None) -> str:
+    def put_if(
+        self, path: str, data: bytes, version: str | None, metadata: Mapping[str, str] | None = None
+    ) -> str:
         """:meth:`put`, only if the object is still at ``version`` (None: only if there is none).
+        ``metadata``: user metadata stored with the object (object storage only; a folder keeps
+        its commit records beside the files instead).
 
         Raises:
             VersionConflict: it changed or appeared since.
@@ -215,7 +219,9 @@ class LocalStorage:
         except OSError as exc:
             raise LakeError(f"cannot write {target}: {exc.strerror or exc}") from None
 
-    def put_if(self, path: str, data: bytes, version: str | None) -> str:
+    def put_if(
+        self, path: str, data: bytes, version: str | None, metadata: Mapping[str, str] | None = None
+    ) -> str:
         target = self._path(path)
         try:
             current = _local_version(target.stat())
@@ -230,6 +236,21 @@ class LocalStorage:
             self._path(path).unlink(missing_ok=True)
         except OSError as exc:
             raise LakeError(f"cannot delete {self._path(path)}: {exc.strerror or exc}") from None
+
+
+def check_prefix(url: str) -> str:
+    """``url`` if it is ``s3://bucket[/prefix]`` with a prefix of plain segments.
+
+    Raises:
+        LakeError: an empty (``//``), ``.`` or ``..`` segment, a query or a fragment.
+    """
+    parts = urlsplit(url)
+    segments = parts.path.strip("/").split("/") if parts.path.strip("/") else []
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise LakeError(f"invalid lake URL {url!r}: no ?query or #fragment in s3://bucket/prefix")
+    if any(seg in ("", ".", "..") for seg in segments):
+        raise LakeError(f"invalid lake URL {url!r}: the prefix has an empty, . or .. segment")
+    return url
 
 
 def check_path(path: str) -> str:
@@ -282,6 +303,7 @@ class ObjectStorage:
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise LakeError(f"invalid lake URL {url!r}: expected s3://bucket/prefix")
+        check_prefix(url)
         try:
             from obstore.store import S3Store
         except ImportError:
@@ -307,6 +329,14 @@ class ObjectStorage:
         if "region" not in config:
             config["region"] = "us-east-1"
         endpoint = urlsplit(str(config.get("endpoint", "")))
+        if config.get("endpoint") and endpoint.scheme not in ("http", "https"):
+            raise LakeError(
+                "AWS_ENDPOINT_URL must start with http:// or https:// (such as http://127.0.0.1:9000)"
+            )
+        if endpoint.scheme == "http" and not client.get("allow_http"):
+            raise LakeError(
+                "AWS_ENDPOINT_URL is an http:// URL: set AWS_ALLOW_HTTP=true to allow an unencrypted endpoint"
+            )
         self._secrets = [
             str(v)
             for v in (config.get("access_key_id"), config.get("secret_access_key"), config.get("session_token"),
@@ -386,6 +416,10 @@ class ObjectStorage:
             number = next((g for g in status.groups() if g), "") if status is not None else ""
             text = code.group(1) + (f" (HTTP {number})" if number else "")
             text += _HINTS.get(code.group(1), "")
+        elif "169.254.169.254" in full:  # obstore fell back to the instance metadata service
+            text = "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or run with an instance role)"
+        elif "403" in full or "lacked the necessary privileges" in full:
+            text = "access denied (HTTP 403): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         else:
             text = full.strip().splitlines()[0] if full.strip() else type(exc).__name__
         for secret in self._secrets:  # an endpoint with user:password@, a key echoed back
@@ -456,6 +490,18 @@ class ObjectStorage:
             raise self._fail("read", path, exc) from None
         return ObjectInfo(path, int(meta["size"]), str(meta.get("e_tag") or meta["last_modified"]))
 
+    def read_range_and_metadata(self, path: str, start: int, end: int) -> tuple[bytes, dict[str, str]]:
+        """:meth:`read_range`, with the object's user metadata (one request)."""
+        import obstore
+
+        check_path(path)
+        _check_range(path, start, end)
+        try:
+            result = obstore.get(self._store, path, options={"range": (start, end)})
+            return bytes(result.bytes()), {str(k): str(v) for k, v in result.attributes.items()}
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("read", path, exc) from None
+
     def read_range(self, path: str, start: int, end: int) -> bytes:
         import obstore
 
@@ -476,14 +522,18 @@ class ObjectStorage:
             raise self._fail("write", path, exc) from None
         return str(result.get("e_tag"))
 
-    def put_if(self, path: str, data: bytes, version: str | None) -> str:
+    def put_if(
+        self, path: str, data: bytes, version: str | None, metadata: Mapping[str, str] | None = None
+    ) -> str:
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         check_path(path)
         mode: Any = "create" if version is None else {"e_tag": version}
         try:
-            result = obstore.put(self._store, path, data, mode=mode, use_multipart=False)
+            result = obstore.put(
+                self._store, path, data, mode=mode, use_multipart=False, attributes=dict(metadata or {})
+            )
         except (AlreadyExistsError, PreconditionError):
             raise VersionConflict(self._where(path)) from None
         except Exception as exc:  # noqa: BLE001

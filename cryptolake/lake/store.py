@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -53,6 +54,10 @@ META_INTERVAL = "cryptolake.interval"
 META_OFF_GRID_ROWS = "cryptolake.off_grid_rows"
 #: ... and its row count, which an object store's reader checks against the footer's own.
 META_ROWS = "cryptolake.rows"
+
+
+#: A URL scheme (``gs://``, ``S3://``, ``s3a://``), which a folder name never starts with.
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 class WriterLock(Protocol):
@@ -126,6 +131,8 @@ class Lake:
         return super().__new__(cls)
 
     def __init__(self, root: str | Path, exchange: str = layout.DEFAULT_EXCHANGE) -> None:
+        if isinstance(root, str) and _URL_SCHEME.match(root):  # not a folder named "gs:"
+            raise LakeError(f"invalid lake root {root!r}: a local folder or s3://bucket/prefix")
         self._root = Path(root)
         self.exchange = layout.validate_exchange(exchange)
         self._storage: Storage | None = None
