@@ -9,6 +9,7 @@ file and the environment as arguments, so nothing below the CLI reads ``os.envir
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import tomllib
@@ -71,6 +72,16 @@ def _path(value: Any) -> str:
     if "://" in text or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", text):
         # Not a folder named "gs:": the other object stores are not supported.
         raise _Invalid("a local folder path or s3://bucket/prefix (other URL schemes are not supported)")
+    return text
+
+
+def _source_address(value: Any) -> str:
+    text = _text(value).strip()
+    if text:
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            raise _Invalid("an IP address of this host, such as 10.0.0.12 (or empty)") from None
     return text
 
 
@@ -384,6 +395,8 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Keep downloaded archive files in this folder (empty: not kept after their rows are merged)."),
     SettingSpec("binance", "stream_url", _stream_url, "wss://data-stream.binance.vision",
                 "Binance WebSocket host of `cryptolake stream` (market-data streams, or wss://stream.binance.com:9443)."),
+    SettingSpec("binance", "source_address", _source_address, "",
+                "Local IP address Binance requests leave from (a host with several: one per shard); empty: any."),
     *_venue_specs("coinbase", "Coinbase Exchange", "https://api.exchange.coinbase.com", "USD", "10/s", 8,
                   "Requests to Coinbase Exchange in flight at once."),
     *_venue_specs("kraken", "Kraken", "https://api.kraken.com", "USD", "about 1/s per pair", 64,
@@ -451,6 +464,7 @@ class BinanceSettings:
     archive_listing_url: str
     archive_cache_dir: str
     stream_url: str
+    source_address: str
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,53 @@ def test_collect_says_what_its_shard_owns(fake_exchange: FakeExchange, tmp_path:
     assert f"for {len(mine)}/{len(mine)} symbols" in result.output
     assert sorted(duck(lake).get_column("symbol").unique().to_list()) == sorted(mine)
     assert invoke("collect", "--shard", "１/2", "--symbols", "BTC").exit_code == 2  # full-width digit
+
+
+# -- one host, several addresses: a weight budget per IP -----------------------------------------
+
+
+def test_the_fake_keys_weight_by_client_address_as_binance_keys_it_by_ip() -> None:
+    """Two clients from 127.0.0.2 and 127.0.0.3: each sees only its own weight in
+    X-MBX-USED-WEIGHT-1M, and one at the limit is refused (429) while the other is served."""
+    import httpx
+
+    from cryptolake.testing import FakeExchange
+    from tests.conftest import FAKE_NOW_MS
+
+    with FakeExchange(now=FAKE_NOW_MS, weight_limit=10) as fx:
+        clients = {
+            ip: httpx.Client(base_url=fx.base_url, transport=httpx.HTTPTransport(local_address=ip))
+            for ip in ("127.0.0.2", "127.0.0.3")
+        }
+        try:
+            params = {"symbol": "BTCUSDT", "interval": "1h", "limit": "1000"}  # weight 2
+            used = [clients["127.0.0.2"].get("/api/v3/klines", params=params) for _ in range(5)]
+            assert [r.headers["X-MBX-USED-WEIGHT-1M"] for r in used] == ["2", "4", "6", "8", "10"]
+            assert clients["127.0.0.2"].get("/api/v3/klines", params=params).status_code == 429
+            other = clients["127.0.0.3"].get("/api/v3/klines", params=params)
+            assert other.status_code == 200 and other.headers["X-MBX-USED-WEIGHT-1M"] == "2"
+            stats = fx.stats()
+            assert stats.max_window_weight == 10  # the most one IP used
+            assert sum(w for _, w in stats.window_weights) == 12  # both IPs' weight
+        finally:
+            for client in clients.values():
+                client.close()
+
+
+def test_a_client_with_a_source_address_has_a_budget_of_its_own(tmp_path: Path) -> None:
+    from cryptolake.sources.binance import BinanceClient
+    from cryptolake.testing import FakeExchange
+    from tests.conftest import FAKE_NOW_MS
+
+    with FakeExchange(now=FAKE_NOW_MS) as fx:
+        for k, ip in enumerate(("127.0.0.2", "127.0.0.3"), start=1):
+            with BinanceClient(
+                base_url=fx.base_url, source_address=ip, ban_file=tmp_path / "bans.json"
+            ) as client:
+                client.get_klines("BTCUSDT", "1h", "2025-12-01", "2025-12-20")
+            stats = fx.stats()
+            per_client = stats.max_window_weight
+            assert sum(w for _, w in stats.window_weights) == k * per_client  # two budgets, not one
+    assert (
+        BinanceClient(base_url="http://127.0.0.1:9", source_address="127.0.0.2").source_address == "127.0.0.2"
+    )

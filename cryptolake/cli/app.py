@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,12 @@ class CryptolakeGroup(click.Group):
             raise _usage(exc) from None
         except (click.exceptions.Exit, click.Abort, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:
+            # `cryptolake sql ... | head`: the reader has gone. Nothing more to say (as cat and
+            # grep say nothing); stdout goes to /dev/null so that closing it raises no second error.
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(128 + 13) from None  # 141: killed by SIGPIPE, as the shell says
         except BaseException as exc:  # noqa: BLE001 - this is the boundary
             message, code = describe(exc)
             if ctx.obj and ctx.obj.get("debug"):

@@ -161,6 +161,7 @@ def make_client(settings: Settings, ban_file: Path | None = None) -> Any:
         quote_asset=settings.collection.quote_asset,
         excluded_bases=settings.collection.excluded_bases,
         ban_file=ban_file if ban_file is not None else ban_book_path(settings.lake.root),
+        source_address=b.source_address or None,
     )
 
 

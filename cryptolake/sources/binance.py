@@ -128,7 +128,9 @@ class BinanceClient(WholeRangeFetch):
         sleep: how to sleep between retries and, if not ``time.sleep``, for the weight budget (a
             test's virtual clock: no wall time passes).
         weight_limiter: the weight budget to draw from; default: the one this process shares
-            among all clients of the same host and ``weight_share``.
+            among all clients of the same host, ``weight_share`` and ``source_address``.
+        source_address: the local IP address requests leave from (a host with several
+            addresses); Binance counts weight per IP, so each address has a budget of its own.
     """
 
     def __init__(
@@ -149,6 +151,7 @@ class BinanceClient(WholeRangeFetch):
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         weight_limiter: WeightLimiter | None = None,
+        source_address: str | None = None,
     ) -> None:
         if max_retries < 0 or concurrency < 1 or timeout_s <= 0 or retry_delay < 0:
             raise ValueError("max_retries >= 0, concurrency >= 1, timeout_s > 0, retry_delay >= 0")
@@ -170,9 +173,15 @@ class BinanceClient(WholeRangeFetch):
         self._api_key = api_key or None
         self._api_secret = api_secret or None
         self._host = urlsplit(self.base_url).netloc
+        #: The local address requests leave from (None: the system's choice). Binance counts
+        #: weight per IP, so clients from different addresses have budgets of their own.
+        self.source_address = source_address or None
+        budget_key = self._host if self.source_address is None else f"{self._host} from {self.source_address}"
         self._limiter: WeightLimiter = weight_limiter or shared_limiter(
-            self._host, weight_share, clock=clock, sleep=None if sleep is time.sleep else sleep
+            budget_key, weight_share, clock=clock, sleep=None if sleep is time.sleep else sleep
         )
+        if transport is None and self.source_address is not None:
+            transport = httpx.HTTPTransport(local_address=self.source_address)
         self._bans = BanBook(Path(ban_file) if ban_file else None, clock=clock)
         self._clock = clock
         self._sleep = sleep

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -58,6 +59,30 @@ def _delta_ms(delta: int | timedelta) -> int:
     if isinstance(delta, timedelta):
         return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     return _as_ms(delta)
+
+
+#: The client address of a request made in-process (no socket), and the fake's first budget.
+DEFAULT_CLIENT_IP = "127.0.0.1"
+
+
+@dataclass
+class _Budget:
+    """One client IP's admission state: its weight window, its 429 rule and its ban."""
+
+    window_id: int | None = None
+    used: int = 0
+    retry_until: float = 0.0
+    grace_left: int = 0
+    banned_until: float = 0.0
+    ban_count: int = 0
+
+
+def _budget_field(name: str) -> Any:
+    """A FakeExchange attribute that is a field of the budget being served."""
+    return property(
+        lambda self: getattr(self._budget, name),
+        lambda self, value: setattr(self._budget, name, value),
+    )
 
 
 class FakeExchange(Served):
@@ -134,6 +159,8 @@ class FakeExchange(Served):
         self._ban_grace = max(0, int(ban_grace_requests))
         self._max_log = max_log
         self._lock = threading.Lock()
+        #: The address of the client whose request this thread serves (set by the HTTP server).
+        self.client_ip = threading.local()
         self._server: Any = None  # a server.HTTPServer while started
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -164,12 +191,9 @@ class FakeExchange(Served):
         self._storm_until = 0.0
         self._storm_retry_s = 1
         self._restricted = False
-        self._window_id: int | None = None
-        self._used = 0
-        self._retry_until = 0.0  # a request before this (after a 429) gets banned
-        self._grace_left = 0  # ... unless it is one of the requests in flight that are forgiven
-        self._banned_until = 0.0
-        self._ban_count = 0
+        # Weight, 429s and bans are Binance's per IP: each client address has its own budget.
+        self._budgets: dict[str, _Budget] = {}
+        self._budget = self._budget_of(DEFAULT_CLIENT_IP)
         self._requests = 0
         self._by_path: dict[str, int] = {}
         self._by_status: dict[int, int] = {}
@@ -442,10 +466,25 @@ class FakeExchange(Served):
         micro = (headers.get("X-MBX-TIME-UNIT") or "").upper() == "MICROSECOND"
         return self._api(method, parts.path, params, micro)
 
+    def _budget_of(self, ip: str) -> _Budget:
+        budget = self._budgets.get(ip)
+        if budget is None:
+            budget = self._budgets[ip] = _Budget()
+        return budget
+
+    # The admission state of the IP being served (set under the lock for each request).
+    _window_id = _budget_field("window_id")
+    _used = _budget_field("used")
+    _retry_until = _budget_field("retry_until")  # a request before this (after a 429) gets banned
+    _grace_left = _budget_field("grace_left")  # ... unless it is a request in flight, forgiven
+    _banned_until = _budget_field("banned_until")
+    _ban_count = _budget_field("ban_count")
+
     def _api(self, method: str, path: str, params: dict[str, str], micro: bool) -> _Reply:
         """The API pipeline: 451, bans, storms, faults, weight, chaos, then the endpoint."""
         weight = request_weight(path, params) if method == "GET" else 0
         with self._lock:
+            budget = self._budget = self._budget_of(getattr(self.client_ip, "value", DEFAULT_CLIENT_IP))
             reply, fault, charged, chaos = self._admit(path, weight)
             now = self._now_locked()
             latency = self._latency_s
@@ -454,7 +493,7 @@ class FakeExchange(Served):
             if fault is not None:
                 reply = self._apply_fault(fault, reply)
         with self._lock:
-            used = self._used
+            used = budget.used
             self._record(path, params, 0 if reply.drop else reply.status, charged, used, chaos)
         reply.headers.append((self._weight_header(), str(used)))
         reply.headers.append(("Content-Type", JSON_CONTENT_TYPE))
@@ -524,13 +563,15 @@ class FakeExchange(Served):
             elif chaos is not None:
                 return self._chaos_reply(chaos), None, 0, chaos
         self._used += weight
-        self._touch_window()
+        self._touch_window(weight)
         return None, fault, weight, chaos
 
-    def _touch_window(self) -> None:
-        """Record the current window's weight (every window that saw traffic)."""
+    def _touch_window(self, weight: int = 0) -> None:
+        """Record the current window's weight (every window that saw traffic): ``window_weights``
+        sums every IP's, ``max_window_weight`` is the most one IP used in a window."""
         assert self._window_id is not None
-        self._window_weights[self._window_id] = self._used
+        total = self._window_weights.get(self._window_id, 0) + weight
+        self._window_weights[self._window_id] = total
         self._max_window_weight = max(self._max_window_weight, self._used)
         while len(self._window_weights) > self._max_log:
             del self._window_weights[next(iter(self._window_weights))]

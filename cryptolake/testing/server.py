@@ -71,7 +71,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
-        reply = self.server.exchange._dispatch(method, self.path, self.headers, body)
+        exchange = self.server.exchange
+        if hasattr(exchange, "client_ip"):
+            exchange.client_ip.value = self.client_address[0]  # Binance keys weight by IP
+        reply = exchange._dispatch(method, self.path, self.headers, body)
         if reply.drop:
             self.close_connection = True
             return
