@@ -2,11 +2,13 @@
 limited to its own request-weight budget, as N hosts with N IPs are.
 
 Run by hand:  .venv/bin/python bench/bench_shards.py [--symbols 100] [--months 6] [--shards 4]
-              [--weight-limit 300] [--latency-ms 20]
+              [--weight-limit 300] [--latency-ms 20] [--own-fakes]
 
-Each process talks to a fake exchange of its own (`cryptolake fake-exchange`, frozen at
-2026-01-01T00:30Z, the same deterministic candles everywhere), so its weight limit is its own, as
-Binance's is per IP; the limit is lowered (``--weight-limit`` per minute) so that weight, not the
+All processes talk to one fake exchange (`cryptolake fake-exchange`, frozen at 2026-01-01T00:30Z),
+which keys weight by client IP as Binance does; shard K sends from 127.0.0.(K+1)
+(`CRYPTOLAKE_BINANCE_SOURCE_ADDRESS`), the single process from 127.0.0.2, so each process's
+weight limit is its own, as on N hosts with N IPs (``--own-fakes``: a fake per process, the first
+version of this benchmark); the limit is lowered (``--weight-limit`` per minute) so that weight, not the
 network, bounds a run of this size, as it bounds a universe of thousands of symbols at Binance's
 6,000. The single process collects all ``--symbols`` synthetic pairs; the shards run at the same
 time, each `--shard K/N` of the same list, into one lake (on one machine they take turns at the
@@ -18,6 +20,7 @@ the same candles.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,12 +42,15 @@ def _since(months: int) -> str:
     return f"{year:04d}-{month:02d}-01"
 
 
-def _collect(url: str, lake: Path, symbols: str, since: str, shard: str | None) -> subprocess.Popen[bytes]:
+def _collect(
+    url: str, lake: Path, symbols: str, since: str, shard: str | None, source: str | None = None
+) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "cryptolake", "collect", "--lake", str(lake), "--base-url", url,
             "--symbols", symbols, "--since", since, "--source", "rest", "--quiet"]  # fmt: skip
     if shard:
         argv += ["--shard", shard]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "CRYPTOLAKE_BINANCE_SOURCE_ADDRESS": source} if source else None
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
 def _stats(url: str) -> tuple[int, int]:
@@ -69,6 +75,12 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--weight-limit", type=int, default=300)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--own-fakes",
+        action="store_true",
+        help="one fake exchange per process (the first version) instead of one fake that keys "
+        "weight by client IP, each shard on its own 127.0.0.x (binance.source_address)",
+    )
     args = parser.parse_args()
     symbols = ",".join(f"S{i:04d}USDT" for i in range(1, args.symbols + 1))
     since = _since(args.months)
@@ -77,16 +89,24 @@ def main() -> None:
         for setup, processes in (("1 process", 1), (f"{args.shards} shards", args.shards)):
             lake = Path(tmp) / setup.replace(" ", "-")
             with ExitStack() as stack:
+                fakes = processes if args.own_fakes else 1
                 urls = [
                     stack.enter_context(
                         fake_exchange(args.latency_ms, args.weight_limit, extra_symbols=args.symbols)
                     )
-                    for _ in range(processes)
+                    for _ in range(fakes)
                 ]
                 started = time.monotonic()
                 children = [
-                    _collect(url, lake, symbols, since, f"{k + 1}/{processes}" if processes > 1 else None)
-                    for k, url in enumerate(urls)
+                    _collect(
+                        urls[k % fakes],
+                        lake,
+                        symbols,
+                        since,
+                        f"{k + 1}/{processes}" if processes > 1 else None,
+                        None if args.own_fakes else f"127.0.0.{k + 2}",
+                    )
+                    for k in range(processes)
                 ]
                 walls = []
                 for child in children:
