@@ -501,3 +501,20 @@ def test_bad_lake_urls_and_endpoints_are_one_line(
             Lake(root)
     monkeypatch.chdir(tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_forget_data_removes_a_symbol_whose_partition_is_unreadable(
+    lake_root: str, fake_exchange: FakeExchange
+) -> None:
+    """The usual reason to delete a symbol's candles is a broken partition: forget --data does it
+    (on a folder and on S3), where every reading command refuses the partition."""
+    assert _collect(lake_root, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-12-01").exit_code == 0
+    open_storage(lake_root).put(
+        "klines/exchange=binance/interval=1h/symbol=ETHUSDT/month=2025-12/data.parquet", b"not parquet at all"
+    )
+    assert invoke("status", "--lake", lake_root).exit_code == 1  # refused, in one line
+    gone = invoke("forget", "ETH", "--data", "--yes", "--json", "--lake", lake_root)
+    assert gone.exit_code == 0, gone.output
+    assert json.loads(gone.stdout)["ETHUSDT"]["partitions"] == 1
+    assert Lake(lake_root).symbols("1h") == ["BTCUSDT"]
+    assert invoke("status", "--lake", lake_root).exit_code == 0

@@ -126,12 +126,20 @@ def forget_command(
 
         cryptolake forget NOPE --interval 1h
     """
+    from cryptolake.errors import LakeError
+    from cryptolake.status import state_document, state_section
+
     settings = settings_from(ctx, lake=lake, interval=interval)
     existing_lake(settings)
     pairs = _pairs(settings, symbols)
     with make_client(settings) as client:
         collector = make_collector(settings, client)
-        status = collector.get_collection_status()["symbols"]
+        try:
+            status = collector.get_collection_status()["symbols"]
+        except LakeError:  # an unreadable partition, maybe the very reason to delete the symbol
+            status = {p: {"rows": None} for p in collector.stored_symbols()}
+            status.update({p: {"rows": None} for p in state_document(collector.lake).get(
+                state_section(collector.lake.exchange, collector.interval), {})})  # fmt: skip
         known = set(collector.known_symbols()) | set(status)
         unknown = [p for p in pairs if p not in known]
         if unknown:
@@ -141,7 +149,9 @@ def forget_command(
             )
         if data:
             doomed = {p: status.get(p, {}).get("rows", 0) for p in pairs}
-            what = ", ".join(f"{p} ({n:,} candles)" for p, n in doomed.items())
+            what = ", ".join(
+                f"{p} ({'uncounted' if n is None else f'{n:,}'} candles)" for p, n in doomed.items()
+            )
             if not yes:
                 if not sys.stdin.isatty():
                     raise UsageProblem(

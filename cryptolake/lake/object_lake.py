@@ -44,6 +44,7 @@ from cryptolake.lake.store import (
     PartitionStats,
     WriterLock,
     _check_schema,
+    _counted,
     _known_exchange,
 )
 from cryptolake.schema import KLINE_COLUMNS, empty_klines
@@ -257,10 +258,10 @@ class ObjectLake(Lake):
         return False  # no stream files on object storage
 
     def delete_symbol(self, interval: str, symbol: str) -> tuple[int, int]:
-        stats = self.partition_stats(interval, symbol)
+        counted = _counted(self, interval, symbol)
         for info in self._objects.list(self._prefix(interval, symbol)):
             self._objects.delete(info.path)
-        return len(stats), sum(s.rows for s in stats)
+        return counted
 
 
 @cache

@@ -572,7 +572,7 @@ class Lake:
         it or none of it), then removed; a removal cut short is finished by the next writer.
         Only while holding :meth:`writer_lock`.
         """
-        stats = self.partition_stats(interval, symbol)
+        counted = _counted(self, interval, symbol)
         folder = layout.symbol_dir(self.root, interval, symbol, self.exchange)
         if not folder.is_dir():
             return 0, 0
@@ -582,7 +582,7 @@ class Lake:
         os.replace(folder, target)
         _fsync_dir(folder.parent)
         shutil.rmtree(target, ignore_errors=True)
-        return len({s.month for s in stats}), sum(s.rows for s in stats)
+        return counted
 
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete partition temp files (``.data.parquet.<pid>.<hex>.tmp``) under ``klines/``, and
@@ -631,6 +631,16 @@ class Lake:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _counted(lake: Lake, interval: str, symbol: str) -> tuple[int, int]:
+    """``(partitions, rows)`` of a symbol about to be deleted; an unreadable partition (the usual
+    reason to delete one) is deleted all the same, its rows uncounted."""
+    try:
+        stats = lake.partition_stats(interval, symbol)
+    except LakeError:
+        return len(lake.months(interval, symbol)), 0
+    return len({s.month for s in stats}), sum(s.rows for s in stats)
 
 
 def _alive(pid: int) -> bool:
