@@ -109,7 +109,11 @@ class Window:
 class LakeMeta:
     """Reads and rewrites the lake's window and listing records (thread-safe in one process).
 
-    Callers that write hold the lake's writer lock, so one process writes at a time.
+    Every record method reads a file, changes it and puts it back only if it is still the
+    version read (:meth:`Storage.put_if`); when another writer got there first, the method runs
+    again on the new version (:func:`_retried`), so writers on several hosts sharing a lake on
+    object storage never lose each other's records. On a folder, writers also hold the lake's
+    writer lock.
     """
 
     def __init__(self, root: str | Path | Storage, exchange: str = layout.DEFAULT_EXCHANGE) -> None:
