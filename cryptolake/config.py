@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 from cryptolake.errors import ConfigError
 from cryptolake.intervals import INTERVALS
+from cryptolake.lake.storage import is_bucket_name
 from cryptolake.redact import redact_dsn
 
 DEFAULT_CONFIG_FILE = "config.toml"
@@ -49,17 +51,17 @@ def _text(value: Any) -> str:
     return value
 
 
-#: An S3 bucket name as S3 allows it (3-63 lowercase letters, digits, dots and hyphens).
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
 def _path(value: Any) -> str:
     text = _text(value).strip()
     if not text:
         raise _Invalid("a folder path (empty is not one)")
     if text.startswith("s3://"):
         bucket, _, prefix = text[len("s3://") :].partition("/")
-        if not _BUCKET.match(bucket):
+        if "@" in bucket:
+            raise _Invalid(
+                "s3://bucket/prefix without credentials (use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            )
+        if not is_bucket_name(bucket):
             raise _Invalid(
                 "s3://bucket/prefix with a valid bucket name (3-63 lowercase letters, digits, . or -)"
             )
@@ -77,11 +79,21 @@ def _path(value: Any) -> str:
 
 def _source_address(value: Any) -> str:
     text = _text(value).strip()
-    if text:
-        try:
-            ipaddress.ip_address(text)
-        except ValueError:
-            raise _Invalid("an IP address of this host, such as 10.0.0.12 (or empty)") from None
+    if not text:
+        return text
+    wanted = _Invalid("an IP address of this host, such as 10.0.0.12 (or empty)")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise wanted from None
+    if address.is_unspecified or address.is_multicast or str(address) == "255.255.255.255":
+        raise wanted
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:  # an address this host does not have fails here, not as a connection error later
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((text, 0))
+    except OSError as exc:
+        raise _Invalid(f"an IP address of this host ({text}: {exc.strerror or exc})") from None
     return text
 
 
@@ -646,7 +658,7 @@ def _parse(spec: SettingSpec, raw: Any, source: str) -> Any:
     try:
         return spec.parse(raw)
     except _Invalid as exc:
-        shown = "***" if spec.secret else repr(raw)
+        shown = "***" if spec.secret else repr(redact_dsn(raw) if isinstance(raw, str) else raw)
         raise ConfigError(f"{spec.key} = {shown} (from {source}) is invalid: expected {exc}") from None
 
 

@@ -258,8 +258,9 @@ class CollectorScheduler:
             if self.stream is not None:
                 self.stream.start()
         log.info(
-            "scheduler started on %s: schedule '%s' (UTC), next run at %s",
+            "scheduler started on %s%s: schedule '%s' (UTC), next run at %s",
             self.lake_root,
+            f" (shard {self.collector.shard})" if self.collector.shard is not None else "",
             self.schedule_cron,
             _iso(self._next_fire) or "never",
         )
@@ -779,6 +780,7 @@ class SchedulerControl:
 
     def __init__(self, lake_root: str | Path, *, poll_s: float = 0.1, shard: str | None = None) -> None:
         self.lake_root = lake_root if is_object_url(lake_root) else Path(lake_root)
+        self.shard = shard
         self.state_dir = scheduler_dir(lake_root, shard)
         self.poll_s = poll_s
 
@@ -846,8 +848,17 @@ class SchedulerControl:
         if collection_type is not None and collection_type not in COLLECTION_TYPES:
             raise ValueError(f"collection_type must be one of {', '.join(COLLECTION_TYPES)}")
         if not self.is_running():
+            others = [k for k in local_shards(self.lake_root) if k != self.shard]
+            running = [k for k in others if SchedulerControl(self.lake_root, shard=k).is_running()]
+            if running:
+                raise SchedulerError(
+                    f"no scheduler {'of shard ' + self.shard + ' ' if self.shard else ''}runs on "
+                    f"{self.lake_root} on this host; shard schedulers {', '.join(running)} do: "
+                    "pass --shard K/N"
+                )
             raise SchedulerError(
-                f"no scheduler is running on {self.lake_root}; start one with `cryptolake run`"
+                f"no scheduler {'of shard ' + self.shard + ' ' if self.shard else ''}is running on "
+                f"{self.lake_root}; start one with `cryptolake run`"
             )
         request_id = f"{time.time_ns():020d}-{secrets.token_hex(4)}"
         body = {

@@ -462,9 +462,9 @@ def test_sharded_schedulers_on_two_hosts_share_one_s3_lake(
         table = invoke("status", "--lake", lake)
         assert table.exit_code == 0 and "shard 2/2 scheduler: idle" in table.output, table.output
         assert "paused" in invoke("scheduler", "pause", "--lake", lake, "--shard", "2/2").output
-        assert (
-            invoke("scheduler", "pause", "--lake", lake, "--shard", "1/2").exit_code != 0
-        )  # not on this host
+        assert invoke("scheduler", "pause", "--lake", lake, "--shard", "1/2").exit_code != 0  # not here
+        unsharded = one_line_error(invoke("scheduler", "pause", "--lake", lake))
+        assert "shard schedulers 2/2 do: pass --shard K/N" in unsharded, unsharded
         twin = subprocess.run([*argv, "--shard", "2/2"], env={**env, "XDG_STATE_HOME": str(hosts[1])},
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert twin.returncode == 1 and len(twin.stderr.strip().splitlines()) == 1, twin.stderr
@@ -492,8 +492,19 @@ def test_bad_lake_urls_and_endpoints_are_one_line(
         assert "prefix of plain names" in one_line_error(result)
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint.removeprefix("http://"))
-    assert "must start with http:// or https://" in one_line_error(invoke("status", "--lake", s3_lake))
+    assert "must be http(s)://host[:port]" in one_line_error(invoke("status", "--lake", s3_lake))
+    for bad in ("http://127.0.0.1:99999", "", "http://", "http://:9000", "http://[::1", f"{endpoint}?x"):
+        monkeypatch.setenv("AWS_ENDPOINT_URL", bad)  # obstore panics on some of these
+        assert "AWS_ENDPOINT_URL" in one_line_error(invoke("status", "--lake", s3_lake)), bad
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in one_line_error(
+        invoke("status", "--lake", s3_lake)
+    )
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x" * 12)
+    for url in ("s3://192.168.1.1/x", "s3://a..b/x", "s3://user:pw123@candles/x"):
+        line = one_line_error(invoke("status", "--lake", url))
+        assert "pw123" not in line and ("bucket" in line or "credentials" in line), line
     monkeypatch.delenv("AWS_ALLOW_HTTP")
     assert "set AWS_ALLOW_HTTP=true" in one_line_error(invoke("status", "--lake", s3_lake))
     for root in ("gs://bucket/x", "S3://bucket/x", "s3a://bucket/x"):  # the API does not make folders of them
@@ -508,13 +519,14 @@ def test_forget_data_removes_a_symbol_whose_partition_is_unreadable(
 ) -> None:
     """The usual reason to delete a symbol's candles is a broken partition: forget --data does it
     (on a folder and on S3), where every reading command refuses the partition."""
-    assert _collect(lake_root, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-12-01").exit_code == 0
+    assert _collect(lake_root, fake_exchange, "--symbols", "BTC,ETH", "--since", "2025-11-01").exit_code == 0
     open_storage(lake_root).put(
         "klines/exchange=binance/interval=1h/symbol=ETHUSDT/month=2025-12/data.parquet", b"not parquet at all"
     )
     assert invoke("status", "--lake", lake_root).exit_code == 1  # refused, in one line
     gone = invoke("forget", "ETH", "--data", "--yes", "--json", "--lake", lake_root)
     assert gone.exit_code == 0, gone.output
-    assert json.loads(gone.stdout)["ETHUSDT"]["partitions"] == 1
+    assert json.loads(gone.stdout)["ETHUSDT"]["partitions"] == 2
+    assert json.loads(gone.stdout)["ETHUSDT"]["rows"] == 720  # November's, read; December's uncounted
     assert Lake(lake_root).symbols("1h") == ["BTCUSDT"]
     assert invoke("status", "--lake", lake_root).exit_code == 0

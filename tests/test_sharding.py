@@ -147,3 +147,36 @@ def test_a_client_with_a_source_address_has_a_budget_of_its_own(tmp_path: Path) 
     assert (
         BinanceClient(base_url="http://127.0.0.1:9", source_address="127.0.0.2").source_address == "127.0.0.2"
     )
+
+
+def test_a_ban_of_one_source_address_leaves_the_others_alone(tmp_path: Path) -> None:
+    """Binance bans an IP: a 418 for 127.0.0.1 is recorded for that address only (one ban book,
+    shared by the processes of a host), and a client on 127.0.0.2 goes on."""
+    from cryptolake.errors import IPBanned
+    from cryptolake.testing import Fault
+    from tests.conftest import FAKE_NOW_MS
+
+    bans = tmp_path / "bans.json"
+    with FakeExchange(now=FAKE_NOW_MS) as fx:
+        fx.inject(Fault.ban(retry_after_s=600))
+        with BinanceClient(base_url=fx.base_url, ban_file=bans, retry_delay=0.01) as banned:
+            with pytest.raises(IPBanned):
+                banned.get_klines("BTCUSDT", "1h", "2025-12-01", "2025-12-02")
+            with pytest.raises(IPBanned):  # remembered: nothing is sent
+                banned.get_klines("BTCUSDT", "1h", "2025-12-01", "2025-12-02")
+        with BinanceClient(base_url=fx.base_url, ban_file=bans, source_address="127.0.0.2") as other:
+            assert other.get_klines("BTCUSDT", "1h", "2025-12-01", "2025-12-02").height == 24
+
+
+def test_a_source_address_this_host_lacks_is_a_configuration_error() -> None:
+    from cryptolake.config import load_settings
+    from cryptolake.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="an IP address of this host"):
+        load_settings(None, {"CRYPTOLAKE_BINANCE_SOURCE_ADDRESS": "10.9.9.9"}, dotenv_file=None)
+    assert (
+        load_settings(
+            None, {"CRYPTOLAKE_BINANCE_SOURCE_ADDRESS": "127.0.0.2"}, dotenv_file=None
+        ).binance.source_address
+        == "127.0.0.2"
+    )

@@ -250,7 +250,7 @@ def trigger_command(
     if as_json:
         click.echo(json.dumps({"request": ack, "run": run}, indent=2))
     else:
-        click.echo(f"scheduler on {settings.lake.root}: {ack.get('outcome')}", err=skipped)
+        click.echo(f"scheduler on {settings.lake.root}{_of(shard)}: {ack.get('outcome')}", err=skipped)
         if run is not None:
             click.echo(_describe_run(run))
     if skipped or (run is not None and run.get("result") != "succeeded"):
@@ -291,7 +291,7 @@ def _request(ctx: click.Context, lake: str | None, action: str, shard: Shard | N
     settings = settings_from(ctx, lake=lake)
     existing_lake(settings)
     ack = SchedulerControl(settings.lake.root, shard=_shard_text(shard)).request(action)
-    click.echo(f"scheduler on {settings.lake.root}: {ack.get('outcome')}")
+    click.echo(f"scheduler on {settings.lake.root}{_of(shard)}: {ack.get('outcome')}")
 
 
 # -- shown by `cryptolake status` ----------------------------------------------------------
@@ -314,6 +314,10 @@ def scheduler_summary(lake_root: Path | str) -> dict[str, Any]:
         "scheduler": state,
         "scheduler_shards": shards,
     }
+
+
+def _of(shard: Shard | None) -> str:
+    return f" (shard {shard})" if shard is not None else ""
 
 
 def _shard_text(shard: Shard | None) -> str | None:

@@ -159,6 +159,10 @@ class ObjectLake(Lake):
         found = list(_pool().map(lambda item: self._stats(item[0][0], item[0][1], item[1]), objects.items()))
         return sorted(found, key=lambda s: (s.symbol, s.month))
 
+    def _month_stats(self, interval: str, symbol: str, month: str) -> list[PartitionStats]:
+        info = self._objects.head(self._key(interval, symbol, month))
+        return [] if info is None or info.size == 0 else [self._stats(symbol, month, info)]
+
     def _stats(self, symbol: str, month: str, info: ObjectInfo) -> PartitionStats:
         with self._footers_lock:
             known = self._footers.get((info.path, info.version))

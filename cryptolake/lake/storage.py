@@ -238,13 +238,33 @@ class LocalStorage:
             raise LakeError(f"cannot delete {self._path(path)}: {exc.strerror or exc}") from None
 
 
+#: An S3 bucket name as S3 allows it: 3-63 lowercase letters, digits, dots and hyphens, starting
+#: and ending with a letter or digit, no ``..``, not an IP address, no ``xn--`` prefix.
+_BUCKET = re.compile(r"^(?!xn--)(?!\d+\.\d+\.\d+\.\d+$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def is_bucket_name(name: str) -> bool:
+    """Whether ``name`` is a valid S3 bucket name."""
+    return bool(_BUCKET.match(name))
+
+
 def check_prefix(url: str) -> str:
-    """``url`` if it is ``s3://bucket[/prefix]`` with a prefix of plain segments.
+    """``url`` if it is ``s3://bucket[/prefix]`` with a valid bucket and a prefix of plain segments.
 
     Raises:
-        LakeError: an empty (``//``), ``.`` or ``..`` segment, a query or a fragment.
+        LakeError: a bad bucket name, credentials in the URL, an empty (``//``), ``.`` or ``..``
+            segment, a query or a fragment.
     """
     parts = urlsplit(url)
+    if "@" in parts.netloc:
+        raise LakeError(
+            "invalid lake URL: no credentials in it; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    if not is_bucket_name(parts.netloc):
+        raise LakeError(
+            f"invalid lake URL {url!r}: {parts.netloc!r} is not a bucket name (3-63 lowercase "
+            "letters, digits, . or -)"
+        )
     segments = parts.path.strip("/").split("/") if parts.path.strip("/") else []
     if parts.query or parts.fragment or "?" in url or "#" in url:
         raise LakeError(f"invalid lake URL {url!r}: no ?query or #fragment in s3://bucket/prefix")
@@ -277,6 +297,44 @@ def _check_range(path: str, start: int, end: int) -> None:
 
 def _local_version(stat: os.stat_result) -> str:
     return f"{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}-{stat.st_ctime_ns}"
+
+
+def _checked_endpoint(environ: Mapping[str, str]) -> Any:
+    """``AWS_ENDPOINT_URL`` split, if it is an http(s) URL with a host and a valid port.
+
+    Raises:
+        LakeError: it is not (obstore would panic on some of these).
+    """
+    text = environ.get("AWS_ENDPOINT_URL", "")
+    if "AWS_ENDPOINT_URL" in environ and not text.strip():
+        raise LakeError("AWS_ENDPOINT_URL is empty: unset it for AWS, or give http(s)://host[:port]")
+    bad = LakeError("AWS_ENDPOINT_URL must be http(s)://host[:port] (such as http://127.0.0.1:9000)")
+    try:
+        endpoint = urlsplit(text)
+        port = endpoint.port  # ValueError for a port that is not one
+    except ValueError:
+        raise bad from None
+    if text and (
+        endpoint.scheme not in ("http", "https")
+        or not endpoint.hostname
+        or endpoint.query
+        or endpoint.fragment
+        or any(ch.isspace() for ch in text)
+        or (port is not None and not 0 < port < 65536)
+    ):
+        raise bad
+    return endpoint
+
+
+def _guarded(make: Callable[[], Any], action: str) -> Any:
+    """``make()``, with obstore's configuration errors (and panics) as one line."""
+    try:
+        return make()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a Rust panic is a BaseException
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LakeError(f"cannot {action}: {text[:200]}") from None
 
 
 #: What to do about S3's commonest refusals.
@@ -328,10 +386,10 @@ class ObjectStorage:
             client["allow_http"] = True
         if "region" not in config:
             config["region"] = "us-east-1"
-        endpoint = urlsplit(str(config.get("endpoint", "")))
-        if config.get("endpoint") and endpoint.scheme not in ("http", "https"):
+        endpoint = _checked_endpoint(environ)
+        if bool(config.get("access_key_id")) != bool(config.get("secret_access_key")):
             raise LakeError(
-                "AWS_ENDPOINT_URL must start with http:// or https:// (such as http://127.0.0.1:9000)"
+                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or neither, for an instance role)"
             )
         if endpoint.scheme == "http" and not client.get("allow_http"):
             raise LakeError(
@@ -347,13 +405,16 @@ class ObjectStorage:
         self._allow_http = bool(client.get("allow_http"))
         config["conditional_put"] = "etag"
         client.setdefault("connect_timeout", "5s")
-        self._store = S3Store(
-            self.bucket,
-            prefix=self.prefix or None,
-            config=config,  # type: ignore[arg-type]  # built from the environment, keys checked above
-            client_options=client,  # type: ignore[arg-type]
-            # A store that does not answer fails a command within half a minute, not obstore's 3.
-            retry_config={"max_retries": 4, "retry_timeout": timedelta(seconds=30)},
+        self._store = _guarded(
+            lambda: S3Store(
+                self.bucket,
+                prefix=self.prefix or None,
+                config=config,  # type: ignore[arg-type]  # built from the environment, keys checked above
+                client_options=client,  # type: ignore[arg-type]
+                # A store that does not answer fails a command within half a minute, not obstore's 3.
+                retry_config={"max_retries": 4, "retry_timeout": timedelta(seconds=30)},
+            ),
+            "configure the S3 store",
         )
 
     def _where(self, path: str) -> str:

@@ -233,13 +233,19 @@ class Lake:
         found = []
         for sym in symbols:
             for month in self.months(interval, sym):
-                path = layout.partition_path(self.root, interval, sym, month, self.exchange)
-                if path.is_file():
-                    found.append(footer_stats(sym, month, path))
-                for staged in stream_files(path.parent):
-                    stats = footer_stats(sym, month, staged)
-                    if stats.rows:  # an empty placeholder of an absorbed file holds nothing
-                        found.append(stats)
+                found.extend(self._month_stats(interval, sym, month))
+        return found
+
+    def _month_stats(self, interval: str, symbol: str, month: str) -> list[PartitionStats]:
+        """One partition's stats: its ``data.parquet`` and its stream files that hold candles."""
+        found = []
+        path = layout.partition_path(self.root, interval, symbol, month, self.exchange)
+        if path.is_file():
+            found.append(footer_stats(symbol, month, path))
+        for staged in stream_files(path.parent):
+            stats = footer_stats(symbol, month, staged)
+            if stats.rows:  # an empty placeholder of an absorbed file holds nothing
+                found.append(stats)
         return found
 
     def bounds(self, interval: str, symbol: str) -> tuple[int, int, int] | None:
@@ -636,11 +642,12 @@ class Lake:
 def _counted(lake: Lake, interval: str, symbol: str) -> tuple[int, int]:
     """``(partitions, rows)`` of a symbol about to be deleted; an unreadable partition (the usual
     reason to delete one) is deleted all the same, its rows uncounted."""
-    try:
-        stats = lake.partition_stats(interval, symbol)
-    except LakeError:
-        return len(lake.months(interval, symbol)), 0
-    return len({s.month for s in stats}), sum(s.rows for s in stats)
+    months = lake.months(interval, symbol)
+    rows = 0
+    for month in months:
+        with suppress(LakeError):
+            rows += sum(s.rows for s in lake._month_stats(interval, symbol, month))
+    return len(months), rows
 
 
 def _alive(pid: int) -> bool:

@@ -176,9 +176,12 @@ class BinanceClient(WholeRangeFetch):
         #: The local address requests leave from (None: the system's choice). Binance counts
         #: weight per IP, so clients from different addresses have budgets of their own.
         self.source_address = source_address or None
-        budget_key = self._host if self.source_address is None else f"{self._host} from {self.source_address}"
+        # Weight and bans are per IP: an address of its own is a budget and a ban record of its own.
+        self._ip_key = (
+            self._host if self.source_address is None else f"{self._host} from {self.source_address}"
+        )
         self._limiter: WeightLimiter = weight_limiter or shared_limiter(
-            budget_key, weight_share, clock=clock, sleep=None if sleep is time.sleep else sleep
+            self._ip_key, weight_share, clock=clock, sleep=None if sleep is time.sleep else sleep
         )
         if transport is None and self.source_address is not None:
             transport = httpx.HTTPTransport(local_address=self.source_address)
@@ -228,7 +231,7 @@ class BinanceClient(WholeRangeFetch):
     def banned_until(self) -> float:
         """Epoch seconds until which a recorded 418 ban forbids calling this host (in this
         process or, through the ban file, any other); 0 when there is none."""
-        return self._bans.banned_until(self._host)
+        return self._bans.banned_until(self._ip_key)
 
     @property
     def bans(self) -> BanBook:
@@ -594,9 +597,9 @@ class BinanceClient(WholeRangeFetch):
     ) -> Any:
         if self._cancel.is_set():
             raise Interrupted(f"stopped before sending {path}")
-        banned_until = self._bans.banned_until(self._host)
+        banned_until = self._bans.banned_until(self._ip_key)
         if banned_until:
-            raise _banned(self._host, banned_until, banned_until - self._clock(), self._bans.path)
+            raise _banned(self._ip_key, banned_until, banned_until - self._clock(), self._bans.path)
         with self._slots:
             reservation = self._limiter.acquire(weight, self._cancel)
             headers: httpx.Headers | None = None
@@ -629,8 +632,8 @@ class BinanceClient(WholeRangeFetch):
         code, msg = _error_body(response)
         retry_after = _retry_after_s(response)
         if status == 418:
-            until = self._bans.record(self._host, retry_after)
-            raise _banned(self._host, until, retry_after, self._bans.path)
+            until = self._bans.record(self._ip_key, retry_after)
+            raise _banned(self._ip_key, until, retry_after, self._bans.path)
         if status == 429 or code == -1003:
             self._limiter.pause(retry_after)
             log.warning("Binance rate limit hit (429); sending nothing for %.0f s", retry_after)
