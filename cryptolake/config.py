@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 
 from cryptolake.errors import ConfigError
 from cryptolake.intervals import INTERVALS
-from cryptolake.lake.storage import is_bucket_name
 from cryptolake.redact import redact_dsn
 
 DEFAULT_CONFIG_FILE = "config.toml"
@@ -49,6 +48,16 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise _Invalid("a string")
     return value
+
+
+#: An S3 bucket name as S3 allows it: 3-63 lowercase letters, digits, dots and hyphens, starting
+#: and ending with a letter or digit, no ``..``, not an IP address, no ``xn--`` prefix.
+_BUCKET = re.compile(r"^(?!xn--)(?!\d+\.\d+\.\d+\.\d+$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def is_bucket_name(name: str) -> bool:
+    """Whether ``name`` is a valid S3 bucket name."""
+    return bool(_BUCKET.match(name))
 
 
 def _path(value: Any) -> str:

@@ -123,17 +123,9 @@ class ObjectLake(Lake):
         """``{(symbol, month): data.parquet object}`` of the interval (one listing)."""
         found = {}
         for info in self._objects.list(self._prefix(interval, symbol)):
-            parts = info.path.split("/")
-            if len(parts) != 6 or parts[5] != layout.DATA_FILE or info.size == 0:
-                continue
-            sym, month = _value(parts[3], "symbol"), _value(parts[4], "month")
-            if (
-                sym is not None
-                and month is not None
-                and layout.is_valid_symbol(sym)
-                and layout.is_valid_month(month)
-            ):
-                found[(sym, month)] = info
+            keys = _partition_keys(info)
+            if keys is not None:
+                found[(keys[1], keys[2])] = info
         return found
 
     def read_partition(self, interval: str, symbol: str, month: str) -> pl.DataFrame:
@@ -175,23 +167,7 @@ class ObjectLake(Lake):
 
     def candle_objects(self) -> list[ObjectInfo]:
         """Every partition object of the lake (any exchange and interval) the layout allows."""
-        found = []
-        for info in self._objects.list("klines/"):
-            parts = info.path.split("/")
-            if len(parts) != 6 or parts[5] != layout.DATA_FILE or info.size == 0:
-                continue
-            exchange, sym, month = (
-                _value(parts[1], "exchange"),
-                _value(parts[3], "symbol"),
-                _value(parts[4], "month"),
-            )
-            if (
-                exchange is not None and _known_exchange(exchange)
-                and sym is not None and layout.is_valid_symbol(sym)
-                and month is not None and layout.is_valid_month(month)
-            ):  # fmt: skip
-                found.append(info)
-        return found
+        return [info for info in self._objects.list("klines/") if _partition_keys(info) is not None]
 
     def check_objects(self, objects: list[ObjectInfo]) -> None:
         """Refuse objects whose footer is not the candle schema (read once per version).
@@ -201,8 +177,8 @@ class ObjectLake(Lake):
         """
 
         def check(info: ObjectInfo) -> PartitionStats:
-            parts = info.path.split("/")
-            return self._stats(parts[3].partition("=")[2], parts[4].partition("=")[2], info)
+            _, symbol, month = _partition_keys(info) or ("", "", "")
+            return self._stats(symbol, month, info)
 
         list(_pool().map(check, objects))
 
@@ -275,6 +251,25 @@ def _pool() -> ThreadPoolExecutor:
 
 def _value(part: str, key: str) -> str | None:
     return part[len(key) + 1 :] if part.startswith(f"{key}=") else None
+
+
+def _partition_keys(info: ObjectInfo) -> tuple[str, str, str] | None:
+    """``(exchange, symbol, month)`` of a partition object the layout allows
+    (``klines/exchange=.../interval=.../symbol=.../month=.../data.parquet``, not empty); None
+    for any other object."""
+    parts = info.path.split("/")
+    if len(parts) != 6 or parts[0] != "klines" or parts[5] != layout.DATA_FILE or info.size == 0:
+        return None
+    exchange, symbol, month = (
+        _value(parts[1], "exchange"),
+        _value(parts[3], "symbol"),
+        _value(parts[4], "month"),
+    )
+    if exchange is None or symbol is None or month is None or _value(parts[2], "interval") is None:
+        return None
+    if not (_known_exchange(exchange) and layout.is_valid_symbol(symbol) and layout.is_valid_month(month)):
+        return None
+    return exchange, symbol, month
 
 
 def _decode(where: str, data: bytes) -> pa.Table:

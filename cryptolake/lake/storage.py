@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptolake.atomic import fsync_dir, write_bytes_atomic
+from cryptolake.config import is_bucket_name
 from cryptolake.errors import LakeError, VersionConflict
 
 #: A URL scheme (``gs://``, ``S3://``, ``file:///``, a typo like ``s3:/``), not a folder.
@@ -236,16 +237,6 @@ class LocalStorage:
             self._path(path).unlink(missing_ok=True)
         except OSError as exc:
             raise LakeError(f"cannot delete {self._path(path)}: {exc.strerror or exc}") from None
-
-
-#: An S3 bucket name as S3 allows it: 3-63 lowercase letters, digits, dots and hyphens, starting
-#: and ending with a letter or digit, no ``..``, not an IP address, no ``xn--`` prefix.
-_BUCKET = re.compile(r"^(?!xn--)(?!\d+\.\d+\.\d+\.\d+$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
-def is_bucket_name(name: str) -> bool:
-    """Whether ``name`` is a valid S3 bucket name."""
-    return bool(_BUCKET.match(name))
 
 
 def check_prefix(url: str) -> str:
