@@ -454,6 +454,12 @@ SPECS: tuple[SettingSpec, ...] = (
                 "Streamed candles are written to the lake this often, seconds."),
     SettingSpec("stream", "compact_files", _int_between(1, 10_000), 60,
                 "A partition's stream files are compacted into its data.parquet once it has this many."),
+    SettingSpec("quality", "spike_mads", _float_between(1, 1000), 15.0,
+                "A close this many robust deviations (MAD of log returns) from both neighbours is a spike."),
+    SettingSpec("quality", "spike_window", _int_between(5, 100_000), 240,
+                "Candles around each one whose returns set the spike threshold."),
+    SettingSpec("quality", "zero_volume_hours", _float_between(0, 100_000, low_open=True), 24.0,
+                "Hours in a row without volume that make a zero_volume_run warning."),
     SettingSpec("postgres", "dsn", _dsn, "", "PostgreSQL DSN for `cryptolake load postgres`.",
                 secret=True),
     SettingSpec("postgres", "schema", _pg_name, "cryptolake", "Schema of the PostgreSQL candle table."),
@@ -529,6 +535,13 @@ class StreamSettings:
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    spike_mads: float = 15.0
+    spike_window: int = 240
+    zero_volume_hours: float = 24.0
+
+
+@dataclass(frozen=True)
 class PostgresSettings:
     dsn: str = field(repr=False)
     schema: str = "cryptolake"
@@ -548,6 +561,7 @@ class Settings:
     collection: CollectionSettings
     scheduler: SchedulerSettings
     stream: StreamSettings
+    quality: QualitySettings
     postgres: PostgresSettings
     sources: Mapping[str, str] = field(repr=False, compare=False)
     #: Things worth telling the user that do not stop the command (an unknown variable).
@@ -576,6 +590,7 @@ _SECTIONS = {
     "collection": CollectionSettings,
     "scheduler": SchedulerSettings,
     "stream": StreamSettings,
+    "quality": QualitySettings,
     "postgres": PostgresSettings,
 }
 

@@ -12,7 +12,7 @@ register their commands on import.
 
 from __future__ import annotations
 
-from cryptolake.cli import collect, lake, load, misc, scheduler, stream, verify  # noqa: F401  (register the commands)
+from cryptolake.cli import collect, lake, load, misc, quality, scheduler, stream, verify  # noqa: F401  (register the commands)
 from cryptolake.cli.app import cli, main
 
 __all__ = ["cli", "main"]
