@@ -159,3 +159,34 @@ def test_check_reports_a_stored_lake_and_exits_1_on_errors(
 def test_quality_settings_are_checked(value: str, cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRYPTOLAKE_QUALITY_SPIKE_MADS", value)
     assert "quality.spike_mads" in one_line_error(invoke("config"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "rules", "exit_code"),
+    [
+        ("swapped_high_low", ["ohlc_order"], 1),
+        ("spike", ["price_spike"], 0),
+        ("duplicate", [], 0),  # the lake stores an open time once
+        ("open_as_closed", [], 0),  # the still-open candle is never stored, whatever its close time says
+    ],
+)
+def test_the_fakes_bad_candles_are_found_end_to_end(
+    kind: str, rules: list[str], exit_code: int, cli_env: Path
+) -> None:
+    with FakeExchange(now=to_ms("2026-01-01T00:30:00Z")) as fx:
+        bad = to_ms("2026-01-01T00:00:00Z") if kind == "open_as_closed" else to_ms("2025-12-10T05:00:00Z")
+        fx.bad_candle(kind, "BTCUSDT", "1h", bad)
+        lake = cli_env / "lake"
+        assert collect(lake, fx, "--symbols", "BTC", "--since", "2025-12-01", "--quiet").exit_code == 0
+        result = invoke("check", "--lake", lake, "--json")
+        assert result.exit_code == exit_code, result.output
+        found = json.loads(result.output)
+        assert [f["rule"] for f in found] == rules
+        assert all(f["open_time"] == "2025-12-10T05:00:00Z" for f in found)
+        stored = Lake(lake).scan("1h", ["BTCUSDT"]).collect()
+        assert stored["open_time"].is_unique().all() and stored.height == 31 * 24  # every December hour, once
+
+
+def test_an_unknown_bad_candle_is_refused() -> None:
+    with FakeExchange(now=NOW) as fx, pytest.raises(ValueError, match="unknown bad candle"):
+        fx.bad_candle("upside_down", "BTCUSDT", "1h", START)

@@ -153,7 +153,10 @@ def _ep_klines(exchange: FakeExchange, params: dict[str, str], micro: bool, now:
         end = None if end is None else end // 1000
     iv = Interval(interval)
     opens = exchange._market.select(sym, iv, now, start, end, limit)
-    return ("[" + ",".join(exchange._market.rows_json(sym, iv, opens, now, micro)) + "]").encode()
+    rows = exchange._spoil(
+        sym.symbol, iv.name, opens, exchange._market.rows_json(sym, iv, opens, now, micro), now
+    )
+    return ("[" + ",".join(rows) + "]").encode()
 
 
 _ENDPOINTS: dict[str, Callable[[Any, dict[str, str], bool, int], bytes]] = {

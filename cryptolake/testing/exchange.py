@@ -3,6 +3,7 @@ endpoints and the control API."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import socket
@@ -61,6 +62,8 @@ def _delta_ms(delta: int | timedelta) -> int:
     return _as_ms(delta)
 
 
+#: What :meth:`FakeExchange.bad_candle` can do to a candle.
+BAD_CANDLE_KINDS = ("swapped_high_low", "us_time", "duplicate", "spike", "open_as_closed")
 #: The client address of a request made in-process (no socket), and the fake's first budget.
 DEFAULT_CLIENT_IP = "127.0.0.1"
 
@@ -183,6 +186,7 @@ class FakeExchange(Served):
         """Forget faults (the archive's too), stats, bans and weight (caller holds the lock or is
         __init__)."""
         self._faults: list[list[Any]] = []  # [fault, remaining uses]
+        self._bad_candles: dict[tuple[str, str, int], str] = {}  # (symbol, interval, open ms) -> kind
         self._archive.clear_faults()
         self._archive_requests = 0
         self._archive_bytes = 0
@@ -350,6 +354,44 @@ class FakeExchange(Served):
         if closed_only and rows and rows[-1][6] >= now:
             rows.pop()
         return [_row_list(row) for row in rows]
+
+    # -- bad candles ---------------------------------------------------------------------------
+
+    def bad_candle(self, kind: str, symbol: str, interval: str, open_ms: int) -> None:
+        """Serve one REST candle wrong from now on (until :meth:`reset`), as exchanges have:
+        ``swapped_high_low``, ``us_time`` (its open time in microseconds in a millisecond
+        field), ``duplicate`` (the row twice), ``spike`` (close and high ten times too high) or
+        ``open_as_closed`` (the still-open candle with a close time already past)."""
+        if kind not in BAD_CANDLE_KINDS:
+            raise ValueError(f"unknown bad candle {kind!r}; expected one of {', '.join(BAD_CANDLE_KINDS)}")
+        Interval(interval)  # ValueError for an unknown one
+        with self._lock:
+            self._bad_candles[(symbol, interval, int(open_ms))] = kind
+
+    def _spoil(self, symbol: str, interval: str, opens: list[int], rows: list[str], now: int) -> list[str]:
+        """``rows`` (JSON array texts of the candles at ``opens``) with the bad candles applied."""
+        with self._lock:
+            bad = {t: k for (sym, iv, t), k in self._bad_candles.items() if sym == symbol and iv == interval}
+        if not bad:
+            return rows
+        out = []
+        for t, text in zip(opens, rows, strict=True):
+            kind = bad.get(t)
+            if kind is None:
+                out.append(text)
+                continue
+            row = json.loads(text)
+            if kind == "swapped_high_low":
+                row[2], row[3] = row[3], row[2]
+            elif kind == "us_time":
+                row[0] = int(row[0]) * 1000
+            elif kind == "spike":
+                row[2], row[4] = str(float(row[2]) * 10), str(float(row[4]) * 10)
+            elif kind == "open_as_closed":
+                row[6] = min(int(row[6]), now - 1)
+            spoiled = json.dumps(row, separators=(",", ":"))
+            out.extend([spoiled, spoiled] if kind == "duplicate" else [spoiled])
+        return out
 
     # -- the bulk archive (data.binance.vision) -----------------------------------------------
 
