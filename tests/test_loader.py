@@ -38,14 +38,13 @@ from cryptolake.loader import PostgresLoader, SyncReport
 from cryptolake.loader.pgtables import COLUMN_TYPES, STATE_TABLE
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS
 from cryptolake.timeutils import to_ms
+from tests.conftest import PG_DSN, connect_test_pg
 
 pytestmark = pytest.mark.postgres
 
-PG_DSN = os.environ.get("CRYPTOLAKE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
 MONTHS = ("2024-01", "2024-02")
 VALUES = ", ".join(KLINE_COLUMNS[1:])
-
 
 # -- fixtures and helpers ------------------------------------------------------------------
 
@@ -53,14 +52,7 @@ VALUES = ", ".join(KLINE_COLUMNS[1:])
 @pytest.fixture(scope="module")
 def server() -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection for the tests' own queries; skip (or fail under CI) without one."""
-    try:
-        conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        message = f"no PostgreSQL server at CRYPTOLAKE_TEST_PG_DSN={redact_dsn(PG_DSN)}: {exc}"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(f"{message} (CI=true: the PostgreSQL tests must run)")
-        pytest.skip(message)
-    with conn:
+    with connect_test_pg() as conn:
         yield conn
 
 

@@ -277,28 +277,20 @@ def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Any
         raise UsageProblem(f"invalid --shard: {exc}") from None
 
 
-def shard_option(func: F) -> F:
-    """``--shard K/N``: this process's stable share of the symbols."""
-    return click.option(
-        "--shard",
-        default=None,
-        callback=_shard,
-        metavar="K/N",
-        help="Only this process's share of the symbols (by a hash of exchange and symbol): run "
-        "K/N for K = 1..N on N hosts to split the universe. Example: --shard 2/4",
-    )(func)
+def _shard_flag(help_text: str) -> Callable[[F], F]:
+    return click.option("--shard", default=None, callback=_shard, metavar="K/N", help=help_text)
 
 
-def scheduler_shard_option(func: F) -> F:
-    """``--shard K/N`` of the `scheduler` commands: which of this host's schedulers to steer."""
-    return click.option(
-        "--shard",
-        default=None,
-        callback=_shard,
-        metavar="K/N",
-        help="The scheduler of shard K/N on this host (a `run --shard K/N` on an s3:// lake keeps "
-        "its state on its host, one per shard). Example: --shard 2/4",
-    )(func)
+#: ``--shard K/N``: this process's stable share of the symbols.
+shard_option = _shard_flag(
+    "Only this process's share of the symbols (by a hash of exchange and symbol): run "
+    "K/N for K = 1..N on N hosts to split the universe. Example: --shard 2/4"
+)
+#: ``--shard K/N`` of the `scheduler` commands: which of this host's schedulers to steer.
+scheduler_shard_option = _shard_flag(
+    "The scheduler of shard K/N on this host (a `run --shard K/N` on an s3:// lake keeps "
+    "its state on its host, one per shard). Example: --shard 2/4"
+)
 
 
 def interval_option(func: F) -> F:
