@@ -30,22 +30,26 @@ ROWS = 1_000_000
 
 
 def candles(start_ms: int, step_ms: int, count: int, seed: int) -> pl.DataFrame:
+    """Sound candles (every data-quality rule holds): a random walk of log prices, high and low
+    around open and close, taker volume within volume."""
     rng = np.random.default_rng(seed)
     open_ms = start_ms + np.arange(count, dtype=np.int64) * step_ms
-    price = 100 + rng.standard_normal(count).cumsum()
+    price = 100 * np.exp((rng.standard_normal(count) * 0.001).cumsum())
+    close = price * (1 + rng.standard_normal(count) * 0.0005)
+    volume = rng.random(count) * 10
     frame = pl.DataFrame(
         {
             "open_time": open_ms,
             "open": price,
-            "high": price + 1,
-            "low": price - 1,
-            "close": price + 0.5,
-            "volume": rng.random(count) * 10,
+            "high": np.maximum(price, close) * 1.001,
+            "low": np.minimum(price, close) * 0.999,
+            "close": close,
+            "volume": volume,
             "close_time": open_ms + step_ms - 1,
-            "quote_volume": rng.random(count) * 1000,
+            "quote_volume": volume * price,
             "trades": rng.integers(0, 1000, count),
-            "taker_buy_base_volume": rng.random(count),
-            "taker_buy_quote_volume": rng.random(count) * 100,
+            "taker_buy_base_volume": volume * rng.random(count),
+            "taker_buy_quote_volume": volume * price * rng.random(count),
         }
     )
     return frame.with_columns(

@@ -111,6 +111,7 @@ class CryptoCollector:
         self.shard = Shard.parse(shard) if isinstance(shard, str) else shard
         self._stop = threading.Event()
         self._end_ms: int | None = None
+        self._exchange_now_ms = 0  # the exchange's clock when the run was planned
         self._state_lock = threading.Lock()
 
     # -- universe --------------------------------------------------------------------------
@@ -302,7 +303,7 @@ class CryptoCollector:
             pipeline = Pipeline(
                 self.client, self.lake, self.meta, gate, self.grid, batch_candles=self._batch_candles(),
                 window_attempts=self.window_attempts, stop=self._stop, backoff_s=self._window_backoff_s,
-                now_ms=self._now_ms, emit=self._emit,
+                now_ms=self._now_ms, exchange_now_ms=self._exchange_now_ms, emit=self._emit,
             )  # fmt: skip
             pipeline.run(windows)
             self._settle_starts(gate, starts, results)
@@ -328,7 +329,8 @@ class CryptoCollector:
         """The run's windows, in the order they are fetched, and the starts to record for the
         symbols that have nothing to fetch. Asks the exchange's clock and symbol list once."""
         # The exchange's clock, not ours, decides which candles are closed.
-        end_ms = self.grid.floor(self.client.sync_clock())
+        self._exchange_now_ms = self.client.sync_clock()
+        end_ms = self.grid.floor(self._exchange_now_ms)
         if until is not None:
             end_ms = min(end_ms, self._until_end(until))
         self._end_ms = end_ms

@@ -117,14 +117,23 @@ def plot_labels(texts: Sequence[str]) -> tuple[list[str], str | None]:
     return [label_for_font(text, charmap).replace("$", r"\$") for text in texts], path
 
 
+#: The letter drawn on a month with data-quality findings (``coverage --png --quality``).
+QUALITY_MARKS = {"error": "E", "warning": "W"}
+
+
 def draw_coverage(
-    rows: Sequence[dict[str, Any]], path: str | Path, title: str = "cryptolake coverage"
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    title: str = "cryptolake coverage",
+    marks: Mapping[tuple[str, str], str] | None = None,
 ) -> Path:
     """Draw ``rows`` (``symbol``, ``month``, ``completeness_percent``, as from
     :func:`cryptolake.gaps.coverage_rows`) as a symbols x months heatmap; returns the PNG path.
 
     Months run without holes from the first to the last; cells are coloured by
-    :func:`coverage_bin`, with a colorbar naming the bins.
+    :func:`coverage_bin`, with a colorbar naming the bins. ``marks`` (``{(symbol, month):
+    "error" | "warning"}``, from :func:`cryptolake.quality.marked_months`) puts an ``E`` or a
+    ``W`` (:data:`QUALITY_MARKS`) on the months with data-quality findings.
 
     Raises:
         MissingDependency: matplotlib is not installed (``pip install 'cryptolake[plot]'``).
@@ -158,6 +167,14 @@ def draw_coverage(
             axes.set_yticks([y - 0.5 for y in range(1, len(symbols))], minor=True)
             axes.grid(which="minor", color="white", linewidth=0.5)
             axes.tick_params(which="minor", length=0)
+            for (symbol, month), severity in (marks or {}).items():
+                if symbol in symbols and month in months:
+                    axes.text(
+                        months.index(month), symbols.index(symbol), QUALITY_MARKS[severity],
+                        ha="center", va="center", fontsize=7, fontweight="bold", color="black",
+                    )  # fmt: skip
+            if marks:
+                axes.set_xlabel("E: errors, W: warnings found by cryptolake check", fontsize=7)
         else:
             axes.set_axis_off()
             axes.text(0.5, 0.5, "no coverage rows", ha="center", va="center", transform=axes.transAxes)

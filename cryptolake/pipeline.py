@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cryptolake.errors import CryptolakeError, Interrupted, InvalidSymbol, IPBanned, LakeLocked, Transient
 from cryptolake.gaps import missing_runs
@@ -214,6 +215,8 @@ class Pipeline:
         stop: set to stop: no new request or commit starts; what is being written finishes.
         backoff_s: the pause before a failed page is asked again, by failures so far.
         now_ms: this machine's clock (ms), to stamp records.
+        exchange_now_ms: the exchange's clock when the run was planned: the rules refuse a
+            candle that closes after it (:func:`cryptolake.rules.screen`).
         emit: receives progress events (from the coordinator thread).
     """
 
@@ -230,6 +233,7 @@ class Pipeline:
         stop: threading.Event,
         backoff_s: Callable[[int], float],
         now_ms: Callable[[], int],
+        exchange_now_ms: int,
         emit: Callable[[ProgressEvent], None],
     ) -> None:
         self.client = client
@@ -245,6 +249,7 @@ class Pipeline:
         self.stop = stop
         self.backoff_s = backoff_s
         self.now_ms = now_ms
+        self.exchange_now_ms = exchange_now_ms
         self.emit = emit
         self.concurrency = max(1, int(client.concurrency))
         unit_pages = -(-batch_candles // PAGE_CANDLES) + 1
@@ -450,9 +455,29 @@ class Pipeline:
                 else:
                     lo, hi = window.plan.pages[index]
                     value = self.client.get_klines_range(window.symbol, self.grid.name, lo, hi, as_arrow=True)
+            if isinstance(value, pa.Table):
+                value = self._screened(window.symbol, value, "rest")
+            elif isinstance(value, BlockRows):
+                value.table = self._screened(window.symbol, value.table, "archive")
             self._events.put(_Event("page", window, index, value))
         except BaseException as exc:  # noqa: BLE001 - every outcome is the coordinator's to judge
             self._events.put(_Event("page", window, index, error=exc))
+
+    def _screened(self, symbol: str, page: pa.Table, source: str) -> pa.Table:
+        """A page as it arrives, without the candles that break an error rule (quarantined with
+        ``source``): nothing after this sees them, neither the lake nor the outage evidence."""
+        now = self.exchange_now_ms
+        if page.num_rows:
+            # The still-open candle, which says so (it closes after now), comes with a page as the
+            # exchange documents: it is not asked for, not wrong, and not kept.
+            opens, closes = (
+                page.column("open_time").cast(pa.int64()),
+                page.column("close_time").cast(pa.int64()),
+            )
+            still_open = pc.and_(pc.less_equal(opens, now), pc.greater_equal(closes, now))
+            if pc.any(still_open).as_py():
+                page = page.filter(pc.invert(still_open))
+        return self.lake.screen_candles(self.grid.name, symbol, page, source, now).kept
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -707,7 +732,10 @@ class Pipeline:
                         Window(self.grid.name, window.symbol, "failed", a, self.grid.floor(b - 1), now, now,
                                error="not served by the archive")
                     )  # fmt: skip
-                written = self.lake.write_partition(self.grid.name, window.symbol, unit)
+                source = "+".join(sorted({"archive" if block else "rest" for block in job.from_blocks}))
+                written = self.lake.write_partition(
+                    self.grid.name, window.symbol, unit, source=source, now_ms=self.exchange_now_ms
+                )
                 # After the candles: a record names only files whose rows are in the lake.
                 self.meta.record_sources(self.grid.name, window.symbol, month_of(u_lo), records, now)
             span = _time_span(unit) if unit.num_rows else None

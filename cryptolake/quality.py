@@ -11,8 +11,8 @@ Errors (a candle that cannot be trusted at all):
 - ``close_time``: a close time that is not the next open time minus 1 ms;
 - ``time_unit``: an open or close time not plausible in milliseconds (before 2009, or later than
   the clock allows: a microsecond or second value in a millisecond field);
-- ``ohlc_order``: ``low <= min(open, close)`` or ``max(open, close) <= high`` broken;
 - ``non_positive_price``: a price that is zero, negative or not a number;
+- ``ohlc_order``: ``low <= min(open, close)`` or ``max(open, close) <= high`` broken;
 - ``negative_volume``: a negative volume, quote volume, taker volume or trade count;
 - ``not_closed``: a candle whose close time has not passed yet.
 
@@ -30,31 +30,27 @@ Warnings (kept, and reported):
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import polars as pl
 
 from cryptolake.errors import LakeError
 from cryptolake.lake import Lake
-from cryptolake.schema import HOUR_MS, Interval
-from cryptolake.timeutils import to_ms
+from cryptolake.lake.layout import META_DIR
+from cryptolake.lake.storage import update_object
+from cryptolake.rules import ERROR_RULES as ERROR_RULES  # the report's errors are the commit's
+from cryptolake.rules import PRICES, Condition, row_conditions, with_times
+from cryptolake.schema import HOUR_MS, KLINE_SCHEMA, Interval
 
 Severity = Literal["error", "warning"]
-ERROR_RULES = (
-    "duplicate_key",
-    "off_grid",
-    "close_time",
-    "time_unit",
-    "ohlc_order",
-    "non_positive_price",
-    "negative_volume",
-    "not_closed",
-)
 WARNING_RULES = ("taker_exceeds_volume", "zero_volume_mismatch", "price_spike", "zero_volume_run")
-#: Open times before this are not plausible in milliseconds (a value in seconds lands in 1970).
-EARLIEST_MS = to_ms("2009-01-01")
+#: Marks the rows being checked (the others are context around them).
+_CORE = pl.lit(True).alias("_core")
 FINDING_SCHEMA = pl.Schema(
     {
         "symbol": pl.String(),
@@ -68,8 +64,6 @@ FINDING_SCHEMA = pl.Schema(
 #: The least median absolute log return a spike is measured against (0.1%): over a flat stretch
 #: the median is zero, and any move would otherwise be "infinitely many" deviations.
 MAD_FLOOR = 1e-3
-_PRICES = ("open", "high", "low", "close")
-_AMOUNTS = ("volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume", "trades")
 
 
 @dataclass(frozen=True)
@@ -90,56 +84,23 @@ def find_problems(
 ) -> pl.DataFrame:
     """Every finding of every rule in one symbol's candles of ``interval`` (see the module
     docstring), sorted by open time and rule; empty if the candles are sound."""
-    grid = Interval(interval)
+    return _problems(candles, symbol, Interval(interval), now_ms, rules, runs=True)
+
+
+def _problems(
+    candles: pl.DataFrame, symbol: str, grid: Interval, now_ms: int, rules: QualityRules, *, runs: bool
+) -> pl.DataFrame:
+    """:func:`find_problems`; with a boolean ``_core`` column, only the findings of its rows
+    (the others are context: the neighbours a spike is judged against); ``runs``: with the
+    ``zero_volume_run`` rule."""
     if candles.is_empty():
         return pl.DataFrame(schema=FINDING_SCHEMA)
-    frame = candles.with_columns(
-        pl.col("open_time").dt.epoch("ms").alias("_open"),
-        pl.col("close_time").dt.epoch("ms").alias("_close"),
-    ).sort("_open")
+    frame = with_times(candles).sort("_open")
+    if "_core" not in frame.columns:
+        frame = frame.with_columns(_CORE)
     found = [
         _flag(frame, "duplicate_key", "error", pl.col("_open").is_duplicated(), ["_open"]),
-        _flag(frame, "off_grid", "error", ~_on_grid(grid), ["_open"]),
-        _flag(
-            frame,
-            "close_time",
-            "error",
-            pl.col("_close") != _next_open(grid) - 1,
-            ["_open", "_close"],
-        ),
-        _flag(
-            frame,
-            "time_unit",
-            "error",
-            (pl.col("_open") < EARLIEST_MS)
-            | (pl.col("_open") > now_ms + grid.nominal_ms)
-            | (pl.col("_close") < EARLIEST_MS)
-            | (pl.col("_close") > now_ms + 2 * grid.nominal_ms),
-            ["_open", "_close"],
-        ),
-        _flag(
-            frame,
-            "ohlc_order",
-            "error",
-            (pl.col("low") > pl.min_horizontal("open", "close"))
-            | (pl.max_horizontal("open", "close") > pl.col("high")),
-            list(_PRICES),
-        ),
-        _flag(
-            frame,
-            "non_positive_price",
-            "error",
-            pl.any_horizontal(~(pl.col(c) > 0) for c in _PRICES),  # NaN and null too
-            list(_PRICES),
-        ),
-        _flag(
-            frame,
-            "negative_volume",
-            "error",
-            pl.any_horizontal(pl.col(c) < 0 for c in _AMOUNTS),
-            list(_AMOUNTS),
-        ),
-        _flag(frame, "not_closed", "error", pl.col("_close") >= now_ms, ["_close"]),
+        *(_flag(frame, c.rule, "error", c.broken, list(c.shown)) for c in row_conditions(grid, now_ms)),
         _flag(
             frame,
             "taker_exceeds_volume",
@@ -152,47 +113,38 @@ def find_problems(
             "zero_volume_mismatch",
             "warning",
             (pl.col("volume") == 0)
-            & ((pl.col("trades") > 0) | (pl.min_horizontal(*_PRICES) != pl.max_horizontal(*_PRICES))),
-            ["volume", "trades", *_PRICES],
+            & ((pl.col("trades") > 0) | (pl.min_horizontal(*PRICES) != pl.max_horizontal(*PRICES))),
+            ["volume", "trades", *PRICES],
         ),
         _spikes(frame, rules),
-        _zero_volume_runs(frame, grid, rules),
     ]
+    if runs:
+        quiet = _ZeroVolumeRuns(grid, rules)
+        found += [quiet.over(frame), quiet.finish()]
+    return _labelled(pl.concat(found).filter(pl.col("_core")).drop("_core"), symbol, grid)
+
+
+def _labelled(findings: pl.DataFrame, symbol: str, grid: Interval) -> pl.DataFrame:
+    """Findings with their symbol and interval, in the report's columns and order."""
     return (
-        pl.concat(found)
-        .with_columns(pl.lit(symbol).alias("symbol"), pl.lit(grid.name).alias("interval"))
+        findings.with_columns(pl.lit(symbol).alias("symbol"), pl.lit(grid.name).alias("interval"))
         .select(FINDING_SCHEMA.names())
         .cast({"open_time": FINDING_SCHEMA["open_time"]})
         .sort("open_time", "rule")
     )
 
 
-def _on_grid(grid: Interval) -> pl.Expr:
-    if grid.is_monthly:
-        return pl.col("open_time") == pl.col("open_time").dt.truncate("1mo")
-    assert grid.fixed_ms is not None
-    return (pl.col("_open") - grid.origin_ms) % grid.fixed_ms == 0
-
-
-def _next_open(grid: Interval) -> pl.Expr:
-    if grid.is_monthly:
-        return pl.col("open_time").dt.offset_by("1mo").dt.epoch("ms")
-    return pl.col("_open") + grid.nominal_ms
-
-
 def _flag(
     frame: pl.DataFrame, rule: str, severity: Severity, broken: pl.Expr, shown: list[str]
 ) -> pl.DataFrame:
     """The rows where ``broken`` holds, as findings whose detail names the ``shown`` values."""
-    detail = pl.concat_str(
-        [pl.lit(f"{c.lstrip('_')}=") + pl.col(c).cast(pl.String).fill_null("null") for c in shown],
-        separator=" ",
-    )
-    return _findings(frame.filter(broken.fill_null(True)), rule, severity, detail)
+    detail = Condition(rule, broken, tuple(shown)).detail()
+    return _findings(frame.filter(broken.fill_null(False)), rule, severity, detail)
 
 
 def _findings(hits: pl.DataFrame, rule: str, severity: Severity, detail: pl.Expr) -> pl.DataFrame:
-    """``hits`` (with ``_open``) as findings of ``rule``; symbol and interval are filled in later."""
+    """``hits`` (with ``_open``, and ``_core`` if it has one) as findings of ``rule``; symbol
+    and interval are filled in later."""
     return hits.select(
         pl.lit("").alias("symbol"),
         pl.lit("").alias("interval"),
@@ -200,6 +152,7 @@ def _findings(hits: pl.DataFrame, rule: str, severity: Severity, detail: pl.Expr
         pl.lit(rule).alias("rule"),
         pl.lit(severity).alias("severity"),
         detail.alias("detail"),
+        *([pl.col("_core")] if "_core" in hits.columns else []),
     )
 
 
@@ -209,6 +162,7 @@ def _spikes(frame: pl.DataFrame, rules: QualityRules) -> pl.DataFrame:
     window = max(5, rules.spike_window)
     returns = frame.select(
         "_open",
+        "_core",
         "close",
         pl.col("close").log().diff().alias("_back"),
         (pl.col("close").log() - pl.col("close").log().shift(-1)).alias("_ahead"),
@@ -234,22 +188,6 @@ def _spikes(frame: pl.DataFrame, rules: QualityRules) -> pl.DataFrame:
         ]
     )
     return _findings(hits, "price_spike", "warning", detail)
-
-
-def _zero_volume_runs(frame: pl.DataFrame, grid: Interval, rules: QualityRules) -> pl.DataFrame:
-    """The first candle of each run of ``zero_volume_hours`` or more without volume."""
-    needed = max(1, int(rules.zero_volume_hours * HOUR_MS // grid.nominal_ms))
-    runs = (
-        frame.select("_open", (pl.col("volume") == 0).alias("_zero"))
-        .with_columns((pl.col("_zero") != pl.col("_zero").shift(1)).fill_null(True).cum_sum().alias("_run"))
-        .filter(pl.col("_zero"))
-        .group_by("_run")
-        .agg(pl.col("_open").min().alias("_open"), pl.len().alias("_candles"))
-        .filter(pl.col("_candles") >= needed)
-    )
-    return _findings(
-        runs, "zero_volume_run", "warning", pl.lit("candles=") + pl.col("_candles").cast(pl.String)
-    )
 
 
 # -- over a stored lake ------------------------------------------------------------------------
@@ -285,27 +223,211 @@ def check_lake(
     since_ms: int | None = None,
     until_ms: int | None = None,
     rules: QualityRules = QualityRules(),
+    *,
+    workers: int = 2,
 ) -> QualityReport:
-    """Every rule over what ``lake`` stores for ``interval`` (one symbol at a time, so memory
-    holds one symbol's candles in range), optionally for some symbols and ``[since, until)``.
+    """Every rule over what ``lake`` stores for ``interval``, optionally for some symbols and
+    ``[since, until)``.
+
+    The partitions to read come from their footers (months outside the range are never
+    opened). Each symbol is read a month at a time, with the ``spike_window`` candles around
+    the month for the spike rule and the run of zero volume carried over from the months
+    before, so memory holds about two months of ``workers`` symbols, however long the history.
 
     Raises:
-        LakeError: there is no lake there.
+        LakeError: there is no lake there, or a partition cannot be read.
     """
     if not lake.exists():
         raise LakeError(f"no lake at {lake.location}: collect into it first, or check the path")
+    grid = Interval(interval)
     wanted = lake.symbols(interval) if symbols is None else list(dict.fromkeys(symbols))
-    found, candles = [], 0
-    for symbol in wanted:
-        frame = lake.scan(interval, [symbol], since_ms, until_ms).collect().drop("symbol")
-        candles += frame.height
-        found.append(find_problems(frame, symbol, interval, now_ms, rules))
-    findings = pl.concat(found) if found else pl.DataFrame(schema=FINDING_SCHEMA)
+    check = partial(_check_symbol, lake, grid, now_ms, since_ms, until_ms, rules)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(check, wanted))
+    findings = pl.concat([found for found, _ in results]) if results else pl.DataFrame(schema=FINDING_SCHEMA)
     return QualityReport(
         interval,
         findings.with_columns(pl.lit(lake.exchange).alias("exchange")).select(
             "exchange", *FINDING_SCHEMA.names()
         ),
         len(wanted),
-        candles,
+        sum(count for _, count in results),
     )
+
+
+def _check_symbol(
+    lake: Lake,
+    grid: Interval,
+    now_ms: int,
+    since_ms: int | None,
+    until_ms: int | None,
+    rules: QualityRules,
+    symbol: str,
+) -> tuple[pl.DataFrame, int]:
+    """One symbol's findings and how many candles were checked (see :func:`check_lake`)."""
+    months = sorted(
+        {
+            s.month
+            for s in lake.partition_stats(grid.name, symbol)
+            if s.rows and _overlaps(s.first_open_ms, s.last_open_ms, since_ms, until_ms)
+        }
+    )
+    context = max(5, rules.spike_window) + 2
+    runs = _ZeroVolumeRuns(grid, rules)
+    found: list[pl.DataFrame] = []
+    checked = 0
+    before = pl.DataFrame(schema=KLINE_SCHEMA)
+    following = _month(lake, grid, symbol, months[0], since_ms, until_ms) if months else None
+    for index in range(len(months)):
+        current = following
+        assert current is not None
+        following = (
+            _month(lake, grid, symbol, months[index + 1], since_ms, until_ms)
+            if index + 1 < len(months)
+            else None
+        )
+        checked += current.height
+        parts = [
+            before.tail(context).with_columns(pl.lit(False).alias("_core")),
+            current.with_columns(_CORE),
+        ]
+        if following is not None:
+            parts.append(following.head(context).with_columns(pl.lit(False).alias("_core")))
+        found.append(_problems(pl.concat(parts), symbol, grid, now_ms, rules, runs=False))
+        found.append(_labelled(runs.over(with_times(current)), symbol, grid))
+        before = current
+    found.append(_labelled(runs.finish(), symbol, grid))
+    return pl.concat(found).sort("open_time", "rule", maintain_order=True), checked
+
+
+def _month(
+    lake: Lake, grid: Interval, symbol: str, month: str, since_ms: int | None, until_ms: int | None
+) -> pl.DataFrame:
+    frame = lake.read_partition(grid.name, symbol, month)
+    keep = [pl.col("open_time").dt.epoch("ms") >= since_ms] if since_ms is not None else []
+    keep += [pl.col("open_time").dt.epoch("ms") < until_ms] if until_ms is not None else []
+    return frame.filter(*keep) if keep else frame
+
+
+def _overlaps(first: int | None, last: int | None, since_ms: int | None, until_ms: int | None) -> bool:
+    if first is None or last is None:
+        return True  # no footer range: read it
+    return (since_ms is None or last >= since_ms) and (until_ms is None or first < until_ms)
+
+
+class _ZeroVolumeRuns:
+    """The ``zero_volume_run`` rule: the first candle of each run of ``zero_volume_hours`` or
+    more of candles in a row without volume. Given months in order, a run that goes on past a
+    month's end is carried into the next, and reported once."""
+
+    def __init__(self, grid: Interval, rules: QualityRules) -> None:
+        self.needed = max(1, int(rules.zero_volume_hours * HOUR_MS // grid.nominal_ms))
+        self.start: int | None = None  # open time of the carried run's first candle
+        self.length = 0
+
+    def over(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The runs that ended in ``frame`` (sorted, with ``_open``); one still going is carried."""
+        runs = (
+            frame.select("_open", (pl.col("volume") == 0).fill_null(False).alias("_zero"))
+            .with_columns(
+                (pl.col("_zero") != pl.col("_zero").shift(1)).fill_null(True).cum_sum().alias("_run")
+            )
+            .group_by("_run", maintain_order=True)
+            .agg(pl.col("_zero").first(), pl.col("_open").min(), pl.len().alias("_candles"))
+        )
+        done: list[tuple[int, int]] = []
+        for position, (zero, first_open, candles) in enumerate(
+            runs.select("_zero", "_open", "_candles").iter_rows()
+        ):
+            if not zero:
+                self._close(done)
+            elif position == 0 and self.start is not None:
+                self.length += candles  # the carried run goes on
+            else:
+                self._close(done)
+                self.start, self.length = first_open, candles
+        return self._as_findings(done)
+
+    def finish(self) -> pl.DataFrame:
+        """The carried run, if it is long enough: nothing follows."""
+        done: list[tuple[int, int]] = []
+        self._close(done)
+        return self._as_findings(done)
+
+    def _close(self, done: list[tuple[int, int]]) -> None:
+        if self.start is not None and self.length >= self.needed:
+            done.append((self.start, self.length))
+        self.start, self.length = None, 0
+
+    @staticmethod
+    def _as_findings(done: list[tuple[int, int]]) -> pl.DataFrame:
+        hits = pl.DataFrame(done, schema={"_open": pl.Int64, "_candles": pl.Int64}, orient="row")
+        detail = pl.lit("candles=") + pl.col("_candles").cast(pl.String)
+        return _findings(hits.with_columns(_CORE), "zero_volume_run", "warning", detail)
+
+
+# -- the latest report, for the ``quality`` view ----------------------------------------------
+
+#: ``<lake>/_meta/quality.parquet``: the findings of the latest check of each symbol (the
+#: ``quality`` view of :mod:`cryptolake.query`, which names the file too).
+QUALITY_FILE = "quality.parquet"
+
+
+def save_report(
+    lake: Lake,
+    report: QualityReport,
+    symbols: list[str],
+    since_ms: int | None,
+    until_ms: int | None,
+    checked_at_ms: int,
+) -> None:
+    """Store ``report`` as ``<lake>/_meta/quality.parquet`` (the DuckDB view ``quality``): the
+    findings of the checked symbols in the checked range replace the ones stored for them."""
+    fresh = report.findings.with_columns(
+        pl.lit(checked_at_ms).cast(pl.Datetime("ms", "UTC")).alias("checked_at")
+    )
+    opened = pl.col("open_time").dt.epoch("ms")
+    replaced = (
+        (pl.col("exchange") == lake.exchange)
+        & (pl.col("interval") == report.interval)
+        & pl.col("symbol").is_in(symbols)
+        & (opened >= since_ms if since_ms is not None else pl.lit(True))
+        & (opened < until_ms if until_ms is not None else pl.lit(True))
+    )
+
+    def replace(data: bytes | None) -> bytes:
+        frame = fresh
+        if data is not None:
+            try:
+                old = pl.read_parquet(io.BytesIO(data))
+                if old.schema == fresh.schema:
+                    frame = pl.concat([old.filter(~replaced), fresh])
+            except pl.exceptions.PolarsError:
+                pass  # a torn or foreign report: the new one replaces it
+        buffer = io.BytesIO()
+        frame.sort("exchange", "interval", "symbol", "open_time", "rule").write_parquet(
+            buffer, compression="zstd"
+        )
+        return buffer.getvalue()
+
+    update_object(lake.storage, f"{META_DIR}/{QUALITY_FILE}", replace)
+
+
+def marked_months(lake: Lake, interval: str) -> dict[tuple[str, str], str]:
+    """``{(symbol, month): "error" | "warning"}`` from the stored report (the worst finding of
+    each month), for ``coverage --png``; empty before the first ``cryptolake check``."""
+    read = lake.storage.read(f"{META_DIR}/{QUALITY_FILE}")
+    if read is None:
+        return {}
+    try:
+        frame = pl.read_parquet(io.BytesIO(read[0]))
+    except pl.exceptions.PolarsError as exc:
+        raise LakeError(
+            f"cannot read the quality report {lake.storage.url}/{META_DIR}/{QUALITY_FILE} ({exc}); move it aside"
+        ) from exc
+    worst = (
+        frame.filter((pl.col("exchange") == lake.exchange) & (pl.col("interval") == interval))
+        .group_by("symbol", pl.col("open_time").dt.strftime("%Y-%m").alias("month"))
+        .agg((pl.col("severity") == "error").any().alias("errors"))
+    )
+    return {(sym, month): "error" if errors else "warning" for sym, month, errors in worst.iter_rows()}

@@ -74,6 +74,8 @@ log = logging.getLogger("cryptolake.query")
 DATABASE_FILE = "cryptolake.duckdb"
 GAPS_FILE = "gaps.parquet"
 COVERAGE_FILE = "coverage.parquet"
+#: ``cryptolake check``'s latest findings (:func:`cryptolake.quality.save_report`).
+QUALITY_FILE = "quality.parquet"
 #: The storage format of ``cryptolake.duckdb``: the oldest DuckDB 1.x reads it (1.0 and later).
 DATABASE_STORAGE_VERSION = "v1.0.0"
 PARTITION_KEYS = ("exchange", "interval", "symbol", "month")
@@ -106,6 +108,10 @@ _META_VIEWS: dict[str, tuple[str, pa.Schema]] = {
         _EXCHANGE, ("interval", pa.string()), ("symbol", pa.string()), ("month", pa.string()), ("source", pa.string()),
         ("file", pa.string()), ("sha256", pa.string()), ("rows", pa.int64()), ("off_grid", pa.int64()),
         ("recorded_at", _TIME), ("note", pa.string()),
+    ])),
+    "quality": (QUALITY_FILE, pa.schema([
+        _EXCHANGE, ("symbol", pa.string()), ("interval", pa.string()), ("open_time", _TIME), ("rule", pa.string()),
+        ("severity", pa.string()), ("detail", pa.string()), ("checked_at", _TIME),
     ])),
     "markets": (MARKETS_FILE, pa.schema([
         _EXCHANGE, ("symbol", pa.string()), ("base", pa.string()), ("quote", pa.string()),

@@ -140,6 +140,7 @@ class StreamCollector:
         self.repair_retry_s = repair_retry_s
         self.report = StreamReport(symbols=len(self.symbols), interval=self.grid.name)
         self._clock = clock
+        self._latest_event_ms = 0
         self._appender = Appender(self.lake, self.grid.name)
         self._stream = KlineStream(
             self.symbols, self.grid.name, on_candle=self._on_candle, on_connected=self._on_connected,
@@ -288,6 +289,7 @@ class StreamCollector:
         # with the time it waited here, its delay from close to stored.
         sent_late_ms = max(0, int(kline.get("E") or 0) - (int(kline["T"]) + 1))
         with self._buffer_lock:
+            self._latest_event_ms = max(self._latest_event_ms, int(kline.get("E") or 0))
             self._buffer.append((symbol, row, self._clock() - sent_late_ms / 1000))
 
     def _on_connected(self, symbols: list[str]) -> None:
@@ -354,16 +356,22 @@ class StreamCollector:
         tables = {symbol: rows_to_table(rows) for symbol, rows in by_symbol.items()}
         with self._writing():
             for symbol, table in tables.items():
-                self.report.candles_streamed += self._store(symbol, table, closed_at[symbol])
+                self.report.candles_streamed += self._store(
+                    symbol, table, closed_at[symbol], source="websocket"
+                )
         if not self._views_ready:
             # The lake's views (cryptolake.duckdb) read every partition's files by a glob, but
             # only once the lake has some: made again after the first write.
             self._views_ready = refresh_database(self.lake.root) is not None
 
-    def _store(self, symbol: str, table: pa.Table, closed_at: float | None = None) -> int:
-        """Append (holding the writer lock); remember the last candle and its delay after its
-        close (``closed_at``: when it closed on this machine's clock; None: by the exchange's)."""
-        stored = self._appender.append(symbol, table)
+    def _store(self, symbol: str, table: pa.Table, closed_at: float | None = None, *, source: str) -> int:
+        """Append (holding the writer lock; candles that break a rule are quarantined, with
+        ``source``); remember the last candle and its delay after its close (``closed_at``: when
+        it closed on this machine's clock; None: by the exchange's)."""
+        # The exchange's clock decides what is closed: the estimate from the offset measured at
+        # start, or the latest time a message of the exchange's was sent at, if that is later.
+        exchange_now = max(self.client.exchange_now_ms(), self._latest_event_ms)
+        stored = self._appender.append(symbol, table, source=source, now_ms=exchange_now)
         if table.num_rows:
             last = int(table.column("open_time")[-1].value)
             if last > self._last_stored.get(symbol, -1):
@@ -415,7 +423,7 @@ class StreamCollector:
         if table.num_rows == 0:
             return
         with self._writing():
-            added = self._store(symbol, table)
+            added = self._store(symbol, table, source="rest")
         self.report.candles_repaired += added
         if added:
             log.info("repaired %d %s candles of %s over REST", added, self.grid.name, symbol)

@@ -234,7 +234,7 @@ def _verify_archive(
             patch = _only(fresh, keys)
             with lake.writer_lock():
                 if patch.height:
-                    lake.write_klines(grid.name, symbol, patch)
+                    lake.write_klines(grid.name, symbol, patch, source="verify")
                 meta.record_sources(
                     grid.name,
                     symbol,
@@ -294,7 +294,7 @@ def _verify_rest(
             patch = _only(fresh, keys)
             if patch.height:
                 with lake.writer_lock():
-                    lake.write_klines(grid.name, symbol, patch)
+                    lake.write_klines(grid.name, symbol, patch, source="verify")
                 report.repaired += patch.height
 
 

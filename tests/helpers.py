@@ -28,8 +28,8 @@ from click.testing import CliRunner, Result
 from cryptolake.cli import cli
 from cryptolake.config import SPECS
 from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob
-from cryptolake.lake.layout import month_bounds
-from cryptolake.schema import KLINE_SCHEMA
+from cryptolake.lake.layout import month_bounds, partition_path
+from cryptolake.schema import KLINE_COLUMNS, KLINE_SCHEMA
 from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
 
@@ -201,3 +201,15 @@ def sigkill_when(
             child.kill()
             child.wait()
     return was_running, child.returncode
+
+
+def store_as_another_tool(
+    lake: Path, interval: str, symbol: str, frame: pl.DataFrame, exchange: str = "binance"
+) -> None:
+    """Write candles into their partitions the way another tool would: plain Parquet files
+    (replacing what is there), past cryptolake's rules and without its commit record, so tests
+    can put into a lake what cryptolake itself refuses to store."""
+    for month, part in frame.group_by(pl.col("open_time").dt.strftime("%Y-%m")):
+        path = partition_path(lake, interval, symbol, str(month[0]), exchange)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part.select(KLINE_COLUMNS).cast(KLINE_SCHEMA).to_arrow(), path)

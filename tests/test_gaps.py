@@ -23,6 +23,7 @@ from cryptolake.schema import KLINE_COLUMNS, Interval
 from cryptolake.sources.binance import BinanceClient
 from cryptolake.testing import FakeExchange, Fault
 from cryptolake.timeutils import iso, to_ms
+from tests.helpers import store_as_another_tool
 
 from .helpers import expected_klines
 
@@ -364,16 +365,23 @@ def test_sql_formats_and_bad_sql(fake_exchange: FakeExchange, client: BinanceCli
     )
 
 
-def test_the_writer_records_off_grid_rows_in_the_footer_so_such_partitions_are_scanned(
+def test_an_off_grid_row_is_quarantined_by_the_writer_and_found_by_the_scan_in_a_foreign_file(
     tmp_path: Path,
 ) -> None:
     grid = Interval("1h")
     times = [to_ms("2024-01-01") + i * 3_600_000 for i in range(5)]
     times[2] += 60_000  # 02:01: off the hourly grid; 02:00 is missing
-    Lake(tmp_path).write_klines("1h", "BTCUSDT", synthetic(grid, times))
-    (stats,) = Lake(tmp_path).partition_stats("1h", "BTCUSDT")
-    assert stats.off_grid_rows == 1 and stats.rows == 5 and not stats.is_contiguous(grid)
-    scan = DataGapDetector(tmp_path, "1h").scan(end_date=times[-1] + 3_600_000)
+    lake = Lake(tmp_path)
+    assert lake.write_klines("1h", "BTCUSDT", synthetic(grid, times)).rows_refused == 1
+    assert lake.quarantined("1h")["rule"].to_list() == ["off_grid"]
+    (stats,) = lake.partition_stats("1h", "BTCUSDT")
+    assert stats.off_grid_rows == 0 and stats.rows == 4 and not stats.is_contiguous(grid)
+    end = times[-1] + 3_600_000
+    scan = DataGapDetector(tmp_path, "1h").scan(end_date=end)
+    assert [(g.kind, iso(g.start_ms)) for g in scan.gaps] == [("missing", "2024-01-01T02:00:00Z")]
+    # Another tool's file with that row: not trusted from its footer, read, and the row found.
+    store_as_another_tool(tmp_path, "1h", "BTCUSDT", synthetic(grid, times))
+    scan = DataGapDetector(tmp_path, "1h").scan(end_date=end)
     assert scan.scanned_partitions == 1
     assert [(g.kind, iso(g.start_ms)) for g in scan.gaps] == [
         ("missing", "2024-01-01T02:00:00Z"),

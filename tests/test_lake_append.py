@@ -37,8 +37,8 @@ def candles(opens: list[int], price: float = 100.0) -> pa.Table:
         {
             "open_time": rows,
             "open": [price + (t // MIN) % 97 for t in rows],
-            "high": [price + (t // MIN) % 97 + 1 for t in rows],
-            "low": [price + (t // MIN) % 97 - 1 for t in rows],
+            "high": [price + max((t // MIN) % 97, (t // MIN) % 89) + 1 for t in rows],
+            "low": [(price + min((t // MIN) % 97, (t // MIN) % 89)) * 0.99 for t in rows],
             "close": [price + (t // MIN) % 89 for t in rows],
             "volume": [float((t // MIN) % 13) for t in rows],
             "close_time": [t + MIN - 1 for t in rows],

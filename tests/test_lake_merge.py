@@ -41,12 +41,20 @@ def frame_of(
 
 
 @st.composite
-def klines(draw: st.DrawFn, max_rows: int = 30) -> pl.DataFrame:
-    """Frames over a 48-hour window (duplicates allowed) with random float values."""
+def klines(draw: st.DrawFn, max_rows: int = 30, sound: bool = False) -> pl.DataFrame:
+    """Frames over a 48-hour window (duplicates allowed) with random float values; ``sound``:
+    values the lake's rules let in (positive prices, low and high around open and close,
+    volumes not negative)."""
     offsets = draw(st.lists(st.integers(0, SPAN_HOURS - 1), max_size=max_rows))
     n = len(offsets)
     floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
+    if sound:
+        floats = st.floats(min_value=1e-6, max_value=1e9, allow_nan=False, allow_infinity=False, width=64)
     data: dict[str, Any] = {c: draw(st.lists(floats, min_size=n, max_size=n)) for c in FLOAT_COLUMNS}
+    if sound:
+        o, c = data["open"], data["close"]
+        data["high"] = [max(a, b) + x for a, b, x in zip(o, c, data["high"], strict=True)]
+        data["low"] = [min(a, b) * (1 - 1 / (2 + x)) for a, b, x in zip(o, c, data["low"], strict=True)]
     opens = [BASE_MS + o * HOUR_MS for o in offsets]
     data["open_time"] = opens
     data["close_time"] = [t + HOUR_MS - 1 for t in opens]
@@ -201,7 +209,7 @@ def test_split_by_month_is_lossless(frame: pl.DataFrame) -> None:
 
 
 @PROPS
-@given(existing=klines(), incoming=klines())
+@given(existing=klines(sound=True), incoming=klines(sound=True))
 def test_write_then_read_round_trips_the_merge(existing: pl.DataFrame, incoming: pl.DataFrame) -> None:
     with tempfile.TemporaryDirectory() as root:
         lake = Lake(root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from cryptolake.errors import InvalidSymbolName, LakeError, LakeLocked, SchemaMi
 from cryptolake.lake import ARROW_SCHEMA, Lake, klines_glob, merge_klines, partition_path, store
 from cryptolake.schema import HOUR_MS, KLINE_COLUMNS, KLINE_SCHEMA
 from cryptolake.timeutils import to_ms
+from tests.helpers import store_as_another_tool
 
 JAN_31_22H = to_ms("2024-01-31T22:00:00Z")
 FLOAT_COLUMNS = [c for c, t in KLINE_SCHEMA.items() if t == pl.Float64()]
@@ -155,15 +157,16 @@ def test_added_and_changed_are_counted_together(filled: Lake) -> None:
 
 def test_a_nan_value_that_did_not_change_is_not_a_change(lake: Lake) -> None:
     frame = candles(range(3)).with_columns(
-        pl.lit(float("nan")).alias("open"), pl.lit(None, pl.Float64).alias("low")
+        pl.lit(float("nan")).alias("quote_volume"), pl.lit(None, pl.Float64).alias("taker_buy_base_volume")
     )
-    lake.write_klines("1h", "BTCUSDT", frame)
+    assert lake.write_klines("1h", "BTCUSDT", frame).rows_added == 3
     assert lake.write_klines("1h", "BTCUSDT", frame).files_written == 0
 
 
 def test_close_time_change_is_a_change(filled: Lake) -> None:
-    frame = candles([0]).with_columns(pl.col("close_time") - pl.duration(milliseconds=1))
-    assert filled.write_klines("1h", "BTCUSDT", frame).rows_changed == 1
+    wrong = candles([0, 1]).with_columns(pl.col("close_time") - pl.duration(milliseconds=1))
+    store_as_another_tool(filled.root, "1h", "BTCUSDT", wrong)  # cryptolake would refuse these
+    assert filled.write_klines("1h", "BTCUSDT", candles([0])).rows_changed == 1
 
 
 def test_invalid_symbol_writes_nothing(lake: Lake) -> None:
@@ -363,7 +366,10 @@ def test_scan_of_unknown_symbols_is_empty_with_schema(filled: Lake) -> None:
 
 
 def test_plain_duckdb_reads_the_lake(filled: Lake) -> None:
-    filled.write_klines("1M", "币安人生USDT", candles([0]))
+    month = candles([0], start_ms=to_ms("2024-01-01")).with_columns(
+        pl.lit(to_ms("2024-02-01") - 1).cast(pl.Datetime("ms", "UTC")).alias("close_time")
+    )
+    assert filled.write_klines("1M", "币安人生USDT", month).rows_added == 1
     con = duckdb.connect()
     rel = f"read_parquet('{klines_glob(filled.root)}', hive_partitioning = true)"
     types = dict(
@@ -379,7 +385,7 @@ def test_plain_duckdb_reads_the_lake(filled: Lake) -> None:
     assert rows == [
         ("binance", "1h", "BTCUSDT", "2024-01", 2, JAN_31_22H),
         ("binance", "1h", "BTCUSDT", "2024-02", 3, JAN_31_22H + 2 * HOUR_MS),
-        ("binance", "1mo", "币安人生USDT", "2024-01", 1, JAN_31_22H),
+        ("binance", "1mo", "币安人生USDT", "2024-01", 1, to_ms("2024-01-01")),
     ]
 
 
@@ -482,7 +488,11 @@ def test_successive_writes_equal_the_pure_merge_and_count_exactly(
     lake = Lake(tmp_path_factory.mktemp("lake"))
     expected = candles([])
     for hours, value in writes:
-        batch = candles(hours, start_ms=to_ms("2024-01-31T00:00:00Z"), value=value)
+        batch = candles(
+            hours, start_ms=to_ms("2024-01-31T00:00:00Z"), value=1.0 if math.isnan(value) else value
+        )
+        if math.isnan(value):  # NaN where the rules allow it: an amount, not a price
+            batch = batch.with_columns(pl.lit(value).alias("quote_volume"))
         before = {t: row for t, row in zip(expected["open_time"].to_list(), expected.rows(), strict=True)}
         incoming = merge_klines(candles([]), batch)  # last duplicate wins, as in the lake
         added = sum(1 for t in incoming["open_time"].to_list() if t not in before)
@@ -541,11 +551,12 @@ def test_a_committed_file_is_trusted_until_anything_else_rewrites_it(filled: Lak
 def test_merging_into_a_foreign_file_with_duplicates_tidies_it(filled: Lake) -> None:
     jan = partition_path(filled.root, "1h", "BTCUSDT", "2024-01")
     rewrite_with_duplicates(jan)
-    result = filled.write_klines("1h", "BTCUSDT", candles([-1]))  # one hour before the stored ones
+    earlier = candles([-1], value=5.0)  # one hour before the stored ones
+    result = filled.write_klines("1h", "BTCUSDT", earlier)
     assert result.rows_added == 1 and result.files_written == 1
     stored = filled.read_partition("1h", "BTCUSDT", "2024-01")
     assert stored["open_time"].is_unique().all() and stored["open_time"].is_sorted()
-    assert_frame_equal(stored, candles(range(-1, 2)))
+    assert_frame_equal(stored, pl.concat([earlier, candles(range(2))]))
     assert store.is_committed(jan)  # cryptolake's own file again
 
 

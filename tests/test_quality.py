@@ -10,13 +10,14 @@ import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from cryptolake import Lake
 from cryptolake.quality import ERROR_RULES, QualityRules, find_problems
 from cryptolake.schema import KLINE_SCHEMA, Interval
 from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
-from tests.helpers import collect, invoke, one_line_error
+from tests.helpers import collect, expected_klines, invoke, one_line_error, store_as_another_tool
 
 START = to_ms("2025-03-01")
 NOW = to_ms("2026-01-01")
@@ -139,7 +140,7 @@ def test_check_reports_a_stored_lake_and_exits_1_on_errors(
     assert "0 errors, 0 warnings in 2,928 1h candles of 2 symbols" in clean.output
     store = Lake(lake)
     december = store.read_partition("1h", "ETHUSDT", "2025-12")
-    store.write_klines("1h", "ETHUSDT", _set(december, 5, high=december["low"][5] * 0.5))
+    store_as_another_tool(lake, "1h", "ETHUSDT", _set(december, 5, high=december["low"][5] * 0.5))
     result = invoke("check", "--lake", lake, "--json")
     assert result.exit_code == 1
     (finding,) = json.loads(result.output)
@@ -162,16 +163,17 @@ def test_quality_settings_are_checked(value: str, cli_env: Path, monkeypatch: py
 
 
 @pytest.mark.parametrize(
-    ("kind", "rules", "exit_code"),
+    ("kind", "quarantined", "found", "exit_code"),
     [
-        ("swapped_high_low", ["ohlc_order"], 1),
-        ("spike", ["price_spike"], 0),
-        ("duplicate", [], 0),  # the lake stores an open time once
-        ("open_as_closed", [], 0),  # the still-open candle is never stored, whatever its close time says
+        ("swapped_high_low", ["ohlc_order"], [], 0),
+        ("us_time", ["time_unit"], [], 0),
+        ("duplicate", ["duplicate_key"], [], 0),  # the lake keeps one copy, the other is recorded
+        ("spike", [], ["price_spike"], 0),  # a warning: kept, and reported
+        ("open_as_closed", ["close_time"], [], 0),  # an open candle whose close time was cut to now
     ],
 )
-def test_the_fakes_bad_candles_are_found_end_to_end(
-    kind: str, rules: list[str], exit_code: int, cli_env: Path
+def test_the_fakes_bad_candles_are_quarantined_or_reported_end_to_end(
+    kind: str, quarantined: list[str], found: list[str], exit_code: int, cli_env: Path
 ) -> None:
     with FakeExchange(now=to_ms("2026-01-01T00:30:00Z")) as fx:
         bad = to_ms("2026-01-01T00:00:00Z") if kind == "open_as_closed" else to_ms("2025-12-10T05:00:00Z")
@@ -180,11 +182,33 @@ def test_the_fakes_bad_candles_are_found_end_to_end(
         assert collect(lake, fx, "--symbols", "BTC", "--since", "2025-12-01", "--quiet").exit_code == 0
         result = invoke("check", "--lake", lake, "--json")
         assert result.exit_code == exit_code, result.output
-        found = json.loads(result.output)
-        assert [f["rule"] for f in found] == rules
-        assert all(f["open_time"] == "2025-12-10T05:00:00Z" for f in found)
-        stored = Lake(lake).scan("1h", ["BTCUSDT"]).collect()
-        assert stored["open_time"].is_unique().all() and stored.height == 31 * 24  # every December hour, once
+        findings = json.loads(result.output)
+        assert [f["rule"] for f in findings] == found
+        assert all(f["open_time"] == "2025-12-10T05:00:00Z" for f in findings)
+        listed = invoke("check", "--lake", lake, "--quarantine", "--json")
+        assert listed.exit_code == 0, listed.output
+        refused = json.loads(listed.output)
+        assert [(r["rule"], r["source"], r["symbol"]) for r in refused] == [
+            (q, "rest", "BTCUSDT") for q in quarantined
+        ]
+        # Nothing the exchange sent is lost: the refused row is the one the fake spoiled.
+        spoiled = {"us_time": bad * 1000}.get(kind, bad)
+        assert [r["open_time_ms"] for r in refused] == [spoiled] * len(quarantined)
+        # The lake is otherwise exact: every other December hour, once, as the exchange has it.
+        stored = Lake(lake).scan("1h", ["BTCUSDT"]).collect().drop("symbol")
+        expected = expected_klines(fx.klines("BTCUSDT", "1h", to_ms("2025-12-01"), to_ms("2026-01-01")))
+        held_out = [bad] if kind in ("swapped_high_low", "us_time") else []
+        if kind != "spike":
+            assert_frame_equal(
+                stored.filter(~pl.col("open_time").dt.epoch("ms").is_in(held_out)),
+                expected.filter(~pl.col("open_time").dt.epoch("ms").is_in(held_out)),
+            )
+        assert stored["open_time"].is_unique().all()
+        assert stored.height == 31 * 24 - len(held_out)
+        # A second run asks again for the hour it lacks and records nothing twice.
+        assert collect(lake, fx, "--symbols", "BTC", "--quiet").exit_code == 0
+        again = json.loads(invoke("check", "--lake", lake, "--quarantine", "--json").output)
+        assert len(again) == len(refused)
 
 
 def test_an_unknown_bad_candle_is_refused() -> None:

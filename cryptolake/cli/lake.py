@@ -268,6 +268,12 @@ def gaps_command(
     default=None,
     help="Also draw the coverage as a heatmap PNG (needs matplotlib); never inside the lake.",
 )
+@click.option(
+    "--quality",
+    "quality_marks",
+    is_flag=True,
+    help="With --png: mark months with findings of the latest `cryptolake check` (E errors, W warnings).",
+)
 @json_option
 @click.pass_context
 def coverage_command(
@@ -279,9 +285,11 @@ def coverage_command(
     base_url: str | None,
     offline: bool,
     png: Path | None,
+    quality_marks: bool,
     as_json: bool,
 ) -> None:
-    """Show completeness (%) per symbol and month, and optionally draw it as a heatmap.
+    """Show completeness (%) per symbol and month, and optionally draw it as a heatmap
+    (--quality marks the months where `cryptolake check` found problems).
 
     Example:
 
@@ -295,12 +303,20 @@ def coverage_command(
     )
     if png is not None:
         png = check_output_path(png, settings.lake.root, "--png")
+    elif quality_marks:
+        raise UsageProblem("--quality marks the picture: add --png FILE")
     scan = _scan(settings, symbols, since, offline)
     rows = coverage_rows(scan)
     if png is not None:
         from cryptolake.coverage_plot import draw_coverage
 
-        draw_coverage(rows, png, title=f"cryptolake coverage ({scan.interval})")
+        marks = None
+        if quality_marks:
+            from cryptolake.lake import Lake
+            from cryptolake.quality import marked_months
+
+            marks = marked_months(Lake(settings.lake.root, settings.collection.exchange), scan.interval)
+        draw_coverage(rows, png, title=f"cryptolake coverage ({scan.interval})", marks=marks)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -469,6 +469,12 @@ def checked_until(until: str | None, start: Any) -> Any:
 _COMMON_QUOTES = ("USDT", "USDC", "USD", "EUR", "GBP", "BTC", "ETH", "FDUSD", "TUSD", "BUSD")
 
 
+def pairs_named(settings: Settings) -> list[str]:
+    """The pairs ``--symbols`` named, resolved as :func:`known_pairs` does, whether or not the
+    lake holds them."""
+    return _pairs(settings, settings.collection.symbols)
+
+
 def _pairs(settings: Settings, names: Any) -> list[str]:
     """The pairs ``names`` mean on the chosen exchange, without asking it: Binance's
     ``BTC`` -> ``BTCUSDT``; elsewhere a base asset becomes the pair in the exchange's quote asset

@@ -67,14 +67,20 @@ class Appender:
         layout.interval_dir(interval)
         self._known: dict[tuple[str, str], _Known] = {}
 
-    def append(self, symbol: str, candles: pa.Table) -> int:
+    def append(
+        self, symbol: str, candles: pa.Table, *, source: str = "websocket", now_ms: int | None = None
+    ) -> int:
         """Store the candles of ``symbol`` the lake does not hold yet (any months; each month's
-        as one new stream file); returns how many were stored."""
+        as one new stream file); returns how many were stored. Candles that break an error rule
+        are quarantined instead, with ``source`` (as :meth:`Lake.write_klines` does)."""
         layout.validate_symbol(symbol)
         if candles.num_rows == 0:
             return 0
         if not candles.schema.equals(ARROW_SCHEMA):
             candles = candles.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+        candles = self.lake.screen_candles(self.interval, symbol, candles, source, now_ms).kept
+        if candles.num_rows == 0:
+            return 0
         opens = candles.column(_KEY).cast(pa.int64())
         stored = 0
         months = {layout.month_of(t) for t in (pc.min(opens).as_py(), pc.max(opens).as_py())}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -34,9 +35,13 @@ from filelock import FileLock, Timeout
 from cryptolake.atomic import fsync_dir as _fsync_dir
 from cryptolake.errors import LakeError, LakeLocked, SchemaMismatch
 from cryptolake.lake import layout
-from cryptolake.lake.merge import dedupe_klines, normalize_klines, split_by_month
+from cryptolake.lake.merge import normalize_klines, split_by_month
+from cryptolake.lake.quarantine import quarantine, read_quarantine
 from cryptolake.lake.storage import LocalStorage, Storage
+from cryptolake.rules import RULE, screen
 from cryptolake.schema import INTERVALS, KLINE_COLUMNS, KLINE_SCHEMA, Interval, empty_klines
+
+log = logging.getLogger("cryptolake.lake")
 
 #: The Arrow schema of every partition file (timestamps are ``timestamp[ms, tz=UTC]``).
 ARROW_SCHEMA: pa.Schema = empty_klines().to_arrow().schema
@@ -76,6 +81,8 @@ class WriteResult:
         files_written: Partitions rewritten.
         files_unchanged: Partitions left alone because they already held the incoming rows.
         months: Every month the incoming frame touched, sorted.
+        rows_refused: Incoming candles that broke an error rule (:mod:`cryptolake.rules`): not
+            stored, quarantined (:meth:`Lake.quarantined`).
     """
 
     rows_added: int = 0
@@ -83,6 +90,15 @@ class WriteResult:
     files_written: int = 0
     files_unchanged: int = 0
     months: tuple[str, ...] = ()
+    rows_refused: int = 0
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A batch after the rules: the candles to store, and how many were quarantined."""
+
+    kept: pa.Table
+    refused: int
 
 
 @dataclass(frozen=True)
@@ -301,19 +317,33 @@ class Lake:
 
     # -- writing -------------------------------------------------------------------------
 
-    def write_klines(self, interval: str, symbol: str, frame: pl.DataFrame) -> WriteResult:
+    def write_klines(
+        self,
+        interval: str,
+        symbol: str,
+        frame: pl.DataFrame,
+        *,
+        source: str = "python",
+        now_ms: int | None = None,
+    ) -> WriteResult:
         """Merge candles into the lake, one month partition at a time.
 
-        Incoming rows replace stored rows with the same ``open_time``. A month whose stored
-        file already holds every incoming row with identical values is not rewritten.
+        Every candle is first checked against the error rules (:func:`cryptolake.rules.screen`):
+        one that breaks a rule is not stored but quarantined with the rule and ``source``
+        (:meth:`quarantined`). Incoming rows replace stored rows with the same ``open_time``. A
+        month whose stored file already holds every incoming row with identical values is not
+        rewritten.
 
         Args:
             interval: Kline interval of the candles.
             symbol: Symbol of the candles.
             frame: Candles with at least ``KLINE_COLUMNS``.
+            source: Where the candles came from, recorded with refused ones.
+            now_ms: The clock (ms) that decides whether a candle is closed; default this
+                machine's.
 
         Returns:
-            Counts of added/changed rows and written/unchanged files.
+            Counts of added/changed/refused rows and written/unchanged files.
 
         Raises:
             InvalidSymbolName: The symbol is not safe as a path segment.
@@ -322,9 +352,12 @@ class Lake:
         """
         layout.validate_symbol(symbol)
         layout.interval_dir(interval)
-        by_month = split_by_month(dedupe_klines(frame))
+        table = self.screen_candles(interval, symbol, normalize_klines(frame).to_arrow(), source, now_ms)
+        kept = pl.from_arrow(table.kept)
+        assert isinstance(kept, pl.DataFrame)
+        by_month = split_by_month(kept)
         if not by_month:
-            return WriteResult()
+            return WriteResult(rows_refused=table.refused)
         # Each month is read, merged and rewritten on its own worker: polars and pyarrow release
         # the GIL, so months overlap on the CPUs and during fsync waits.
         merge_month = partial(self._merge_month, interval, symbol)
@@ -336,9 +369,18 @@ class Lake:
             files_written=sum(written for _, _, written in counts),
             files_unchanged=sum(not written for _, _, written in counts),
             months=tuple(by_month),
+            rows_refused=table.refused,
         )
 
-    def write_partition(self, interval: str, symbol: str, table: pa.Table) -> WriteResult:
+    def write_partition(
+        self,
+        interval: str,
+        symbol: str,
+        table: pa.Table,
+        *,
+        source: str = "python",
+        now_ms: int | None = None,
+    ) -> WriteResult:
         """Merge candles of one month, as an Arrow table, into their partition: what
         :meth:`write_klines` does, without polars, for a collection's hot path.
 
@@ -350,22 +392,53 @@ class Lake:
         if table.num_rows == 0:
             return WriteResult()
         times = table.column(_KEY)
-        first, last = times[0].value, times[-1].value
-        month = layout.month_of(first)
+        month = layout.month_of(times[0].value)
         opens = times.cast(pa.int64()).to_numpy()
         increasing = bool((opens[1:] > opens[:-1]).all())
-        if not increasing or layout.month_of(last) != month or not table.schema.equals(ARROW_SCHEMA):
+        if (
+            not increasing
+            or layout.month_of(int(opens[-1])) != month
+            or not table.schema.equals(ARROW_SCHEMA)
+        ):
             frame = pl.from_arrow(table)
             assert isinstance(frame, pl.DataFrame)
-            return self.write_klines(interval, symbol, frame)
-        added, changed, written = self._merge_month(interval, symbol, month, table)
+            return self.write_klines(interval, symbol, frame, source=source, now_ms=now_ms)
+        screened = self.screen_candles(interval, symbol, table, source, now_ms)
+        if screened.kept.num_rows == 0:
+            return WriteResult(rows_refused=screened.refused)
+        added, changed, written = self._merge_month(interval, symbol, month, screened.kept)
         return WriteResult(
             rows_added=added,
             rows_changed=changed,
             files_written=int(written),
             files_unchanged=int(not written),
             months=(month,),
+            rows_refused=screened.refused,
         )
+
+    def screen_candles(
+        self, interval: str, symbol: str, table: pa.Table, source: str, now_ms: int | None
+    ) -> _Kept:
+        """The candles of ``table`` (the lake's Arrow schema) that keep every error rule
+        (:func:`cryptolake.rules.screen`: sorted, one per open time); the others are quarantined
+        with ``source``. ``now_ms`` decides what is closed (default: this machine's clock)."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        screened = screen(table, interval, now)
+        if screened.refused.height:
+            quarantine(self.storage, self.exchange, interval, symbol, screened.refused, source, now)
+            log.warning(
+                "%s %s: %d candle(s) refused (%s), quarantined",
+                symbol,
+                interval,
+                screened.refused.height,
+                ", ".join(sorted(set(screened.refused[RULE]))),
+            )
+        return _Kept(screened.kept, screened.refused.height)
+
+    def quarantined(self, interval: str | None = None, symbols: list[str] | None = None) -> pl.DataFrame:
+        """The candles this exchange's writes refused (:mod:`cryptolake.lake.quarantine`): one
+        row each with the rule it broke, its values and its source, sorted by symbol and time."""
+        return read_quarantine(self.storage, self.exchange, interval, symbols)
 
     def _merge_month(self, interval: str, symbol: str, month: str, fresh: pa.Table) -> tuple[int, int, bool]:
         """Merge one month's sorted, unique candles into its partition: ``(added, changed, written)``.

@@ -3,8 +3,8 @@
 A klines response body (``[[open time, "open", "high", "low", "close", "volume", close time,
 "quote volume", trades, "taker buy base", "taker buy quote", "ignore"], ...]``) and the bulk
 archive's CSV files carry the same twelve fields; both become an Arrow table with
-:data:`ARROW_SCHEMA` (times in ms, UTC, whether the source sent ms or µs), sorted by unique open
-time.
+:data:`ARROW_SCHEMA` (times in ms, UTC, whether the source sent ms or µs), sorted by open time
+(a repeated open time is kept, for the lake's rules to record).
 """
 
 from __future__ import annotations
@@ -94,11 +94,20 @@ def parse_klines_body(body: bytes) -> pa.Table:
     return rows_to_table(page)
 
 
+def in_microseconds(opens: pa.Array) -> bool:
+    """Whether a page's or file's open times are in microseconds (the spot archive's unit since
+    2025), as most of them say: one odd value does not change the unit of the others, so the
+    data-quality rules find that one (``time_unit``) instead of every other being misread."""
+    if not len(opens):
+        return False
+    return pc.sum(pc.greater(opens, 10**14)).as_py() * 2 > len(opens)
+
+
 def _from_columns(columns: list[pa.Array]) -> pa.Table | None:
     """The lake's table from parsed kline columns (times as int64 ms or µs); None when the
     open times do not strictly increase (the caller sorts and de-duplicates)."""
     opens, closes = columns[0], columns[6]
-    if len(opens) and pc.max(opens).as_py() > 10**14:  # microseconds (the spot archive's unit since 2025)
+    if in_microseconds(opens):
         opens, closes = pc.divide(opens, 1000), pc.divide(closes, 1000)
     if len(opens) > 1 and not pc.all(pc.greater(opens.slice(1), opens.slice(0, len(opens) - 1))).as_py():
         return None
@@ -108,7 +117,9 @@ def _from_columns(columns: list[pa.Array]) -> pa.Table | None:
 
 
 def rows_to_table(rows: Sequence[Sequence[Any]]) -> pa.Table:
-    """Binance's kline arrays as an Arrow table in the lake's schema, sorted by unique open time.
+    """Binance's kline arrays as an Arrow table in the lake's schema, sorted by open time (an open
+    time sent twice stays twice, in the order sent: the lake keeps the last and records the
+    others, see :func:`cryptolake.rules.screen`).
 
     The common case (rows already in strictly increasing open time, as Binance sends them) is
     built with pyarrow alone, which is cheaper than polars per page and leaves the polars
@@ -155,7 +166,7 @@ def rows_to_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
     )
     if frame["open_time"].null_count() or frame["close_time"].null_count():
         raise BadPayload(f"unexpected klines payload: a time that is not a number in {str(rows)[:200]}")
-    time_unit: Literal["us", "ms"] = "us" if frame["open_time"].max() > 10**14 else "ms"  # type: ignore[operator]
+    time_unit: Literal["us", "ms"] = "us" if in_microseconds(frame["open_time"].to_arrow()) else "ms"
     return (
         frame.with_columns(
             [
@@ -163,17 +174,16 @@ def rows_to_frame(rows: Sequence[Sequence[Any]]) -> pl.DataFrame:
                 for c in ("open_time", "close_time")
             ]
             + [pl.col(c).cast(pl.Float64) for c, t in KLINE_SCHEMA.items() if t == pl.Float64]
-        )
-        .unique("open_time", keep="last")
-        .sort("open_time")
+        ).sort("open_time", maintain_order=True)  # a repeated open time stays: the lake's rules record it
     )
 
 
 def parse_klines_csv(data: bytes | pa.Buffer | IO[bytes]) -> tuple[pa.Table, bool, bool]:
     """A bulk-archive CSV (the twelve fields of a klines row, one row per line, with or without a
     header row) as ``(table, header, micro)``: the table in the lake's schema (times in ms,
-    sorted by unique open time), whether the file had a header row, and whether its times were
-    in microseconds (decided for the whole file, as the archive switched units per file).
+    sorted by open time), whether the file had a header row, and whether its times were in
+    microseconds (decided for the whole file by most of its rows, as the archive switched units
+    per file).
 
     ``data`` may be a stream (a zip member): Arrow reads it in blocks, without a copy of the
     whole text.
@@ -209,7 +219,7 @@ def parse_klines_csv(data: bytes | pa.Buffer | IO[bytes]) -> tuple[pa.Table, boo
     columns = [table.column(name).combine_chunks() for name in KLINE_COLUMNS]
     del table
     opens = columns[0]
-    micro = bool(len(opens)) and pc.max(opens).as_py() > 10**14
+    micro = in_microseconds(opens)
     parsed = _from_columns(columns)
     if parsed is not None:
         return parsed, header, micro
@@ -220,9 +230,7 @@ def parse_klines_csv(data: bytes | pa.Buffer | IO[bytes]) -> tuple[pa.Table, boo
         frame.with_columns(
             pl.col(c).cast(pl.Datetime(unit, "UTC")).dt.cast_time_unit("ms")
             for c in ("open_time", "close_time")
-        )
-        .unique("open_time", keep="last")
-        .sort("open_time")
+        ).sort("open_time", maintain_order=True)  # a repeated open time stays: the lake's rules record it
     )
     return frame.to_arrow().cast(ARROW_SCHEMA), header, micro
 
