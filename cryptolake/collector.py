@@ -28,6 +28,7 @@ from cryptolake.lake.layout import DEFAULT_EXCHANGE
 from cryptolake.lake.meta import LakeMeta
 from cryptolake.lake.storage import update_object
 from cryptolake.pipeline import CommitGate, FetchWindow, Pipeline
+from cryptolake.quality import forget_findings
 from cryptolake.results import CollectionReport, Direction, ProgressEvent, SymbolResult, _iso_dt
 from cryptolake.schema import DAY_MS, HOUR_MS, Interval
 from cryptolake.sharding import Shard
@@ -558,8 +559,9 @@ class CryptoCollector:
         self, crypto_symbols: Sequence[str], *, data: bool = False
     ) -> dict[str, dict[str, int]]:
         """Remove what the lake remembers of some symbols for this interval: their collection
-        state, recorded start, listing, outage and failed windows, and gap-report rows; with
-        ``data``, their partitions too. Under the writer lock.
+        state, recorded start, listing, outage and failed windows, and gap-report and
+        quality-report rows; with ``data``, their partitions too (their quarantined candles stay:
+        what an exchange sent is never thrown away). Under the writer lock.
 
         Returns:
             Per pair: ``state`` (1 if a state entry went), ``records``, ``report_rows``,
@@ -579,7 +581,8 @@ class CryptoCollector:
                 out[pair] = {
                     "state": int(self._forget_state(pair)),
                     "records": self.meta.forget_symbol(self.interval, pair),
-                    "report_rows": forget_report(self.lake, self.interval, pair),
+                    "report_rows": forget_report(self.lake, self.interval, pair)
+                    + forget_findings(self.lake, self.interval, pair),
                     "partitions": partitions,
                     "rows": rows,
                 }

@@ -166,17 +166,24 @@ def _spikes(frame: pl.DataFrame, rules: QualityRules) -> pl.DataFrame:
         "close",
         pl.col("close").log().diff().alias("_back"),
         (pl.col("close").log() - pl.col("close").log().shift(-1)).alias("_ahead"),
-    ).with_columns(
+    )
+
+    def beyond(scale: pl.Expr) -> pl.Expr:
+        return (
+            (pl.col("_back").abs() > rules.spike_mads * scale)
+            & (pl.col("_ahead").abs() > rules.spike_mads * scale)
+            & (pl.col("_back").sign() == pl.col("_ahead").sign())  # up then down, or down then up
+        ).fill_null(False)
+
+    # A flat stretch has no deviation at all: a floor of 0.1% keeps a tick from being a spike. The
+    # floor alone already rules out almost every candle, so the rolling median (most of the
+    # rule's cost) is only computed where some candle could be a spike.
+    if not returns.select(beyond(pl.lit(1.4826 * MAD_FLOOR)).any()).item():
+        return _findings(returns.clear(), "price_spike", "warning", pl.lit(""))
+    returns = returns.with_columns(
         pl.col("_back").abs().rolling_median(window, min_samples=5, center=True).alias("_mad"),
     )
-    # A flat stretch has no deviation at all: a floor of 0.1% keeps a tick from being a spike.
-    scale = 1.4826 * pl.col("_mad").clip(lower_bound=MAD_FLOOR)
-    spike = (
-        (pl.col("_back").abs() > rules.spike_mads * scale)
-        & (pl.col("_ahead").abs() > rules.spike_mads * scale)
-        & (pl.col("_back").sign() == pl.col("_ahead").sign())  # up then down, or down then up
-    )
-    hits = returns.filter(spike.fill_null(False))
+    hits = returns.filter(beyond(1.4826 * pl.col("_mad").clip(lower_bound=MAD_FLOOR)))
     detail = pl.concat_str(
         [
             pl.lit("close="),
@@ -431,3 +438,30 @@ def marked_months(lake: Lake, interval: str) -> dict[tuple[str, str], str]:
         .agg((pl.col("severity") == "error").any().alias("errors"))
     )
     return {(sym, month): "error" if errors else "warning" for sym, month, errors in worst.iter_rows()}
+
+
+def forget_findings(lake: Lake, interval: str, symbol: str) -> int:
+    """Drop one symbol's findings from the stored report; returns how many went."""
+    hit = (
+        (pl.col("exchange") == lake.exchange)
+        & (pl.col("interval") == interval)
+        & (pl.col("symbol") == symbol)
+    )
+    counted = [0]
+
+    def drop(data: bytes | None) -> bytes | None:
+        if data is None:
+            return None
+        try:
+            frame = pl.read_parquet(io.BytesIO(data))
+        except pl.exceptions.PolarsError:
+            return None  # a torn or foreign report: the next check replaces it
+        counted[0] = frame.filter(hit).height
+        if not counted[0]:
+            return None
+        buffer = io.BytesIO()
+        frame.filter(~hit).write_parquet(buffer, compression="zstd")
+        return buffer.getvalue()
+
+    update_object(lake.storage, f"{META_DIR}/{QUALITY_FILE}", drop)
+    return counted[0]

@@ -138,16 +138,16 @@ def screen(candles: pa.Table, interval: str, now_ms: int) -> Screened:
     grid = Interval(interval)
     source = pl.from_arrow(candles)
     assert isinstance(source, pl.DataFrame)
-    frame = with_times(source).with_row_index("_row")
     conditions = row_conditions(grid, now_ms)
+    # One pass for the common case: nothing broken, open times strictly increasing.
+    broken, increasing = _verdicts(source, conditions)
+    if not broken and increasing:
+        return Screened(candles, _no_refusals(source))
+    frame = with_times(source).with_row_index("_row")
     verdict: Any = pl.when(conditions[0].broken).then(pl.lit(conditions[0].rule))
     for condition in conditions[1:]:
         verdict = verdict.when(condition.broken).then(pl.lit(condition.rule))
     judged = frame.with_columns(verdict.otherwise(None).alias(RULE))
-    sound = judged[RULE].is_null()
-    opens = judged["_open"]
-    if sound.all() and (opens.len() < 2 or bool((opens.diff().drop_nulls() > 0).all())):
-        return Screened(candles, _no_refusals(source))
     kept = judged.filter(pl.col(RULE).is_null())
     copies = kept.filter(pl.col("_open").is_last_distinct().not_())
     kept = kept.filter(pl.col("_open").is_last_distinct()).sort("_open", maintain_order=True)
@@ -165,6 +165,28 @@ def screen(candles: pa.Table, interval: str, now_ms: int) -> Screened:
     )
     out = pl.concat(refused).sort("_row").select(*source.columns, RULE, DETAIL)
     return Screened(candles.take(pa.array(kept["_row"].to_numpy())), out)
+
+
+def _verdicts(candles: pl.DataFrame, conditions: list[Condition]) -> tuple[bool, bool]:
+    """Whether any candle breaks a rule, and whether the open times strictly increase (one
+    lazy pass, nothing materialised)."""
+    broken, increasing = (
+        candles.lazy()
+        .select(
+            pl.col("open_time").dt.epoch("ms").alias("_open"),
+            pl.col("close_time").dt.epoch("ms").alias("_close"),
+            *PRICES,
+            *AMOUNTS,
+            "open_time",
+        )
+        .select(
+            pl.any_horizontal(c.broken for c in conditions).any().alias("broken"),
+            (pl.col("_open").diff() > 0).all().alias("increasing"),  # the first difference is null
+        )
+        .collect()
+        .row(0)
+    )
+    return bool(broken), bool(increasing)
 
 
 def _no_refusals(source: pl.DataFrame) -> pl.DataFrame:

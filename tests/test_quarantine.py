@@ -190,6 +190,11 @@ def test_the_quality_view_holds_the_latest_report_and_coverage_marks_its_months(
     drawn = invoke("coverage", "--lake", lake, "--offline", "--png", out, "--quality")
     assert drawn.exit_code == 0, drawn.output
     assert "--png" in one_line_error(invoke("coverage", "--lake", lake, "--offline", "--quality"))
+    # Forgetting a symbol forgets its findings too.
+    assert invoke("forget", "BTC", "--lake", lake).exit_code == 0
+    assert json.loads(
+        invoke("sql", "SELECT count(*) AS n FROM quality", "--lake", lake, "--format", "json").output
+    ) == [{"n": 0}]
 
 
 def test_coverage_png_marks_months_with_errors_and_warnings(tmp_path: Path) -> None:

@@ -117,7 +117,8 @@ def forget_command(
     as_json: bool,
 ) -> None:
     """Forget symbols: their state in `status`, recorded start, listing, outage and failed
-    windows and gap-report rows, for one interval; with --data also their candles.
+    windows, gap-report and quality-report rows, for one interval; with --data also their
+    candles (quarantined candles stay).
 
     For a typo that a run recorded, or a symbol you no longer want. Without --data the candles
     stay and the symbol is still stored; `collect` or `run` learn it again.
