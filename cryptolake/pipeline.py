@@ -114,6 +114,9 @@ class FetchWindow:
     blocks: list[Block] = field(default_factory=list, repr=False)  # of its plan, by index
     records: dict[int, list[SourceRecord]] = field(default_factory=dict, repr=False)  # by page
     unserved: list[tuple[int, int]] = field(default_factory=list, repr=False)  # by its blocks
+    # Spans of pages that had candles the data-quality rules refused: asked again next run.
+    refused: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    first_rows: int = 0  # candles in its first page as sent (before the rules)
 
 
 class CommitGate:
@@ -458,15 +461,18 @@ class Pipeline:
             if isinstance(value, pa.Table):
                 value = self._screened(window.symbol, value, "rest")
             elif isinstance(value, BlockRows):
-                value.table = self._screened(window.symbol, value.table, "archive")
+                value = self._screened(window.symbol, value.table, "archive", value)
             self._events.put(_Event("page", window, index, value))
         except BaseException as exc:  # noqa: BLE001 - every outcome is the coordinator's to judge
             self._events.put(_Event("page", window, index, error=exc))
 
-    def _screened(self, symbol: str, page: pa.Table, source: str) -> pa.Table:
+    def _screened(
+        self, symbol: str, page: pa.Table, source: str, block: BlockRows | None = None
+    ) -> _ScreenedPage:
         """A page as it arrives, without the candles that break an error rule (quarantined with
         ``source``): nothing after this sees them, neither the lake nor the outage evidence."""
         now = self.exchange_now_ms
+        sent = page.num_rows
         if page.num_rows:
             # The still-open candle, which says so (it closes after now), comes with a page as the
             # exchange documents: it is not asked for, not wrong, and not kept.
@@ -477,7 +483,16 @@ class Pipeline:
             still_open = pc.and_(pc.less_equal(opens, now), pc.greater_equal(closes, now))
             if pc.any(still_open).as_py():
                 page = page.filter(pc.invert(still_open))
-        return self.lake.screen_candles(self.grid.name, symbol, page, source, now).kept
+        screened = self.lake.screen_candles(self.grid.name, symbol, page, source, now)
+        span = None
+        if screened.refused and screened.kept.num_rows:
+            # Where a refused candle belonged cannot be told (its time may be the broken value):
+            # the holes of the page's span are asked again, not taken for an exchange outage.
+            first, last = _time_span(screened.kept)
+            span = (min(first, self.grid.floor(first)), self.grid.next_open(self.grid.floor(last)))
+        if block is not None:
+            block.table = screened.kept
+        return _ScreenedPage(screened.kept, sent, span, block)
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -498,16 +513,19 @@ class Pipeline:
             window.outstanding -= 1
             self._listing_found(window, event.value)
             return
-        if isinstance(event.value, BlockRows):
-            window.records[event.index] = event.value.records
-            window.unserved.extend(event.value.unserved)
-            event.value = event.value.table
-        frame: pa.Table = event.value
+        screened: _ScreenedPage = event.value
+        if screened.block is not None:
+            window.records[event.index] = screened.block.records
+            window.unserved.extend(screened.block.unserved)
+        if screened.refused_span is not None:
+            window.refused.append(screened.refused_span)
+        frame: pa.Table = screened.table
         if frame.num_rows:
             first, last = _time_span(frame)
             seen = window.seen
             window.seen = (first, last) if seen is None else (min(seen[0], first), max(seen[1], last))
         if event.index == _FIRST:
+            window.first_rows = screened.sent
             self._first_page(window, frame)
             return
         window.frames[event.index] = frame
@@ -561,7 +579,8 @@ class Pipeline:
         # Slots before the first candle belong to the window only when the symbol was listed
         # before them (an outage, then, to record); before a listing there is nothing to want.
         lo = window.lo if window.listing is not None and window.listing < first else self.grid.ceil(first)
-        if (frame.num_rows >= PAGE_CANDLES or not self.client.pages_skip_empty) and last < window.hi:
+        full = max(frame.num_rows, window.first_rows) >= PAGE_CANDLES  # as sent: refused rows count
+        if (full or not self.client.pages_skip_empty) and last < window.hi:
             covered = min(window.hi, self.grid.next_open(self.grid.floor(last)))
         else:
             covered = window.hi  # a short page: the symbol has no candle after its last one yet
@@ -695,7 +714,15 @@ class Pipeline:
             records = [r for p in needed if window.plan.last_use[p] == k for r in window.records.pop(p, [])]
             evidence = _Evidence.of(window)
             start, window.record_start = window.record_start, None
-            job = _UnitJob(k, pages, from_blocks, records, list(window.unserved), _carry_into(window, k))
+            job = _UnitJob(
+                k,
+                pages,
+                from_blocks,
+                records,
+                list(window.unserved),
+                _carry_into(window, k),
+                list(window.refused),
+            )
             pool.submit(self._commit, window, job, evidence, start)
 
     def _commit(self, window: FetchWindow, job: _UnitJob, evidence: _Evidence, start: int | None) -> None:
@@ -707,8 +734,9 @@ class Pipeline:
         try:
             unit = _unit_rows(job.pages, u_lo, u_hi)
             unserved = [(max(a, u_lo), min(b, u_hi)) for a, b in job.unserved if a < u_hi and u_lo < b]
+            refused = [(max(a, u_lo), min(b, u_hi)) for a, b in job.refused if a < u_hi and u_lo < b]
             settle_lo, settle_last, outages, carry = _outages(
-                self.grid, unit, u_lo, u_hi, window.descending, job.carry, evidence, unserved
+                self.grid, unit, u_lo, u_hi, window.descending, job.carry, evidence, unserved + refused
             )
             records = list(job.records)
             rest_rows = sum(
@@ -731,6 +759,11 @@ class Pipeline:
                     self.meta.record_window(
                         Window(self.grid.name, window.symbol, "failed", a, self.grid.floor(b - 1), now, now,
                                error="not served by the archive")
+                    )  # fmt: skip
+                for a, b in refused:  # a refused candle's slot is no outage: asked again later
+                    self.meta.record_window(
+                        Window(self.grid.name, window.symbol, "failed", a, self.grid.floor(b - 1), now, now,
+                               error="a candle was refused by the data-quality rules (cryptolake check --quarantine)")
                     )  # fmt: skip
                 source = "+".join(sorted({"archive" if block else "rest" for block in job.from_blocks}))
                 written = self.lake.write_partition(
@@ -814,6 +847,18 @@ class _UnitJob:
     records: list[SourceRecord]
     unserved: list[tuple[int, int]]
     carry: tuple[int, int] | None
+    refused: list[tuple[int, int]]
+
+
+@dataclass
+class _ScreenedPage:
+    """A page or block after the data-quality rules: the candles kept, how many were sent, the
+    span to ask again when some were refused, and the block it came in (if one)."""
+
+    table: pa.Table
+    sent: int
+    refused_span: tuple[int, int] | None
+    block: BlockRows | None = None
 
 
 def _carry_into(window: FetchWindow, k: int) -> tuple[int, int] | None:

@@ -209,3 +209,30 @@ def test_coverage_png_marks_months_with_errors_and_warnings(tmp_path: Path) -> N
     warning = draw_coverage(rows, tmp_path / "w.png", marks={("BTCUSDT", "2024-01"): "warning"}).read_bytes()
     moved = draw_coverage(rows, tmp_path / "m.png", marks={("ETHUSDT", "2024-02"): "error"}).read_bytes()
     assert len({plain, error, warning, moved}) == 4
+
+
+@pytest.mark.parametrize("kind", ["swapped_high_low", "us_time"])
+def test_a_refused_candle_in_the_first_page_is_asked_again_not_taken_for_an_outage(kind: str, cli_env: Path) -> None:
+    """The first page (1,000 candles from --since) loses a row to the rules: the collection
+    still goes to the end, the hole is a failed window (not an exchange outage), and once the
+    exchange serves a sound candle fill-gaps fills it."""
+    lake = cli_env / "lake"
+    bad = to_ms("2025-11-10T05:00:00Z")
+    with FakeExchange(now=to_ms("2026-01-01T00:30:00Z")) as fx:
+        fx.bad_candle(kind, "BTCUSDT", "1h", bad)
+        assert collect(lake, fx, "--symbols", "BTC", "--since", "2025-11-01", "--quiet").exit_code == 0
+        stored = Lake(lake).scan("1h", ["BTCUSDT"]).collect()
+        assert stored.height == (30 + 31) * 24 - 1
+        assert bad not in stored["open_time"].dt.epoch("ms").to_list()
+        gaps = json.loads(invoke("gaps", "--lake", lake, "--offline", "--json").output)
+        assert [(g["kind"], g["start_time"], g["count"]) for g in gaps if g["position"] == "internal"] == [
+            ("failed", "2025-11-10T05:00:00Z", 1)
+        ]
+        assert "refused by the data-quality rules" in gaps[0]["error"]
+        fx.reset()  # the exchange now serves that hour soundly
+        filled = invoke(
+            "fill-gaps", "--symbols", "BTC", "--since", "2025-11-01", "--lake", lake,
+            "--base-url", fx.base_url, "--archive-url", fx.base_url,
+        )  # fmt: skip
+        assert filled.exit_code == 0, filled.output
+        assert Lake(lake).scan("1h", ["BTCUSDT"]).collect().height == (30 + 31) * 24
