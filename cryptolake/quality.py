@@ -11,7 +11,7 @@ Errors (a candle that cannot be trusted at all):
 - ``close_time``: a close time that is not the next open time minus 1 ms;
 - ``time_unit``: an open or close time not plausible in milliseconds (before 2009, or later than
   the clock allows: a microsecond or second value in a millisecond field);
-- ``non_positive_price``: a price that is zero, negative or not a number;
+- ``non_positive_price``: a price that is zero, negative, infinite or not a number;
 - ``ohlc_order``: ``low <= min(open, close)`` or ``max(open, close) <= high`` broken;
 - ``negative_volume``: a negative volume, quote volume, taker volume or trade count;
 - ``not_closed``: a candle whose close time has not passed yet.
@@ -218,7 +218,11 @@ class QualityReport:
         return int((self.findings["severity"] == "warning").sum())
 
     def to_dicts(self) -> list[dict[str, Any]]:
-        rows = self.findings.with_columns(pl.col("open_time").dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        """One dict per finding, the open time as text (whole seconds) and as ``open_time_ms``."""
+        rows = self.findings.with_columns(
+            pl.col("open_time").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            pl.col("open_time").dt.epoch("ms").alias("open_time_ms"),
+        )
         return list(rows.iter_rows(named=True))
 
 
@@ -272,48 +276,50 @@ def _check_symbol(
     symbol: str,
 ) -> tuple[pl.DataFrame, int]:
     """One symbol's findings and how many candles were checked (see :func:`check_lake`)."""
-    months = sorted(
-        {
-            s.month
-            for s in lake.partition_stats(grid.name, symbol)
-            if s.rows and _overlaps(s.first_open_ms, s.last_open_ms, since_ms, until_ms)
-        }
-    )
+    stats = [s for s in lake.partition_stats(grid.name, symbol) if s.rows]
+    months = sorted({s.month for s in stats})
+    checked_months = {
+        s.month for s in stats if _overlaps(s.first_open_ms, s.last_open_ms, since_ms, until_ms)
+    }
     context = max(5, rules.spike_window) + 2
     runs = _ZeroVolumeRuns(grid, rules)
     found: list[pl.DataFrame] = []
     checked = 0
-    before = pl.DataFrame(schema=KLINE_SCHEMA)
-    following = _month(lake, grid, symbol, months[0], since_ms, until_ms) if months else None
-    for index in range(len(months)):
-        current = following
-        assert current is not None
-        following = (
-            _month(lake, grid, symbol, months[index + 1], since_ms, until_ms)
-            if index + 1 < len(months)
-            else None
-        )
-        checked += current.height
-        parts = [
-            before.tail(context).with_columns(pl.lit(False).alias("_core")),
-            current.with_columns(_CORE),
-        ]
-        if following is not None:
-            parts.append(following.head(context).with_columns(pl.lit(False).alias("_core")))
+    read: dict[int, pl.DataFrame] = {}  # the months around the one checked, each read once
+
+    def month(i: int) -> pl.DataFrame:
+        if not 0 <= i < len(months):
+            return pl.DataFrame(schema=KLINE_SCHEMA)
+        if i not in read:
+            read[i] = lake.read_partition(grid.name, symbol, months[i])
+        return read[i]
+
+    in_range = _in_range(since_ms, until_ms)
+    for i, name in enumerate(months):
+        if name not in checked_months:
+            continue
+        for old in [k for k in read if k < i - 1]:
+            del read[old]
+        # The candles around the range count for the spike rule's window, not as findings.
+        current = month(i).with_columns(in_range.alias("_core"))
+        core = current.filter("_core")
+        checked += core.height
+        parts = [month(i - 1).tail(context).with_columns(pl.lit(False).alias("_core")), current]
+        parts.append(month(i + 1).head(context).with_columns(pl.lit(False).alias("_core")))
         found.append(_problems(pl.concat(parts), symbol, grid, now_ms, rules, runs=False))
-        found.append(_labelled(runs.over(with_times(current)), symbol, grid))
-        before = current
+        found.append(_labelled(runs.over(with_times(core.drop("_core")).sort("_open")), symbol, grid))
     found.append(_labelled(runs.finish(), symbol, grid))
     return pl.concat(found).sort("open_time", "rule", maintain_order=True), checked
 
 
-def _month(
-    lake: Lake, grid: Interval, symbol: str, month: str, since_ms: int | None, until_ms: int | None
-) -> pl.DataFrame:
-    frame = lake.read_partition(grid.name, symbol, month)
-    keep = [pl.col("open_time").dt.epoch("ms") >= since_ms] if since_ms is not None else []
-    keep += [pl.col("open_time").dt.epoch("ms") < until_ms] if until_ms is not None else []
-    return frame.filter(*keep) if keep else frame
+def _in_range(since_ms: int | None, until_ms: int | None) -> pl.Expr:
+    opened = pl.col("open_time").dt.epoch("ms")
+    keep = pl.lit(True)
+    if since_ms is not None:
+        keep = keep & (opened >= since_ms)
+    if until_ms is not None:
+        keep = keep & (opened < until_ms)
+    return keep
 
 
 def _overlaps(first: int | None, last: int | None, since_ms: int | None, until_ms: int | None) -> bool:

@@ -8,7 +8,7 @@ Errors, a candle that cannot be trusted at all (kept out of the lake, quarantine
   the clock allows: a microsecond or second value in a millisecond field);
 - ``off_grid``: an open time off the interval's grid;
 - ``close_time``: a close time that is not the next open time minus 1 ms;
-- ``non_positive_price``: a price that is zero, negative or not a number;
+- ``non_positive_price``: a price that is zero, negative, infinite or not a number;
 - ``ohlc_order``: ``low <= min(open, close)`` or ``max(open, close) <= high`` broken;
 - ``negative_volume``: a negative volume, quote volume, taker volume or trade count;
 - ``not_closed``: a candle whose close time has not passed yet.
@@ -45,6 +45,10 @@ AMOUNTS = ("volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_v
 RULE, DETAIL = "rule", "detail"
 
 
+#: How a finding's detail names the integer times (milliseconds).
+_SHOWN = {"_open": "open_time_ms", "_close": "close_time_ms"}
+
+
 @dataclass(frozen=True)
 class Condition:
     """One error rule: ``broken`` holds on the rows that break it (over a frame with the
@@ -58,7 +62,10 @@ class Condition:
     def detail(self) -> pl.Expr:
         """``name=value`` for each shown value: what the row holds that broke the rule."""
         return pl.concat_str(
-            [pl.lit(f"{c.lstrip('_')}=") + pl.col(c).cast(pl.String).fill_null("null") for c in self.shown],
+            [
+                pl.lit(f"{_SHOWN.get(c, c)}=") + pl.col(c).cast(pl.String).fill_null("null")
+                for c in self.shown
+            ],
             separator=" ",
         )
 
@@ -77,7 +84,8 @@ def row_conditions(grid: Interval, now_ms: int) -> list[Condition]:
     does not publish it) does not."""
 
     def not_positive(column: str) -> pl.Expr:
-        return (~(pl.col(column) > 0) | pl.col(column).is_nan()).fill_null(True)  # NaN compares above all
+        value = pl.col(column)
+        return (~(value > 0) | ~value.is_finite()).fill_null(True)  # NaN compares above all; no infinity
 
     conditions = [
         Condition(
@@ -158,9 +166,9 @@ def screen(candles: pa.Table, interval: str, now_ms: int) -> Screened:
     refused.append(
         copies.with_columns(
             pl.lit("duplicate_key").alias(RULE),
-            (pl.lit("open=") + pl.col("_open").cast(pl.String) + pl.lit(" (a later copy was kept)")).alias(
-                DETAIL
-            ),
+            (
+                pl.lit("open_time_ms=") + pl.col("_open").cast(pl.String) + pl.lit(" (a later copy was kept)")
+            ).alias(DETAIL),
         )
     )
     out = pl.concat(refused).sort("_row").select(*source.columns, RULE, DETAIL)

@@ -23,7 +23,7 @@ from cryptolake.rules import screen
 from cryptolake.schema import KLINE_COLUMNS
 from cryptolake.testing import FakeExchange
 from cryptolake.timeutils import to_ms
-from tests.helpers import collect, invoke, one_line_error
+from tests.helpers import collect, invoke, one_line_error, store_as_another_tool
 from tests.test_quality import CORRUPTIONS, NOW, _set, sound, walks
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -150,9 +150,14 @@ def test_check_month_by_month_equals_the_rules_over_the_whole_history(
     since_ms = None if since is None else to_ms(since)
     whole = find_problems(frame, "BTCUSDT", "1h", NOW, rules)
     if since_ms is not None:
-        # From a date on, the oracle sees only those candles too.
-        whole = find_problems(
-            frame.filter(pl.col("open_time").dt.epoch("ms") >= since_ms), "BTCUSDT", "1h", NOW, rules
+        # From a date on: each candle judged as in the whole history (a spike right after the date
+        # has its neighbours before it), and the zero-volume runs counted from the date.
+        after = pl.col("open_time").dt.epoch("ms") >= since_ms
+        runs = find_problems(frame.filter(after), "BTCUSDT", "1h", NOW, rules).filter(
+            pl.col("rule") == "zero_volume_run"
+        )
+        whole = pl.concat([whole.filter(after & (pl.col("rule") != "zero_volume_run")), runs]).sort(
+            "open_time", "rule", maintain_order=True
         )
     report = check_lake(lake, "1h", NOW, since_ms=since_ms, rules=rules)
     assert_frame_equal(report.findings.drop("exchange"), whole)
@@ -212,7 +217,9 @@ def test_coverage_png_marks_months_with_errors_and_warnings(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("kind", ["swapped_high_low", "us_time"])
-def test_a_refused_candle_in_the_first_page_is_asked_again_not_taken_for_an_outage(kind: str, cli_env: Path) -> None:
+def test_a_refused_candle_in_the_first_page_is_asked_again_not_taken_for_an_outage(
+    kind: str, cli_env: Path
+) -> None:
     """The first page (1,000 candles from --since) loses a row to the rules: the collection
     still goes to the end, the hole is a failed window (not an exchange outage), and once the
     exchange serves a sound candle fill-gaps fills it."""
@@ -236,3 +243,31 @@ def test_a_refused_candle_in_the_first_page_is_asked_again_not_taken_for_an_outa
         )  # fmt: skip
         assert filled.exit_code == 0, filled.output
         assert Lake(lake).scan("1h", ["BTCUSDT"]).collect().height == (30 + 31) * 24
+
+
+def test_infinite_prices_are_refused_and_the_quarantine_lists_as_valid_json(cli_env: Path) -> None:
+    lake = cli_env / "lake"
+    frame = sound([0.001] * 24)
+    bad = _set(_set(frame, 2, high=float("inf")), 5, open=float("nan"))
+    assert Lake(lake).write_klines("1h", "BTCUSDT", bad, now_ms=NOW).rows_refused == 2
+    listed = invoke("check", "--lake", lake, "--quarantine", "--json")
+    rows = json.loads(listed.output)  # strict JSON: no bare NaN or Infinity
+    assert [
+        (r["rule"], r["high"] if r["rule"] == "non_positive_price" and r["high"] == "inf" else r["open"])
+        for r in rows
+    ] == [
+        ("non_positive_price", "inf"),
+        ("non_positive_price", "nan"),
+    ]
+    assert rows[0]["close_time"].endswith(":59.999Z") and rows[0]["close_time_ms"] % 1000 == 999
+
+
+def test_a_report_that_cannot_be_kept_is_still_printed(cli_env: Path) -> None:
+    lake = cli_env / "lake"
+    frame = sound([0.001] * 24)
+    store_as_another_tool(lake, "1h", "BTCUSDT", _set(frame, 3, high=frame["low"][3] * 0.5))
+    (lake / "_meta" / "quality.parquet").mkdir(parents=True)  # cannot be written
+    result = invoke("check", "--lake", lake, "--json")
+    assert result.exit_code == 1
+    assert "the report is not kept" in result.stderr
+    assert [f["rule"] for f in json.loads(result.stdout)] == ["ohlc_order"]

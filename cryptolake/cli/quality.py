@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from cryptolake.cli.options import (
     settings_from,
     symbols_option,
 )
+from cryptolake.errors import CryptolakeError
 
 if TYPE_CHECKING:
     from cryptolake.config import Settings
@@ -99,7 +101,7 @@ def check_command(
     try:
         save_report(store, report, wanted, bounds[0], bounds[1], now)
         refresh_database(store)
-    except OSError as exc:  # a read-only lake: the report is printed, not kept
+    except (OSError, CryptolakeError) as exc:  # a read-only lake: the report is printed, not kept
         click.echo(f"warning: the report is not kept for the quality view ({exc})", err=True)
     if as_json:
         click.echo(json.dumps(report.to_dicts(), indent=2))
@@ -137,10 +139,16 @@ def _list_quarantine(
         rows = rows.filter(opened < until_ms)
     shown = rows.with_columns(
         pl.col("open_time").dt.epoch("ms").alias("open_time_ms"),
-        *(pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%SZ") for c in ("open_time", "close_time", "quarantined_at")),
+        pl.col("close_time").dt.epoch("ms").alias("close_time_ms"),
+        *(
+            pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+            for c in ("open_time", "close_time", "quarantined_at")
+        ),
     )
     if as_json:
-        click.echo(json.dumps(shown.to_dicts(), indent=2))
+        # Valid JSON: a price that is not a finite number (why it was refused) is written as text.
+        safe = [{k: _json_value(v) for k, v in row.items()} for row in shown.iter_rows(named=True)]
+        click.echo(json.dumps(safe, indent=2, allow_nan=False))
         return
     names = ("symbol", "interval", "open_time", "rule", "source", "quarantined_at", "detail")
     print_table(
@@ -148,3 +156,9 @@ def _list_quarantine(
         ["symbol", "interval", "open time", "rule", "source", "quarantined", "detail"],
         [[r[k] for k in names] for r in shown.iter_rows(named=True)],
     )
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf"
+    return value
