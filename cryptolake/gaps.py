@@ -617,35 +617,44 @@ def save_report(lake: Lake, result: GapScan) -> None:
 def forget_report(lake: Lake, interval: str, symbol: str) -> int:
     """Drop one symbol's rows from the stored gap report (``gaps`` and ``coverage``); returns how
     many rows went."""
-    dropped = 0
+    return sum(
+        drop_report_rows(lake, name, interval, symbol) for name in ("gaps.parquet", "coverage.parquet")
+    )
+
+
+def drop_report_rows(lake: Lake, name: str, interval: str, symbol: str) -> int:
+    """Drop one symbol's rows of ``interval`` from the report ``<lake>/_meta/<name>`` (read,
+    change, conditional put); returns how many went.
+
+    Raises:
+        LakeError: the report cannot be read (move it aside).
+    """
+    path = f"{META_DIR}/{name}"
     hit = (
         (pl.col("exchange") == lake.exchange)
         & (pl.col("interval") == interval)
         & (pl.col("symbol") == symbol)
     )
-    for name in ("gaps.parquet", "coverage.parquet"):
-        path = f"{META_DIR}/{name}"
-        counted = [0]
+    counted = [0]
 
-        def drop(data: bytes | None, path: str = path, counted: list[int] = counted) -> bytes | None:
-            if data is None:
-                return None
-            try:
-                frame = with_exchange(pl.read_parquet(io.BytesIO(data)))
-            except pl.exceptions.PolarsError as exc:
-                raise LakeError(
-                    f"cannot read the gap report {lake.storage.url}/{path} ({exc}); move it aside"
-                ) from exc
-            counted[0] = frame.filter(hit).height
-            if not counted[0]:
-                return None
-            buffer = io.BytesIO()
-            frame.filter(~hit).write_parquet(buffer, compression="zstd")
-            return buffer.getvalue()
+    def drop(data: bytes | None) -> bytes | None:
+        if data is None:
+            return None
+        try:
+            frame = with_exchange(pl.read_parquet(io.BytesIO(data)))
+        except pl.exceptions.PolarsError as exc:
+            raise LakeError(
+                f"cannot read the report {lake.storage.url}/{path} ({exc}); move it aside"
+            ) from exc
+        counted[0] = frame.filter(hit).height
+        if not counted[0]:
+            return None
+        buffer = io.BytesIO()
+        frame.filter(~hit).write_parquet(buffer, compression="zstd")
+        return buffer.getvalue()
 
-        update_object(lake.storage, path, drop)
-        dropped += counted[0]
-    return dropped
+    update_object(lake.storage, path, drop)
+    return counted[0]
 
 
 def _month_floor(t_ms: int) -> int:

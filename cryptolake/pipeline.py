@@ -489,7 +489,7 @@ class Pipeline:
             # Where a refused candle belonged cannot be told (its time may be the broken value):
             # the holes of the page's span are asked again, not taken for an exchange outage.
             first, last = _time_span(screened.kept)
-            span = (min(first, self.grid.floor(first)), self.grid.next_open(self.grid.floor(last)))
+            span = (self.grid.floor(first), self.grid.next_open(self.grid.floor(last)))
         if block is not None:
             block.table = screened.kept
         return _ScreenedPage(screened.kept, sent, span, block)

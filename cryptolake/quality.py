@@ -40,6 +40,7 @@ from typing import Any, Literal
 import polars as pl
 
 from cryptolake.errors import LakeError
+from cryptolake.gaps import drop_report_rows
 from cryptolake.lake import Lake
 from cryptolake.lake.layout import META_DIR
 from cryptolake.lake.storage import update_object
@@ -448,26 +449,4 @@ def marked_months(lake: Lake, interval: str) -> dict[tuple[str, str], str]:
 
 def forget_findings(lake: Lake, interval: str, symbol: str) -> int:
     """Drop one symbol's findings from the stored report; returns how many went."""
-    hit = (
-        (pl.col("exchange") == lake.exchange)
-        & (pl.col("interval") == interval)
-        & (pl.col("symbol") == symbol)
-    )
-    counted = [0]
-
-    def drop(data: bytes | None) -> bytes | None:
-        if data is None:
-            return None
-        try:
-            frame = pl.read_parquet(io.BytesIO(data))
-        except pl.exceptions.PolarsError:
-            return None  # a torn or foreign report: the next check replaces it
-        counted[0] = frame.filter(hit).height
-        if not counted[0]:
-            return None
-        buffer = io.BytesIO()
-        frame.filter(~hit).write_parquet(buffer, compression="zstd")
-        return buffer.getvalue()
-
-    update_object(lake.storage, f"{META_DIR}/{QUALITY_FILE}", drop)
-    return counted[0]
+    return drop_report_rows(lake, QUALITY_FILE, interval, symbol)

@@ -233,8 +233,11 @@ def _verify_archive(
             keys = {d.open_time for d in diffs}
             patch = _only(fresh, keys)
             with lake.writer_lock():
-                if patch.height:
-                    lake.write_klines(grid.name, symbol, patch, source="verify")
+                refused = (
+                    lake.write_klines(grid.name, symbol, patch, source="verify").rows_refused
+                    if patch.height
+                    else 0
+                )
                 meta.record_sources(
                     grid.name,
                     symbol,
@@ -251,8 +254,8 @@ def _verify_archive(
                     ],
                     now_ms if now_ms is not None else _now(),
                 )
-            check.repaired = patch.height
-            report.repaired += patch.height
+            check.repaired = patch.height - refused  # a candle the rules refuse is not a repair
+            report.repaired += check.repaired
 
 
 def _verify_rest(
@@ -294,8 +297,8 @@ def _verify_rest(
             patch = _only(fresh, keys)
             if patch.height:
                 with lake.writer_lock():
-                    lake.write_klines(grid.name, symbol, patch, source="verify")
-                report.repaired += patch.height
+                    written = lake.write_klines(grid.name, symbol, patch, source="verify")
+                report.repaired += patch.height - written.rows_refused  # refused: quarantined, not a repair
 
 
 def _stored(lake: Lake, grid: Interval, symbol: str, lo: int, hi: int) -> pl.DataFrame:

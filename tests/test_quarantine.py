@@ -266,3 +266,19 @@ def test_a_report_that_cannot_be_kept_is_still_printed(cli_env: Path) -> None:
     assert result.exit_code == 1
     assert "the report is not kept" in result.stderr
     assert [f["rule"] for f in json.loads(result.stdout)] == ["ohlc_order"]
+
+
+def test_verify_repair_does_not_count_a_refused_candle_as_repaired(cli_env: Path) -> None:
+    lake = cli_env / "lake"
+    bad = to_ms("2025-12-10T05:00:00Z")
+    with FakeExchange(now=to_ms("2026-01-01T00:30:00Z")) as fx:
+        assert collect(lake, fx, "--symbols", "BTC", "--since", "2025-12-01", "--quiet").exit_code == 0
+        fx.bad_candle("swapped_high_low", "BTCUSDT", "1h", bad)  # the exchange now serves it broken
+        before = Lake(lake).scan("1h", ["BTCUSDT"]).collect()
+        args = ("--lake", lake, "--base-url", fx.base_url, "--archive-url", fx.base_url, "--against", "rest")
+        fixed = invoke("verify", *args, "--repair", "--json")
+        assert fixed.exit_code == 1  # it differs
+        assert json.loads(fixed.stdout)["repaired"] == 0
+        assert_frame_equal(Lake(lake).scan("1h", ["BTCUSDT"]).collect(), before)  # the good candle stays
+        held = Lake(lake).quarantined("1h")
+        assert held.select("source", "rule").rows() == [("verify", "ohlc_order")]
